@@ -1,0 +1,290 @@
+//! `iadb`: the command-line client of an iadb server.
+
+use clap::{Parser, Subcommand};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::TryStreamExt;
+use iadb::{DatabaseInterface, Error, Row, Value};
+use iadb_client::RemoteDatabase;
+use std::{process::ExitCode, time::Duration};
+
+#[derive(Parser)]
+#[command(
+    name = "iadb",
+    version,
+    about = "Command-line client of an iadb server"
+)]
+struct Cli {
+    /// Server address.
+    #[arg(
+        long,
+        env = "IADB_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+    /// Database name on the server (empty: its default).
+    #[arg(long, env = "IADB_DATABASE", default_value = "", global = true)]
+    database: String,
+    /// Deadline of the call, in milliseconds.
+    #[arg(long, env = "IADB_TIMEOUT_MS", global = true)]
+    timeout_ms: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a query and prints its rows (a table, or --json / --csv).
+    Query {
+        /// The SQL, with `?` placeholders.
+        sql: String,
+        /// Parameters: 42, 1.5, null, text, or TYPE:VALUE with TYPE one of
+        /// int, double, text, bool, null, bytes (hex), decimal, date, time,
+        /// datetime, timestamptz, json.
+        params: Vec<String>,
+        /// Print a JSON array of objects.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV with a header line.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Runs a statement and prints the rows affected.
+    Exec {
+        /// The SQL, with `?` placeholders.
+        sql: String,
+        /// Parameters, as for `query`.
+        params: Vec<String>,
+    },
+    /// Lists the tables of the database.
+    Tables,
+    /// Prints the health of every database (exit 1 if one is unhealthy).
+    Health,
+}
+
+/// Parses one command-line parameter.
+fn parse_param(text: &str) -> Result<Value, Error> {
+    use iadb::proto::value::Kind;
+    if let Some((ty, v)) = text.split_once(':') {
+        let kind = match ty {
+            "int" => Some(Kind::Int(v.parse().map_err(|_| {
+                Error::invalid_argument(format!("`{v}` is not an integer"))
+            })?)),
+            "double" => Some(Kind::Double(v.parse().map_err(|_| {
+                Error::invalid_argument(format!("`{v}` is not a number"))
+            })?)),
+            "text" => Some(Kind::Text(v.to_owned())),
+            "bool" => Some(Kind::Bool(v.parse().map_err(|_| {
+                Error::invalid_argument(format!("`{v}` is not true or false"))
+            })?)),
+            "null" => return Ok(Value::Null),
+            "bytes" => Some(Kind::Bytes(decode_hex(v)?)),
+            "decimal" => Some(Kind::Decimal(v.to_owned())),
+            "date" => Some(Kind::Date(v.to_owned())),
+            "time" => Some(Kind::Time(v.to_owned())),
+            "datetime" => Some(Kind::Datetime(v.to_owned())),
+            "timestamptz" => Some(Kind::TimestampTz(v.to_owned())),
+            "json" => Some(Kind::Json(v.to_owned())),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return Value::try_from(iadb::proto::Value { kind: Some(kind) });
+        }
+    }
+    if text.eq_ignore_ascii_case("null") {
+        return Ok(Value::Null);
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Ok(Value::Int(i));
+    }
+    if text.contains(['.', 'e', 'E'])
+        && let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+    {
+        return Ok(Value::Float(f));
+    }
+    Ok(Value::Text(text.to_owned()))
+}
+
+fn decode_hex(s: &str) -> Result<Vec<u8>, Error> {
+    let s = s.strip_prefix("\\x").unwrap_or(s);
+    if s.len() % 2 != 0 {
+        return Err(Error::invalid_argument(
+            "hex bytes need an even number of digits",
+        ));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .map_err(|_| Error::invalid_argument(format!("`{s}` is not hex")))
+        })
+        .collect()
+}
+
+fn print_table(columns: &[String], rows: &[Row]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(columns);
+    for row in rows {
+        table.add_row(row.values().iter().map(Value::to_string));
+    }
+    println!("{table}");
+    let n = rows.len();
+    println!("({n} row{})", if n == 1 { "" } else { "s" });
+}
+
+fn print_json(rows: &[Row]) -> Result<(), Error> {
+    let array: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::Value::Object(
+                row.iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_json()))
+                    .collect(),
+            )
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&array)
+        .map_err(|e| Error::internal(format!("cannot write JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn print_csv(columns: &[String], rows: &[Row]) -> Result<(), Error> {
+    let mut writer = csv::Writer::from_writer(std::io::stdout());
+    let failed = |e: csv::Error| Error::internal(format!("cannot write CSV: {e}"));
+    writer.write_record(columns).map_err(failed)?;
+    for row in rows {
+        writer
+            .write_record(row.values().iter().map(|v| match v {
+                Value::Null => String::new(),
+                other => other.to_string(),
+            }))
+            .map_err(failed)?;
+    }
+    writer
+        .flush()
+        .map_err(|e| Error::internal(format!("cannot write CSV: {e}")))
+}
+
+/// SQL listing the user's tables on each engine.
+fn tables_sql(engine: &str) -> &'static str {
+    match engine {
+        "postgresql" => {
+            "SELECT CASE WHEN table_schema = 'public' THEN table_name ELSE table_schema || '.' || table_name END AS table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+        }
+        "mysql" => {
+            "SELECT table_name AS table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY 1"
+        }
+        "duckdb" => {
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+        }
+        _ => {
+            "SELECT name AS table_name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' ORDER BY 1"
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let mut db = RemoteDatabase::new(cli.server.clone()).with_database(cli.database.clone());
+    if let Some(ms) = cli.timeout_ms {
+        db = db.with_timeout(Duration::from_millis(ms));
+    }
+    db.connect().await?;
+    match cli.command {
+        Command::Query {
+            sql,
+            params,
+            json,
+            csv,
+        } => {
+            let params = params
+                .iter()
+                .map(|p| parse_param(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let iadb::RowStream { columns, rows } = db.fetch_stream(&sql, &params).await?;
+            let columns: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+            let rows: Vec<Row> = rows.try_collect().await?;
+            if json {
+                print_json(&rows)?;
+            } else if csv {
+                print_csv(&columns, &rows)?;
+            } else {
+                print_table(&columns, &rows);
+            }
+        }
+        Command::Exec { sql, params } => {
+            let params = params
+                .iter()
+                .map(|p| parse_param(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let outcome = db.execute(&sql, &params).await?;
+            match outcome.last_insert_id {
+                Some(id) => println!(
+                    "{} row(s) affected, last insert id {id}",
+                    outcome.rows_affected
+                ),
+                None => println!("{} row(s) affected", outcome.rows_affected),
+            }
+        }
+        Command::Tables => {
+            let health = db.health(false).await?;
+            let engine = health
+                .first()
+                .map(|h| h.engine.as_str())
+                .unwrap_or("sqlite");
+            for row in db.fetch_all(tables_sql(engine), &[]).await? {
+                if let Some(name) = row.get_index(0) {
+                    println!("{name}");
+                }
+            }
+        }
+        Command::Health => {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "database",
+                "engine",
+                "healthy",
+                "pool size",
+                "idle",
+                "max",
+                "latency ms",
+                "message",
+            ]);
+            let report = db.health(cli.database.is_empty()).await?;
+            let all_healthy = report.iter().all(|h| h.healthy);
+            for h in report {
+                table.add_row([
+                    h.name,
+                    h.engine,
+                    h.healthy.to_string(),
+                    h.pool_size.to_string(),
+                    h.pool_idle.to_string(),
+                    h.pool_max.to_string(),
+                    format!("{:.2}", h.latency_ms),
+                    h.message,
+                ]);
+            }
+            println!("{table}");
+            if !all_healthy {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            match e.code() {
+                Some(code) => eprintln!("iadb: {} ({}, {code})", e.message(), e.kind()),
+                None => eprintln!("iadb: {} ({})", e.message(), e.kind()),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! SQLite through sqlx: a pool in WAL mode with a busy timeout and foreign
+//! keys on. `:memory:` is one connection that never closes, so every call
+//! sees the same database (calls on it run one at a time).
+
+use super::{PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use crate::placeholders::Dialect;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use futures::StreamExt;
+use iadb::{
+    Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
+    QueryEvent, QueryStream, Result, Value,
+};
+use sqlx::{
+    Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
+    error::DatabaseError,
+    sqlite::{
+        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+        SqliteRow, SqliteSynchronous,
+    },
+};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+/// The SQLite adapter.
+pub struct SqliteBackend {
+    options: SqliteConnectOptions,
+    memory: bool,
+    settings: PoolSettings,
+    pool: RwLock<Option<SqlitePool>>,
+}
+
+impl SqliteBackend {
+    /// An adapter for `config` (a `sqlite:` URL); `connect` opens it.
+    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+        let path = config
+            .path
+            .as_deref()
+            .ok_or_else(|| Error::invalid_argument("sqlite URL has no path"))?;
+        let memory = config.is_memory();
+        let mut options = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(sqlite_error)?
+        } else {
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        };
+        let read_only = config.option("mode") == Some("ro");
+        options = options
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .read_only(read_only);
+        Ok(Self {
+            options,
+            memory,
+            settings,
+            pool: RwLock::new(None),
+        })
+    }
+
+    fn pool(&self) -> Result<SqlitePool> {
+        self.pool
+            .read()
+            .map_err(|_| Error::internal("sqlite pool lock poisoned"))?
+            .clone()
+            .filter(|p| !p.is_closed())
+            .ok_or_else(|| Error::unavailable("database is not connected"))
+    }
+}
+
+/// SQLite's primary result codes that mean "try again" rather than "your SQL
+/// is wrong": SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_IOERR (10),
+/// SQLITE_CANTOPEN (14), SQLITE_FULL (13) is an exhausted resource.
+fn classify_sqlite(e: &dyn DatabaseError) -> Option<ErrorKind> {
+    let code: i64 = e.code()?.parse().ok()?;
+    match code & 0xff {
+        5 | 6 | 10 | 14 => Some(ErrorKind::Unavailable),
+        13 => Some(ErrorKind::ResourceExhausted),
+        8 => Some(ErrorKind::PermissionDenied),
+        19 => Some(ErrorKind::FailedPrecondition),
+        _ => None,
+    }
+}
+
+fn sqlite_error(e: sqlx::Error) -> Error {
+    map_sqlx_error(e, classify_sqlite)
+}
+
+fn bind_all<'q>(params: &[Value]) -> Result<SqliteArguments<'q>> {
+    use sqlx::Arguments;
+    let mut args = SqliteArguments::default();
+    for (i, p) in params.iter().enumerate() {
+        let added = match p {
+            Value::Null => args.add(None::<i64>),
+            Value::Bool(b) => args.add(*b),
+            Value::Int(n) => args.add(*n),
+            Value::Float(f) if f.is_nan() => {
+                return Err(Error::invalid_argument(format!(
+                    "parameter {}: SQLite cannot store NaN (it would become NULL)",
+                    i + 1
+                )));
+            }
+            Value::Float(f) => args.add(*f),
+            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => args.add(s.clone()),
+            Value::Bytes(b) => args.add(b.clone()),
+            Value::Date(d) => args.add(d.format("%Y-%m-%d").to_string()),
+            Value::Time(t) => args.add(t.format("%H:%M:%S%.f").to_string()),
+            Value::DateTime(t) => args.add(t.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
+            Value::TimestampTz(t) => args.add(t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string()),
+        };
+        added.map_err(|e| Error::invalid_argument(format!("parameter {}: {e}", i + 1)))?;
+    }
+    Ok(args)
+}
+
+/// Reads column `i` of `row`: the storage class of the value decides the
+/// kind, refined by the column's declared type (BOOLEAN, DATE, TIME,
+/// DATETIME, NUMERIC).
+fn decode_value(row: &SqliteRow, i: usize, declared: &str) -> Result<Value> {
+    let raw = row.try_get_raw(i).map_err(sqlite_error)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let storage = raw.type_info().name().to_owned();
+    let get_err = |e| sqlite_error(e);
+    Ok(match storage.as_str() {
+        "INTEGER" => {
+            let n: i64 = row.try_get_unchecked(i).map_err(get_err)?;
+            if declared == "BOOLEAN" {
+                Value::Bool(n != 0)
+            } else {
+                Value::Int(n)
+            }
+        }
+        "REAL" => Value::Float(row.try_get_unchecked(i).map_err(get_err)?),
+        "BLOB" => Value::Bytes(row.try_get_unchecked(i).map_err(get_err)?),
+        _ => {
+            let s: String = row.try_get_unchecked(i).map_err(get_err)?;
+            typed_text(s, declared)
+        }
+    })
+}
+
+/// A TEXT value in a column declared as a date, time or number becomes that
+/// kind when it parses as one; otherwise it stays text.
+fn typed_text(s: String, declared: &str) -> Value {
+    match declared {
+        "DATE" => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            .map(Value::Date)
+            .unwrap_or(Value::Text(s)),
+        "TIME" => NaiveTime::parse_from_str(&s, "%H:%M:%S%.f")
+            .map(Value::Time)
+            .unwrap_or(Value::Text(s)),
+        "DATETIME" => parse_datetime(&s).unwrap_or(Value::Text(s)),
+        "NUMERIC" if is_decimal(&s) => Value::Decimal(s),
+        _ => Value::Text(s),
+    }
+}
+
+fn parse_datetime(s: &str) -> Option<Value> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(Value::TimestampTz(t.with_timezone(&Utc)));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.fZ"] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return Some(Value::TimestampTz(t.with_timezone(&Utc)));
+        }
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .map(Value::DateTime)
+}
+
+fn is_decimal(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|b| *b == b'.').count() <= 1
+        && digits.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// The declared type as sqlx reports it; "NULL" means unknown (an expression).
+fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
+    let name = column.type_info().name();
+    if name == "NULL" {
+        String::new()
+    } else {
+        name.to_owned()
+    }
+}
+
+#[async_trait]
+impl DatabaseInterface for SqliteBackend {
+    async fn connect(&self) -> Result<()> {
+        if let Some(path) = self
+            .options
+            .get_filename()
+            .parent()
+            .filter(|_| !self.memory)
+        {
+            if !path.as_os_str().is_empty() && !Path::new(path).exists() {
+                std::fs::create_dir_all(path).map_err(|e| {
+                    Error::unavailable(format!("cannot create folder {}: {e}", path.display()))
+                })?;
+            }
+        }
+        let mut pool_options = SqlitePoolOptions::new()
+            .acquire_timeout(self.settings.acquire_timeout)
+            .max_connections(self.settings.max_connections.max(1));
+        if self.memory {
+            // One connection that never closes: an in-memory database lives
+            // and dies with its connection.
+            pool_options = pool_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool_options
+            .connect_with(self.options.clone())
+            .await
+            .map_err(sqlite_error)?;
+        *self
+            .pool
+            .write()
+            .map_err(|_| Error::internal("sqlite pool lock poisoned"))? = Some(pool);
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<()> {
+        let pool = self
+            .pool
+            .write()
+            .map_err(|_| Error::internal("sqlite pool lock poisoned"))?
+            .take();
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.pool().is_ok()
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let pool = self.pool().ok()?;
+        Some(PoolStatus {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
+        check_sql(sql)?;
+        check_param_count(sql, Dialect::Sqlite, params.len())?;
+        let args = bind_all(params)?;
+        let mut conn = self.pool()?.acquire().await.map_err(sqlite_error)?;
+        let columns: Arc<[Column]> = {
+            let statement = conn.prepare(sql).await.map_err(sqlite_error)?;
+            statement
+                .columns()
+                .iter()
+                .map(|c| Column::new(c.name(), declared_type(c)))
+                .collect()
+        };
+        let sql = sql.to_owned();
+        let declared: Vec<String> = columns.iter().map(|c| c.declared_type.clone()).collect();
+        let events = async_stream::try_stream! {
+            let mut outcome = ExecuteOutcome::default();
+            let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
+            while let Some(item) = results.next().await {
+                match item.map_err(sqlite_error)? {
+                    Either::Left(done) => {
+                        outcome.rows_affected += done.rows_affected();
+                        if done.rows_affected() > 0 {
+                            outcome.last_insert_id = Some(done.last_insert_rowid());
+                        }
+                    }
+                    Either::Right(row) => {
+                        let mut values = Vec::with_capacity(declared.len());
+                        for (i, ty) in declared.iter().enumerate() {
+                            values.push(decode_value(&row, i, ty)?);
+                        }
+                        yield QueryEvent::Row(values);
+                    }
+                }
+            }
+            yield QueryEvent::Done(outcome);
+        };
+        Ok(QueryStream {
+            columns,
+            events: events.boxed(),
+        })
+    }
+
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
+        check_sql(sql)?;
+        check_param_count(sql, Dialect::Sqlite, params.len())?;
+        let pool = self.pool()?;
+        let done = if params.is_empty() {
+            // No parameters: the text may be a script of several statements.
+            pool.execute(sqlx::raw_sql(sql)).await
+        } else {
+            pool.execute(sqlx::query_with(sql, bind_all(params)?)).await
+        }
+        .map_err(sqlite_error)?;
+        Ok(ExecuteOutcome {
+            rows_affected: done.rows_affected(),
+            last_insert_id: (done.rows_affected() > 0).then(|| done.last_insert_rowid()),
+        })
+    }
+
+    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
+        check_sql(sql)?;
+        let pool = self.pool()?;
+        let mut conn = pool.acquire().await.map_err(sqlite_error)?;
+        let mut tx = conn.begin().await.map_err(sqlite_error)?;
+        let mut outcome = ExecuteOutcome::default();
+        for (index, params) in param_sets.iter().enumerate() {
+            let at =
+                |e: Error| Error::new(e.kind(), format!("parameter set {index}: {}", e.message()));
+            check_param_count(sql, Dialect::Sqlite, params.len()).map_err(at)?;
+            let done = tx
+                .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
+                .await
+                .map_err(|e| at(sqlite_error(e)))?;
+            outcome.rows_affected += done.rows_affected();
+            if done.rows_affected() > 0 {
+                outcome.last_insert_id = Some(done.last_insert_rowid());
+            }
+        }
+        tx.commit().await.map_err(sqlite_error)?;
+        Ok(outcome)
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool> {
+        // `schema.table` names an attached schema ("main", "temp", ...).
+        let (schema, name) = match table.split_once('.') {
+            Some((s, t)) => (s, t),
+            None => ("main", table),
+        };
+        let master = if schema.eq_ignore_ascii_case("temp") {
+            "sqlite_temp_master".to_owned()
+        } else {
+            format!("{}.sqlite_master", iadb::quote_identifier(schema))
+        };
+        let sql = format!(
+            "SELECT 1 FROM {master} WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE LIMIT 1"
+        );
+        let found = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool()?)
+            .await
+            .map_err(sqlite_error)?;
+        Ok(found.is_some())
+    }
+}

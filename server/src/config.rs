@@ -1,0 +1,368 @@
+//! Server configuration: flags, each with an environment variable, over an
+//! optional TOML file of environments, over built-in defaults that serve with
+//! nothing set.
+
+use crate::backend::PoolSettings;
+use clap::Parser;
+use iadb::ConnectionConfig;
+use serde::Deserialize;
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+/// The database served when nothing is configured.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:///./data/iadb.db";
+/// The address served when nothing is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The name of the default database.
+pub const DEFAULT_DATABASE_NAME: &str = "default";
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A `--database` value is not `NAME=URL`.
+    #[error("--database expects NAME=URL, got `{0}`")]
+    DatabaseFlag(String),
+    /// A database URL does not parse.
+    #[error("database `{name}`: {source}")]
+    Url {
+        /// The database's name.
+        name: String,
+        /// What is wrong with its URL.
+        #[source]
+        source: iadb::UrlError,
+    },
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The selected environment is not in the config file.
+    #[error("environment `{0}` is not defined in the config file")]
+    UnknownEnvironment(String),
+    /// The listen address does not parse.
+    #[error("bad listen address `{0}`")]
+    Listen(String),
+}
+
+/// Command-line flags of `iadb-server`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "iadb-server",
+    version,
+    about = "iadb: one gRPC API in front of SQLite, PostgreSQL, MySQL/MariaDB, DuckDB and Cloudflare D1"
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "IADB_LISTEN")]
+    pub listen: Option<String>,
+    /// URL of the default database.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// A named database, NAME=URL; repeatable.
+    #[arg(long = "database", value_name = "NAME=URL")]
+    pub databases: Vec<String>,
+    /// TOML config file with one table of settings per environment.
+    #[arg(long, env = "IADB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Which environment of the config file to use.
+    #[arg(long, env = "ENVIRONMENT", default_value = "development")]
+    pub environment: String,
+    /// Most connections per database pool.
+    #[arg(long, env = "IADB_POOL_MAX")]
+    pub pool_max: Option<u32>,
+    /// Seconds a call waits for a pooled connection before UNAVAILABLE.
+    #[arg(long, env = "IADB_POOL_TIMEOUT_SECS")]
+    pub pool_timeout_secs: Option<u64>,
+    /// Most rows in one streamed batch.
+    #[arg(long, env = "IADB_BATCH_ROWS")]
+    pub batch_rows: Option<usize>,
+    /// Most bytes (approximate, encoded) in one streamed batch.
+    #[arg(long, env = "IADB_BATCH_BYTES")]
+    pub batch_bytes: Option<usize>,
+    /// Longest SQL text accepted, in bytes; longer is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IADB_MAX_SQL_BYTES")]
+    pub max_sql_bytes: Option<usize>,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "IADB_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Seconds between health checks of every database (standard health
+    /// service status).
+    #[arg(long, env = "IADB_HEALTH_INTERVAL_SECS")]
+    pub health_interval_secs: Option<u64>,
+}
+
+/// One environment of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentFile {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Database name -> URL; `default` is the default database.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+    /// Most connections per pool.
+    pub pool_max: Option<u32>,
+    /// Seconds to wait for a pooled connection.
+    pub pool_timeout_secs: Option<u64>,
+    /// Most rows per streamed batch.
+    pub batch_rows: Option<usize>,
+    /// Most bytes per streamed batch.
+    pub batch_bytes: Option<usize>,
+    /// Longest SQL accepted.
+    pub max_sql_bytes: Option<usize>,
+    /// Largest request accepted.
+    pub max_request_bytes: Option<usize>,
+    /// Seconds between health checks.
+    pub health_interval_secs: Option<u64>,
+}
+
+/// The config file: `[environments.NAME]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Settings per environment (development, testing, staging, production).
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentFile>,
+}
+
+/// One configured database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSpec {
+    /// Its name in requests.
+    pub name: String,
+    /// Where it is.
+    pub config: ConnectionConfig,
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The databases; the first is named [`DEFAULT_DATABASE_NAME`].
+    pub databases: Vec<DatabaseSpec>,
+    /// Pool settings for every database.
+    pub pool: PoolSettings,
+    /// Batching and size limits.
+    pub limits: Limits,
+    /// Interval of the background health checks.
+    pub health_interval: Duration,
+}
+
+/// Streaming and size limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most rows per batch.
+    pub batch_rows: usize,
+    /// Most bytes per batch (approximate).
+    pub batch_bytes: usize,
+    /// Longest SQL accepted.
+    pub max_sql_bytes: usize,
+    /// Largest request message accepted (and largest response message sent).
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            batch_rows: 1024,
+            batch_bytes: 1024 * 1024,
+            max_sql_bytes: 1024 * 1024,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Resolves flags over the config file over the defaults.
+    pub fn from_cli(cli: &Cli) -> Result<Self, ConfigError> {
+        let file_env = match &cli.config {
+            Some(path) => load_environment(path, &cli.environment)?,
+            None => EnvironmentFile::default(),
+        };
+        let listen_text = cli
+            .listen
+            .clone()
+            .or(file_env.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text
+            .parse()
+            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+
+        // Named databases: the file's, then flags (a flag wins on a name).
+        let mut named: BTreeMap<String, String> = file_env.databases.clone();
+        for flag in &cli.databases {
+            let (name, url) = flag
+                .split_once('=')
+                .filter(|(n, u)| !n.trim().is_empty() && !u.trim().is_empty())
+                .ok_or_else(|| ConfigError::DatabaseFlag(redact_flag(flag)))?;
+            named.insert(name.trim().to_owned(), url.trim().to_owned());
+        }
+        let default_url = cli
+            .database_url
+            .clone()
+            .or_else(|| named.remove(DEFAULT_DATABASE_NAME))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        named.remove(DEFAULT_DATABASE_NAME);
+
+        let mut databases = Vec::with_capacity(named.len() + 1);
+        for (name, url) in
+            std::iter::once((DEFAULT_DATABASE_NAME.to_owned(), default_url)).chain(named)
+        {
+            let config = ConnectionConfig::from_url(&url).map_err(|source| ConfigError::Url {
+                name: name.clone(),
+                source,
+            })?;
+            databases.push(DatabaseSpec { name, config });
+        }
+
+        let defaults = Limits::default();
+        let pool_defaults = PoolSettings::default();
+        Ok(Settings {
+            listen,
+            databases,
+            pool: PoolSettings {
+                max_connections: cli
+                    .pool_max
+                    .or(file_env.pool_max)
+                    .unwrap_or(pool_defaults.max_connections),
+                acquire_timeout: cli
+                    .pool_timeout_secs
+                    .or(file_env.pool_timeout_secs)
+                    .map(Duration::from_secs)
+                    .unwrap_or(pool_defaults.acquire_timeout),
+            },
+            limits: Limits {
+                batch_rows: cli
+                    .batch_rows
+                    .or(file_env.batch_rows)
+                    .unwrap_or(defaults.batch_rows)
+                    .max(1),
+                batch_bytes: cli
+                    .batch_bytes
+                    .or(file_env.batch_bytes)
+                    .unwrap_or(defaults.batch_bytes)
+                    .max(1),
+                max_sql_bytes: cli
+                    .max_sql_bytes
+                    .or(file_env.max_sql_bytes)
+                    .unwrap_or(defaults.max_sql_bytes),
+                max_message_bytes: cli
+                    .max_request_bytes
+                    .or(file_env.max_request_bytes)
+                    .unwrap_or(defaults.max_message_bytes),
+            },
+            health_interval: Duration::from_secs(
+                cli.health_interval_secs
+                    .or(file_env.health_interval_secs)
+                    .unwrap_or(5)
+                    .max(1),
+            ),
+        })
+    }
+}
+
+/// Shows a bad `--database` flag without the password its URL may hold.
+fn redact_flag(flag: &str) -> String {
+    match flag.split_once('=') {
+        Some((name, url)) => match ConnectionConfig::from_url(url) {
+            Ok(c) => format!("{name}={}", c.redacted_url()),
+            Err(_) => format!("{name}=<url>"),
+        },
+        None if flag.contains("://") => "<url>".to_owned(),
+        None => flag.to_owned(),
+    }
+}
+
+fn load_environment(path: &PathBuf, environment: &str) -> Result<EnvironmentFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    file.environments
+        .remove(environment)
+        .ok_or_else(|| ConfigError::UnknownEnvironment(environment.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("iadb-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_on_loopback() {
+        let mut c = cli(&[]);
+        c.database_url = None; // the test's environment may set DATABASE_URL
+        c.listen = None;
+        c.config = None;
+        let s = Settings::from_cli(&c).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.databases.len(), 1);
+        assert_eq!(s.databases[0].name, "default");
+        assert_eq!(
+            s.databases[0].config.path.as_deref(),
+            Some("./data/iadb.db")
+        );
+    }
+
+    #[test]
+    fn named_databases_and_bad_flags() {
+        let mut c = cli(&[
+            "--database",
+            "a=sqlite:///:memory:",
+            "--database-url",
+            "sqlite:///x.db",
+        ]);
+        c.config = None;
+        let s = Settings::from_cli(&c).unwrap();
+        let names: Vec<_> = s.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["default", "a"]);
+        let mut bad = cli(&["--database", "nourl"]);
+        bad.config = None;
+        assert!(matches!(
+            Settings::from_cli(&bad),
+            Err(ConfigError::DatabaseFlag(_))
+        ));
+        let mut secret = cli(&["--database", "b=postgresql://u:hunter2@h:notaport/db"]);
+        secret.config = None;
+        let err = Settings::from_cli(&secret).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn config_file_environments() {
+        let dir = std::env::temp_dir().join(format!("iadb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("iadb.toml");
+        std::fs::write(
+            &path,
+            "[environments.testing]\nlisten = \"127.0.0.1:6000\"\npool_max = 3\n[environments.testing.databases]\ndefault = \"sqlite:///:memory:\"\nother = \"sqlite:///./o.db\"\n",
+        )
+        .unwrap();
+        let mut c = cli(&[]);
+        c.database_url = None;
+        c.listen = None;
+        c.config = Some(path.clone());
+        c.environment = "testing".into();
+        let s = Settings::from_cli(&c).unwrap();
+        assert_eq!(s.listen.port(), 6000);
+        assert_eq!(s.pool.max_connections, 3);
+        assert!(s.databases[0].config.is_memory());
+        assert_eq!(s.databases[1].name, "other");
+        c.environment = "production".into();
+        assert!(matches!(
+            Settings::from_cli(&c),
+            Err(ConfigError::UnknownEnvironment(_))
+        ));
+    }
+}

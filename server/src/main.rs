@@ -1,0 +1,5 @@
+//! The `iadb-server` binary.
+
+fn main() -> std::process::ExitCode {
+    iadb_server::main_entry()
+}

@@ -1,0 +1,149 @@
+//! Starting and stopping the server: the gRPC services, the standard health
+//! service kept current in the background, reflection, graceful shutdown.
+
+use crate::{config::Settings, registry::Registry, service::DatabaseService};
+use iadb::{Error, proto::database_server::DatabaseServer};
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+/// The standard health service name that covers the whole server.
+pub const OVERALL_HEALTH_SERVICE: &str = "";
+
+/// A server bound to its address, ready to serve.
+pub struct BoundServer {
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    settings: Settings,
+}
+
+impl BoundServer {
+    /// Connects every database and binds the listen address.
+    pub async fn bind(settings: Settings) -> Result<Self, Error> {
+        let registry = Arc::new(Registry::connect(&settings.databases, settings.pool).await?);
+        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+            Error::unavailable(format!("cannot listen on {}: {e}", settings.listen))
+        })?;
+        Ok(Self {
+            listener,
+            registry,
+            settings,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("no local address: {e}")))
+    }
+
+    /// Serves until `shutdown` completes; in-flight calls finish first, then
+    /// the pools close.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Self {
+            listener,
+            registry,
+            settings,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<DatabaseServer<DatabaseService>>()
+            .await;
+        let checker = tokio::spawn(keep_health_current(
+            reporter,
+            registry.clone(),
+            settings.health_interval,
+        ));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(iadb::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+        let max = settings.limits.max_message_bytes;
+        let database = DatabaseServer::new(DatabaseService::new(registry.clone(), settings.limits))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(database)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(|e| Error::internal(format!("server: {e}")));
+        checker.abort();
+        registry.close().await;
+        result
+    }
+}
+
+/// Checks every database on an interval and sets its standard health status
+/// (service name = database name); the overall status is SERVING while every
+/// database is.
+async fn keep_health_current(
+    reporter: HealthReporter,
+    registry: Arc<Registry>,
+    interval: std::time::Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    let mut last: std::collections::HashMap<String, bool> = Default::default();
+    loop {
+        ticker.tick().await;
+        let mut all = true;
+        let names: Vec<String> = registry.names().map(str::to_owned).collect();
+        for name in names {
+            let healthy = registry
+                .check(&name)
+                .await
+                .map(|h| h.healthy)
+                .unwrap_or(false);
+            all &= healthy;
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if last.insert(name.clone(), healthy) != Some(healthy) {
+                if healthy {
+                    info!(database = %name, "health: SERVING");
+                } else {
+                    warn!(database = %name, "health: NOT_SERVING");
+                }
+            }
+            reporter.set_service_status(&name, status).await;
+        }
+        let overall = if all {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(OVERALL_HEALTH_SERVICE, overall)
+            .await;
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutting down: finishing in-flight calls");
+}

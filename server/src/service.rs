@@ -1,0 +1,445 @@
+//! The gRPC handlers of `iadb.v1.Database`. Each resolves the database by
+//! name, converts the request (bad input is INVALID_ARGUMENT before any
+//! engine work), runs it on the adapter under the call's deadline, and
+//! converts back. Errors become statuses only through `From<iadb::Error>`.
+
+use crate::{config::Limits, registry::Registry};
+use futures::StreamExt;
+use iadb::{
+    Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value,
+    convert::params_from_proto,
+    proto::{self, database_server::Database, fetch_all_response::Frame},
+};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+
+/// Batches in flight between the engine and the wire, per stream. Small, so a
+/// slow client slows the engine instead of filling the server's memory.
+const STREAM_CHANNEL_BATCHES: usize = 2;
+
+/// The `Database` service.
+#[derive(Clone)]
+pub struct DatabaseService {
+    registry: Arc<Registry>,
+    limits: Limits,
+}
+
+impl DatabaseService {
+    /// A service over `registry`.
+    pub fn new(registry: Arc<Registry>, limits: Limits) -> Self {
+        Self { registry, limits }
+    }
+
+    fn check_sql_size(&self, sql: &str) -> Result<(), Error> {
+        if sql.len() > self.limits.max_sql_bytes {
+            return Err(Error::new(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "SQL is {} bytes, over the limit of {} bytes (--max-sql-bytes)",
+                    sql.len(),
+                    self.limits.max_sql_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The time limit of a call: the shorter of the request's `timeout_ms` and
+/// the gRPC deadline (tonic reads `grpc-timeout` into the request).
+fn call_timeout<T>(
+    request: &Request<T>,
+    options: Option<&proto::QueryOptions>,
+) -> Option<Duration> {
+    let from_options = options
+        .map(|o| o.timeout_ms)
+        .filter(|ms| *ms > 0)
+        .map(|ms| Duration::from_millis(u64::from(ms)));
+    let from_header = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        // tonic's own deadline timer fires at the same instant and answers
+        // CANCELLED; ending a little earlier lets the caller see
+        // DEADLINE_EXCEEDED and the query stop cleanly.
+        .map(|d| d.saturating_sub((d / 20).min(Duration::from_millis(20))));
+    match (from_options, from_header) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses the `grpc-timeout` header: digits then a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn deadline_error(limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::DeadlineExceeded,
+        format!(
+            "deadline of {} ms passed; the query was stopped",
+            limit.as_millis()
+        ),
+    )
+}
+
+/// Runs `work` under an optional time limit; dropping it on time-out stops
+/// the query and returns its connection.
+async fn with_timeout<T>(
+    limit: Option<Duration>,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(deadline_error(limit))),
+        None => work.await,
+    }
+}
+
+fn ms_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Logs the outcome of one call: debug on success, warn on error.
+fn log_call<T>(rpc: &str, database: &str, started: Instant, result: &Result<T, Error>) {
+    let ms = ms_since(started);
+    match result {
+        Ok(_) => debug!(rpc, database, ms, "ok"),
+        Err(e) => {
+            warn!(rpc, database, ms, code = %e.kind(), sqlstate = e.code().unwrap_or(""), "{}", e.message())
+        }
+    }
+}
+
+type FetchStream =
+    Pin<Box<dyn futures::Stream<Item = Result<proto::FetchAllResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Database for DatabaseService {
+    async fn execute(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<proto::ExecuteResponse>, Status> {
+        let started = Instant::now();
+        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let proto::ExecuteRequest {
+            database,
+            sql,
+            params,
+            options: _,
+        } = request.into_inner();
+        let result = async {
+            let db = self.registry.get(&database)?;
+            self.check_sql_size(&sql)?;
+            let params = params_from_proto(params)?;
+            with_timeout(limit, db.execute(&sql, &params)).await
+        }
+        .await;
+        log_call("Execute", &database, started, &result);
+        let ExecuteOutcome {
+            rows_affected,
+            last_insert_id,
+        } = result?;
+        Ok(Response::new(proto::ExecuteResponse {
+            rows_affected,
+            last_insert_id,
+            execution_time_ms: ms_since(started),
+        }))
+    }
+
+    async fn execute_many(
+        &self,
+        request: Request<proto::ExecuteManyRequest>,
+    ) -> Result<Response<proto::ExecuteManyResponse>, Status> {
+        let started = Instant::now();
+        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let proto::ExecuteManyRequest {
+            database,
+            sql,
+            param_sets,
+            options: _,
+        } = request.into_inner();
+        let result = async {
+            let db = self.registry.get(&database)?;
+            self.check_sql_size(&sql)?;
+            let sets = param_sets
+                .into_iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    params_from_proto(row.values).map_err(|e| {
+                        Error::invalid_argument(format!("parameter set {i}: {}", e.message()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            with_timeout(limit, db.execute_many(&sql, &sets)).await
+        }
+        .await;
+        log_call("ExecuteMany", &database, started, &result);
+        let outcome = result?;
+        Ok(Response::new(proto::ExecuteManyResponse {
+            rows_affected: outcome.rows_affected,
+            execution_time_ms: ms_since(started),
+        }))
+    }
+
+    type FetchAllStream = FetchStream;
+
+    async fn fetch_all(
+        &self,
+        request: Request<proto::FetchAllRequest>,
+    ) -> Result<Response<Self::FetchAllStream>, Status> {
+        let started = Instant::now();
+        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
+        let proto::FetchAllRequest {
+            database,
+            sql,
+            params,
+            options: _,
+        } = request.into_inner();
+        // Errors before the first row (bad SQL, unknown table) fail the call
+        // itself rather than a stream that has begun.
+        let opened = async {
+            let db = self.registry.get(&database)?;
+            self.check_sql_size(&sql)?;
+            let params = params_from_proto(params)?;
+            with_timeout(limit, db.query(&sql, &params)).await
+        }
+        .await;
+        if let Err(e) = &opened {
+            log_call::<()>(
+                "FetchAll",
+                &database,
+                started,
+                &Err(Error::new(e.kind(), e.message())),
+            );
+        }
+        let stream = opened?;
+        let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
+        let limits = self.limits;
+        tokio::spawn(async move {
+            let result = pump(stream, &tx, limits, deadline, started).await;
+            log_call("FetchAll", &database, started, &result);
+            if let Err(e) = result {
+                // The client may have left already; nothing more to do then.
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch_one(
+        &self,
+        request: Request<proto::FetchOneRequest>,
+    ) -> Result<Response<proto::FetchOneResponse>, Status> {
+        let started = Instant::now();
+        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let proto::FetchOneRequest {
+            database,
+            sql,
+            params,
+            options: _,
+        } = request.into_inner();
+        let result = async {
+            let db = self.registry.get(&database)?;
+            self.check_sql_size(&sql)?;
+            let params = params_from_proto(params)?;
+            with_timeout(limit, async {
+                let QueryStream {
+                    columns,
+                    mut events,
+                } = db.query(&sql, &params).await?;
+                let mut first = None;
+                // Only the first row is read; dropping `events` stops the rest.
+                while let Some(event) = events.next().await {
+                    match event? {
+                        QueryEvent::Row(values) => {
+                            first = Some(values);
+                            break;
+                        }
+                        QueryEvent::Done(_) => break,
+                    }
+                }
+                Ok((columns, first))
+            })
+            .await
+        }
+        .await;
+        log_call("FetchOne", &database, started, &result);
+        let (columns, row) = result?;
+        Ok(Response::new(proto::FetchOneResponse {
+            columns: columns.iter().cloned().map(Into::into).collect(),
+            row: row.map(proto::Row::from),
+            execution_time_ms: ms_since(started),
+        }))
+    }
+
+    async fn table_exists(
+        &self,
+        request: Request<proto::TableExistsRequest>,
+    ) -> Result<Response<proto::TableExistsResponse>, Status> {
+        let started = Instant::now();
+        let limit = call_timeout(&request, None);
+        let proto::TableExistsRequest { database, table } = request.into_inner();
+        let result = async {
+            let db = self.registry.get(&database)?;
+            if table.trim().is_empty() {
+                return Err(Error::invalid_argument("empty table name"));
+            }
+            with_timeout(limit, db.table_exists(&table)).await
+        }
+        .await;
+        log_call("TableExists", &database, started, &result);
+        Ok(Response::new(proto::TableExistsResponse {
+            exists: result?,
+        }))
+    }
+
+    async fn migrate(
+        &self,
+        request: Request<proto::MigrateRequest>,
+    ) -> Result<Response<proto::MigrateResponse>, Status> {
+        self.registry.get(&request.get_ref().database)?;
+        Err(Status::unimplemented(
+            "Migrate is not implemented yet: migrations are applied at server start-up only",
+        ))
+    }
+
+    async fn health(
+        &self,
+        request: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::HealthResponse>, Status> {
+        let proto::HealthRequest { database } = request.into_inner();
+        let names: Vec<String> = if database.is_empty() {
+            self.registry.names().map(str::to_owned).collect()
+        } else {
+            self.registry.get(&database)?;
+            vec![database]
+        };
+        let mut databases = Vec::with_capacity(names.len());
+        for name in names {
+            databases.push(self.registry.check(&name).await?);
+        }
+        Ok(Response::new(proto::HealthResponse { databases }))
+    }
+}
+
+/// Reads the engine's events into bounded batches and sends them: header,
+/// batches, summary. Returns when the result ends, the client leaves (a
+/// failed send), or the deadline passes.
+async fn pump(
+    stream: QueryStream,
+    tx: &mpsc::Sender<Result<proto::FetchAllResponse, Status>>,
+    limits: Limits,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    started: Instant,
+) -> Result<(), Error> {
+    let QueryStream {
+        columns,
+        mut events,
+    } = stream;
+    let send = |frame: Frame| async {
+        tx.send(Ok(proto::FetchAllResponse { frame: Some(frame) }))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "client left the stream"))
+    };
+    send(Frame::Header(proto::ResultHeader {
+        columns: columns.iter().cloned().map(Into::into).collect(),
+    }))
+    .await?;
+    let mut batch: Vec<proto::Row> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut row_count = 0u64;
+    let mut rows_affected = 0u64;
+    loop {
+        let next = async {
+            tokio::select! {
+                event = events.next() => Ok(event),
+                // The client left while the engine was busy: stop now.
+                _ = tx.closed() => Err(Error::new(ErrorKind::Cancelled, "client left the stream")),
+            }
+        };
+        let event = match deadline {
+            Some((at, limit)) => tokio::time::timeout_at(at, next)
+                .await
+                .unwrap_or_else(|_| Err(deadline_error(limit))),
+            None => next.await,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                // Rows already read go out before the error status.
+                if !batch.is_empty() {
+                    send(Frame::Batch(proto::RowBatch { rows: batch })).await?;
+                }
+                return Err(e);
+            }
+        };
+        match event {
+            Some(Ok(QueryEvent::Row(values))) => {
+                row_count += 1;
+                batch_bytes += values.iter().map(Value::encoded_len_hint).sum::<usize>() + 2;
+                batch.push(values.into());
+                if batch.len() >= limits.batch_rows || batch_bytes >= limits.batch_bytes {
+                    send(Frame::Batch(proto::RowBatch {
+                        rows: std::mem::take(&mut batch),
+                    }))
+                    .await?;
+                    batch_bytes = 0;
+                }
+            }
+            Some(Ok(QueryEvent::Done(outcome))) => rows_affected = outcome.rows_affected,
+            Some(Err(e)) => {
+                if !batch.is_empty() {
+                    send(Frame::Batch(proto::RowBatch { rows: batch })).await?;
+                }
+                return Err(e);
+            }
+            None => break,
+        }
+    }
+    if !batch.is_empty() {
+        send(Frame::Batch(proto::RowBatch { rows: batch })).await?;
+    }
+    send(Frame::Summary(proto::ResultSummary {
+        row_count,
+        rows_affected,
+        execution_time_ms: ms_since(started),
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+}

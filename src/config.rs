@@ -1,0 +1,333 @@
+//! [`DatabaseType`] and [`ConnectionConfig`]: which engine, and how to reach it.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+/// The engines iadb serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatabaseType {
+    /// SQLite, embedded.
+    Sqlite,
+    /// PostgreSQL.
+    Postgresql,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// DuckDB, embedded.
+    Duckdb,
+    /// Cloudflare D1, over its REST API.
+    CloudflareD1,
+}
+
+impl DatabaseType {
+    /// The name used on the wire and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseType::Sqlite => "sqlite",
+            DatabaseType::Postgresql => "postgresql",
+            DatabaseType::Mysql => "mysql",
+            DatabaseType::Duckdb => "duckdb",
+            DatabaseType::CloudflareD1 => "cloudflare_d1",
+        }
+    }
+
+    /// The type a URL scheme names, if any.
+    pub fn from_scheme(scheme: &str) -> Option<Self> {
+        Some(match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => DatabaseType::Sqlite,
+            "postgresql" | "postgres" => DatabaseType::Postgresql,
+            "mysql" | "mariadb" => DatabaseType::Mysql,
+            "duckdb" => DatabaseType::Duckdb,
+            "cloudflare_d1" | "d1" => DatabaseType::CloudflareD1,
+            _ => return None,
+        })
+    }
+
+    /// Whether the engine runs inside the server process on a local file.
+    pub fn is_embedded(self) -> bool {
+        matches!(self, DatabaseType::Sqlite | DatabaseType::Duckdb)
+    }
+}
+
+impl fmt::Display for DatabaseType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DatabaseType {
+    type Err = UrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_scheme(s).ok_or_else(|| UrlError::UnknownScheme(s.to_owned()))
+    }
+}
+
+/// Why a database URL was refused. Messages never repeat the URL, which may
+/// hold a password or token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The URL has no `scheme:` part.
+    #[error(
+        "database URL has no scheme (expected e.g. sqlite:///./app.db or postgresql://host/db)"
+    )]
+    MissingScheme,
+    /// The scheme names no engine iadb serves.
+    #[error(
+        "unknown database URL scheme `{0}` (expected sqlite, postgresql, postgres, mysql, duckdb or cloudflare_d1)"
+    )]
+    UnknownScheme(String),
+    /// The URL does not parse.
+    #[error("malformed {engine} URL: {reason}")]
+    Malformed {
+        /// The engine the scheme named.
+        engine: DatabaseType,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<UrlError> for crate::Error {
+    fn from(e: UrlError) -> Self {
+        crate::Error::invalid_argument(e.to_string())
+    }
+}
+
+/// Where a database is and how to log in, parsed from a URL.
+///
+/// `Debug` and [`ConnectionConfig::redacted_url`] hide the password and any
+/// `api_token`/`password` option.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// The engine.
+    pub db_type: DatabaseType,
+    /// Host name (server engines); the database id for Cloudflare D1.
+    pub host: Option<String>,
+    /// TCP port, with the engine's default filled in.
+    pub port: Option<u16>,
+    /// User name, percent-decoded.
+    pub username: Option<String>,
+    password: Option<String>,
+    /// Database name (server engines).
+    pub database: Option<String>,
+    /// File path or `:memory:` (embedded engines).
+    pub path: Option<String>,
+    /// Query-string options (`sslmode`, `account_id`, ...), percent-decoded.
+    pub options: BTreeMap<String, String>,
+    url: String,
+}
+
+/// Option names whose values are secrets.
+const SECRET_OPTIONS: &[&str] = &["api_token", "password", "token", "sslpassword"];
+
+impl ConnectionConfig {
+    /// Parses a database URL:
+    /// `sqlite:///./app.db`, `sqlite:///:memory:`, `sqlite:////abs/path.db`,
+    /// `postgresql://user:pass@host:5432/db?sslmode=require` (`postgres://`),
+    /// `mysql://user:pass@host:3306/db`, `duckdb:///./a.duckdb`,
+    /// `duckdb:///:memory:`, `cloudflare_d1://DATABASE_ID?account_id=..&api_token=..`.
+    pub fn from_url(url: &str) -> Result<Self, UrlError> {
+        let url = url.trim();
+        let (scheme, rest) = url.split_once(':').ok_or(UrlError::MissingScheme)?;
+        if scheme.is_empty() {
+            return Err(UrlError::MissingScheme);
+        }
+        let db_type = DatabaseType::from_scheme(scheme)
+            .ok_or_else(|| UrlError::UnknownScheme(scheme.to_owned()))?;
+        let mut config = match db_type {
+            DatabaseType::Sqlite | DatabaseType::Duckdb => parse_file_url(db_type, rest)?,
+            _ => parse_network_url(db_type, url)?,
+        };
+        config.url = url.to_owned();
+        Ok(config)
+    }
+
+    /// The password, if the URL had one.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The URL as given, credentials included: for the adapter only, never
+    /// for logs or errors.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with the password and secret options replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        let mut out = self.url.clone();
+        if let Some(p) = self.password.as_deref().filter(|p| !p.is_empty()) {
+            // The password appears in the URL percent-encoded or not; hide both.
+            for form in [
+                p.to_owned(),
+                url::form_urlencoded::byte_serialize(p.as_bytes()).collect(),
+            ] {
+                out = out.replace(&format!(":{form}@"), ":***@");
+            }
+        }
+        for key in SECRET_OPTIONS {
+            if let Some(v) = self.options.get(*key).filter(|v| !v.is_empty()) {
+                let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                for form in [v.as_str(), encoded.as_str()] {
+                    out = out.replace(&format!("{key}={form}"), &format!("{key}=***"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether this is an in-memory embedded database.
+    pub fn is_memory(&self) -> bool {
+        self.path.as_deref() == Some(":memory:")
+    }
+
+    /// An option from the query string.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if SECRET_OPTIONS.contains(&k.as_str()) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("ConnectionConfig")
+            .field("db_type", &self.db_type)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .field("path", &self.path)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+fn malformed(engine: DatabaseType, reason: impl Into<String>) -> UrlError {
+    UrlError::Malformed {
+        engine,
+        reason: reason.into(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn parse_query(query: &str) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `sqlite:///./rel.db`, `sqlite:////abs.db`, `sqlite:///:memory:`, and the
+/// sqlx forms `sqlite://rel.db`, `sqlite::memory:`.
+fn parse_file_url(db_type: DatabaseType, rest: &str) -> Result<ConnectionConfig, UrlError> {
+    let (location, query) = match rest.split_once('?') {
+        Some((l, q)) => (l, q),
+        None => (rest, ""),
+    };
+    let path = if let Some(p) = location.strip_prefix("///") {
+        p
+    } else if let Some(p) = location.strip_prefix("//") {
+        p
+    } else {
+        location
+    };
+    let path = percent_decode(path);
+    if path.is_empty() {
+        return Err(malformed(
+            db_type,
+            "no file path (use e.g. :///./app.db, :////abs/app.db or :///:memory:)",
+        ));
+    }
+    Ok(ConnectionConfig {
+        db_type,
+        host: None,
+        port: None,
+        username: None,
+        password: None,
+        database: None,
+        path: Some(path),
+        options: parse_query(query),
+        url: String::new(),
+    })
+}
+
+fn parse_network_url(db_type: DatabaseType, raw: &str) -> Result<ConnectionConfig, UrlError> {
+    let parsed = url::Url::parse(raw).map_err(|e| malformed(db_type, e.to_string()))?;
+    let decode = percent_decode;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
+    let options = parse_query(parsed.query().unwrap_or(""));
+    let (port, database) = match db_type {
+        DatabaseType::CloudflareD1 => {
+            if host.is_none() {
+                return Err(malformed(
+                    db_type,
+                    "no database id (cloudflare_d1://DATABASE_ID?account_id=...)",
+                ));
+            }
+            (None, None)
+        }
+        _ => {
+            if host.is_none() {
+                return Err(malformed(db_type, "no host"));
+            }
+            let default_port = if db_type == DatabaseType::Postgresql {
+                5432
+            } else {
+                3306
+            };
+            let db = decode(parsed.path().trim_start_matches('/'));
+            if db.contains('/') {
+                return Err(malformed(db_type, "database name may not contain '/'"));
+            }
+            (
+                Some(parsed.port().unwrap_or(default_port)),
+                Some(db).filter(|d| !d.is_empty()),
+            )
+        }
+    };
+    Ok(ConnectionConfig {
+        db_type,
+        host,
+        port,
+        username: Some(decode(parsed.username())).filter(|u| !u.is_empty()),
+        password: parsed.password().map(decode),
+        database,
+        path: None,
+        options,
+        url: String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_password_and_token() {
+        let c = ConnectionConfig::from_url("postgresql://u:s%40cret@h/db").unwrap();
+        assert_eq!(c.password(), Some("s@cret"));
+        assert!(!c.redacted_url().contains("cret"), "{}", c.redacted_url());
+        assert!(!format!("{c:?}").contains("cret"));
+        let d = ConnectionConfig::from_url("cloudflare_d1://abc?account_id=a&api_token=tok123")
+            .unwrap();
+        assert!(!d.redacted_url().contains("tok123"));
+        assert!(!format!("{d:?}").contains("tok123"));
+    }
+}

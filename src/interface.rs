@@ -1,0 +1,195 @@
+//! The [`DatabaseInterface`] trait: one way to talk to a database, whether the
+//! adapter is in this process or behind the gRPC server.
+
+use crate::{Column, Error, QueryResult, Result, Row, Value};
+use async_trait::async_trait;
+use futures::{StreamExt, stream::BoxStream};
+use std::{sync::Arc, time::Instant};
+
+/// What a statement that changes rows reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecuteOutcome {
+    /// Rows inserted, updated or deleted.
+    pub rows_affected: u64,
+    /// Id of the last inserted row, where the engine has one.
+    pub last_insert_id: Option<i64>,
+}
+
+/// One event of a running statement: a row, or the end with what it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryEvent {
+    /// The next row's values, in column order.
+    Row(Vec<Value>),
+    /// The statement finished; no event follows.
+    Done(ExecuteOutcome),
+}
+
+/// A running statement: its columns, known before the first row, and its
+/// events, read from the engine's cursor as the consumer pulls them.
+/// Dropping it stops the statement and gives its connection back.
+pub struct QueryStream {
+    /// The result's columns (empty for a statement that returns no rows).
+    pub columns: Arc<[Column]>,
+    /// Rows, then one [`QueryEvent::Done`].
+    pub events: BoxStream<'static, Result<QueryEvent>>,
+}
+
+/// The rows of a running statement, with its columns.
+pub struct RowStream {
+    /// The result's columns.
+    pub columns: Arc<[Column]>,
+    /// The rows, read as they are pulled.
+    pub rows: BoxStream<'static, Result<Row>>,
+}
+
+/// Pool figures reported by health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub size: u32,
+    /// Of those, the idle ones.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+/// Quotes an identifier for SQL (`"name"`, inner quotes doubled), the form
+/// every engine iadb serves accepts (MySQL with `ANSI_QUOTES`; adapters that
+/// need backticks quote for themselves).
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A database, local or remote. Object-safe: a service can hold an
+/// `Arc<dyn DatabaseInterface>` and be handed either an adapter or the gRPC
+/// client.
+///
+/// Every statement uses `?` placeholders, bound in order from `params`.
+#[async_trait]
+pub trait DatabaseInterface: Send + Sync {
+    /// Opens the connection or pool.
+    async fn connect(&self) -> Result<()>;
+
+    /// Closes the connection or pool; later calls fail until `connect`.
+    async fn disconnect(&self) -> Result<()>;
+
+    /// Whether `connect` succeeded and `disconnect` has not been called.
+    fn is_connected(&self) -> bool;
+
+    /// Runs one statement and streams its events; the core every fetch is
+    /// built on.
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream>;
+
+    /// Runs one statement (with no parameters, possibly a script of several)
+    /// and reports the rows it changed.
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome>;
+
+    /// Runs one statement once per parameter set, in one transaction: all or
+    /// nothing. The error of a failing set names its index.
+    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome>;
+
+    /// Whether a table exists (`schema.table` where the engine has schemas).
+    async fn table_exists(&self, table: &str) -> Result<bool>;
+
+    /// Pool figures, where the adapter has a pool.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+
+    /// Streams the rows of a statement.
+    async fn fetch_stream(&self, sql: &str, params: &[Value]) -> Result<RowStream> {
+        let QueryStream { columns, events } = self.query(sql, params).await?;
+        let row_columns = columns.clone();
+        let rows = events
+            .filter_map(move |event| {
+                let columns = row_columns.clone();
+                async move {
+                    match event {
+                        Ok(QueryEvent::Row(values)) => Some(Ok(Row::new(columns, values))),
+                        Ok(QueryEvent::Done(_)) => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            })
+            .boxed();
+        Ok(RowStream { columns, rows })
+    }
+
+    /// Every row of a statement.
+    async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let RowStream { mut rows, .. } = self.fetch_stream(sql, params).await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// The first row of a statement, or `None`; the rest are not read.
+    async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
+        let RowStream { mut rows, .. } = self.fetch_stream(sql, params).await?;
+        rows.next().await.transpose()
+    }
+
+    /// Runs any statement and returns the seed-shaped result: rows for a
+    /// query, rows affected otherwise; an error becomes `success: false`.
+    async fn execute_query(&self, sql: &str, params: &[Value]) -> QueryResult {
+        let started = Instant::now();
+        let run = async {
+            let QueryStream {
+                columns,
+                mut events,
+            } = self.query(sql, params).await?;
+            let mut data = Vec::new();
+            let mut outcome = ExecuteOutcome::default();
+            while let Some(event) = events.next().await {
+                match event? {
+                    QueryEvent::Row(values) => data.push(Row::new(columns.clone(), values)),
+                    QueryEvent::Done(o) => outcome = o,
+                }
+            }
+            Ok::<_, Error>((columns, data, outcome))
+        };
+        let result = run.await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok((columns, data, outcome)) if !columns.is_empty() => {
+                let mut r = QueryResult::with_rows(columns.to_vec(), data, ms);
+                r.rows_affected = outcome.rows_affected;
+                r
+            }
+            Ok((_, _, outcome)) => {
+                QueryResult::with_rows_affected(outcome.rows_affected, outcome.last_insert_id, ms)
+            }
+            Err(e) => QueryResult::from_error(&e, ms),
+        }
+    }
+
+    /// Creates a table from `(column name, SQL type)` pairs, if it does not
+    /// exist yet.
+    async fn create_table(&self, table: &str, columns: &[(String, String)]) -> Result<()> {
+        if columns.is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "create_table `{table}`: no columns given"
+            )));
+        }
+        let body = columns
+            .iter()
+            .map(|(name, ty)| format!("{} {}", quote_identifier(name), ty))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let name = table
+            .split('.')
+            .map(quote_identifier)
+            .collect::<Vec<_>>()
+            .join(".");
+        self.execute(&format!("CREATE TABLE IF NOT EXISTS {name} ({body})"), &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Checks that the database answers (`SELECT 1`).
+    async fn health_check(&self) -> Result<()> {
+        self.fetch_one("SELECT 1", &[]).await.map(|_| ())
+    }
+}

@@ -1,0 +1,35 @@
+//! The iadb API and the domain types every iadb crate shares.
+//!
+//! `proto` is the generated gRPC API (from `proto/iadb/v1`); everything else is
+//! the domain side of it: [`Value`], [`DatabaseType`], [`ConnectionConfig`],
+//! [`QueryResult`], [`Error`] and the [`DatabaseInterface`] trait that both the
+//! server's local adapters and the remote client implement. Conversions between
+//! the two sides live in one module (`convert`), and so does the mapping of
+//! errors to gRPC status codes (`status`).
+
+mod config;
+pub mod convert;
+mod error;
+mod interface;
+mod result;
+mod status;
+mod value;
+
+/// The generated gRPC API, package `iadb.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("iadb.v1");
+
+    /// The encoded `FileDescriptorSet` of `proto/`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("iadb_descriptor");
+}
+
+pub use config::{ConnectionConfig, DatabaseType, UrlError};
+pub use error::{Error, ErrorKind, Result};
+pub use interface::{
+    DatabaseInterface, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, RowStream,
+    quote_identifier,
+};
+pub use result::{Column, QueryResult, Row};
+pub use status::SQLSTATE_METADATA_KEY;
+pub use value::Value;

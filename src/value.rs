@@ -1,0 +1,267 @@
+//! [`Value`]: one SQL value, of any kind an engine returns or takes.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use std::fmt;
+
+/// One SQL value. Nothing is lost on the way: an integer stays an `i64`, a
+/// decimal stays its exact digits, a double keeps its bit pattern (NaN and the
+/// infinities included).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A boolean (engines without one store 1/0).
+    Bool(bool),
+    /// A signed 64-bit integer.
+    Int(i64),
+    /// An IEEE 754 double.
+    Float(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Binary data.
+    Bytes(Vec<u8>),
+    /// An exact decimal number as its digits, e.g. `"-12.50"`.
+    Decimal(String),
+    /// A calendar date.
+    Date(NaiveDate),
+    /// A time of day, without zone.
+    Time(NaiveTime),
+    /// A timestamp without time zone.
+    DateTime(NaiveDateTime),
+    /// A timestamp with time zone, normalised to UTC.
+    TimestampTz(DateTime<Utc>),
+    /// A JSON document as text.
+    Json(String),
+}
+
+impl Value {
+    /// Whether this is SQL NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The double, if this is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The text of a text, decimal or JSON value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The bytes, if this is a bytes value.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The name of the kind, as the docs and error messages use it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "double",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+            Value::Decimal(_) => "decimal",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time",
+            Value::DateTime(_) => "datetime",
+            Value::TimestampTz(_) => "timestamp_tz",
+            Value::Json(_) => "json",
+        }
+    }
+
+    /// Approximate encoded size in bytes, used to bound row batches.
+    pub fn encoded_len_hint(&self) -> usize {
+        match self {
+            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => s.len() + 4,
+            Value::Bytes(b) => b.len() + 4,
+            Value::Date(_) => 12,
+            Value::Time(_) | Value::DateTime(_) | Value::TimestampTz(_) => 32,
+            _ => 11,
+        }
+    }
+
+    /// The value as a JSON value (bytes as lowercase hex, non-finite doubles
+    /// as strings), for command-line output.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or_else(|| J::String(f.to_string())),
+            Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| J::String(s.clone())),
+            other => J::String(other.to_string()),
+        }
+    }
+}
+
+/// Formats a date the way the wire carries it: `YYYY-MM-DD`.
+pub(crate) fn format_date(d: &NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// Formats a time the way the wire carries it: `HH:MM:SS[.fraction]`.
+pub(crate) fn format_time(t: &NaiveTime) -> String {
+    t.format("%H:%M:%S%.f").to_string()
+}
+
+/// Formats a naive timestamp the way the wire carries it.
+pub(crate) fn format_datetime(t: &NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
+}
+
+/// Formats a UTC timestamp as RFC 3339 with `Z`.
+pub(crate) fn format_timestamp_tz(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+impl fmt::Display for Value {
+    /// The text a person reads in a table: NULL as `NULL`, bytes as `\x` hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => f.write_str(s),
+            Value::Bytes(b) => {
+                f.write_str("\\x")?;
+                for byte in b {
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+            Value::Date(d) => f.write_str(&format_date(d)),
+            Value::Time(t) => f.write_str(&format_time(t)),
+            Value::DateTime(t) => f.write_str(&format_datetime(t)),
+            Value::TimestampTz(t) => f.write_str(&format_timestamp_tz(t)),
+        }
+    }
+}
+
+macro_rules! value_from {
+    ($($t:ty => $variant:ident $(as $cast:ty)?),* $(,)?) => {
+        $(impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::$variant(v $(as $cast)?)
+            }
+        })*
+    };
+}
+
+value_from! {
+    bool => Bool,
+    i64 => Int,
+    i32 => Int as i64,
+    i16 => Int as i64,
+    u32 => Int as i64,
+    f64 => Float,
+    f32 => Float as f64,
+    String => Text,
+    Vec<u8> => Bytes,
+    NaiveDate => Date,
+    NaiveTime => Time,
+    NaiveDateTime => DateTime,
+    DateTime<Utc> => TimestampTz,
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(v.to_vec())
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Checks that `s` is an exact decimal number: optional sign, digits with an
+/// optional fraction, optional exponent.
+pub(crate) fn is_decimal_literal(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (mantissa, ""),
+    };
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = digits(int) && digits(frac) && !(int.is_empty() && frac.is_empty());
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_literals() {
+        for ok in [
+            "0",
+            "-1",
+            "12345678901234567890.123456789",
+            ".5",
+            "5.",
+            "1e10",
+            "-2.5E-3",
+        ] {
+            assert!(is_decimal_literal(ok), "{ok}");
+        }
+        for bad in ["", "-", ".", "1.2.3", "abc", "1e", "1e+", "NaN", " 1"] {
+            assert!(!is_decimal_literal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_is_what_a_table_shows() {
+        assert_eq!(Value::Null.to_string(), "NULL");
+        assert_eq!(Value::Bytes(vec![0, 255]).to_string(), "\\x00ff");
+        assert_eq!(Value::from(Some(5i64)).to_string(), "5");
+        assert_eq!(Value::from(None::<i64>), Value::Null);
+    }
+}

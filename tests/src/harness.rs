@@ -1,0 +1,238 @@
+//! Starting servers and engines for tests.
+
+use iadb::{ConnectionConfig, DatabaseInterface};
+use iadb_client::RemoteDatabase;
+use iadb_server::backend::{PoolSettings, backend_for};
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tempfile::TempDir;
+
+/// The path of the server binary built with the tests.
+pub fn server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("IADB_TEST_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    dir.join(format!("iadb-test-server{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A running `iadb-server` process on 127.0.0.1 with a port of its own.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Where the server's stderr goes.
+    pub log: PathBuf,
+    /// Scratch folder (the server's working directory).
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts the server with `args` (after `--listen 127.0.0.1:0`) and waits
+    /// for it to print its address.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`TestServer::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(server_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn iadb-test-server (build it with `cargo test`)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read server stdout");
+        let Some(addr) = line.trim().strip_prefix("iadb-server listening on ") else {
+            let _ = child.wait();
+            panic!(
+                "server did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Self {
+            endpoint: format!("http://{addr}"),
+            child,
+            log,
+            dir,
+        }
+    }
+
+    /// A connected client for `database` (empty: the default).
+    pub async fn client(&self, database: &str) -> RemoteDatabase {
+        RemoteDatabase::connect_to(self.endpoint.clone(), database)
+            .await
+            .expect("connect to test server")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A figure from `/proc/PID/status` in KiB (`VmHWM` = peak RSS, `VmRSS`).
+    pub fn proc_status_kib(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The engines the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite (always available: embedded).
+    Sqlite,
+}
+
+impl Engine {
+    /// The engine's name in notices.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+        }
+    }
+
+    /// A fresh database URL for this engine, or why it is not available.
+    pub fn url(self, dir: &TempDir) -> Result<String, String> {
+        match self {
+            Engine::Sqlite => Ok(format!(
+                "sqlite:///{}",
+                dir.path().join("test.db").display()
+            )),
+        }
+    }
+}
+
+/// Whether this run is CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Prints that a test is skipped, or fails it in CI.
+pub fn skip(what: &str, why: &str) {
+    assert!(!in_ci(), "{what}: {why} (CI=true: nothing may be skipped)");
+    eprintln!("SKIPPED {what}: {why}");
+}
+
+/// A database under test: an adapter in this process, or the gRPC client of a
+/// server process in front of the same kind of engine.
+pub struct Target {
+    /// The database.
+    pub db: Arc<dyn DatabaseInterface>,
+    /// Which engine is behind it.
+    pub engine: Engine,
+    /// Whether calls go through the gRPC server.
+    pub remote: bool,
+    /// The server, for remote targets.
+    pub server: Option<TestServer>,
+    _dir: TempDir,
+}
+
+impl Target {
+    /// The engine's adapter, connected, in this process; `None` (with a
+    /// printed notice) when the engine is not available here.
+    pub async fn direct(engine: Engine) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match engine.url(&dir) {
+            Ok(u) => u,
+            Err(why) => {
+                skip(engine.name(), &why);
+                return None;
+            }
+        };
+        let config = ConnectionConfig::from_url(&url).expect("engine URL parses");
+        let db = backend_for(&config, PoolSettings::default()).expect("adapter");
+        db.connect().await.expect("connect adapter");
+        Some(Self {
+            db,
+            engine,
+            remote: false,
+            server: None,
+            _dir: dir,
+        })
+    }
+
+    /// A server process in front of the engine, and a client of it.
+    pub async fn remote(engine: Engine) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match engine.url(&dir) {
+            Ok(u) => u,
+            Err(why) => {
+                skip(engine.name(), &why);
+                return None;
+            }
+        };
+        let server = TestServer::start(&["--database-url", &url]);
+        let db: Arc<dyn DatabaseInterface> = Arc::new(server.client("").await);
+        Some(Self {
+            db,
+            engine,
+            remote: true,
+            server: Some(server),
+            _dir: dir,
+        })
+    }
+
+    /// A table name unique to this test run.
+    pub fn table(&self, base: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "t_{base}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}

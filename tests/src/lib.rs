@@ -1,0 +1,9 @@
+//! iadb's end-to-end test support: a real `iadb-server` process on a loopback
+//! port, the engines under test, and the conformance suite, written once and
+//! run on every engine both directly on the adapter and through the gRPC
+//! client.
+
+pub mod conformance;
+pub mod harness;
+
+pub use harness::{Engine, Target, TestServer};
