@@ -108,7 +108,7 @@ fn parse_param(text: &str) -> Result<Value, Error> {
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, Error> {
     let s = s.strip_prefix("\\x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Error::invalid_argument(
             "hex bytes need an even number of digits",
         ));

@@ -86,6 +86,9 @@ impl Registry {
             .entries
             .get(name)
             .ok_or_else(|| Error::invalid_argument(format!("unknown database `{name}`")))?;
+        // Pool figures first: the health query's own connection would
+        // otherwise still be on its way back to the pool.
+        let pool = entry.backend.pool_status().unwrap_or_default();
         let started = std::time::Instant::now();
         let outcome =
             tokio::time::timeout(HEALTH_QUERY_TIMEOUT, entry.backend.health_check()).await;
@@ -101,7 +104,6 @@ impl Registry {
                 ),
             ),
         };
-        let pool = entry.backend.pool_status().unwrap_or_default();
         Ok(proto::DatabaseHealth {
             name: name.to_owned(),
             engine: entry.engine.as_str().to_owned(),

@@ -270,17 +270,11 @@ impl Database for DatabaseService {
                     columns,
                     mut events,
                 } = db.query(&sql, &params).await?;
-                let mut first = None;
                 // Only the first row is read; dropping `events` stops the rest.
-                while let Some(event) = events.next().await {
-                    match event? {
-                        QueryEvent::Row(values) => {
-                            first = Some(values);
-                            break;
-                        }
-                        QueryEvent::Done(_) => break,
-                    }
-                }
+                let first = match events.next().await.transpose()? {
+                    Some(QueryEvent::Row(values)) => Some(values),
+                    Some(QueryEvent::Done(_)) | None => None,
+                };
                 Ok((columns, first))
             })
             .await

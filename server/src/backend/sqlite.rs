@@ -199,17 +199,13 @@ fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
 #[async_trait]
 impl DatabaseInterface for SqliteBackend {
     async fn connect(&self) -> Result<()> {
-        if let Some(path) = self
-            .options
-            .get_filename()
-            .parent()
-            .filter(|_| !self.memory)
+        let folder = self.options.get_filename().parent();
+        if let Some(path) = folder.filter(|p| !self.memory && !p.as_os_str().is_empty())
+            && !Path::new(path).exists()
         {
-            if !path.as_os_str().is_empty() && !Path::new(path).exists() {
-                std::fs::create_dir_all(path).map_err(|e| {
-                    Error::unavailable(format!("cannot create folder {}: {e}", path.display()))
-                })?;
-            }
+            std::fs::create_dir_all(path).map_err(|e| {
+                Error::unavailable(format!("cannot create folder {}: {e}", path.display()))
+            })?;
         }
         let mut pool_options = SqlitePoolOptions::new()
             .acquire_timeout(self.settings.acquire_timeout)

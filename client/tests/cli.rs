@@ -1,0 +1,91 @@
+//! The `iadb` command-line client against a real server on a loopback port.
+
+use clap::Parser;
+use iadb_server::{BoundServer, Cli, Settings};
+use std::process::{Command, Output};
+
+struct Server {
+    endpoint: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:///{}", dir.path().join("cli.db").display());
+    let cli = Cli::parse_from(["iadb-server", "--listen", "127.0.0.1:0", "--database-url", &url]);
+    let server = BoundServer::bind(Settings::from_cli(&cli).unwrap()).await.unwrap();
+    let endpoint = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    Server {
+        endpoint,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+async fn iadb(server: &Server, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+    command.arg("--server").arg(&server.endpoint).args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_exec_tables_health() {
+    let server = start_server().await;
+    let created = iadb(&server, &["exec", "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, score REAL)"]).await;
+    assert_eq!(stdout(&created).trim(), "0 row(s) affected");
+    let inserted = iadb(&server, &["exec", "INSERT INTO people (name, score) VALUES (?, ?), (?, ?)", "Ada", "9.5", "Grace", "null"]).await;
+    assert_eq!(stdout(&inserted).trim(), "2 row(s) affected, last insert id 2");
+
+    let table = stdout(&iadb(&server, &["query", "SELECT id, name, score FROM people ORDER BY id"]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].contains("id") && lines[1].contains("name") && lines[1].contains("score"), "{table}");
+    assert!(table.contains("│ 1  ┆ Ada   ┆ 9.5   │"), "{table}");
+    assert!(table.contains("│ 2  ┆ Grace ┆ NULL  │"), "{table}");
+    assert_eq!(lines.last().copied(), Some("(2 rows)"));
+
+    let json = stdout(&iadb(&server, &["query", "--json", "SELECT name, score FROM people WHERE id = ?", "1"]).await);
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed, serde_json::json!([{"name": "Ada", "score": 9.5}]));
+
+    let csv = stdout(&iadb(&server, &["query", "--csv", "SELECT id, name FROM people ORDER BY id"]).await);
+    assert_eq!(csv, "id,name\n1,Ada\n2,Grace\n");
+
+    let tables = stdout(&iadb(&server, &["tables"]).await);
+    assert_eq!(tables.trim(), "people");
+
+    let health = stdout(&iadb(&server, &["health"]).await);
+    assert!(health.contains("default") && health.contains("sqlite") && health.contains("true"), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_print_the_message_and_exit_non_zero() {
+    let server = start_server().await;
+    let out = iadb(&server, &["query", "SELECT * FROM missing_table"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such table: missing_table"), "{stderr}");
+    assert!(stderr.contains("invalid argument"), "{stderr}");
+
+    let out = iadb(&server, &["query", "SELECT ?", "date:2024-13-45"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad date"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_iadb"))
+        .args(["--server", "http://127.0.0.1:9", "health"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach iadb server"));
+}

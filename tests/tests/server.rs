@@ -1,0 +1,339 @@
+//! The server as a user meets it: a real process on a loopback port, bad
+//! input, streaming memory, cancelled streams, health, shutdown.
+
+use futures::StreamExt;
+use iadb::{DatabaseInterface, ErrorKind, Value};
+use iadb_client::{RemoteDatabase, RetryPolicy};
+use iadb_tests::TestServer;
+use std::time::{Duration, Instant};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+fn sqlite_server() -> TestServer {
+    TestServer::start(&["--database-url", "sqlite:///./main.db", "--database", "mem=sqlite:///:memory:"])
+}
+
+async fn assert_healthy(db: &RemoteDatabase) {
+    let report = db.health(true).await.expect("health answers");
+    assert!(report.iter().all(|h| h.healthy), "{report:?}");
+}
+
+#[tokio::test]
+async fn unknown_database_is_invalid_argument() {
+    let server = sqlite_server();
+    let db = server.client("nope").await;
+    let err = db.fetch_all("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("unknown database `nope`"), "{}", err.message());
+    assert!(err.message().contains("default") && err.message().contains("mem"));
+    let err = db.execute("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_healthy(&server.client("").await).await;
+    // The named in-memory database is served, and keeps its data across calls.
+    let mem = server.client("mem").await;
+    mem.execute("CREATE TABLE kept (x BIGINT)", &[]).await.unwrap();
+    mem.execute("INSERT INTO kept VALUES (?)", &[Value::Int(7)]).await.unwrap();
+    let row = mem.fetch_one("SELECT x FROM kept", &[]).await.unwrap().unwrap();
+    assert_eq!(row.get("x"), Some(&Value::Int(7)));
+}
+
+#[tokio::test]
+async fn oversized_sql_is_resource_exhausted() {
+    let server = sqlite_server();
+    let db = server.client("").await;
+    let sql = format!("SELECT '{}'", "x".repeat(10 * 1024 * 1024));
+    for err in [
+        db.fetch_all(&sql, &[]).await.unwrap_err(),
+        db.execute(&sql, &[]).await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        assert!(err.message().contains("over the limit"), "{}", err.message());
+    }
+    assert_healthy(&db).await;
+}
+
+#[tokio::test]
+async fn bad_value_parameter_is_invalid_argument() {
+    let server = sqlite_server();
+    let mut client = iadb::proto::database_client::DatabaseClient::connect(server.endpoint.clone())
+        .await
+        .unwrap();
+    let err = client
+        .fetch_one(iadb::proto::FetchOneRequest {
+            database: String::new(),
+            sql: "SELECT ?".into(),
+            params: vec![iadb::proto::Value {
+                kind: Some(iadb::proto::value::Kind::Date("2024-02-30".into())),
+            }],
+            options: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("parameter 1: bad date"), "{}", err.message());
+    let err = client
+        .execute(iadb::proto::ExecuteRequest {
+            database: String::new(),
+            sql: "SELEC nonsense".into(),
+            params: vec![],
+            options: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("syntax error"), "{}", err.message());
+    assert_healthy(&server.client("").await).await;
+}
+
+#[test]
+fn malformed_url_at_startup_exits_with_a_clear_message() {
+    let cases = [
+        ("postgresql://user:hunter2@host:notaport/db", "malformed postgresql URL"),
+        ("oracle://x/y", "unknown database URL scheme `oracle`"),
+        ("sqlite://", "no file path"),
+        ("no scheme at all", "no scheme"),
+    ];
+    for (url, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(iadb_tests::harness::server_binary())
+            .args(["--listen", "127.0.0.1:0", "--database-url", url])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_database_at_startup_fails_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(iadb_tests::harness::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--database-url", "sqlite:////proc/iadb-cannot-create/x.db"])
+        .current_dir(dir.path())
+        .env("IADB_POOL_TIMEOUT_SECS", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database `default`"), "{stderr}");
+    assert!(stderr.contains("/proc/iadb-cannot-create"), "{stderr}");
+}
+
+#[tokio::test]
+async fn standard_health_service_per_database() {
+    let server = sqlite_server();
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for service in ["", "default", "mem", "iadb.v1.Database"] {
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .map(|r| r.into_inner().status());
+            if status.as_ref().ok() == Some(&ServingStatus::Serving) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{service:?}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no-such-db".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn health_rpc_reports_pool_figures() {
+    let server = sqlite_server();
+    let db = server.client("").await;
+    let report = db.health(true).await.unwrap();
+    let names: Vec<&str> = report.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["default", "mem"]);
+    let main = &report[0];
+    assert_eq!(main.engine, "sqlite");
+    assert!(main.healthy);
+    assert_eq!(main.pool_max, 10);
+    assert!(main.pool_size >= 1 && main.pool_idle <= main.pool_size);
+    assert_eq!(report[1].pool_max, 1, "an in-memory database is one connection");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_calls_then_exits_zero() {
+    let mut server = sqlite_server();
+    let db = server.client("").await;
+    db.execute("CREATE TABLE t (x BIGINT)", &[]).await.unwrap();
+    let stream = db
+        .fetch_stream(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT x FROM c",
+            &[],
+        )
+        .await
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        // Shutdown begins while the stream is open...
+        server.terminate(Duration::from_secs(30))
+    });
+    // ...and the stream still delivers every row.
+    let rows: Vec<_> = stream.rows.collect().await;
+    assert_eq!(rows.len(), 200_000);
+    assert!(rows.iter().all(Result::is_ok));
+    let status = status.await.unwrap().expect("server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn deadline_shorter_than_the_query_is_deadline_exceeded() {
+    let server = sqlite_server();
+    let db = RemoteDatabase::new(server.endpoint.clone())
+        .with_timeout(Duration::from_millis(300))
+        .with_retry(RetryPolicy::none());
+    db.connect().await.unwrap();
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000000000) SELECT x FROM c";
+    let started = Instant::now();
+    let err = match db.fetch_stream(slow, &[]).await {
+        Ok(stream) => {
+            let mut rows = stream.rows;
+            loop {
+                match rows.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break e,
+                    None => panic!("a 50-billion-row result finished"),
+                }
+            }
+        }
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let err = db
+        .fetch_one(&format!("SELECT count(*) FROM ({slow})"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{}", err.message());
+    assert_healthy(&server.client("").await).await;
+}
+
+/// Dropping a stream after 10 rows gives its connection back to the pool
+/// within a second.
+#[tokio::test]
+async fn dropped_stream_frees_its_connection() {
+    let server = sqlite_server();
+    let db = server.client("").await;
+    let idle_and_size = || async {
+        let h = db.health(false).await.unwrap().remove(0);
+        (h.pool_idle, h.pool_size)
+    };
+    let before = idle_and_size().await;
+    let stream = db
+        .fetch_stream(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) SELECT x, 'payload ' || x FROM c",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut rows = stream.rows;
+    for _ in 0..10 {
+        rows.next().await.unwrap().unwrap();
+    }
+    let (idle_during, size_during) = idle_and_size().await;
+    assert!(idle_during < size_during, "a connection is busy while streaming");
+    drop(rows);
+    let dropped = Instant::now();
+    loop {
+        let (idle, size) = idle_and_size().await;
+        if idle == size {
+            break;
+        }
+        assert!(
+            dropped.elapsed() < Duration::from_secs(1),
+            "connection not back after 1 s: idle {idle} of {size} (before: {before:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("connection back in the pool {:?} after the drop", dropped.elapsed());
+}
+
+/// Streams 2,000,000 rows through a server process and checks its peak
+/// resident memory stays bounded; prints the time against sqlx reading the
+/// same rows directly from the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_two_million_rows_keeps_server_memory_flat() {
+    const ROWS: u64 = 2_000_000;
+    const BOUND_MIB: u64 = 96;
+    let server = TestServer::start(&["--database-url", "sqlite:///./big.db"]);
+    let db = server.client("").await;
+    db.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT, score REAL)", &[])
+        .await
+        .unwrap();
+    db.execute(
+        &format!("INSERT INTO big (id, label, score) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {ROWS}) SELECT x, 'label-' || x, x * 0.25 FROM c"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let rss_before = server.proc_status_kib("VmRSS").unwrap();
+    let sql = "SELECT id, label, score FROM big ORDER BY id";
+
+    let started = Instant::now();
+    let mut rows = db.fetch_stream(sql, &[]).await.unwrap().rows;
+    let mut n = 0u64;
+    let mut last_id = 0;
+    while let Some(row) = rows.next().await {
+        let row = row.unwrap();
+        let id = row.get_index(0).and_then(Value::as_i64).unwrap();
+        assert_eq!(id, last_id + 1, "rows in order");
+        last_id = id;
+        n += 1;
+    }
+    let through_iadb = started.elapsed();
+    assert_eq!(n, ROWS);
+    let peak_kib = server.proc_status_kib("VmHWM").unwrap();
+
+    // Baseline: sqlx on the same file, in this process.
+    let path = server.dir.path().join("big.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut direct = sqlx::query_as::<_, (i64, String, f64)>(sql).fetch(&pool);
+    let mut m = 0u64;
+    while let Some(row) = direct.next().await {
+        row.unwrap();
+        m += 1;
+    }
+    let through_sqlx = started.elapsed();
+    assert_eq!(m, ROWS);
+
+    println!(
+        "streamed {ROWS} rows: iadb {:.2}s ({:.0} rows/s), sqlx direct {:.2}s ({:.0} rows/s), iadb/sqlx throughput ratio {:.2}",
+        through_iadb.as_secs_f64(),
+        ROWS as f64 / through_iadb.as_secs_f64(),
+        through_sqlx.as_secs_f64(),
+        ROWS as f64 / through_sqlx.as_secs_f64(),
+        through_sqlx.as_secs_f64() / through_iadb.as_secs_f64(),
+    );
+    println!(
+        "server RSS before {} MiB, peak while streaming {} MiB (bound {BOUND_MIB} MiB)",
+        rss_before / 1024,
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib / 1024 < BOUND_MIB,
+        "server peak RSS {} MiB over {BOUND_MIB} MiB",
+        peak_kib / 1024
+    );
+}
