@@ -325,7 +325,10 @@ mod tests {
     #[test]
     fn every_url_form_in_the_design_parses() {
         let c = ConnectionConfig::from_url("sqlite:///./app.db").unwrap();
-        assert_eq!((c.db_type, c.path.as_deref()), (DatabaseType::Sqlite, Some("./app.db")));
+        assert_eq!(
+            (c.db_type, c.path.as_deref()),
+            (DatabaseType::Sqlite, Some("./app.db"))
+        );
         let c = ConnectionConfig::from_url("sqlite:///:memory:").unwrap();
         assert!(c.is_memory());
         let c = ConnectionConfig::from_url("sqlite:////abs/path.db").unwrap();
@@ -334,7 +337,8 @@ mod tests {
         assert_eq!(c.path.as_deref(), Some("./my app.db"));
         assert_eq!(c.option("mode"), Some("ro"));
 
-        let c = ConnectionConfig::from_url("postgresql://user:pass@host:5432/db?sslmode=require").unwrap();
+        let c = ConnectionConfig::from_url("postgresql://user:pass@host:5432/db?sslmode=require")
+            .unwrap();
         assert_eq!(c.db_type, DatabaseType::Postgresql);
         assert_eq!(c.host.as_deref(), Some("host"));
         assert_eq!(c.port, Some(5432));
@@ -343,7 +347,10 @@ mod tests {
         assert_eq!(c.database.as_deref(), Some("db"));
         assert_eq!(c.option("sslmode"), Some("require"));
         let c = ConnectionConfig::from_url("postgres://h/db").unwrap();
-        assert_eq!((c.db_type, c.port, c.username.as_deref()), (DatabaseType::Postgresql, Some(5432), None));
+        assert_eq!(
+            (c.db_type, c.port, c.username.as_deref()),
+            (DatabaseType::Postgresql, Some(5432), None)
+        );
 
         let c = ConnectionConfig::from_url("mysql://user:pass@host:3306/db").unwrap();
         assert_eq!((c.db_type, c.port), (DatabaseType::Mysql, Some(3306)));
@@ -352,10 +359,20 @@ mod tests {
         assert_eq!((c.port, c.password()), (Some(3306), None));
 
         let c = ConnectionConfig::from_url("duckdb:///./analytics.duckdb").unwrap();
-        assert_eq!((c.db_type, c.path.as_deref()), (DatabaseType::Duckdb, Some("./analytics.duckdb")));
-        assert!(ConnectionConfig::from_url("duckdb:///:memory:").unwrap().is_memory());
+        assert_eq!(
+            (c.db_type, c.path.as_deref()),
+            (DatabaseType::Duckdb, Some("./analytics.duckdb"))
+        );
+        assert!(
+            ConnectionConfig::from_url("duckdb:///:memory:")
+                .unwrap()
+                .is_memory()
+        );
 
-        let c = ConnectionConfig::from_url("cloudflare_d1://DATABASE_ID?account_id=ACCOUNT&api_token=TOKEN").unwrap();
+        let c = ConnectionConfig::from_url(
+            "cloudflare_d1://DATABASE_ID?account_id=ACCOUNT&api_token=TOKEN",
+        )
+        .unwrap();
         assert_eq!(c.db_type, DatabaseType::CloudflareD1);
         assert_eq!(c.host.as_deref(), Some("DATABASE_ID"));
         assert_eq!(c.option("account_id"), Some("ACCOUNT"));
@@ -367,13 +384,25 @@ mod tests {
         let err = |u: &str| ConnectionConfig::from_url(u).unwrap_err();
         assert_eq!(err("no-scheme"), UrlError::MissingScheme);
         assert_eq!(err(""), UrlError::MissingScheme);
-        assert_eq!(err("oracle://h/db"), UrlError::UnknownScheme("oracle".into()));
+        assert_eq!(
+            err("oracle://h/db"),
+            UrlError::UnknownScheme("oracle".into())
+        );
         assert!(matches!(err("sqlite://"), UrlError::Malformed { .. }));
         assert!(matches!(err("duckdb:///"), UrlError::Malformed { .. }));
-        assert!(matches!(err("postgresql://u:p@h:99999/db"), UrlError::Malformed { .. }));
-        assert!(matches!(err("postgresql:///db"), UrlError::Malformed { .. }));
+        assert!(matches!(
+            err("postgresql://u:p@h:99999/db"),
+            UrlError::Malformed { .. }
+        ));
+        assert!(matches!(
+            err("postgresql:///db"),
+            UrlError::Malformed { .. }
+        ));
         assert!(matches!(err("mysql://h/a/b"), UrlError::Malformed { .. }));
-        assert!(matches!(err("cloudflare_d1://?account_id=a"), UrlError::Malformed { .. }));
+        assert!(matches!(
+            err("cloudflare_d1://?account_id=a"),
+            UrlError::Malformed { .. }
+        ));
         let message = err("postgresql://u:secret@h:bad/db").to_string();
         assert!(!message.contains("secret"), "{message}");
     }

@@ -60,6 +60,27 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `CREATE TABLE IF NOT EXISTS` for `(column name, SQL type)` pairs, with
+/// names quoted by `quote` (`schema.table` is quoted part by part).
+pub fn create_table_sql(
+    table: &str,
+    columns: &[(String, String)],
+    quote: impl Fn(&str) -> String,
+) -> Result<String> {
+    if columns.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "create_table `{table}`: no columns given"
+        )));
+    }
+    let body = columns
+        .iter()
+        .map(|(name, ty)| format!("{} {}", quote(name), ty))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let name = table.split('.').map(&quote).collect::<Vec<_>>().join(".");
+    Ok(format!("CREATE TABLE IF NOT EXISTS {name} ({body})"))
+}
+
 /// A database, local or remote. Object-safe: a service can hold an
 /// `Arc<dyn DatabaseInterface>` and be handed either an adapter or the gRPC
 /// client.
@@ -90,6 +111,12 @@ pub trait DatabaseInterface: Send + Sync {
 
     /// Whether a table exists (`schema.table` where the engine has schemas).
     async fn table_exists(&self, table: &str) -> Result<bool>;
+
+    /// Quotes an identifier the way this engine reads one (`"name"` by
+    /// default; MySQL uses backticks).
+    fn quote_identifier(&self, name: &str) -> String {
+        quote_identifier(name)
+    }
 
     /// Pool figures, where the adapter has a pool.
     fn pool_status(&self) -> Option<PoolStatus> {
@@ -168,23 +195,8 @@ pub trait DatabaseInterface: Send + Sync {
     /// Creates a table from `(column name, SQL type)` pairs, if it does not
     /// exist yet.
     async fn create_table(&self, table: &str, columns: &[(String, String)]) -> Result<()> {
-        if columns.is_empty() {
-            return Err(Error::invalid_argument(format!(
-                "create_table `{table}`: no columns given"
-            )));
-        }
-        let body = columns
-            .iter()
-            .map(|(name, ty)| format!("{} {}", quote_identifier(name), ty))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let name = table
-            .split('.')
-            .map(quote_identifier)
-            .collect::<Vec<_>>()
-            .join(".");
-        self.execute(&format!("CREATE TABLE IF NOT EXISTS {name} ({body})"), &[])
-            .await?;
+        let sql = create_table_sql(table, columns, |name| self.quote_identifier(name))?;
+        self.execute(&sql, &[]).await?;
         Ok(())
     }
 

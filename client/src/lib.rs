@@ -177,6 +177,17 @@ impl RemoteDatabase {
         .await
     }
 
+    /// Runs a migration action on this database (`files`: app migrations
+    /// sent with the request, in addition to the server's own).
+    pub async fn migrate(&self, request: proto::MigrateRequest) -> Result<proto::MigrateResponse> {
+        let mut client = self.client()?;
+        let request = proto::MigrateRequest {
+            database: self.database.clone(),
+            ..request
+        };
+        Ok(client.migrate(self.request(request)).await?.into_inner())
+    }
+
     fn params(params: &[Value]) -> Vec<proto::Value> {
         params.iter().cloned().map(Into::into).collect()
     }
@@ -347,6 +358,26 @@ impl DatabaseInterface for RemoteDatabase {
             Ok(response.into_inner().exists)
         })
         .await
+    }
+
+    /// Quotes names the way the server's engine reads them (MySQL:
+    /// backticks), which it learns from the server's health report.
+    async fn create_table(&self, table: &str, columns: &[(String, String)]) -> Result<()> {
+        let engine = self
+            .health(false)
+            .await?
+            .first()
+            .map(|h| h.engine.clone())
+            .unwrap_or_default();
+        let sql = iadb::create_table_sql(table, columns, |name| {
+            if engine == "mysql" {
+                format!("`{}`", name.replace('`', "``"))
+            } else {
+                iadb::quote_identifier(name)
+            }
+        })?;
+        self.execute(&sql, &[]).await?;
+        Ok(())
     }
 
     async fn health_check(&self) -> Result<()> {

@@ -60,6 +60,85 @@ enum Command {
     Tables,
     /// Prints the health of every database (exit 1 if one is unhealthy).
     Health,
+    /// Migrations: status, plan, apply, rollback, validate, repair, baseline.
+    Migrate {
+        /// What to do.
+        #[arg(value_enum)]
+        action: MigrateCommand,
+        /// Target version (apply: newest to apply; rollback: version to return
+        /// to; baseline: newest to mark applied).
+        #[arg(long)]
+        target: Option<String>,
+        /// A folder of app migrations to send with the request; repeatable.
+        #[arg(long = "dir")]
+        dirs: Vec<std::path::PathBuf>,
+        /// Applied migrations without a file are not an error.
+        #[arg(long)]
+        allow_missing: bool,
+        /// Pending migrations older than the newest applied may be applied.
+        #[arg(long)]
+        allow_out_of_order: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MigrateCommand {
+    Status,
+    Plan,
+    Apply,
+    Rollback,
+    Validate,
+    Repair,
+    Baseline,
+}
+
+impl From<MigrateCommand> for iadb::proto::MigrateAction {
+    fn from(c: MigrateCommand) -> Self {
+        use iadb::proto::MigrateAction as A;
+        match c {
+            MigrateCommand::Status => A::Status,
+            MigrateCommand::Plan => A::Plan,
+            MigrateCommand::Apply => A::Apply,
+            MigrateCommand::Rollback => A::Rollback,
+            MigrateCommand::Validate => A::Validate,
+            MigrateCommand::Repair => A::Repair,
+            MigrateCommand::Baseline => A::Baseline,
+        }
+    }
+}
+
+/// The `.sql` files of `dirs`, to send with a migrate request.
+fn read_migration_files(
+    dirs: &[std::path::PathBuf],
+) -> Result<Vec<iadb::proto::MigrationFile>, Error> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::invalid_argument(format!("cannot read {}: {e}", dir.display())))?;
+        for entry in entries {
+            let path = entry
+                .map_err(|e| {
+                    Error::invalid_argument(format!("cannot read {}: {e}", dir.display()))
+                })?
+                .path();
+            if path.extension().is_none_or(|e| e != "sql") {
+                continue;
+            }
+            let filename = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let bytes = std::fs::read(&path).map_err(|e| {
+                Error::invalid_argument(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let content = String::from_utf8(bytes).map_err(|_| {
+                Error::invalid_argument(format!("migration file {filename} is not UTF-8"))
+            })?;
+            files.push(iadb::proto::MigrationFile { filename, content });
+        }
+    }
+    files.sort_by(|a, b| a.filename.cmp(&b.filename));
+    Ok(files)
 }
 
 /// Parses one command-line parameter.
@@ -237,6 +316,52 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 if let Some(name) = row.get_index(0) {
                     println!("{name}");
                 }
+            }
+        }
+        Command::Migrate {
+            action,
+            target,
+            dirs,
+            allow_missing,
+            allow_out_of_order,
+        } => {
+            let response = db
+                .migrate(iadb::proto::MigrateRequest {
+                    database: String::new(),
+                    action: iadb::proto::MigrateAction::from(action) as i32,
+                    target_version: target.unwrap_or_default(),
+                    files: read_migration_files(&dirs)?,
+                    allow_missing,
+                    allow_out_of_order,
+                })
+                .await?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "version",
+                "type",
+                "file",
+                "state",
+                "applied at",
+                "checksum ok",
+            ]);
+            for m in &response.migrations {
+                table.add_row([
+                    m.version.clone(),
+                    m.migration_type.clone(),
+                    m.filename.clone(),
+                    m.state.clone(),
+                    m.applied_at.clone(),
+                    m.checksum_ok.to_string(),
+                ]);
+            }
+            println!("{table}");
+            if matches!(action, MigrateCommand::Plan) {
+                for m in &response.migrations {
+                    println!("-- {}\n{}", m.filename, m.sql.trim_end());
+                }
+            }
+            if !response.changed.is_empty() {
+                println!("changed: {}", response.changed.join(", "));
             }
         }
         Command::Health => {

@@ -13,8 +13,16 @@ struct Server {
 async fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:///{}", dir.path().join("cli.db").display());
-    let cli = Cli::parse_from(["iadb-server", "--listen", "127.0.0.1:0", "--database-url", &url]);
-    let server = BoundServer::bind(Settings::from_cli(&cli).unwrap()).await.unwrap();
+    let cli = Cli::parse_from([
+        "iadb-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+    ]);
+    let server = BoundServer::bind(Settings::from_cli(&cli).unwrap())
+        .await
+        .unwrap();
     let endpoint = format!("http://{}", server.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(async {
@@ -43,30 +51,84 @@ fn stdout(o: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_exec_tables_health() {
     let server = start_server().await;
-    let created = iadb(&server, &["exec", "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, score REAL)"]).await;
+    let created = iadb(
+        &server,
+        &[
+            "exec",
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, score REAL)",
+        ],
+    )
+    .await;
     assert_eq!(stdout(&created).trim(), "0 row(s) affected");
-    let inserted = iadb(&server, &["exec", "INSERT INTO people (name, score) VALUES (?, ?), (?, ?)", "Ada", "9.5", "Grace", "null"]).await;
-    assert_eq!(stdout(&inserted).trim(), "2 row(s) affected, last insert id 2");
+    let inserted = iadb(
+        &server,
+        &[
+            "exec",
+            "INSERT INTO people (name, score) VALUES (?, ?), (?, ?)",
+            "Ada",
+            "9.5",
+            "Grace",
+            "null",
+        ],
+    )
+    .await;
+    assert_eq!(
+        stdout(&inserted).trim(),
+        "2 row(s) affected, last insert id 2"
+    );
 
-    let table = stdout(&iadb(&server, &["query", "SELECT id, name, score FROM people ORDER BY id"]).await);
+    let table = stdout(
+        &iadb(
+            &server,
+            &["query", "SELECT id, name, score FROM people ORDER BY id"],
+        )
+        .await,
+    );
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[1].contains("id") && lines[1].contains("name") && lines[1].contains("score"), "{table}");
+    assert!(
+        lines[1].contains("id") && lines[1].contains("name") && lines[1].contains("score"),
+        "{table}"
+    );
     assert!(table.contains("│ 1  ┆ Ada   ┆ 9.5   │"), "{table}");
     assert!(table.contains("│ 2  ┆ Grace ┆ NULL  │"), "{table}");
     assert_eq!(lines.last().copied(), Some("(2 rows)"));
 
-    let json = stdout(&iadb(&server, &["query", "--json", "SELECT name, score FROM people WHERE id = ?", "1"]).await);
+    let json = stdout(
+        &iadb(
+            &server,
+            &[
+                "query",
+                "--json",
+                "SELECT name, score FROM people WHERE id = ?",
+                "1",
+            ],
+        )
+        .await,
+    );
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed, serde_json::json!([{"name": "Ada", "score": 9.5}]));
 
-    let csv = stdout(&iadb(&server, &["query", "--csv", "SELECT id, name FROM people ORDER BY id"]).await);
+    let csv = stdout(
+        &iadb(
+            &server,
+            &["query", "--csv", "SELECT id, name FROM people ORDER BY id"],
+        )
+        .await,
+    );
     assert_eq!(csv, "id,name\n1,Ada\n2,Grace\n");
 
     let tables = stdout(&iadb(&server, &["tables"]).await);
-    assert_eq!(tables.trim(), "people");
+    // iadb's own tables (system migrations) are listed too.
+    assert_eq!(
+        tables,
+        "ia_migrations\nia_migrations_lock\nia_settings\npeople\n"
+    );
 
     let health = stdout(&iadb(&server, &["health"]).await);
-    assert!(health.contains("default") && health.contains("sqlite") && health.contains("true"), "{health}");
+    assert!(
+        health.contains("default") && health.contains("sqlite") && health.contains("true"),
+        "{health}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,4 +150,78 @@ async fn errors_print_the_message_and_exit_non_zero() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach iadb server"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_apply_status_rollback() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("V1__accounts.sql"),
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("U1__accounts.sql"),
+        "DROP TABLE accounts;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("V2__audit.sql"),
+        "CREATE TABLE audit (id INTEGER);\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("U2__audit.sql"), "DROP TABLE audit;\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+
+    let plan = stdout(&iadb(&server, &["migrate", "plan", "--dir", d]).await);
+    assert!(
+        plan.contains("-- V1__accounts.sql\nCREATE TABLE accounts"),
+        "{plan}"
+    );
+    let applied = stdout(&iadb(&server, &["migrate", "apply", "--dir", d]).await);
+    assert!(
+        applied.contains("changed: V1__accounts.sql, V2__audit.sql"),
+        "{applied}"
+    );
+    let status = stdout(&iadb(&server, &["migrate", "status", "--dir", d]).await);
+    for file in [
+        "V001__iadb_settings.sql",
+        "V1__accounts.sql",
+        "V2__audit.sql",
+    ] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(file) && l.contains("applied") && l.contains("true")),
+            "{status}"
+        );
+    }
+    let rolled = stdout(
+        &iadb(
+            &server,
+            &["migrate", "rollback", "--target", "1", "--dir", d],
+        )
+        .await,
+    );
+    assert!(rolled.contains("changed: V2__audit.sql"), "{rolled}");
+    assert_eq!(
+        stdout(&iadb(&server, &["tables"]).await),
+        "accounts\nia_migrations\nia_migrations_lock\nia_settings\n"
+    );
+
+    // A badly named file is refused by name, and nothing is applied.
+    std::fs::write(
+        dir.path().join("V3_missing_underscore.sql"),
+        "CREATE TABLE nope (id INTEGER);\n",
+    )
+    .unwrap();
+    let out = iadb(&server, &["migrate", "apply", "--dir", d]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("V3_missing_underscore.sql") && stderr.contains("invalid argument"),
+        "{stderr}"
+    );
+    assert!(!stdout(&iadb(&server, &["tables"]).await).contains("nope"));
 }

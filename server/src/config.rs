@@ -42,6 +42,18 @@ pub enum ConfigError {
     /// The selected environment is not in the config file.
     #[error("environment `{0}` is not defined in the config file")]
     UnknownEnvironment(String),
+    /// App migration folders are wrong (bad names, duplicate versions...).
+    #[error("app migrations for database `{name}`: {source}")]
+    Migrations {
+        /// The database.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: crate::migrate::source::SourceError,
+    },
+    /// `--app-migrations` names a database that is not configured.
+    #[error("--app-migrations names database `{0}`, which is not configured")]
+    MigrationsDatabase(String),
     /// The listen address does not parse.
     #[error("bad listen address `{0}`")]
     Listen(String),
@@ -88,6 +100,17 @@ pub struct Cli {
     /// Largest request message accepted, in bytes.
     #[arg(long, env = "IADB_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Apply system and app migrations to every database before serving
+    /// (`--migrate=false` to skip).
+    #[arg(long, env = "IADB_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// A folder of app migrations, `PATH` (default database) or
+    /// `NAME=PATH`; repeatable, also per database.
+    #[arg(long = "app-migrations", value_name = "[NAME=]PATH")]
+    pub app_migrations: Vec<String>,
+    /// Seconds to wait for another replica's migration lock.
+    #[arg(long, env = "IADB_MIGRATE_LOCK_TIMEOUT_SECS", default_value_t = 60)]
+    pub migrate_lock_timeout_secs: u64,
     /// Seconds between health checks of every database (standard health
     /// service status).
     #[arg(long, env = "IADB_HEALTH_INTERVAL_SECS")]
@@ -135,6 +158,8 @@ pub struct DatabaseSpec {
     pub name: String,
     /// Where it is.
     pub config: ConnectionConfig,
+    /// Its app migrations (from `--app-migrations`).
+    pub app_migrations: Vec<crate::migrate::Migration>,
 }
 
 /// Everything the server needs to run.
@@ -150,6 +175,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Interval of the background health checks.
     pub health_interval: Duration,
+    /// Whether to apply migrations at start-up.
+    pub migrate: bool,
+    /// How strict start-up and RPC migration runs are.
+    pub migrate_options: crate::migrate::MigrateOptions,
 }
 
 /// Streaming and size limits.
@@ -216,7 +245,27 @@ impl Settings {
                 name: name.clone(),
                 source,
             })?;
-            databases.push(DatabaseSpec { name, config });
+            databases.push(DatabaseSpec {
+                name,
+                config,
+                app_migrations: Vec::new(),
+            });
+        }
+        let mut folders: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for flag in &cli.app_migrations {
+            let (name, path) = match flag.split_once('=') {
+                Some((n, p)) if !n.contains(['/', '\\']) => (n.trim().to_owned(), p),
+                _ => (DEFAULT_DATABASE_NAME.to_owned(), flag.as_str()),
+            };
+            folders.entry(name).or_default().push(PathBuf::from(path));
+        }
+        for (name, paths) in folders {
+            let spec = databases
+                .iter_mut()
+                .find(|d| d.name == name)
+                .ok_or_else(|| ConfigError::MigrationsDatabase(name.clone()))?;
+            spec.app_migrations = crate::migrate::source::parse_folders(&paths)
+                .map_err(|source| ConfigError::Migrations { name, source })?;
         }
 
         let defaults = Limits::default();
@@ -254,6 +303,11 @@ impl Settings {
                     .max_request_bytes
                     .or(file_env.max_request_bytes)
                     .unwrap_or(defaults.max_message_bytes),
+            },
+            migrate: cli.migrate,
+            migrate_options: crate::migrate::MigrateOptions {
+                lock_timeout: Duration::from_secs(cli.migrate_lock_timeout_secs),
+                ..Default::default()
             },
             health_interval: Duration::from_secs(
                 cli.health_interval_secs

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod migrate;
 pub mod placeholders;
 mod registry;
 mod server;

@@ -1,8 +1,12 @@
 //! The configured databases by name, and their health.
 
 use crate::{
-    backend::{PoolSettings, backend_for},
+    backend::{Backend, PoolSettings, backend_for},
     config::{DEFAULT_DATABASE_NAME, DatabaseSpec},
+    migrate::{
+        MigrateAction, MigrateOptions, MigrateReport, Migration, Migrator, store::MigrationStore,
+        system_migrations,
+    },
 };
 use iadb::{DatabaseInterface, DatabaseType, Error, proto};
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -13,7 +17,8 @@ const HEALTH_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Entry {
     engine: DatabaseType,
-    backend: Arc<dyn DatabaseInterface>,
+    backend: Arc<dyn Backend>,
+    app_migrations: Vec<Migration>,
 }
 
 /// Databases by name; the empty name means [`DEFAULT_DATABASE_NAME`].
@@ -50,6 +55,7 @@ impl Registry {
                 Entry {
                     engine: spec.config.db_type,
                     backend,
+                    app_migrations: spec.app_migrations.clone(),
                 },
             );
         }
@@ -58,21 +64,27 @@ impl Registry {
 
     /// The database named `name` (empty: the default one).
     pub fn get(&self, name: &str) -> Result<Arc<dyn DatabaseInterface>, Error> {
+        Ok(self.entry(name)?.backend.clone())
+    }
+
+    /// The adapter of `name`, with the server-side extras (migrations).
+    pub fn backend(&self, name: &str) -> Result<Arc<dyn Backend>, Error> {
+        Ok(self.entry(name)?.backend.clone())
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, Error> {
         let name = if name.is_empty() {
             DEFAULT_DATABASE_NAME
         } else {
             name
         };
-        self.entries
-            .get(name)
-            .map(|e| e.backend.clone())
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
-                Error::invalid_argument(format!(
-                    "unknown database `{name}` (configured: {})",
-                    known.join(", ")
-                ))
-            })
+        self.entries.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+            Error::invalid_argument(format!(
+                "unknown database `{name}` (configured: {})",
+                known.join(", ")
+            ))
+        })
     }
 
     /// The configured names.
@@ -114,6 +126,33 @@ impl Registry {
             pool_max: pool.max,
             latency_ms,
         })
+    }
+
+    /// Runs a migration action on `name` with the system migrations, the app
+    /// migrations configured for it, and `extra` app migrations (sent in a
+    /// request), on a dedicated connection.
+    pub async fn migrate(
+        &self,
+        name: &str,
+        action: MigrateAction,
+        options: MigrateOptions,
+        extra: Vec<Migration>,
+    ) -> Result<MigrateReport, Error> {
+        let entry = self.entry(name)?;
+        let mut app = entry.app_migrations.clone();
+        for m in extra {
+            if let Some(known) = app.iter().find(|a| a.version == m.version) {
+                return Err(Error::invalid_argument(format!(
+                    "migration {} has the same version as {} configured on the server",
+                    m.filename, known.filename
+                )));
+            }
+            app.push(m);
+        }
+        let migrator = Migrator::new(system_migrations()?, app);
+        let session = entry.backend.migration_session().await?;
+        let mut store = MigrationStore::new(session);
+        Ok(migrator.run(&mut store, action, options).await?)
     }
 
     /// Closes every pool.

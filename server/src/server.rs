@@ -1,7 +1,9 @@
 //! Starting and stopping the server: the gRPC services, the standard health
 //! service kept current in the background, reflection, graceful shutdown.
 
-use crate::{config::Settings, registry::Registry, service::DatabaseService};
+use crate::{
+    config::Settings, migrate::MigrateAction, registry::Registry, service::DatabaseService,
+};
 use iadb::{Error, proto::database_server::DatabaseServer};
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -23,6 +25,27 @@ impl BoundServer {
     /// Connects every database and binds the listen address.
     pub async fn bind(settings: Settings) -> Result<Self, Error> {
         let registry = Arc::new(Registry::connect(&settings.databases, settings.pool).await?);
+        if settings.migrate {
+            for spec in &settings.databases {
+                let report = registry
+                    .migrate(
+                        &spec.name,
+                        MigrateAction::Apply { target: None },
+                        settings.migrate_options,
+                        Vec::new(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        Error::new(
+                            e.kind(),
+                            format!("migrating database `{}`: {}", spec.name, e.message()),
+                        )
+                    })?;
+                if !report.changed.is_empty() {
+                    info!(database = %spec.name, applied = ?report.changed, "migrations applied");
+                }
+            }
+        }
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             Error::unavailable(format!("cannot listen on {}: {e}", settings.listen))
         })?;
@@ -63,9 +86,13 @@ impl BoundServer {
             .build_v1()
             .map_err(|e| Error::internal(format!("reflection: {e}")))?;
         let max = settings.limits.max_message_bytes;
-        let database = DatabaseServer::new(DatabaseService::new(registry.clone(), settings.limits))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let database = DatabaseServer::new(DatabaseService::new(
+            registry.clone(),
+            settings.limits,
+            settings.migrate_options,
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)

@@ -3,7 +3,11 @@
 //! engine work), runs it on the adapter under the call's deadline, and
 //! converts back. Errors become statuses only through `From<iadb::Error>`.
 
-use crate::{config::Limits, registry::Registry};
+use crate::{
+    config::Limits,
+    migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
+    registry::Registry,
+};
 use futures::StreamExt;
 use iadb::{
     Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value,
@@ -30,12 +34,17 @@ const STREAM_CHANNEL_BATCHES: usize = 2;
 pub struct DatabaseService {
     registry: Arc<Registry>,
     limits: Limits,
+    migrate_options: MigrateOptions,
 }
 
 impl DatabaseService {
     /// A service over `registry`.
-    pub fn new(registry: Arc<Registry>, limits: Limits) -> Self {
-        Self { registry, limits }
+    pub fn new(registry: Arc<Registry>, limits: Limits, migrate_options: MigrateOptions) -> Self {
+        Self {
+            registry,
+            limits,
+            migrate_options,
+        }
     }
 
     fn check_sql_size(&self, sql: &str) -> Result<(), Error> {
@@ -51,6 +60,18 @@ impl DatabaseService {
         }
         Ok(())
     }
+}
+
+/// `target_version`: empty for none, else a version number (`3`, `003`,
+/// or `V3`).
+fn parse_target(text: &str) -> Result<Option<u64>, Error> {
+    let digits = text.trim().trim_start_matches(['V', 'v']);
+    if digits.is_empty() {
+        return Ok(None);
+    }
+    digits.parse().map(Some).map_err(|_| {
+        Error::invalid_argument(format!("target_version `{text}` is not a version number"))
+    })
 }
 
 /// The time limit of a call: the shorter of the request's `timeout_ms` and
@@ -314,10 +335,62 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::MigrateRequest>,
     ) -> Result<Response<proto::MigrateResponse>, Status> {
-        self.registry.get(&request.get_ref().database)?;
-        Err(Status::unimplemented(
-            "Migrate is not implemented yet: migrations are applied at server start-up only",
-        ))
+        let started = Instant::now();
+        let proto::MigrateRequest {
+            database,
+            action,
+            target_version,
+            files,
+            allow_missing,
+            allow_out_of_order,
+        } = request.into_inner();
+        let result = async {
+            let target = parse_target(&target_version)?;
+            let need_target = |what: &str| {
+                target.ok_or_else(|| Error::invalid_argument(format!("{what} needs target_version")))
+            };
+            let action = match proto::MigrateAction::try_from(action) {
+                Ok(proto::MigrateAction::Status) => MigrateAction::Status,
+                Ok(proto::MigrateAction::Plan) => MigrateAction::Plan,
+                Ok(proto::MigrateAction::Apply) => MigrateAction::Apply { target },
+                Ok(proto::MigrateAction::Rollback) => MigrateAction::Rollback {
+                    target: need_target("rollback")?,
+                },
+                Ok(proto::MigrateAction::Validate) => MigrateAction::Validate,
+                Ok(proto::MigrateAction::Repair) => MigrateAction::Repair,
+                Ok(proto::MigrateAction::Baseline) => MigrateAction::Baseline {
+                    target: need_target("baseline")?,
+                },
+                Ok(proto::MigrateAction::Unspecified) | Err(_) => {
+                    return Err(Error::invalid_argument(
+                        "migrate needs an action (status, plan, apply, rollback, validate, repair, baseline)",
+                    ));
+                }
+            };
+            let files = files
+                .into_iter()
+                .map(|proto::MigrationFile { filename, content }| MigrationFile {
+                    filename,
+                    content: content.into_bytes(),
+                })
+                .collect();
+            let sent = crate::migrate::source::parse(files, MigrationType::App)
+                .map_err(|e| Error::invalid_argument(e.to_string()))?;
+            let options = MigrateOptions {
+                allow_missing,
+                allow_out_of_order,
+                ..self.migrate_options
+            };
+            self.registry.migrate(&database, action, options, sent).await
+        }
+        .await;
+        log_call("Migrate", &database, started, &result);
+        let report = result?;
+        Ok(Response::new(proto::MigrateResponse {
+            migrations: report.migrations.into_iter().map(Into::into).collect(),
+            changed: report.changed,
+            execution_time_ms: ms_since(started),
+        }))
     }
 
     async fn health(

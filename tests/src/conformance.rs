@@ -3,117 +3,12 @@
 //! Each case is an `async fn(&Target)`; [`conformance_suite!`] instantiates
 //! every case as its own test for one engine, reached directly or through the
 //! gRPC client. Where an engine truly differs, the case asks a small
-//! per-dialect hook on [`Engine`] instead of being copied.
+//! per-dialect hook ([`crate::dialect::TestDialect`]) instead of being copied.
 
-use crate::{Engine, Target};
+use crate::Target;
 use futures::StreamExt;
 use iadb::{ErrorKind, Value};
 use std::time::Duration;
-
-/// Per-dialect hooks: the SQL type names and the documented differences.
-impl Engine {
-    /// Column type for 64-bit integers.
-    pub fn bigint_type(self) -> &'static str {
-        "BIGINT"
-    }
-    /// Column type for doubles.
-    pub fn double_type(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "REAL",
-        }
-    }
-    /// Column type for exact decimals.
-    pub fn decimal_type(self) -> &'static str {
-        match self {
-            // NUMERIC affinity would turn a long decimal into a REAL and lose
-            // digits; SQLite keeps exact decimals only as TEXT.
-            Engine::Sqlite => "TEXT",
-        }
-    }
-    /// How an exact decimal comes back from its column.
-    pub fn decimal_result(self, digits: &str) -> Value {
-        match self {
-            Engine::Sqlite => Value::Text(digits.to_owned()),
-        }
-    }
-    /// Column type for binary data.
-    pub fn bytes_type(self) -> &'static str {
-        "BLOB"
-    }
-    /// Column type for booleans.
-    pub fn bool_type(self) -> &'static str {
-        "BOOLEAN"
-    }
-    /// Column type for timestamps with time zone.
-    pub fn timestamptz_type(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "DATETIME",
-        }
-    }
-    /// Column type for naive timestamps.
-    pub fn datetime_type(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "DATETIME",
-        }
-    }
-    /// Column type for JSON.
-    pub fn json_type(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "TEXT",
-        }
-    }
-    /// How a JSON document comes back from its column.
-    pub fn json_result(self, doc: &str) -> Value {
-        match self {
-            // SQLite has no JSON type: a document is text.
-            Engine::Sqlite => Value::Text(doc.to_owned()),
-        }
-    }
-    /// How a bool parameter comes back from `SELECT ?` (no declared type).
-    pub fn bool_param_result(self, b: bool) -> Value {
-        match self {
-            Engine::Sqlite => Value::Int(i64::from(b)),
-        }
-    }
-    /// Whether NaN can be stored (otherwise it is INVALID_ARGUMENT).
-    pub fn stores_nan(self) -> bool {
-        match self {
-            // SQLite turns NaN into NULL; iadb refuses it instead.
-            Engine::Sqlite => false,
-        }
-    }
-    /// Whether text may contain U+0000.
-    pub fn text_allows_nul(self) -> bool {
-        true
-    }
-    /// Whether Execute of an INSERT reports the new row's id.
-    pub fn has_last_insert_id(self) -> bool {
-        matches!(self, Engine::Sqlite)
-    }
-    /// Whether table names are matched case-insensitively by TableExists.
-    pub fn table_names_case_insensitive(self) -> bool {
-        matches!(self, Engine::Sqlite)
-    }
-    /// A query over `table` (column `x` = 1..=n) that fails on the engine
-    /// when it reaches row `fail_at`, after earlier rows were produced.
-    pub fn failing_at_row_sql(self, table: &str, fail_at: i64) -> String {
-        match self {
-            // abs(i64::MIN) overflows at run time; a plain scan (no ORDER BY, which
-            // would compute every row before the first) yields rows in insert order.
-            Engine::Sqlite => format!(
-                "SELECT CASE WHEN x = {fail_at} THEN abs(-9223372036854775807 - 1) ELSE x END AS v FROM {table}"
-            ),
-        }
-    }
-    /// A query producing `n` rows of (x bigint, label text) without a table.
-    pub fn series_sql(self, n: u64) -> String {
-        match self {
-            Engine::Sqlite => format!(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x, 'row-' || x AS label FROM c"
-            ),
-        }
-    }
-}
 
 fn kind_of<T: std::fmt::Debug>(result: iadb::Result<T>) -> (ErrorKind, String) {
     match result {
@@ -161,16 +56,18 @@ async fn select_param(t: &Target, value: Value) -> Value {
 /// NULL of every kind comes back as NULL.
 pub async fn null_of_every_kind(t: &Target) {
     assert_eq!(select_param(t, Value::Null).await, Value::Null);
-    let e = t.engine;
+    let e = t.dialect();
     for ty in [
         e.bigint_type(),
         e.double_type(),
-        "TEXT",
+        e.text_type(),
         e.bytes_type(),
         e.bool_type(),
         e.decimal_type(),
-        "DATE",
+        e.date_type(),
+        e.time_type(),
         e.datetime_type(),
+        e.timestamptz_type(),
         e.json_type(),
     ] {
         assert_eq!(
@@ -186,23 +83,32 @@ pub async fn int64_exact(t: &Target) {
     for n in [i64::MIN, i64::MAX, 0, -1] {
         assert_eq!(select_param(t, Value::Int(n)).await, Value::Int(n));
         assert_eq!(
-            round_trip_column(t, t.engine.bigint_type(), Value::Int(n)).await,
+            round_trip_column(t, t.dialect().bigint_type(), Value::Int(n)).await,
             Value::Int(n)
         );
     }
 }
 
-/// Doubles keep their bit pattern; NaN is stored or refused clearly.
+/// Doubles keep their bit pattern; NaN and the infinities are stored, or
+/// refused clearly where the engine cannot store them.
 pub async fn doubles_exact(t: &Target) {
+    let d = t.dialect();
     for x in [
         0.1,
         1e308,
         -1.5e-300,
+        f64::MIN_POSITIVE,
         f64::INFINITY,
         f64::NEG_INFINITY,
-        f64::MIN_POSITIVE,
     ] {
-        let back = round_trip_column(t, t.engine.double_type(), Value::Float(x)).await;
+        if x.is_infinite() && !d.stores_infinity() {
+            let (kind, message) =
+                kind_of(t.db.fetch_one("SELECT ? AS v", &[Value::Float(x)]).await);
+            assert_eq!(kind, ErrorKind::InvalidArgument, "{message}");
+            assert!(message.contains("infinit"), "{message}");
+            continue;
+        }
+        let back = round_trip_column(t, d.double_type(), Value::Float(x)).await;
         assert_eq!(back.as_f64().map(f64::to_bits), Some(x.to_bits()), "{x}");
         let back = select_param(t, Value::Float(x)).await;
         assert_eq!(
@@ -212,13 +118,20 @@ pub async fn doubles_exact(t: &Target) {
         );
     }
     let back = select_param(t, Value::Float(-0.0)).await;
-    assert_eq!(back.as_f64().map(f64::to_bits), Some((-0.0f64).to_bits()));
+    let zero = if d.keeps_negative_zero() {
+        -0.0f64
+    } else {
+        0.0
+    };
+    assert_eq!(back.as_f64().map(f64::to_bits), Some(zero.to_bits()));
     let nan =
         t.db.fetch_one("SELECT ? AS v", &[Value::Float(f64::NAN)])
             .await;
-    if t.engine.stores_nan() {
+    if d.stores_nan() {
         let v = nan.expect("NaN").expect("row").get_index(0).cloned();
         assert!(v.and_then(|v| v.as_f64()).is_some_and(f64::is_nan));
+        let back = round_trip_column(t, d.double_type(), Value::Float(f64::NAN)).await;
+        assert!(back.as_f64().is_some_and(f64::is_nan), "{back:?}");
     } else {
         let (kind, message) = kind_of(nan);
         assert_eq!(kind, ErrorKind::InvalidArgument);
@@ -229,8 +142,9 @@ pub async fn doubles_exact(t: &Target) {
 /// An exact decimal keeps every digit.
 pub async fn decimal_exact(t: &Target) {
     let digits = "12345678901234567890.123456789";
-    let back = round_trip_column(t, t.engine.decimal_type(), Value::Decimal(digits.into())).await;
-    assert_eq!(back, t.engine.decimal_result(digits));
+    let back =
+        round_trip_column(t, t.dialect().decimal_type(), Value::Decimal(digits.into())).await;
+    assert_eq!(back, t.dialect().decimal_result(digits));
 }
 
 /// Text is byte-exact: empty (not NULL), unicode, 1 MiB, embedded NUL.
@@ -240,12 +154,12 @@ pub async fn text_exact(t: &Target) {
         "é ✓ 𝄞 שלום".to_owned(),
         "x".repeat(1024 * 1024),
     ];
-    if t.engine.text_allows_nul() {
+    if t.dialect().text_allows_nul() {
         cases.push("a\0b".to_owned());
     }
     for s in cases {
         assert_eq!(
-            round_trip_column(t, "TEXT", Value::Text(s.clone())).await,
+            round_trip_column(t, t.dialect().text_type(), Value::Text(s.clone())).await,
             Value::Text(s.clone())
         );
         assert_eq!(
@@ -260,7 +174,7 @@ pub async fn bytes_exact(t: &Target) {
     let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     for b in [vec![], vec![0, 0, 1, 0], big] {
         assert_eq!(
-            round_trip_column(t, t.engine.bytes_type(), Value::Bytes(b.clone())).await,
+            round_trip_column(t, t.dialect().bytes_type(), Value::Bytes(b.clone())).await,
             Value::Bytes(b)
         );
     }
@@ -270,12 +184,12 @@ pub async fn bytes_exact(t: &Target) {
 pub async fn bool_values(t: &Target) {
     for b in [true, false] {
         assert_eq!(
-            round_trip_column(t, t.engine.bool_type(), Value::Bool(b)).await,
+            round_trip_column(t, t.dialect().bool_type(), Value::Bool(b)).await,
             Value::Bool(b)
         );
         assert_eq!(
             select_param(t, Value::Bool(b)).await,
-            t.engine.bool_param_result(b)
+            t.dialect().bool_param_result(b)
         );
     }
 }
@@ -291,19 +205,19 @@ pub async fn dates_and_times(t: &Target) {
         .expect("rfc3339")
         .with_timezone(&Utc);
     assert_eq!(
-        round_trip_column(t, "DATE", Value::Date(date)).await,
+        round_trip_column(t, t.dialect().date_type(), Value::Date(date)).await,
         Value::Date(date)
     );
     assert_eq!(
-        round_trip_column(t, "TIME", Value::Time(time)).await,
+        round_trip_column(t, t.dialect().time_type(), Value::Time(time)).await,
         Value::Time(time)
     );
     assert_eq!(
-        round_trip_column(t, t.engine.datetime_type(), Value::DateTime(naive)).await,
+        round_trip_column(t, t.dialect().datetime_type(), Value::DateTime(naive)).await,
         Value::DateTime(naive)
     );
     assert_eq!(
-        round_trip_column(t, t.engine.timestamptz_type(), Value::TimestampTz(tz)).await,
+        round_trip_column(t, t.dialect().timestamptz_type(), Value::TimestampTz(tz)).await,
         Value::TimestampTz(tz)
     );
 }
@@ -312,8 +226,8 @@ pub async fn dates_and_times(t: &Target) {
 pub async fn json_document(t: &Target) {
     let doc = r#"{"a":[1,2,{"b":null}],"c":"é"}"#;
     assert_eq!(
-        round_trip_column(t, t.engine.json_type(), Value::Json(doc.into())).await,
-        t.engine.json_result(doc)
+        round_trip_column(t, t.dialect().json_type(), Value::Json(doc.into())).await,
+        t.dialect().json_result(doc)
     );
 }
 
@@ -378,7 +292,7 @@ pub async fn execute_rows_affected(t: &Target) {
             .await
             .expect("insert");
         assert_eq!(out.rows_affected, 1);
-        if t.engine.has_last_insert_id() {
+        if t.dialect().has_last_insert_id() {
             assert_eq!(out.last_insert_id, Some(i));
         }
     }
@@ -520,8 +434,8 @@ pub async fn table_exists_and_create(t: &Target) {
     t.db.create_table(
         &table,
         &[
-            ("id".into(), t.engine.bigint_type().into()),
-            ("name".into(), "TEXT".into()),
+            ("id".into(), t.dialect().bigint_type().into()),
+            ("name".into(), t.dialect().text_type().into()),
         ],
     )
     .await
@@ -531,11 +445,9 @@ pub async fn table_exists_and_create(t: &Target) {
         t.db.table_exists(&table.to_uppercase())
             .await
             .expect("case"),
-        t.engine.table_names_case_insensitive()
+        t.dialect().table_names_case_insensitive()
     );
-    let qualified = match t.engine {
-        Engine::Sqlite => format!("main.{table}"),
-    };
+    let qualified = t.dialect().qualified(&table);
     assert!(t.db.table_exists(&qualified).await.expect("qualified"));
     assert!(
         !t.db
@@ -657,7 +569,7 @@ pub async fn error_mid_stream(t: &Target) {
     .await
     .expect("insert");
     let mut stream =
-        t.db.fetch_stream(&t.engine.failing_at_row_sql(&table, 2500), &[])
+        t.db.fetch_stream(&t.dialect().failing_at_row_sql(&table, 2500), &[])
             .await
             .expect("stream starts")
             .rows;
@@ -677,7 +589,7 @@ pub async fn error_mid_stream(t: &Target) {
 
 /// 100 concurrent streams all complete.
 pub async fn concurrent_streams(t: &Target) {
-    let sql = t.engine.series_sql(2000);
+    let sql = t.dialect().series_sql(2000);
     let runs = (0..100).map(|_| async {
         let stream = t.db.fetch_stream(&sql, &[]).await.expect("stream");
         let rows: Vec<_> = stream.rows.collect().await;

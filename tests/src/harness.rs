@@ -134,13 +134,32 @@ impl Drop for TestServer {
 pub enum Engine {
     /// SQLite (always available: embedded).
     Sqlite,
+    /// PostgreSQL at `IADB_TEST_POSTGRES_URL`.
+    Postgres,
+    /// MySQL or MariaDB at `IADB_TEST_MYSQL_URL`.
+    Mysql,
+    /// DuckDB (embedded; needs the `duckdb` feature of the tests package).
+    Duckdb,
 }
 
 impl Engine {
+    /// The engine's conformance hooks.
+    pub fn dialect(self) -> &'static dyn crate::dialect::TestDialect {
+        match self {
+            Engine::Sqlite => &crate::dialect::Sqlite,
+            Engine::Postgres => &crate::dialect::Postgres,
+            Engine::Mysql => &crate::dialect::Mysql,
+            Engine::Duckdb => &crate::dialect::Duckdb,
+        }
+    }
+
     /// The engine's name in notices.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgresql",
+            Engine::Mysql => "mysql",
+            Engine::Duckdb => "duckdb",
         }
     }
 
@@ -151,6 +170,15 @@ impl Engine {
                 "sqlite:///{}",
                 dir.path().join("test.db").display()
             )),
+            Engine::Postgres => std::env::var("IADB_TEST_POSTGRES_URL")
+                .map_err(|_| "IADB_TEST_POSTGRES_URL is not set".to_owned()),
+            Engine::Mysql => std::env::var("IADB_TEST_MYSQL_URL")
+                .map_err(|_| "IADB_TEST_MYSQL_URL is not set".to_owned()),
+            Engine::Duckdb if cfg!(feature = "duckdb") => Ok(format!(
+                "duckdb:///{}",
+                dir.path().join("test.duckdb").display()
+            )),
+            Engine::Duckdb => Err("the tests were built without the `duckdb` feature".to_owned()),
         }
     }
 }
@@ -223,6 +251,11 @@ impl Target {
             server: Some(server),
             _dir: dir,
         })
+    }
+
+    /// The engine's conformance hooks.
+    pub fn dialect(&self) -> &'static dyn crate::dialect::TestDialect {
+        self.engine.dialect()
     }
 
     /// A table name unique to this test run.

@@ -4,6 +4,7 @@
 //! client.
 
 pub mod conformance;
+pub mod dialect;
 pub mod harness;
 
 pub use harness::{Engine, Target, TestServer};

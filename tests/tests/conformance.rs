@@ -5,3 +5,7 @@ use iadb_tests::{Engine, Target, conformance_suite};
 
 conformance_suite!(sqlite_direct, Target::direct(Engine::Sqlite));
 conformance_suite!(sqlite_remote, Target::remote(Engine::Sqlite));
+conformance_suite!(postgres_direct, Target::direct(Engine::Postgres));
+conformance_suite!(postgres_remote, Target::remote(Engine::Postgres));
+conformance_suite!(mysql_direct, Target::direct(Engine::Mysql));
+conformance_suite!(mysql_remote, Target::remote(Engine::Mysql));

@@ -6,10 +6,17 @@ use iadb::{DatabaseInterface, ErrorKind, Value};
 use iadb_client::{RemoteDatabase, RetryPolicy};
 use iadb_tests::TestServer;
 use std::time::{Duration, Instant};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 fn sqlite_server() -> TestServer {
-    TestServer::start(&["--database-url", "sqlite:///./main.db", "--database", "mem=sqlite:///:memory:"])
+    TestServer::start(&[
+        "--database-url",
+        "sqlite:///./main.db",
+        "--database",
+        "mem=sqlite:///:memory:",
+    ])
 }
 
 async fn assert_healthy(db: &RemoteDatabase) {
@@ -23,16 +30,28 @@ async fn unknown_database_is_invalid_argument() {
     let db = server.client("nope").await;
     let err = db.fetch_all("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-    assert!(err.message().contains("unknown database `nope`"), "{}", err.message());
+    assert!(
+        err.message().contains("unknown database `nope`"),
+        "{}",
+        err.message()
+    );
     assert!(err.message().contains("default") && err.message().contains("mem"));
     let err = db.execute("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert_healthy(&server.client("").await).await;
     // The named in-memory database is served, and keeps its data across calls.
     let mem = server.client("mem").await;
-    mem.execute("CREATE TABLE kept (x BIGINT)", &[]).await.unwrap();
-    mem.execute("INSERT INTO kept VALUES (?)", &[Value::Int(7)]).await.unwrap();
-    let row = mem.fetch_one("SELECT x FROM kept", &[]).await.unwrap().unwrap();
+    mem.execute("CREATE TABLE kept (x BIGINT)", &[])
+        .await
+        .unwrap();
+    mem.execute("INSERT INTO kept VALUES (?)", &[Value::Int(7)])
+        .await
+        .unwrap();
+    let row = mem
+        .fetch_one("SELECT x FROM kept", &[])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.get("x"), Some(&Value::Int(7)));
 }
 
@@ -46,7 +65,11 @@ async fn oversized_sql_is_resource_exhausted() {
         db.execute(&sql, &[]).await.unwrap_err(),
     ] {
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
-        assert!(err.message().contains("over the limit"), "{}", err.message());
+        assert!(
+            err.message().contains("over the limit"),
+            "{}",
+            err.message()
+        );
     }
     assert_healthy(&db).await;
 }
@@ -69,7 +92,11 @@ async fn bad_value_parameter_is_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("parameter 1: bad date"), "{}", err.message());
+    assert!(
+        err.message().contains("parameter 1: bad date"),
+        "{}",
+        err.message()
+    );
     let err = client
         .execute(iadb::proto::ExecuteRequest {
             database: String::new(),
@@ -87,7 +114,10 @@ async fn bad_value_parameter_is_invalid_argument() {
 #[test]
 fn malformed_url_at_startup_exits_with_a_clear_message() {
     let cases = [
-        ("postgresql://user:hunter2@host:notaport/db", "malformed postgresql URL"),
+        (
+            "postgresql://user:hunter2@host:notaport/db",
+            "malformed postgresql URL",
+        ),
         ("oracle://x/y", "unknown database URL scheme `oracle`"),
         ("sqlite://", "no file path"),
         ("no scheme at all", "no scheme"),
@@ -111,7 +141,12 @@ fn malformed_url_at_startup_exits_with_a_clear_message() {
 async fn unreachable_database_at_startup_fails_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(iadb_tests::harness::server_binary())
-        .args(["--listen", "127.0.0.1:0", "--database-url", "sqlite:////proc/iadb-cannot-create/x.db"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite:////proc/iadb-cannot-create/x.db",
+        ])
         .current_dir(dir.path())
         .env("IADB_POOL_TIMEOUT_SECS", "2")
         .output()
@@ -120,6 +155,30 @@ async fn unreachable_database_at_startup_fails_with_its_name() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("database `default`"), "{stderr}");
     assert!(stderr.contains("/proc/iadb-cannot-create"), "{stderr}");
+}
+
+#[test]
+fn unreachable_engine_at_startup_fails_without_leaking_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let out = std::process::Command::new(iadb_tests::harness::server_binary())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgresql://u:hunter2@127.0.0.1:9/db",
+        ])
+        .current_dir(dir.path())
+        .env("IADB_POOL_TIMEOUT_SECS", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("database `default` (postgresql)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
 }
 
 #[tokio::test]
@@ -168,7 +227,10 @@ async fn health_rpc_reports_pool_figures() {
     assert!(main.healthy);
     assert_eq!(main.pool_max, 10);
     assert!(main.pool_size >= 1 && main.pool_idle <= main.pool_size);
-    assert_eq!(report[1].pool_max, 1, "an in-memory database is one connection");
+    assert_eq!(
+        report[1].pool_max, 1,
+        "an in-memory database is one connection"
+    );
 }
 
 #[tokio::test]
@@ -250,7 +312,10 @@ async fn dropped_stream_frees_its_connection() {
         rows.next().await.unwrap().unwrap();
     }
     let (idle_during, size_during) = idle_and_size().await;
-    assert!(idle_during < size_during, "a connection is busy while streaming");
+    assert!(
+        idle_during < size_during,
+        "a connection is busy while streaming"
+    );
     drop(rows);
     let dropped = Instant::now();
     loop {
@@ -264,7 +329,10 @@ async fn dropped_stream_frees_its_connection() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("connection back in the pool {:?} after the drop", dropped.elapsed());
+    println!(
+        "connection back in the pool {:?} after the drop",
+        dropped.elapsed()
+    );
 }
 
 /// Streams 2,000,000 rows through a server process and checks its peak
@@ -276,9 +344,12 @@ async fn streaming_two_million_rows_keeps_server_memory_flat() {
     const BOUND_MIB: u64 = 96;
     let server = TestServer::start(&["--database-url", "sqlite:///./big.db"]);
     let db = server.client("").await;
-    db.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT, score REAL)", &[])
-        .await
-        .unwrap();
+    db.execute(
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT, score REAL)",
+        &[],
+    )
+    .await
+    .unwrap();
     db.execute(
         &format!("INSERT INTO big (id, label, score) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {ROWS}) SELECT x, 'label-' || x, x * 0.25 FROM c"),
         &[],
@@ -335,5 +406,153 @@ async fn streaming_two_million_rows_keeps_server_memory_flat() {
         peak_kib / 1024 < BOUND_MIB,
         "server peak RSS {} MiB over {BOUND_MIB} MiB",
         peak_kib / 1024
+    );
+}
+
+/// App migrations given at start-up are applied before serving; more sent
+/// through the Migrate RPC by a client; bad files are refused by name.
+#[tokio::test]
+async fn migrations_at_startup_and_over_the_wire() {
+    use iadb::proto::{MigrateAction, MigrateRequest, MigrationFile};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("V1__items.sql"),
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);\n",
+    )
+    .unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let server = TestServer::start(&[
+        "--database-url",
+        "sqlite:///./app.db",
+        "--app-migrations",
+        folder,
+    ]);
+    let db = server.client("").await;
+    assert!(
+        db.table_exists("items").await.unwrap(),
+        "applied before serving"
+    );
+    assert!(
+        db.table_exists("ia_settings").await.unwrap(),
+        "system migration applied"
+    );
+
+    let request = |action: MigrateAction, files: Vec<MigrationFile>| MigrateRequest {
+        database: String::new(),
+        action: action as i32,
+        target_version: String::new(),
+        files,
+        allow_missing: false,
+        allow_out_of_order: false,
+    };
+    let sent = vec![MigrationFile {
+        filename: "V2__tags.sql".into(),
+        content: "CREATE TABLE tags (id INTEGER);".into(),
+    }];
+    let plan = db
+        .migrate(request(MigrateAction::Plan, sent.clone()))
+        .await
+        .unwrap();
+    assert_eq!(plan.migrations.len(), 1);
+    assert_eq!(plan.migrations[0].filename, "V2__tags.sql");
+    assert_eq!(plan.migrations[0].sql, "CREATE TABLE tags (id INTEGER);");
+    assert!(
+        !db.table_exists("tags").await.unwrap(),
+        "plan changes nothing"
+    );
+    let applied = db
+        .migrate(request(MigrateAction::Apply, sent.clone()))
+        .await
+        .unwrap();
+    assert_eq!(applied.changed, ["V2__tags.sql"]);
+    assert!(db.table_exists("tags").await.unwrap());
+    let status = db
+        .migrate(request(MigrateAction::Status, sent))
+        .await
+        .unwrap();
+    let listed: Vec<(&str, &str, &str)> = status
+        .migrations
+        .iter()
+        .map(|m| {
+            (
+                m.migration_type.as_str(),
+                m.filename.as_str(),
+                m.state.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("system", "V001__iadb_settings.sql", "applied"),
+            ("app", "V1__items.sql", "applied"),
+            ("app", "V2__tags.sql", "applied")
+        ]
+    );
+
+    for (filename, content, expected) in [
+        ("V3-bad-name.sql", "SELECT 1;", "V3-bad-name.sql"),
+        ("V1__clash.sql", "SELECT 1;", "V1__clash.sql"),
+        ("V4__empty.sql", "  -- nothing\n", "V4__empty.sql"),
+    ] {
+        let err = db
+            .migrate(request(
+                MigrateAction::Apply,
+                vec![MigrationFile {
+                    filename: filename.into(),
+                    content: content.into(),
+                }],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidArgument,
+            "{filename}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().contains(expected),
+            "{filename}: {}",
+            err.message()
+        );
+    }
+    let err = db
+        .migrate(request(MigrateAction::Unspecified, vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn bad_migration_folder_at_startup_exits_with_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("V1__ok.sql"),
+        "CREATE TABLE ok (id INTEGER);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("V01__dup.sql"),
+        "CREATE TABLE dup (id INTEGER);",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("V2__latin1.sql"), b"SELECT '\xe9';").unwrap();
+    let out = std::process::Command::new(iadb_tests::harness::server_binary())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite:///:memory:",
+            "--app-migrations",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("V01__dup.sql") || stderr.contains("V2__latin1.sql"),
+        "{stderr}"
     );
 }

@@ -1,14 +1,27 @@
 //! Backend adapters: one module per engine, each implementing
 //! [`DatabaseInterface`], behind its cargo feature.
 
+use crate::migrate::MigrationSession;
 use iadb::{ConnectionConfig, DatabaseInterface, DatabaseType, Error, Result};
 use std::{sync::Arc, time::Duration};
 
+#[cfg(feature = "duckdb")]
+mod duckdb;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sqlx_common;
 
+#[cfg(feature = "duckdb")]
+pub use self::duckdb::DuckDbBackend;
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlBackend;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresBackend;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteBackend;
 
@@ -30,14 +43,26 @@ impl Default for PoolSettings {
     }
 }
 
+/// An adapter as the server holds it: the [`DatabaseInterface`] every
+/// caller uses, plus what only the server needs.
+#[async_trait::async_trait]
+pub trait Backend: DatabaseInterface {
+    /// A dedicated connection for one migration run (locks are held per
+    /// session, so the run keeps one connection throughout).
+    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>>;
+}
+
 /// Builds the adapter for `config`'s engine (not yet connected).
-pub fn backend_for(
-    config: &ConnectionConfig,
-    pool: PoolSettings,
-) -> Result<Arc<dyn DatabaseInterface>> {
+pub fn backend_for(config: &ConnectionConfig, pool: PoolSettings) -> Result<Arc<dyn Backend>> {
     match config.db_type {
         #[cfg(feature = "sqlite")]
         DatabaseType::Sqlite => Ok(Arc::new(SqliteBackend::new(config, pool)?)),
+        #[cfg(feature = "postgres")]
+        DatabaseType::Postgresql => Ok(Arc::new(PostgresBackend::new(config, pool)?)),
+        #[cfg(feature = "mysql")]
+        DatabaseType::Mysql => Ok(Arc::new(MySqlBackend::new(config, pool)?)),
+        #[cfg(feature = "duckdb")]
+        DatabaseType::Duckdb => Ok(Arc::new(DuckDbBackend::new(config, pool)?)),
         other => Err(Error::invalid_argument(format!(
             "engine {other} is not compiled into this server (enable its cargo feature)"
         ))),
@@ -65,4 +90,16 @@ pub(crate) fn check_sql(sql: &str) -> Result<()> {
         return Err(Error::invalid_argument("empty SQL statement"));
     }
     Ok(())
+}
+
+// TEMPORARY until their sessions land in their own modules.
+#[cfg(feature = "duckdb")]
+#[async_trait::async_trait]
+impl Backend for DuckDbBackend {
+    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
+        Err(Error::new(
+            iadb::ErrorKind::Unimplemented,
+            "migrations on DuckDB: not yet",
+        ))
+    }
 }

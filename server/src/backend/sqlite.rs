@@ -2,8 +2,11 @@
 //! keys on. `:memory:` is one connection that never closes, so every call
 //! sees the same database (calls on it run one at a time).
 
-use super::{PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
-use crate::placeholders::Dialect;
+use super::{Backend, PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use crate::{
+    migrate::{MigrationSession, StoreDialect},
+    placeholders::Dialect,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use futures::StreamExt;
@@ -127,9 +130,10 @@ fn decode_value(row: &SqliteRow, i: usize, declared: &str) -> Result<Value> {
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    let storage = raw.type_info().name().to_owned();
+    // Borrowed, not copied: this runs for every value of every row.
+    let storage = raw.type_info();
     let get_err = |e| sqlite_error(e);
-    Ok(match storage.as_str() {
+    Ok(match storage.name() {
         "INTEGER" => {
             let n: i64 = row.try_get_unchecked(i).map_err(get_err)?;
             if declared == "BOOLEAN" {
@@ -358,5 +362,91 @@ impl DatabaseInterface for SqliteBackend {
             .await
             .map_err(sqlite_error)?;
         Ok(found.is_some())
+    }
+}
+
+/// A migration run's connection: detached from the pool for a file database
+/// (so nothing it leaves behind reaches other calls), pooled for `:memory:`
+/// (whose one connection is the database).
+enum SessionConnection {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Detached(sqlx::SqliteConnection),
+}
+
+impl std::ops::Deref for SessionConnection {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            SessionConnection::Pooled(c) => c,
+            SessionConnection::Detached(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for SessionConnection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            SessionConnection::Pooled(c) => c,
+            SessionConnection::Detached(c) => c,
+        }
+    }
+}
+
+/// The SQLite side of a migration run.
+pub struct SqliteSession(SessionConnection);
+
+#[async_trait]
+impl MigrationSession for SqliteSession {
+    fn dialect(&self) -> StoreDialect {
+        StoreDialect::Sqlite
+    }
+
+    async fn run_script(&mut self, sql: &str) -> Result<()> {
+        self.0
+            .execute(sqlx::raw_sql(sql))
+            .await
+            .map_err(sqlite_error)?;
+        Ok(())
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        check_param_count(sql, Dialect::Sqlite, params.len())?;
+        let done = self
+            .0
+            .execute(sqlx::query_with(sql, bind_all(params)?))
+            .await
+            .map_err(sqlite_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+        check_param_count(sql, Dialect::Sqlite, params.len())?;
+        let rows = sqlx::query_with(sql, bind_all(params)?)
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(sqlite_error)?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let declared = row.columns()[i].type_info().name().to_owned();
+                        decode_value(row, i, &declared)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
+        let conn = self.pool()?.acquire().await.map_err(sqlite_error)?;
+        let conn = if self.memory {
+            SessionConnection::Pooled(conn)
+        } else {
+            SessionConnection::Detached(conn.detach())
+        };
+        Ok(Box::new(SqliteSession(conn)))
     }
 }

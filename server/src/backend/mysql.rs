@@ -1,0 +1,721 @@
+//! MySQL and MariaDB through sqlx: a pool whose sessions speak utf8mb4 with
+//! `time_zone = '+00:00'` (so TIMESTAMP values are UTC on the wire), and
+//! whose rows are read through the binary protocol of prepared statements.
+//!
+//! Each session adds to the server's `sql_mode`: `PIPES_AS_CONCAT` (`||`
+//! concatenates) and `NO_ENGINE_SUBSTITUTION` (sqlx's defaults), and
+//! `ANSI_QUOTES` (`"name"` is an identifier; URL option `ansi_quotes=false`
+//! turns it off), so that SQL written for the other engines reads the same.
+//!
+//! How each column type becomes a [`Value`], and how each `Value` binds, is
+//! `docs/types/mysql.md`; the round trip of every row of it is
+//! `tests/tests/mysql_types.rs`.
+
+use super::{Backend, PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use crate::{
+    migrate::{MigrationSession, StoreDialect},
+    placeholders::Dialect,
+};
+use async_trait::async_trait;
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use futures::StreamExt;
+use iadb::{
+    Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
+    QueryEvent, QueryStream, Result, Value,
+};
+use sqlx::{
+    Arguments, Column as _, Connection, Either, Executor, MySql, Row as _, Statement as _,
+    TypeInfo, ValueRef,
+    encode::IsNull,
+    error::{BoxDynError, DatabaseError},
+    mysql::{
+        MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+        MySqlRow, MySqlSslMode, MySqlTypeInfo, types::MySqlTime,
+    },
+    pool::PoolConnection,
+};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+/// The MySQL / MariaDB adapter.
+pub struct MySqlBackend {
+    options: MySqlConnectOptions,
+    ansi_quotes: bool,
+    settings: PoolSettings,
+    pool: RwLock<Option<MySqlPool>>,
+}
+
+/// URL options this adapter reads; any other is refused, so that a typo in
+/// `ssl-mode` cannot silently turn TLS off.
+const KNOWN_OPTIONS: &[&str] = &[
+    "ssl-mode",
+    "sslmode",
+    "ssl_mode",
+    "ssl-ca",
+    "ssl_ca",
+    "sslrootcert",
+    "ssl-cert",
+    "ssl_cert",
+    "sslcert",
+    "ssl-key",
+    "ssl_key",
+    "sslkey",
+    "socket",
+    "ansi_quotes",
+];
+
+impl MySqlBackend {
+    /// An adapter for `config` (a `mysql:` URL); `connect` opens its pool.
+    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+        if let Some(unknown) = config
+            .options
+            .keys()
+            .find(|k| !KNOWN_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(Error::invalid_argument(format!(
+                "mysql URL option `{unknown}` is not supported (supported: {})",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
+        let mut options = MySqlConnectOptions::new()
+            .charset("utf8mb4")
+            .timezone(Some("+00:00".to_owned()))
+            .pipes_as_concat(true)
+            .no_engine_substitution(true);
+        if let Some(host) = config.host.as_deref().filter(|h| !h.is_empty()) {
+            options = options.host(host);
+        }
+        if let Some(port) = config.port {
+            options = options.port(port);
+        }
+        if let Some(user) = config.username.as_deref().filter(|u| !u.is_empty()) {
+            options = options.username(user);
+        }
+        if let Some(password) = config.password() {
+            options = options.password(password);
+        }
+        if let Some(database) = config.database.as_deref().filter(|d| !d.is_empty()) {
+            options = options.database(database);
+        }
+        if let Some(mode) = option(config, &["ssl-mode", "sslmode", "ssl_mode"]) {
+            options = options.ssl_mode(ssl_mode(mode)?);
+        }
+        if let Some(ca) = option(config, &["ssl-ca", "ssl_ca", "sslrootcert"]) {
+            options = options.ssl_ca(ca);
+        }
+        if let Some(cert) = option(config, &["ssl-cert", "ssl_cert", "sslcert"]) {
+            options = options.ssl_client_cert(cert);
+        }
+        if let Some(key) = option(config, &["ssl-key", "ssl_key", "sslkey"]) {
+            options = options.ssl_client_key(key);
+        }
+        if let Some(socket) = config.option("socket") {
+            options = options.socket(socket);
+        }
+        let ansi_quotes = match config.option("ansi_quotes") {
+            None | Some("true" | "1" | "on") => true,
+            Some("false" | "0" | "off") => false,
+            Some(other) => {
+                return Err(Error::invalid_argument(format!(
+                    "mysql URL option ansi_quotes=`{other}`: expected true or false"
+                )));
+            }
+        };
+        Ok(Self {
+            options,
+            ansi_quotes,
+            settings,
+            pool: RwLock::new(None),
+        })
+    }
+
+    fn pool(&self) -> Result<MySqlPool> {
+        self.pool
+            .read()
+            .map_err(|_| Error::internal("mysql pool lock poisoned"))?
+            .clone()
+            .filter(|p| !p.is_closed())
+            .ok_or_else(|| Error::unavailable("database is not connected"))
+    }
+}
+
+/// The first of `keys` present in the URL's options.
+fn option<'a>(config: &'a ConnectionConfig, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| config.option(k))
+}
+
+/// MySQL's `ssl-mode` values, and libpq's spellings of the same modes.
+fn ssl_mode(mode: &str) -> Result<MySqlSslMode> {
+    Ok(match mode.to_ascii_lowercase().replace('-', "_").as_str() {
+        "disabled" | "disable" => MySqlSslMode::Disabled,
+        "preferred" | "prefer" => MySqlSslMode::Preferred,
+        "required" | "require" => MySqlSslMode::Required,
+        "verify_ca" => MySqlSslMode::VerifyCa,
+        "verify_identity" | "verify_full" => MySqlSslMode::VerifyIdentity,
+        _ => {
+            return Err(Error::invalid_argument(format!(
+                "unknown ssl-mode `{mode}` (disabled, preferred, required, verify_ca, verify_identity)"
+            )));
+        }
+    })
+}
+
+/// Refines sqlx's classification by MySQL / MariaDB error number. What is
+/// not listed (syntax 1064, unknown table 1146, unknown column 1054, data
+/// errors such as 1264 out of range or 1366 bad value) is the caller's SQL:
+/// INVALID_ARGUMENT.
+fn classify_mysql(e: &dyn DatabaseError) -> Option<ErrorKind> {
+    let number = e.try_downcast_ref::<MySqlDatabaseError>()?.number();
+    Some(match number {
+        // Foreign key (1216, 1217, 1451, 1452), not null (1048, 1364),
+        // CHECK (MySQL 3819, MariaDB 4025 ER_CONSTRAINT_FAILED).
+        1216 | 1217 | 1451 | 1452 | 1830 | 1834 | 1048 | 1364 | 3819 | 4025 => {
+            ErrorKind::FailedPrecondition
+        }
+        // Deadlock: the engine rolled the whole transaction back.
+        1213 => ErrorKind::Aborted,
+        // Lock wait timeout (only the statement is rolled back), too many
+        // connections, server shutting down, connection killed, and the
+        // client-side connection errors.
+        1205 | 1040 | 1203 | 1053 | 1927 | 2002 | 2003 | 2006 | 2013 => ErrorKind::Unavailable,
+        1045 => ErrorKind::Unauthenticated,
+        // Database, table, column or routine access denied; read-only server
+        // or transaction.
+        1044 | 1142 | 1143 | 1227 | 1370 | 1290 | 1792 | 1836 => ErrorKind::PermissionDenied,
+        // MySQL max_execution_time (3024), MariaDB max_statement_time (1969).
+        3024 | 1969 => ErrorKind::DeadlineExceeded,
+        1317 => ErrorKind::Cancelled,
+        // Out of memory, table full, packet over max_allowed_packet.
+        1037 | 1041 | 1114 | 1153 | 1301 => ErrorKind::ResourceExhausted,
+        _ => return None,
+    })
+}
+
+fn mysql_error(e: sqlx::Error) -> Error {
+    map_sqlx_error(e, classify_mysql)
+}
+
+/// An exact decimal bound as its digits with the DECIMAL parameter type, so
+/// the engine parses it as a decimal (never through a double) and
+/// `SELECT ?` comes back as DECIMAL.
+struct DecimalText<'a>(&'a str);
+
+impl sqlx::Type<MySql> for DecimalText<'_> {
+    fn type_info() -> MySqlTypeInfo {
+        <sqlx::types::BigDecimal as sqlx::Type<MySql>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, MySql> for DecimalText<'_> {
+    fn encode_by_ref(&self, buf: &mut Vec<u8>) -> std::result::Result<IsNull, BoxDynError> {
+        <&str as sqlx::Encode<'q, MySql>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+/// `-`/`+`, digits, at most one `.`, optionally an exponent: what MySQL
+/// parses as an exact DECIMAL.
+fn is_decimal(s: &str) -> bool {
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (s, None),
+    };
+    let digits = mantissa.strip_prefix(['-', '+']).unwrap_or(mantissa);
+    let mantissa_ok = digits.bytes().any(|b| b.is_ascii_digit())
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|b| *b == b'.').count() <= 1;
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    mantissa_ok && exponent_ok
+}
+
+fn bind_all(params: &[Value]) -> Result<MySqlArguments> {
+    let mut args = MySqlArguments::default();
+    for (i, p) in params.iter().enumerate() {
+        let n = i + 1;
+        let added = match p {
+            // A NULL typed as a binary string: MariaDB refuses a NULL of
+            // a numeric type for a GEOMETRY column, a string fits them all.
+            Value::Null => args.add(None::<&[u8]>),
+            Value::Bool(b) => args.add(*b),
+            Value::Int(v) => args.add(*v),
+            Value::Float(f) if f.is_nan() => {
+                return Err(Error::invalid_argument(format!(
+                    "parameter {n}: MySQL cannot store NaN in a DOUBLE"
+                )));
+            }
+            Value::Float(f) if f.is_infinite() => {
+                return Err(Error::invalid_argument(format!(
+                    "parameter {n}: MySQL cannot store {} infinity in a DOUBLE",
+                    if *f > 0.0 { "positive" } else { "negative" }
+                )));
+            }
+            Value::Float(f) => args.add(*f),
+            Value::Text(s) | Value::Json(s) => args.add(s.as_str()),
+            Value::Decimal(s) if !is_decimal(s) => {
+                return Err(Error::invalid_argument(format!(
+                    "parameter {n}: `{s}` is not a decimal number"
+                )));
+            }
+            Value::Decimal(s) => args.add(DecimalText(s)),
+            Value::Bytes(b) => args.add(b.as_slice()),
+            Value::Date(d) => args.add(*d),
+            Value::Time(t) => args.add(*t),
+            Value::DateTime(t) => args.add(*t),
+            // The session's time zone is UTC, so a UTC wall-clock time is
+            // the instant a TIMESTAMP column stores.
+            Value::TimestampTz(t) => args.add(t.naive_utc()),
+        };
+        added.map_err(|e| Error::invalid_argument(format!("parameter {n}: {e}")))?;
+    }
+    Ok(args)
+}
+
+/// Reads column `i` of `row` by the type the engine reported for it in this
+/// result (not the prepared statement's guess).
+fn decode_value(row: &MySqlRow, i: usize) -> Result<Value> {
+    let raw = row.try_get_raw(i).map_err(mysql_error)?;
+    let type_info = raw.type_info();
+    let type_name = type_info.name();
+    if raw.is_null() {
+        // sqlx reads a zero date (`0000-00-00`) as NULL; it is a value
+        // (`WHERE d = '0000-00-00'` finds it), so it keeps its text.
+        let temporal = matches!(type_name, "DATE" | "DATETIME" | "TIMESTAMP");
+        if temporal && row.try_get_unchecked::<&[u8], _>(i).is_ok() {
+            return Ok(Value::Text(raw_temporal_text(row, i, type_name != "DATE")?));
+        }
+        return Ok(Value::Null);
+    }
+    let get_err = |e| mysql_error(e);
+    Ok(match type_name {
+        // sqlx names TINYINT(1) BOOLEAN: MySQL's BOOLEAN is TINYINT(1).
+        "BOOLEAN" => Value::Bool(row.try_get_unchecked::<i64, _>(i).map_err(get_err)? != 0),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+            Value::Int(row.try_get_unchecked(i).map_err(get_err)?)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" | "BIT" => {
+            let n: u64 = row.try_get_unchecked(i).map_err(get_err)?;
+            // Beyond i64::MAX an unsigned BIGINT (or BIT(64)) keeps its
+            // exact digits as a decimal.
+            i64::try_from(n)
+                .map(Value::Int)
+                .unwrap_or_else(|_| Value::Decimal(n.to_string()))
+        }
+        // A FLOAT is widened exactly from its single-precision value.
+        "FLOAT" | "DOUBLE" => Value::Float(row.try_get_unchecked(i).map_err(get_err)?),
+        // The binary protocol sends DECIMAL as its exact digits, in plain
+        // notation with the column's scale: kept as they are.
+        "DECIMAL" => Value::Decimal(row.try_get_unchecked(i).map_err(get_err)?),
+        "DATE" => match row.try_get_unchecked::<NaiveDate, _>(i) {
+            Ok(d) => Value::Date(d),
+            Err(_) => Value::Text(raw_temporal_text(row, i, false)?),
+        },
+        "DATETIME" => match row.try_get_unchecked::<NaiveDateTime, _>(i) {
+            Ok(t) => Value::DateTime(t),
+            Err(_) => Value::Text(raw_temporal_text(row, i, true)?),
+        },
+        "TIMESTAMP" => match row.try_get_unchecked::<NaiveDateTime, _>(i) {
+            Ok(t) => Value::TimestampTz(Utc.from_utc_datetime(&t)),
+            Err(_) => Value::Text(raw_temporal_text(row, i, true)?),
+        },
+        "TIME" => {
+            // TIME is a duration (-838:59:59 to 838:59:59); only a time of
+            // day fits `Value::Time`, anything else keeps MySQL's text form.
+            let t: MySqlTime = row.try_get_unchecked(i).map_err(get_err)?;
+            match NaiveTime::try_from(t) {
+                Ok(time) if t.is_valid_time_of_day() => Value::Time(time),
+                _ => Value::Text(t.to_string()),
+            }
+        }
+        "JSON" => Value::Json(row.try_get_unchecked(i).map_err(get_err)?),
+        "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
+            Value::Text(row.try_get_unchecked(i).map_err(get_err)?)
+        }
+        // Binary strings; also text columns with a `_bin` collation, which
+        // the protocol flags BINARY exactly like binary ones (see the docs).
+        // GEOMETRY is MySQL's internal form: a 4-byte SRID, then WKB.
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "GEOMETRY" => {
+            Value::Bytes(row.try_get_unchecked(i).map_err(get_err)?)
+        }
+        "NULL" => Value::Null,
+        other => {
+            let name = row.columns().get(i).map(|c| c.name()).unwrap_or("?");
+            return Err(Error::invalid_argument(format!(
+                "column `{name}` has MySQL type {other}, which iadb cannot map to a value"
+            )));
+        }
+    })
+}
+
+/// A DATE, DATETIME or TIMESTAMP that is no calendar value (`0000-00-00`,
+/// `2024-00-00`, allowed without NO_ZERO_DATE / NO_ZERO_IN_DATE) as the text
+/// MySQL would print for it.
+fn raw_temporal_text(row: &MySqlRow, i: usize, with_time: bool) -> Result<String> {
+    let bytes: &[u8] = row.try_get_unchecked(i).map_err(mysql_error)?;
+    // The text protocol carries the value as its text already; a binary
+    // value starts with its length (0, 4, 7 or 11), never an ASCII digit.
+    if bytes.first().is_some_and(u8::is_ascii_digit) {
+        return String::from_utf8(bytes.to_vec())
+            .map_err(|e| Error::invalid_argument(format!("column {i}: {e}")));
+    }
+    let body = bytes.get(1..).unwrap_or_default();
+    let at = |k: usize| u32::from(body.get(k).copied().unwrap_or(0));
+    let year = at(0) | (at(1) << 8);
+    let mut text = format!("{year:04}-{:02}-{:02}", at(2), at(3));
+    if with_time {
+        text.push_str(&format!(" {:02}:{:02}:{:02}", at(4), at(5), at(6)));
+        let micros = at(7) | (at(8) << 8) | (at(9) << 16) | (at(10) << 24);
+        if micros != 0 {
+            text.push_str(&format!(".{micros:06}"));
+        }
+    }
+    Ok(text)
+}
+
+/// The column type as sqlx reports it; empty when unknown (`NULL`).
+fn declared_type(column: &sqlx::mysql::MySqlColumn) -> String {
+    let name = column.type_info().name();
+    if name == "NULL" {
+        String::new()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// How long the connection of a stream dropped before its end may spend
+/// reading the rest of the result before it is closed instead.
+const DRAIN_BUDGET: Duration = Duration::from_millis(250);
+
+/// The connection of a running stream. MySQL's protocol has no way to stop
+/// a result part-way on the same connection: the rest must be read before the
+/// next command, and sqlx reads it when the connection returns to the pool,
+/// which for a large result takes as long as the whole query. So a stream
+/// dropped before its end (the client left, or its deadline passed) gets a
+/// short budget to finish; past it the connection is closed, which stops a
+/// query that is sending rows at its next write, and the pool opens a fresh
+/// one. (A statement silent for long, such as `SLEEP`, runs to its end: only
+/// `KILL QUERY` stops it, and sqlx does not expose the connection id.)
+struct StreamConnection {
+    conn: Option<PoolConnection<MySql>>,
+    finished: bool,
+}
+
+impl Drop for StreamConnection {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            match tokio::time::timeout(DRAIN_BUDGET, conn.ping()).await {
+                Ok(Ok(())) => drop(conn),
+                _ => drop(conn.detach()),
+            }
+        });
+    }
+}
+
+fn last_insert_id(id: u64) -> Option<i64> {
+    (id != 0).then(|| i64::try_from(id).ok()).flatten()
+}
+
+/// Exact comparison of a catalogue name when the server compares names
+/// case-sensitively (`lower_case_table_names = 0`); otherwise any case.
+fn same_name(found: &Value, wanted: &str, case_sensitive: bool) -> bool {
+    match found {
+        Value::Text(s) if case_sensitive => s == wanted,
+        Value::Text(s) => s.to_lowercase() == wanted.to_lowercase(),
+        Value::Bytes(b) if case_sensitive => b == wanted.as_bytes(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).to_lowercase() == wanted.to_lowercase(),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl DatabaseInterface for MySqlBackend {
+    async fn connect(&self) -> Result<()> {
+        let ansi_quotes = self.ansi_quotes;
+        let pool = MySqlPoolOptions::new()
+            .acquire_timeout(self.settings.acquire_timeout)
+            .max_connections(self.settings.max_connections.max(1))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if ansi_quotes {
+                        // `"name"` is an identifier, as on every other
+                        // engine iadb serves (and in `iadb::quote_identifier`,
+                        // which the gRPC client uses); strings are '...'.
+                        conn.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(self.options.clone())
+            .await
+            .map_err(mysql_error)?;
+        *self
+            .pool
+            .write()
+            .map_err(|_| Error::internal("mysql pool lock poisoned"))? = Some(pool);
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<()> {
+        let pool = self
+            .pool
+            .write()
+            .map_err(|_| Error::internal("mysql pool lock poisoned"))?
+            .take();
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.pool().is_ok()
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let pool = self.pool().ok()?;
+        Some(PoolStatus {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    fn quote_identifier(&self, name: &str) -> String {
+        format!("`{}`", name.replace('`', "``"))
+    }
+
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
+        check_sql(sql)?;
+        check_param_count(sql, Dialect::MySql, params.len())?;
+        let args = bind_all(params)?;
+        let mut conn = self.pool()?.acquire().await.map_err(mysql_error)?;
+        // Preparing gives the columns before the first row (and caches the
+        // statement for the execution that follows).
+        let columns: Arc<[Column]> = {
+            let statement = conn.prepare(sql).await.map_err(mysql_error)?;
+            statement
+                .columns()
+                .iter()
+                .map(|c| Column::new(c.name(), declared_type(c)))
+                .collect()
+        };
+        let sql = sql.to_owned();
+        let width = columns.len();
+        let events = async_stream::try_stream! {
+            let mut stream_conn = StreamConnection { conn: Some(conn), finished: false };
+            let mut outcome = ExecuteOutcome::default();
+            if let Some(conn) = stream_conn.conn.as_mut() {
+                let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
+                while let Some(item) = results.next().await {
+                    match item.map_err(mysql_error)? {
+                        Either::Left(done) => {
+                            outcome.rows_affected += done.rows_affected();
+                            if let Some(id) = last_insert_id(done.last_insert_id()) {
+                                outcome.last_insert_id = Some(id);
+                            }
+                        }
+                        Either::Right(row) => {
+                            let mut values = Vec::with_capacity(width);
+                            for i in 0..row.len() {
+                                values.push(decode_value(&row, i)?);
+                            }
+                            yield QueryEvent::Row(values);
+                        }
+                    }
+                }
+            }
+            stream_conn.finished = true;
+            yield QueryEvent::Done(outcome);
+        };
+        Ok(QueryStream {
+            columns,
+            events: events.boxed(),
+        })
+    }
+
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
+        check_sql(sql)?;
+        check_param_count(sql, Dialect::MySql, params.len())?;
+        let pool = self.pool()?;
+        let done = if params.is_empty() {
+            // No parameters: the text may be a script of several statements
+            // (and may hold statements MySQL cannot prepare).
+            pool.execute(sqlx::raw_sql(sql)).await
+        } else {
+            pool.execute(sqlx::query_with(sql, bind_all(params)?)).await
+        }
+        .map_err(mysql_error)?;
+        Ok(ExecuteOutcome {
+            rows_affected: done.rows_affected(),
+            last_insert_id: last_insert_id(done.last_insert_id()),
+        })
+    }
+
+    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
+        check_sql(sql)?;
+        let pool = self.pool()?;
+        let mut conn = pool.acquire().await.map_err(mysql_error)?;
+        let mut tx = conn.begin().await.map_err(mysql_error)?;
+        let mut outcome = ExecuteOutcome::default();
+        for (index, params) in param_sets.iter().enumerate() {
+            let at =
+                |e: Error| Error::new(e.kind(), format!("parameter set {index}: {}", e.message()));
+            check_param_count(sql, Dialect::MySql, params.len()).map_err(at)?;
+            let done = tx
+                .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
+                .await
+                .map_err(|e| at(mysql_error(e)))?;
+            outcome.rows_affected += done.rows_affected();
+            if let Some(id) = last_insert_id(done.last_insert_id()) {
+                outcome.last_insert_id = Some(id);
+            }
+        }
+        tx.commit().await.map_err(mysql_error)?;
+        Ok(outcome)
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool> {
+        // `database.table` names another database (MySQL's schemas).
+        let (schema, name) = match table.split_once('.') {
+            Some((s, t)) => (Some(s), t),
+            None => (None, table),
+        };
+        // The catalogue's collation is case-insensitive whatever the server
+        // does with names; whether `T` and `t` are the same table is
+        // `lower_case_table_names` (0: compared as given).
+        let sql = "SELECT table_schema, table_name, @@lower_case_table_names \
+                   FROM information_schema.tables \
+                   WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?";
+        let rows = sqlx::query(sql)
+            .bind(schema)
+            .bind(name)
+            .fetch_all(&self.pool()?)
+            .await
+            .map_err(mysql_error)?;
+        for row in &rows {
+            let case_sensitive = decode_value(row, 2)? == Value::Int(0);
+            let schema_ok = match schema {
+                Some(s) => same_name(&decode_value(row, 0)?, s, case_sensitive),
+                None => true,
+            };
+            if schema_ok && same_name(&decode_value(row, 1)?, name, case_sensitive) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The MySQL side of a migration run: a connection detached from the pool,
+/// so the named lock (`GET_LOCK`) the run takes, and any session state a
+/// migration leaves, end with it instead of reaching other calls.
+pub struct MySqlSession(sqlx::MySqlConnection);
+
+#[async_trait]
+impl MigrationSession for MySqlSession {
+    fn dialect(&self) -> StoreDialect {
+        StoreDialect::MySql
+    }
+
+    async fn run_script(&mut self, sql: &str) -> Result<()> {
+        self.0
+            .execute(sqlx::raw_sql(sql))
+            .await
+            .map_err(mysql_error)?;
+        Ok(())
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        check_param_count(sql, Dialect::MySql, params.len())?;
+        let done = self
+            .0
+            .execute(sqlx::query_with(sql, bind_all(params)?))
+            .await
+            .map_err(mysql_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+        check_param_count(sql, Dialect::MySql, params.len())?;
+        let rows = sqlx::query_with(sql, bind_all(params)?)
+            .fetch_all(&mut self.0)
+            .await
+            .map_err(mysql_error)?;
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| decode_value(row, i)).collect())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for MySqlBackend {
+    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
+        let conn = self.pool()?.acquire().await.map_err(mysql_error)?;
+        Ok(Box::new(MySqlSession(conn.detach())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_recognised() {
+        for ok in [
+            "0",
+            "-1.50",
+            "+.5",
+            "12345678901234567890.123456789",
+            "1e-7",
+        ] {
+            assert!(is_decimal(ok), "{ok}");
+        }
+        for bad in ["", "-", ".", "1.2.3", "abc", "1e", "NaN", "1 2"] {
+            assert!(!is_decimal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssl_modes_parse_in_both_spellings() {
+        assert!(matches!(
+            ssl_mode("verify-full"),
+            Ok(MySqlSslMode::VerifyIdentity)
+        ));
+        assert!(matches!(ssl_mode("REQUIRED"), Ok(MySqlSslMode::Required)));
+        assert!(ssl_mode("sometimes").is_err());
+    }
+
+    #[test]
+    fn unknown_url_options_are_refused_without_the_password() {
+        let config =
+            ConnectionConfig::from_url("mysql://u:secret-pw@localhost:3306/db?sslmdoe=required")
+                .expect("url parses");
+        let err = MySqlBackend::new(&config, PoolSettings::default())
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.message().contains("sslmdoe"), "{}", err.message());
+        assert!(!err.message().contains("secret-pw"));
+    }
+
+    #[test]
+    fn identifiers_quote_with_backticks() {
+        let config = ConnectionConfig::from_url("mysql://u@localhost/db").expect("url parses");
+        let backend = MySqlBackend::new(&config, PoolSettings::default()).expect("adapter");
+        assert_eq!(backend.quote_identifier("a`b"), "`a``b`");
+    }
+}

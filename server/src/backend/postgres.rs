@@ -1,0 +1,693 @@
+//! PostgreSQL through sqlx.
+//!
+//! `?` placeholders are rewritten to `$1..$n` (see `placeholders`). Parameter
+//! types: typed values (int, double, bool, bytes, decimal, dates, times) are
+//! declared with their PostgreSQL type; text, JSON and NULL are left for
+//! PostgreSQL to infer from the statement, and are then converted to what it
+//! inferred, so `?` works for uuid, enum, date or jsonb columns given as text.
+//! A prepared statement is cached per connection for each SQL text and type
+//! signature. A stream dropped before its end closes its connection, which
+//! ends the query on the server instead of draining it.
+
+use super::{Backend, PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use crate::{
+    migrate::{MigrationSession, StoreDialect},
+    placeholders::rewrite_numbered,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use futures::StreamExt;
+use iadb::{
+    Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
+    QueryEvent, QueryStream, Result, Value,
+};
+use sqlx::{
+    Arguments, Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo,
+    ValueRef,
+    error::DatabaseError,
+    pool::PoolConnection,
+    postgres::{
+        PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode, PgTypeInfo,
+        PgTypeKind, Postgres, types::Oid,
+    },
+    types::{BigDecimal, Json, JsonRawValue, Uuid},
+};
+use std::{
+    borrow::Cow,
+    str::FromStr,
+    sync::{Arc, RwLock},
+};
+
+/// The PostgreSQL adapter.
+pub struct PostgresBackend {
+    options: PgConnectOptions,
+    settings: PoolSettings,
+    pool: RwLock<Option<PgPool>>,
+}
+
+impl PostgresBackend {
+    /// An adapter for `config` (a `postgresql:` URL); `connect` opens it.
+    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+        let mut options = PgConnectOptions::new_without_pgpass()
+            .host(config.host.as_deref().unwrap_or("localhost"))
+            .port(config.port.unwrap_or(5432))
+            .application_name("iadb");
+        if let Some(user) = &config.username {
+            options = options.username(user);
+        }
+        if let Some(password) = config.password() {
+            options = options.password(password);
+        }
+        if let Some(db) = &config.database {
+            options = options.database(db);
+        }
+        if let Some(mode) = config.option("sslmode") {
+            let mode = PgSslMode::from_str(mode).map_err(|_| {
+                Error::invalid_argument(format!(
+                    "unknown sslmode `{mode}` (disable, allow, prefer, require, verify-ca, verify-full)"
+                ))
+            })?;
+            options = options.ssl_mode(mode);
+        }
+        if let Some(root) = config.option("sslrootcert") {
+            options = options.ssl_root_cert(root);
+        }
+        if let Some(name) = config.option("application_name") {
+            options = options.application_name(name);
+        }
+        if let Some(schema) = config.option("search_path") {
+            options = options.options([("search_path", schema)]);
+        }
+        Ok(Self {
+            options,
+            settings,
+            pool: RwLock::new(None),
+        })
+    }
+
+    fn pool(&self) -> Result<PgPool> {
+        self.pool
+            .read()
+            .map_err(|_| Error::internal("postgres pool lock poisoned"))?
+            .clone()
+            .filter(|p| !p.is_closed())
+            .ok_or_else(|| Error::unavailable("database is not connected"))
+    }
+
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
+        self.pool()?.acquire().await.map_err(pg_error)
+    }
+}
+
+/// SQLSTATE classes that sqlx's own classification does not settle.
+fn classify_postgres(e: &dyn DatabaseError) -> Option<ErrorKind> {
+    let code = e.code()?;
+    Some(match (&code[..2.min(code.len())], code.as_ref()) {
+        (_, "42501") => ErrorKind::PermissionDenied,
+        // "bind message supplies 2 parameters, but prepared statement
+        // requires 1": a wrong count for SQL written with `$n`.
+        (_, "08P01") => ErrorKind::InvalidArgument,
+        (_, "57014") => ErrorKind::DeadlineExceeded,
+        (_, "40001") | (_, "40P01") => ErrorKind::Aborted,
+        ("23", _) => ErrorKind::FailedPrecondition,
+        ("08", _) | ("57", _) | ("58", _) => ErrorKind::Unavailable,
+        ("53", _) => ErrorKind::ResourceExhausted,
+        ("28", _) => ErrorKind::Unauthenticated,
+        ("25", _) => ErrorKind::FailedPrecondition,
+        _ => return None,
+    })
+}
+
+fn pg_error(e: sqlx::Error) -> Error {
+    map_sqlx_error(e, classify_postgres)
+}
+
+/// The type a value is declared with; `None` leaves it to PostgreSQL.
+fn declared_type(value: &Value) -> Option<PgTypeInfo> {
+    Some(match value {
+        Value::Null | Value::Text(_) | Value::Json(_) => return None,
+        Value::Bool(_) => PgTypeInfo::with_name("bool"),
+        Value::Int(_) => PgTypeInfo::with_name("int8"),
+        Value::Float(_) => PgTypeInfo::with_name("float8"),
+        Value::Bytes(_) => PgTypeInfo::with_name("bytea"),
+        Value::Decimal(_) => PgTypeInfo::with_name("numeric"),
+        Value::Date(_) => PgTypeInfo::with_name("date"),
+        Value::Time(_) => PgTypeInfo::with_name("time"),
+        Value::DateTime(_) => PgTypeInfo::with_name("timestamp"),
+        Value::TimestampTz(_) => PgTypeInfo::with_name("timestamptz"),
+    })
+}
+
+/// Rewrites placeholders, checks the count, and prefixes the SQL with its
+/// parameter type signature so each signature gets its own cached statement.
+fn prepare_text<'a>(sql: &'a str, params: &[Value]) -> Result<(Cow<'a, str>, Vec<PgTypeInfo>)> {
+    check_sql(sql)?;
+    let (rewritten, count) = rewrite_numbered(sql);
+    // SQL written with `$n` has no `?`: PostgreSQL itself checks its count.
+    if count > 0 || params.is_empty() || !sql.contains('$') {
+        check_param_count(sql, crate::placeholders::Dialect::Postgres, params.len())?;
+    }
+    if params.is_empty() {
+        return Ok((rewritten, Vec::new()));
+    }
+    let types: Vec<PgTypeInfo> = params
+        .iter()
+        .map(|p| declared_type(p).unwrap_or(PgTypeInfo::with_oid(Oid(0))))
+        .collect();
+    let signature: Vec<&str> = params.iter().map(Value::kind_name).collect();
+    Ok((
+        Cow::Owned(format!("/* iadb:{} */ {rewritten}", signature.join(","))),
+        types,
+    ))
+}
+
+/// Binds `params` as the types of the prepared statement.
+fn bind_all(params: &[Value], types: &[PgTypeInfo]) -> Result<PgArguments> {
+    let mut args = PgArguments::default();
+    for (i, (value, ty)) in params.iter().zip(types).enumerate() {
+        bind_one(&mut args, value, ty)
+            .map_err(|e| Error::invalid_argument(format!("parameter {}: {e}", i + 1)))?;
+    }
+    Ok(args)
+}
+
+fn parse_text<T: FromStr>(s: &str, ty: &str) -> std::result::Result<T, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "`{}` is not a valid {ty}",
+            s.chars().take(64).collect::<String>()
+        )
+    })
+}
+
+fn bind_one(
+    args: &mut PgArguments,
+    value: &Value,
+    ty: &PgTypeInfo,
+) -> std::result::Result<(), String> {
+    let added = match (value, ty.name()) {
+        (Value::Null, _) => args.add(None::<String>),
+        (Value::Text(s) | Value::Json(s), "JSON" | "JSONB") => {
+            let raw = JsonRawValue::from_string(s.clone())
+                .map_err(|e| format!("not a JSON document: {e}"))?;
+            args.add(Json(raw))
+        }
+        (Value::Text(s), "UUID") => args.add(parse_text::<Uuid>(s, "uuid")?),
+        (Value::Text(s), "INT2") => args.add(parse_text::<i16>(s, "smallint")?),
+        (Value::Text(s), "INT4") => args.add(parse_text::<i32>(s, "integer")?),
+        (Value::Text(s), "INT8") => args.add(parse_text::<i64>(s, "bigint")?),
+        (Value::Text(s), "FLOAT4") => args.add(parse_text::<f32>(s, "real")?),
+        (Value::Text(s), "FLOAT8") => args.add(parse_text::<f64>(s, "double precision")?),
+        (Value::Text(s), "NUMERIC") => args.add(parse_text::<BigDecimal>(s, "numeric")?),
+        (Value::Text(s), "BOOL") => args.add(parse_text::<bool>(s, "boolean")?),
+        (Value::Text(s), "DATE") => args.add(parse_text::<NaiveDate>(s, "date")?),
+        (Value::Text(s), "TIME") => args.add(parse_text::<NaiveTime>(s, "time")?),
+        (Value::Text(s), "TIMESTAMP") => args.add(
+            NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f"))
+                .map_err(|_| format!("`{s}` is not a valid timestamp"))?,
+        ),
+        (Value::Text(s), "TIMESTAMPTZ") => args.add(
+            DateTime::parse_from_rfc3339(s.trim())
+                .map_err(|_| format!("`{s}` is not an RFC 3339 timestamp"))?
+                .with_timezone(&Utc),
+        ),
+        (Value::Text(s), "BYTEA") => args.add(s.as_bytes().to_vec()),
+        // Text-like types (text, varchar, enum, citext): the text's bytes
+        // are their binary form.
+        (Value::Text(s) | Value::Json(s), _) if is_text_like(ty) => {
+            args.add(TextAs(s.clone(), ty.clone()))
+        }
+        (Value::Text(_) | Value::Json(_), name) => {
+            return Err(format!(
+                "text cannot be bound to a parameter of type {name}; write the parameter as CAST(? AS TEXT)::{} so PostgreSQL parses it",
+                name.to_lowercase()
+            ));
+        }
+        (Value::Bool(b), _) => args.add(*b),
+        (Value::Int(n), _) => args.add(*n),
+        (Value::Float(f), _) => args.add(*f),
+        (Value::Bytes(b), _) => args.add(b.clone()),
+        (Value::Decimal(d), _) => args.add(parse_text::<BigDecimal>(d, "decimal")?),
+        (Value::Date(d), _) => args.add(*d),
+        (Value::Time(t), _) => args.add(*t),
+        (Value::DateTime(t), _) => args.add(*t),
+        (Value::TimestampTz(t), _) => args.add(*t),
+    };
+    added.map_err(|e| e.to_string())
+}
+
+/// Whether a type's binary form is its UTF-8 text.
+fn is_text_like(ty: &PgTypeInfo) -> bool {
+    matches!(
+        ty.name(),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CITEXT" | "UNKNOWN" | "XML" | "CHAR"
+    ) || matches!(ty.kind(), PgTypeKind::Enum(_))
+}
+
+/// Text bound as whatever text-like type PostgreSQL inferred (enum, varchar,
+/// citext, ...): their binary form is the UTF-8 text.
+struct TextAs(String, PgTypeInfo);
+
+impl sqlx::Type<Postgres> for TextAs {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_name("text")
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for TextAs {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<Postgres>>::encode(self.0.as_str(), buf)
+    }
+
+    fn produces(&self) -> Option<PgTypeInfo> {
+        Some(self.1.clone())
+    }
+}
+
+/// Reads column `i` of `row` by its PostgreSQL type.
+fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
+    let raw = row.try_get_raw(i).map_err(pg_error)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    // Borrowed, not copied: this runs for every value of every row.
+    let type_info = raw.type_info();
+    let name = type_info.name();
+    let column = || row.columns().get(i).map(|c| c.name()).unwrap_or_default();
+    let get = |e: sqlx::Error| pg_error(e);
+    Ok(match name {
+        "BOOL" => Value::Bool(row.try_get(i).map_err(get)?),
+        "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i).map_err(get)?)),
+        "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i).map_err(get)?)),
+        "INT8" => Value::Int(row.try_get(i).map_err(get)?),
+        "OID" => Value::Int(i64::from(row.try_get::<Oid, _>(i).map_err(get)?.0)),
+        "FLOAT4" => Value::Float(f64::from(row.try_get::<f32, _>(i).map_err(get)?)),
+        "FLOAT8" => Value::Float(row.try_get(i).map_err(get)?),
+        "NUMERIC" => {
+            // NUMERIC 'NaN' and ±'Infinity' (PostgreSQL 14+) have no exact
+            // decimal form; the sign word of the binary form tells them.
+            let bytes = raw.as_bytes().ok();
+            let word = |at: usize| {
+                bytes
+                    .and_then(|b| b.get(at..at + 2))
+                    .map(|s| u16::from_be_bytes([s[0], s[1]]))
+            };
+            match word(4) {
+                Some(0xC000) => Value::Float(f64::NAN),
+                Some(0xD000) => Value::Float(f64::INFINITY),
+                Some(0xF000) => Value::Float(f64::NEG_INFINITY),
+                _ => {
+                    let d: BigDecimal = row.try_get(i).map_err(get)?;
+                    // The display scale PostgreSQL keeps (NUMERIC(38, 9) has 9
+                    // fraction digits); the base-10000 digits may carry more zeros.
+                    let d = match word(6) {
+                        Some(scale) => d.with_scale(i64::from(scale)),
+                        None => d,
+                    };
+                    Value::Decimal(d.to_plain_string())
+                }
+            }
+        }
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN" => {
+            Value::Text(row.try_get_unchecked(i).map_err(get)?)
+        }
+        "BYTEA" => Value::Bytes(row.try_get(i).map_err(get)?),
+        "DATE" => Value::Date(row.try_get(i).map_err(get)?),
+        "TIME" => Value::Time(row.try_get(i).map_err(get)?),
+        "TIMESTAMP" => Value::DateTime(row.try_get(i).map_err(get)?),
+        "TIMESTAMPTZ" => Value::TimestampTz(row.try_get(i).map_err(get)?),
+        "UUID" => Value::Text(
+            row.try_get::<Uuid, _>(i)
+                .map_err(get)?
+                .hyphenated()
+                .to_string(),
+        ),
+        "JSON" | "JSONB" => {
+            let Json(raw): Json<Box<JsonRawValue>> = row.try_get(i).map_err(get)?;
+            Value::Json(raw.get().to_owned())
+        }
+        "INTERVAL" => {
+            let v: sqlx::postgres::types::PgInterval = row.try_get(i).map_err(get)?;
+            Value::Text(format_interval(v.months, v.days, v.microseconds))
+        }
+        "TIMETZ" => {
+            let v: sqlx::postgres::types::PgTimeTz = row.try_get(i).map_err(get)?;
+            let offset = v.offset.local_minus_utc();
+            let sign = if offset < 0 { '-' } else { '+' };
+            let offset = offset.unsigned_abs();
+            Value::Text(format!(
+                "{}{sign}{:02}:{:02}",
+                v.time.format("%H:%M:%S%.f"),
+                offset / 3600,
+                offset % 3600 / 60
+            ))
+        }
+        _ => match type_info.kind() {
+            // An enum's binary form is its label.
+            PgTypeKind::Enum(_) => Value::Text(row.try_get_unchecked(i).map_err(get)?),
+            PgTypeKind::Array(element) => {
+                decode_array(row, i, element.name()).ok_or_else(|| unmappable(column(), name))??
+            }
+            _ => return Err(unmappable(column(), name)),
+        },
+    })
+}
+
+fn unmappable(column: &str, type_name: &str) -> Error {
+    Error::invalid_argument(format!(
+        "column `{column}` has type {type_name}, which iadb cannot map to a value (cast it in the query, e.g. `{column}::text`)"
+    ))
+}
+
+/// Arrays of common element types come back as a JSON array.
+fn decode_array(row: &PgRow, i: usize, element: &str) -> Option<Result<Value>> {
+    fn json<T: serde::Serialize>(v: std::result::Result<T, sqlx::Error>) -> Result<Value> {
+        let v = v.map_err(pg_error)?;
+        serde_json::to_string(&v)
+            .map(Value::Json)
+            .map_err(|e| Error::internal(format!("cannot write array as JSON: {e}")))
+    }
+    Some(match element {
+        "INT2" => json(row.try_get::<Vec<Option<i16>>, _>(i)),
+        "INT4" => json(row.try_get::<Vec<Option<i32>>, _>(i)),
+        "INT8" => json(row.try_get::<Vec<Option<i64>>, _>(i)),
+        "FLOAT4" => json(row.try_get::<Vec<Option<f32>>, _>(i)),
+        "FLOAT8" => json(row.try_get::<Vec<Option<f64>>, _>(i)),
+        "BOOL" => json(row.try_get::<Vec<Option<bool>>, _>(i)),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => json(row.try_get::<Vec<Option<String>>, _>(i)),
+        "UUID" => json(row.try_get::<Vec<Option<Uuid>>, _>(i).map(|v| {
+            v.into_iter()
+                .map(|u| u.map(|u| u.hyphenated().to_string()))
+                .collect::<Vec<_>>()
+        })),
+        "NUMERIC" => json(row.try_get::<Vec<Option<BigDecimal>>, _>(i).map(|v| {
+            v.into_iter()
+                .map(|d| d.map(|d| d.to_plain_string()))
+                .collect::<Vec<_>>()
+        })),
+        _ => return None,
+    })
+}
+
+/// ISO 8601 duration, e.g. `P1Y2M3DT4H5M6.5S`.
+fn format_interval(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::from("P");
+    let (years, months) = (months / 12, months % 12);
+    if years != 0 {
+        out.push_str(&format!("{years}Y"));
+    }
+    if months != 0 {
+        out.push_str(&format!("{months}M"));
+    }
+    if days != 0 {
+        out.push_str(&format!("{days}D"));
+    }
+    if micros != 0 {
+        out.push('T');
+        let (hours, rest) = (micros / 3_600_000_000, micros % 3_600_000_000);
+        let (minutes, rest) = (rest / 60_000_000, rest % 60_000_000);
+        if hours != 0 {
+            out.push_str(&format!("{hours}H"));
+        }
+        if minutes != 0 {
+            out.push_str(&format!("{minutes}M"));
+        }
+        if rest != 0 {
+            let seconds = rest as f64 / 1_000_000.0;
+            out.push_str(&format!("{seconds}S"));
+        }
+    }
+    if out == "P" {
+        out.push_str("T0S");
+    }
+    out
+}
+
+/// A pooled connection that, if dropped before its statement finished, is
+/// closed rather than returned: closing ends the query on the server, where
+/// returning it would first drain the rest of the result.
+struct StatementConnection {
+    conn: Option<PoolConnection<Postgres>>,
+    finished: bool,
+}
+
+impl Drop for StatementConnection {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Some(conn) = self.conn.take()
+        {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Prepares `sql` on `conn` with the declared types and returns the
+/// statement's columns and the arguments bound as the resolved types.
+async fn prepare(
+    conn: &mut PoolConnection<Postgres>,
+    sql: &str,
+    types: &[PgTypeInfo],
+    params: &[Value],
+) -> Result<(Arc<[Column]>, PgArguments)> {
+    let statement = conn.prepare_with(sql, types).await.map_err(pg_error)?;
+    let columns = statement
+        .columns()
+        .iter()
+        .map(|c| Column::new(c.name(), c.type_info().name()))
+        .collect();
+    let resolved: Vec<PgTypeInfo> = match statement.parameters() {
+        Some(Either::Left(types)) => types.to_vec(),
+        _ => types.to_vec(),
+    };
+    Ok((columns, bind_all(params, &resolved)?))
+}
+
+#[async_trait]
+impl DatabaseInterface for PostgresBackend {
+    async fn connect(&self) -> Result<()> {
+        let pool = PgPoolOptions::new()
+            .max_connections(self.settings.max_connections.max(1))
+            .acquire_timeout(self.settings.acquire_timeout)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(pg_error)?;
+        *self
+            .pool
+            .write()
+            .map_err(|_| Error::internal("postgres pool lock poisoned"))? = Some(pool);
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<()> {
+        let pool = self
+            .pool
+            .write()
+            .map_err(|_| Error::internal("postgres pool lock poisoned"))?
+            .take();
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.pool().is_ok()
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let pool = self.pool().ok()?;
+        Some(PoolStatus {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
+        let (text, types) = prepare_text(sql, params)?;
+        let text = text.into_owned();
+        let mut conn = self.acquire().await?;
+        let (columns, args) = prepare(&mut conn, &text, &types, params).await?;
+        let events = async_stream::try_stream! {
+            let mut guard = StatementConnection { conn: Some(conn), finished: false };
+            let mut outcome = ExecuteOutcome::default();
+            {
+                let conn = guard.conn.as_mut().ok_or_else(|| Error::internal("connection gone"))?;
+                let mut results = conn.fetch_many(sqlx::query_with(&text, args));
+                while let Some(item) = results.next().await {
+                    match item.map_err(pg_error)? {
+                        Either::Left(done) => outcome.rows_affected += done.rows_affected(),
+                        Either::Right(row) => {
+                            let mut values = Vec::with_capacity(row.len());
+                            for i in 0..row.len() {
+                                values.push(decode_value(&row, i)?);
+                            }
+                            yield QueryEvent::Row(values);
+                        }
+                    }
+                }
+            }
+            guard.finished = true;
+            yield QueryEvent::Done(outcome);
+        };
+        Ok(QueryStream {
+            columns,
+            events: events.boxed(),
+        })
+    }
+
+    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
+        let (text, types) = prepare_text(sql, params)?;
+        let mut conn = self.acquire().await?;
+        let done = if params.is_empty() {
+            // No parameters: the text may be a script of several statements.
+            conn.execute(sqlx::raw_sql(&text)).await
+        } else {
+            let (_, args) = prepare(&mut conn, &text, &types, params).await?;
+            conn.execute(sqlx::query_with(&text, args)).await
+        }
+        .map_err(pg_error)?;
+        Ok(ExecuteOutcome {
+            rows_affected: done.rows_affected(),
+            last_insert_id: None,
+        })
+    }
+
+    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
+        check_sql(sql)?;
+        let mut conn = self.acquire().await?;
+        let mut tx = conn.begin().await.map_err(pg_error)?;
+        let mut outcome = ExecuteOutcome::default();
+        for (index, params) in param_sets.iter().enumerate() {
+            let at = |e: Error| {
+                let message = format!("parameter set {index}: {}", e.message());
+                match e.code() {
+                    Some(code) => Error::new(e.kind(), message).with_code(code.to_owned()),
+                    None => Error::new(e.kind(), message),
+                }
+            };
+            let (text, types) = prepare_text(sql, params).map_err(at)?;
+            let statement = tx
+                .prepare_with(&text, &types)
+                .await
+                .map_err(|e| at(pg_error(e)))?;
+            let resolved: Vec<PgTypeInfo> = match statement.parameters() {
+                Some(Either::Left(t)) => t.to_vec(),
+                _ => types.clone(),
+            };
+            let args = bind_all(params, &resolved).map_err(at)?;
+            let done = tx
+                .execute(sqlx::query_with(&text, args))
+                .await
+                .map_err(|e| at(pg_error(e)))?;
+            outcome.rows_affected += done.rows_affected();
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(outcome)
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool> {
+        let (schema, name) = match table.split_once('.') {
+            Some((s, t)) => (Some(s), t),
+            None => (None, table),
+        };
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = $2 AND n.nspname = COALESCE($1, current_schema()) \
+             AND c.relkind IN ('r', 'v', 'm', 'p', 'f'))",
+        )
+        .bind(schema)
+        .bind(name)
+        .fetch_one(&self.pool()?)
+        .await
+        .map_err(pg_error)?;
+        Ok(found)
+    }
+}
+
+/// The PostgreSQL side of a migration run, on a connection detached from
+/// the pool: the advisory lock belongs to this session, and whatever a
+/// failed run leaves behind dies with the connection.
+pub struct PostgresSession(sqlx::PgConnection);
+
+#[async_trait]
+impl MigrationSession for PostgresSession {
+    fn dialect(&self) -> StoreDialect {
+        StoreDialect::Postgres
+    }
+
+    async fn run_script(&mut self, sql: &str) -> Result<()> {
+        self.0.execute(sqlx::raw_sql(sql)).await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let (text, types) = prepare_text(sql, params)?;
+        let statement = self.0.prepare_with(&text, &types).await.map_err(pg_error)?;
+        let resolved: Vec<PgTypeInfo> = match statement.parameters() {
+            Some(Either::Left(t)) => t.to_vec(),
+            _ => types.clone(),
+        };
+        let args = bind_all(params, &resolved)?;
+        let done = self
+            .0
+            .execute(sqlx::query_with(&text, args))
+            .await
+            .map_err(pg_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+        let (text, types) = prepare_text(sql, params)?;
+        let statement = self.0.prepare_with(&text, &types).await.map_err(pg_error)?;
+        let resolved: Vec<PgTypeInfo> = match statement.parameters() {
+            Some(Either::Left(t)) => t.to_vec(),
+            _ => types.clone(),
+        };
+        let args = bind_all(params, &resolved)?;
+        let rows = sqlx::query_with(&text, args)
+            .fetch_all(&mut self.0)
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| decode_value(row, i)).collect())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
+        let conn = self.acquire().await?.detach();
+        Ok(Box::new(PostgresSession(conn)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_format_as_iso_8601() {
+        assert_eq!(format_interval(14, 3, 3_723_500_000), "P1Y2M3DT1H2M3.5S");
+        assert_eq!(format_interval(0, 0, 0), "PT0S");
+        assert_eq!(format_interval(0, -1, 0), "P-1D");
+    }
+
+    #[test]
+    fn each_type_signature_gets_its_own_statement_text() {
+        let (a, _) = prepare_text("SELECT ?", &[Value::Int(1)]).unwrap();
+        let (b, _) = prepare_text("SELECT ?", &[Value::Text("x".into())]).unwrap();
+        assert_ne!(a, b);
+        assert!(a.ends_with("SELECT $1"), "{a}");
+        let (c, _) = prepare_text("SELECT $1", &[Value::Int(1)]).unwrap();
+        assert!(c.ends_with("SELECT $1"));
+        let err = prepare_text("SELECT ?, ?", &[Value::Int(1)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+}

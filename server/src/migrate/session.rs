@@ -1,0 +1,32 @@
+//! [`MigrationSession`]: one dedicated connection, the only thing the
+//! migration runner asks of an engine, so the runner is written once.
+
+use async_trait::async_trait;
+use iadb::{Result, Value};
+
+/// SQL dialect details of the tracking table and the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreDialect {
+    /// SQLite: lease-row lock, transactional DDL.
+    Sqlite,
+    /// PostgreSQL: session advisory lock, transactional DDL.
+    Postgres,
+    /// MySQL/MariaDB: `GET_LOCK`, DDL commits implicitly.
+    MySql,
+    /// DuckDB: lease-row lock, transactional DDL.
+    DuckDb,
+}
+
+/// A connection held for a whole migration run (locks are per session).
+/// Statements take `?` placeholders on every engine.
+#[async_trait]
+pub trait MigrationSession: Send {
+    /// The engine's dialect.
+    fn dialect(&self) -> StoreDialect;
+    /// Runs a script of one or more statements without parameters.
+    async fn run_script(&mut self, sql: &str) -> Result<()>;
+    /// Runs one statement with parameters; returns rows affected.
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
+    /// Runs a query; returns its rows.
+    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>>;
+}

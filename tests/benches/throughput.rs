@@ -1,0 +1,173 @@
+//! Throughput and latency of iadb against the direct driver, measured in the
+//! same run on the same database: `cargo bench -p iadb-tests --bench
+//! throughput` (add `--no-default-features` to skip building DuckDB).
+//!
+//! Prints rows/s streaming through a server process vs sqlx reading the same
+//! query, the ratio, the server's peak RSS, and the median point-select
+//! latency through iadb vs sqlx. PostgreSQL runs when IADB_TEST_POSTGRES_URL
+//! is set.
+
+use futures::StreamExt;
+use iadb::{DatabaseInterface, Value};
+use iadb_tests::TestServer;
+use std::time::{Duration, Instant};
+
+const SQLITE_ROWS: u64 = 2_000_000;
+const PG_ROWS: u64 = 1_000_000;
+const POINT_SELECTS: usize = 2_000;
+
+async fn stream_through_iadb(db: &iadb_client::RemoteDatabase, sql: &str) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut rows = db.fetch_stream(sql, &[]).await.expect("stream").rows;
+    let mut n = 0;
+    while let Some(row) = rows.next().await {
+        row.expect("row");
+        n += 1;
+    }
+    (n, started.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn report(engine: &str, rows: u64, iadb: Duration, direct: Duration, server: &TestServer) {
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    println!(
+        "{engine}: {rows} rows  iadb {:>9.0} rows/s  sqlx {:>9.0} rows/s  ratio {:.2}  server peak RSS {} MiB",
+        rate(iadb),
+        rate(direct),
+        direct.as_secs_f64() / iadb.as_secs_f64(),
+        server.proc_status_kib("VmHWM").unwrap_or(0) / 1024
+    );
+}
+
+async fn sqlite() {
+    let server = TestServer::start(&["--database-url", "sqlite:///./bench.db"]);
+    let db = server.client("").await;
+    db.execute(
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT, score REAL)",
+        &[],
+    )
+    .await
+    .expect("create");
+    db.execute(
+        &format!("INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {SQLITE_ROWS}) SELECT x, 'label-' || x, x * 0.25 FROM c"),
+        &[],
+    )
+    .await
+    .expect("fill");
+    let sql = "SELECT id, label, score FROM big";
+    let (n, iadb) = stream_through_iadb(&db, sql).await;
+    assert_eq!(n, SQLITE_ROWS);
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server.dir.path().join("bench.db").display()
+    ))
+    .await
+    .expect("sqlx");
+    let started = Instant::now();
+    let mut direct = sqlx::query_as::<_, (i64, String, f64)>(sql).fetch(&pool);
+    while let Some(row) = direct.next().await {
+        row.expect("row");
+    }
+    report("sqlite", SQLITE_ROWS, iadb, started.elapsed(), &server);
+    point_selects(
+        "sqlite",
+        &db,
+        &pool,
+        "SELECT id, label, score FROM big WHERE id = ?",
+    )
+    .await;
+}
+
+async fn point_selects<DB: sqlx::Database>(
+    engine: &str,
+    db: &iadb_client::RemoteDatabase,
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+) where
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let direct_sql = if engine == "postgresql" {
+        sql.replace('?', "$1")
+    } else {
+        sql.to_owned()
+    };
+    let mut through = Vec::with_capacity(POINT_SELECTS);
+    let mut direct = Vec::with_capacity(POINT_SELECTS);
+    for i in 0..POINT_SELECTS {
+        let id = (i as i64 * 7919) % 100_000 + 1;
+        let started = Instant::now();
+        db.fetch_one(sql, &[Value::Int(id)])
+            .await
+            .expect("point select");
+        through.push(started.elapsed());
+        let started = Instant::now();
+        sqlx::query(&direct_sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .expect("direct");
+        direct.push(started.elapsed());
+    }
+    let (a, b) = (median(through), median(direct));
+    println!(
+        "{engine}: point select median  iadb {} µs  sqlx {} µs  overhead {} µs",
+        a.as_micros(),
+        b.as_micros(),
+        a.as_micros() as i128 - b.as_micros() as i128
+    );
+}
+
+async fn postgres(url: &str) {
+    let server = TestServer::start(&["--database-url", url]);
+    let db = server.client("").await;
+    let sql = format!(
+        "SELECT x::int8 AS id, 'label-' || x AS label, x * 0.5::float8 AS score, TIMESTAMP '2024-01-01' + x * INTERVAL '1 second' AS at FROM generate_series(1, {PG_ROWS}) AS g(x)"
+    );
+    let (n, iadb) = stream_through_iadb(&db, &sql).await;
+    assert_eq!(n, PG_ROWS);
+    let pool = sqlx::PgPool::connect(url).await.expect("sqlx");
+    let started = Instant::now();
+    let mut direct =
+        sqlx::query_as::<_, (i64, String, f64, chrono::NaiveDateTime)>(&sql).fetch(&pool);
+    while let Some(row) = direct.next().await {
+        row.expect("row");
+    }
+    report("postgresql", PG_ROWS, iadb, started.elapsed(), &server);
+    db.execute("DROP TABLE IF EXISTS bench_points", &[])
+        .await
+        .expect("drop");
+    db.execute(
+        "CREATE TABLE bench_points AS SELECT x::int8 AS id, 'label-' || x AS label, x * 0.25 AS score FROM generate_series(1, 100000) AS g(x)",
+        &[],
+    )
+    .await
+    .expect("fill");
+    db.execute("ALTER TABLE bench_points ADD PRIMARY KEY (id)", &[])
+        .await
+        .expect("pk");
+    point_selects(
+        "postgresql",
+        &db,
+        &pool,
+        "SELECT id, label, score FROM bench_points WHERE id = ?",
+    )
+    .await;
+    db.execute("DROP TABLE bench_points", &[])
+        .await
+        .expect("drop");
+}
+
+#[tokio::main]
+async fn main() {
+    sqlite().await;
+    match std::env::var("IADB_TEST_POSTGRES_URL") {
+        Ok(url) => postgres(&url).await,
+        Err(_) => println!("postgresql: skipped (IADB_TEST_POSTGRES_URL is not set)"),
+    }
+}

@@ -1,0 +1,345 @@
+//! PostgreSQL beyond the shared conformance cases: every row of the type
+//! table round-trips, a dropped stream ends its query on the server, and a
+//! large stream keeps the server's memory flat.
+
+use futures::StreamExt;
+use iadb::{DatabaseInterface, Value};
+use iadb_tests::{Engine, Target, TestServer, harness::skip};
+use std::time::{Duration, Instant};
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("IADB_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            skip("postgresql", "IADB_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// Each PostgreSQL type of the docs' table, written as a parameter and read
+/// back, directly and through the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips() {
+    for target in [
+        Target::direct(Engine::Postgres).await,
+        Target::remote(Engine::Postgres).await,
+    ] {
+        let Some(t) = target else { return };
+        let table = t.table("pgtypes");
+        let mood = format!("{table}_mood");
+        t.db.execute(
+            &format!("CREATE TYPE {mood} AS ENUM ('sad', 'ok', 'happy')"),
+            &[],
+        )
+        .await
+        .unwrap();
+        // (column type, value written, value expected back)
+        let cases: Vec<(&str, Value, Value)> = vec![
+            ("SMALLINT", Value::Int(-32768), Value::Int(-32768)),
+            (
+                "INTEGER",
+                Value::Int(2_147_483_647),
+                Value::Int(2_147_483_647),
+            ),
+            ("BIGINT", Value::Int(i64::MIN), Value::Int(i64::MIN)),
+            ("REAL", Value::Float(1.5), Value::Float(1.5)),
+            (
+                "DOUBLE PRECISION",
+                Value::Float(f64::NAN),
+                Value::Float(f64::NAN),
+            ),
+            (
+                "NUMERIC(30, 4)",
+                Value::Decimal("-123456789012345678.0100".into()),
+                Value::Decimal("-123456789012345678.0100".into()),
+            ),
+            (
+                "NUMERIC",
+                Value::Decimal("0.000000000000000000001".into()),
+                Value::Decimal("0.000000000000000000001".into()),
+            ),
+            (
+                "TEXT",
+                Value::Text("é ✓ 𝄞".into()),
+                Value::Text("é ✓ 𝄞".into()),
+            ),
+            (
+                "VARCHAR(10)",
+                Value::Text("short".into()),
+                Value::Text("short".into()),
+            ),
+            (
+                "CHAR(4)",
+                Value::Text("ab".into()),
+                Value::Text("ab  ".into()),
+            ),
+            (
+                "BYTEA",
+                Value::Bytes(vec![0, 1, 255, 0]),
+                Value::Bytes(vec![0, 1, 255, 0]),
+            ),
+            ("BOOLEAN", Value::Bool(true), Value::Bool(true)),
+            (
+                "DATE",
+                Value::Text("2024-02-29".into()),
+                Value::Date(chrono::NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+            ),
+            (
+                "TIME",
+                Value::Time(chrono::NaiveTime::from_hms_micro_opt(1, 2, 3, 4).unwrap()),
+                Value::Time(chrono::NaiveTime::from_hms_micro_opt(1, 2, 3, 4).unwrap()),
+            ),
+            (
+                "TIMESTAMP",
+                Value::Text("2024-01-02 03:04:05.678".into()),
+                Value::DateTime(
+                    chrono::NaiveDateTime::parse_from_str(
+                        "2024-01-02 03:04:05.678",
+                        "%Y-%m-%d %H:%M:%S%.f",
+                    )
+                    .unwrap(),
+                ),
+            ),
+            (
+                "TIMESTAMPTZ",
+                Value::Text("2024-01-02T03:04:05+02:00".into()),
+                Value::TimestampTz(
+                    chrono::DateTime::parse_from_rfc3339("2024-01-02T01:04:05Z")
+                        .unwrap()
+                        .with_timezone(&chrono::Utc),
+                ),
+            ),
+            (
+                "INTERVAL",
+                Value::Text("1 year 2 mons 3 days 04:05:06.5".into()),
+                Value::Text("P1Y2M3DT4H5M6.5S".into()),
+            ),
+            (
+                "UUID",
+                Value::Text("67e55044-10b1-426f-9247-bb680e5fe0c8".into()),
+                Value::Text("67e55044-10b1-426f-9247-bb680e5fe0c8".into()),
+            ),
+            (
+                "JSON",
+                Value::Json(r#"{"b": 1, "a": [true, null]}"#.into()),
+                Value::Json(r#"{"b": 1, "a": [true, null]}"#.into()),
+            ),
+            (
+                "JSONB",
+                Value::Json(r#"{"b": 1, "a": [true, null]}"#.into()),
+                Value::Json(r#"{"a": [true, null], "b": 1}"#.into()),
+            ),
+            (
+                "INTEGER[]",
+                Value::Text("{1,2,NULL}".into()),
+                Value::Json("[1,2,null]".into()),
+            ),
+            (
+                "TEXT[]",
+                Value::Text(r#"{"x","y z"}"#.into()),
+                Value::Json(r#"["x","y z"]"#.into()),
+            ),
+            (
+                mood.as_str(),
+                Value::Text("happy".into()),
+                Value::Text("happy".into()),
+            ),
+        ];
+        for (i, (ty, written, expected)) in cases.iter().enumerate() {
+            let column = format!("c{i}");
+            t.db.execute(&format!("CREATE TABLE {table}_{i} ({column} {ty})"), &[])
+                .await
+                .unwrap();
+            // Types whose binary form is not text take text through a cast.
+            let placeholder = match *ty {
+                "INTERVAL" | "INTEGER[]" | "TEXT[]" => format!("CAST(? AS TEXT)::{ty}"),
+                _ => "?".to_owned(),
+            };
+            t.db.execute(
+                &format!("INSERT INTO {table}_{i} ({column}) VALUES ({placeholder}), (?)"),
+                &[written.clone(), Value::Null],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{ty}: insert {written:?}: {e}"));
+            let rows =
+                t.db.fetch_all(&format!("SELECT {column} FROM {table}_{i}"), &[])
+                    .await
+                    .unwrap();
+            let got = rows[0].get_index(0).unwrap();
+            match (got, expected) {
+                (Value::Float(a), Value::Float(b)) if b.is_nan() => assert!(a.is_nan(), "{ty}"),
+                _ => assert_eq!(got, expected, "{ty} (remote: {})", t.remote),
+            }
+            assert_eq!(rows[1].get_index(0), Some(&Value::Null), "{ty} NULL");
+        }
+        // Text for a type whose binary form is not text says how to cast it.
+        let err =
+            t.db.execute(
+                &format!("INSERT INTO {table}_16 (c16) VALUES (?)"),
+                &["1 day".into()],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), iadb::ErrorKind::InvalidArgument);
+        assert!(
+            err.message().contains("CAST(? AS TEXT)::interval"),
+            "{}",
+            err.message()
+        );
+        // Text for a type whose binary form is not text says how to cast it.
+        let err =
+            t.db.execute(
+                &format!("INSERT INTO {table}_16 (c16) VALUES (?)"),
+                &["1 day".into()],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), iadb::ErrorKind::InvalidArgument);
+        assert!(
+            err.message().contains("CAST(? AS TEXT)::interval"),
+            "{}",
+            err.message()
+        );
+        // A type iadb cannot map is named, with the column, as INVALID_ARGUMENT.
+        let err =
+            t.db.fetch_all("SELECT '(1,2)'::point AS p", &[])
+                .await
+                .unwrap_err();
+        assert_eq!(err.kind(), iadb::ErrorKind::InvalidArgument);
+        assert!(
+            err.message().contains("`p`") && err.message().contains("POINT"),
+            "{}",
+            err.message()
+        );
+        // The SQLSTATE travels with the error.
+        let err =
+            t.db.fetch_all("SELECT * FROM no_such_pg_table", &[])
+                .await
+                .unwrap_err();
+        assert_eq!(err.code(), Some("42P01"));
+    }
+}
+
+/// `??` is PostgreSQL's `?` operator; `$n` SQL passes through.
+#[tokio::test]
+async fn jsonb_question_operator_and_dollar_parameters() {
+    let Some(t) = Target::direct(Engine::Postgres).await else {
+        return;
+    };
+    let row =
+        t.db.fetch_one(
+            "SELECT '{\"k\": 1}'::jsonb ?? 'k' AS has, ? AS v",
+            &[Value::Int(3)],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.values(), [Value::Bool(true), Value::Int(3)]);
+    let row =
+        t.db.fetch_one(
+            "SELECT $1::int8 + $2::int8 AS s",
+            &[Value::Int(2), Value::Int(5)],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get("s"), Some(&Value::Int(7)));
+    let err =
+        t.db.fetch_one("SELECT $1::int8 + $2::int8 AS s", &[Value::Int(2)])
+            .await
+            .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        iadb::ErrorKind::InvalidArgument,
+        "{}",
+        err.message()
+    );
+}
+
+/// Dropping a stream through the server after 10 rows ends the query on
+/// PostgreSQL (it leaves pg_stat_activity) and frees the pool slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_stream_ends_the_query_on_the_server() {
+    let Some(url) = postgres_url() else { return };
+    let server = TestServer::start(&["--database-url", &url]);
+    let db = server.client("").await;
+    let marker = format!("iadb_cancel_marker_{}", std::process::id());
+    let sql = format!(
+        "SELECT x, repeat('x', 200) AS pad, '{marker}' AS m FROM generate_series(1, 50000000) AS g(x)"
+    );
+    let mut rows = db.fetch_stream(&sql, &[]).await.unwrap().rows;
+    for _ in 0..10 {
+        rows.next().await.unwrap().unwrap();
+    }
+    let observer = sqlx::PgPool::connect(&url).await.unwrap();
+    let running = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid() AND state = 'active'",
+        )
+        .bind(&marker)
+        .fetch_one(&observer)
+        .await
+        .unwrap()
+    };
+    assert_eq!(running().await, 1, "the query runs while streaming");
+    drop(rows);
+    let dropped = Instant::now();
+    while running().await > 0 {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "query still running 5 s after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "query gone from pg_stat_activity {:?} after the drop",
+        dropped.elapsed()
+    );
+    let h = db.health(false).await.unwrap().remove(0);
+    assert_eq!(h.pool_idle, h.pool_size, "no connection left busy: {h:?}");
+}
+
+/// 1,000,000 rows of (bigint, text, double, timestamp) through the server:
+/// its peak RSS stays bounded; prints rows/s against sqlx on the same query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_a_million_rows_keeps_server_memory_flat() {
+    const ROWS: u64 = 1_000_000;
+    const BOUND_MIB: u64 = 96;
+    let Some(url) = postgres_url() else { return };
+    let server = TestServer::start(&["--database-url", &url]);
+    let db = server.client("").await;
+    let sql = format!(
+        "SELECT x::int8 AS id, 'label-' || x AS label, x * 0.5::float8 AS score, TIMESTAMP '2024-01-01' + x * INTERVAL '1 second' AS at FROM generate_series(1, {ROWS}) AS g(x)"
+    );
+    let started = Instant::now();
+    let mut rows = db.fetch_stream(&sql, &[]).await.unwrap().rows;
+    let mut n = 0u64;
+    while let Some(row) = rows.next().await {
+        let row = row.unwrap();
+        n += 1;
+        assert_eq!(row.get_index(0), Some(&Value::Int(n as i64)));
+    }
+    let iadb_time = started.elapsed();
+    assert_eq!(n, ROWS);
+    let peak_mib = server.proc_status_kib("VmHWM").unwrap() / 1024;
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let started = Instant::now();
+    let mut direct =
+        sqlx::query_as::<_, (i64, String, f64, chrono::NaiveDateTime)>(&sql).fetch(&pool);
+    let mut m = 0u64;
+    while let Some(row) = direct.next().await {
+        row.unwrap();
+        m += 1;
+    }
+    let sqlx_time = started.elapsed();
+    assert_eq!(m, ROWS);
+    println!(
+        "postgres {ROWS} rows: iadb {:.0} rows/s, sqlx direct {:.0} rows/s, ratio {:.2}; server peak RSS {peak_mib} MiB (bound {BOUND_MIB})",
+        ROWS as f64 / iadb_time.as_secs_f64(),
+        ROWS as f64 / sqlx_time.as_secs_f64(),
+        sqlx_time.as_secs_f64() / iadb_time.as_secs_f64()
+    );
+    assert!(peak_mib < BOUND_MIB, "server peak RSS {peak_mib} MiB");
+}
