@@ -60,6 +60,39 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Drains a running statement into the seed-shaped [`QueryResult`]: rows for
+/// a query, rows affected otherwise; an error becomes `success: false`.
+pub async fn collect_query_result(stream: Result<QueryStream>, started: Instant) -> QueryResult {
+    let run = async {
+        let QueryStream {
+            columns,
+            mut events,
+        } = stream?;
+        let mut data = Vec::new();
+        let mut outcome = ExecuteOutcome::default();
+        while let Some(event) = events.next().await {
+            match event? {
+                QueryEvent::Row(values) => data.push(Row::new(columns.clone(), values)),
+                QueryEvent::Done(o) => outcome = o,
+            }
+        }
+        Ok::<_, Error>((columns, data, outcome))
+    };
+    let result = run.await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok((columns, data, outcome)) if !columns.is_empty() => {
+            let mut r = QueryResult::with_rows(columns.to_vec(), data, ms);
+            r.rows_affected = outcome.rows_affected;
+            r
+        }
+        Ok((_, _, outcome)) => {
+            QueryResult::with_rows_affected(outcome.rows_affected, outcome.last_insert_id, ms)
+        }
+        Err(e) => QueryResult::from_error(&e, ms),
+    }
+}
+
 /// `CREATE TABLE IF NOT EXISTS` for `(column name, SQL type)` pairs, with
 /// names quoted by `quote` (`schema.table` is quoted part by part).
 pub fn create_table_sql(
@@ -162,34 +195,7 @@ pub trait DatabaseInterface: Send + Sync {
     /// query, rows affected otherwise; an error becomes `success: false`.
     async fn execute_query(&self, sql: &str, params: &[Value]) -> QueryResult {
         let started = Instant::now();
-        let run = async {
-            let QueryStream {
-                columns,
-                mut events,
-            } = self.query(sql, params).await?;
-            let mut data = Vec::new();
-            let mut outcome = ExecuteOutcome::default();
-            while let Some(event) = events.next().await {
-                match event? {
-                    QueryEvent::Row(values) => data.push(Row::new(columns.clone(), values)),
-                    QueryEvent::Done(o) => outcome = o,
-                }
-            }
-            Ok::<_, Error>((columns, data, outcome))
-        };
-        let result = run.await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok((columns, data, outcome)) if !columns.is_empty() => {
-                let mut r = QueryResult::with_rows(columns.to_vec(), data, ms);
-                r.rows_affected = outcome.rows_affected;
-                r
-            }
-            Ok((_, _, outcome)) => {
-                QueryResult::with_rows_affected(outcome.rows_affected, outcome.last_insert_id, ms)
-            }
-            Err(e) => QueryResult::from_error(&e, ms),
-        }
+        collect_query_result(self.query(sql, params).await, started).await
     }
 
     /// Creates a table from `(column name, SQL type)` pairs, if it does not

@@ -28,7 +28,7 @@ pub use config::{ConnectionConfig, DatabaseType, UrlError};
 pub use error::{Error, ErrorKind, Result};
 pub use interface::{
     DatabaseInterface, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, RowStream,
-    create_table_sql, quote_identifier,
+    collect_query_result, create_table_sql, quote_identifier,
 };
 pub use result::{Column, QueryResult, Row};
 pub use status::SQLSTATE_METADATA_KEY;

@@ -188,6 +188,65 @@ impl RemoteDatabase {
         Ok(client.migrate(self.request(request)).await?.into_inner())
     }
 
+    /// Opens a FetchAll stream and reads its header; with `retry`,
+    /// UNAVAILABLE answers before the header are retried.
+    async fn open_stream(&self, sql: &str, params: &[Value], retry: bool) -> Result<QueryStream> {
+        let open = || async {
+            let mut client = self.client()?;
+            let mut inbound = client
+                .fetch_all(self.request(proto::FetchAllRequest {
+                    database: self.database.clone(),
+                    sql: sql.to_owned(),
+                    params: Self::params(params),
+                    options: None,
+                }))
+                .await?
+                .into_inner();
+            match inbound.message().await? {
+                Some(proto::FetchAllResponse {
+                    frame: Some(Frame::Header(header)),
+                }) => {
+                    let columns: Arc<[Column]> =
+                        header.columns.into_iter().map(Column::from).collect();
+                    Ok((columns, inbound))
+                }
+                _ => Err(Error::internal("stream did not start with a header")),
+            }
+        };
+        let (columns, mut inbound) = if retry {
+            self.read(open).await?
+        } else {
+            open().await?
+        };
+        let events = async_stream::try_stream! {
+            let mut finished = false;
+            while let Some(message) = inbound.message().await.map_err(Error::from)? {
+                match message.frame {
+                    Some(Frame::Batch(batch)) => {
+                        for row in batch.rows {
+                            yield QueryEvent::Row(Vec::<Value>::try_from(row)?);
+                        }
+                    }
+                    Some(Frame::Summary(summary)) => {
+                        finished = true;
+                        yield QueryEvent::Done(ExecuteOutcome {
+                            rows_affected: summary.rows_affected,
+                            last_insert_id: None,
+                        });
+                    }
+                    _ => Err(Error::internal("unexpected frame in a result stream"))?,
+                }
+            }
+            if !finished {
+                Err(Error::new(ErrorKind::Unavailable, "result stream ended without a summary"))?;
+            }
+        };
+        Ok(QueryStream {
+            columns,
+            events: events.boxed(),
+        })
+    }
+
     fn params(params: &[Value]) -> Vec<proto::Value> {
         params.iter().cloned().map(Into::into).collect()
     }
@@ -231,57 +290,15 @@ impl DatabaseInterface for RemoteDatabase {
     }
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
-        let (columns, mut inbound) = self
-            .read(|| async {
-                let mut client = self.client()?;
-                let mut inbound = client
-                    .fetch_all(self.request(proto::FetchAllRequest {
-                        database: self.database.clone(),
-                        sql: sql.to_owned(),
-                        params: Self::params(params),
-                        options: None,
-                    }))
-                    .await?
-                    .into_inner();
-                match inbound.message().await? {
-                    Some(proto::FetchAllResponse {
-                        frame: Some(Frame::Header(header)),
-                    }) => {
-                        let columns: Arc<[Column]> =
-                            header.columns.into_iter().map(Column::from).collect();
-                        Ok((columns, inbound))
-                    }
-                    _ => Err(Error::internal("stream did not start with a header")),
-                }
-            })
-            .await?;
-        let events = async_stream::try_stream! {
-            let mut finished = false;
-            while let Some(message) = inbound.message().await.map_err(Error::from)? {
-                match message.frame {
-                    Some(Frame::Batch(batch)) => {
-                        for row in batch.rows {
-                            yield QueryEvent::Row(Vec::<Value>::try_from(row)?);
-                        }
-                    }
-                    Some(Frame::Summary(summary)) => {
-                        finished = true;
-                        yield QueryEvent::Done(ExecuteOutcome {
-                            rows_affected: summary.rows_affected,
-                            last_insert_id: None,
-                        });
-                    }
-                    _ => Err(Error::internal("unexpected frame in a result stream"))?,
-                }
-            }
-            if !finished {
-                Err(Error::new(ErrorKind::Unavailable, "result stream ended without a summary"))?;
-            }
-        };
-        Ok(QueryStream {
-            columns,
-            events: events.boxed(),
-        })
+        self.open_stream(sql, params, true).await
+    }
+
+    /// Not retried, unlike the fetches: the statement may be a write, and a
+    /// write that reached the engine before the connection failed must not
+    /// run twice.
+    async fn execute_query(&self, sql: &str, params: &[Value]) -> iadb::QueryResult {
+        let started = std::time::Instant::now();
+        iadb::collect_query_result(self.open_stream(sql, params, false).await, started).await
     }
 
     async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<iadb::Row>> {

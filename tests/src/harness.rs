@@ -1,5 +1,6 @@
 //! Starting servers and engines for tests.
 
+use crate::d1_fake::D1Fake;
 use iadb::{ConnectionConfig, DatabaseInterface};
 use iadb_client::RemoteDatabase;
 use iadb_server::backend::{PoolSettings, backend_for};
@@ -140,6 +141,8 @@ pub enum Engine {
     Mysql,
     /// DuckDB (embedded; needs the `duckdb` feature of the tests package).
     Duckdb,
+    /// Cloudflare D1, through a local fake of its REST API ([`crate::d1_fake`]).
+    D1,
 }
 
 impl Engine {
@@ -150,6 +153,7 @@ impl Engine {
             Engine::Postgres => &crate::dialect::Postgres,
             Engine::Mysql => &crate::dialect::Mysql,
             Engine::Duckdb => &crate::dialect::Duckdb,
+            Engine::D1 => &crate::dialect::D1,
         }
     }
 
@@ -160,6 +164,7 @@ impl Engine {
             Engine::Postgres => "postgresql",
             Engine::Mysql => "mysql",
             Engine::Duckdb => "duckdb",
+            Engine::D1 => "cloudflare_d1",
         }
     }
 
@@ -179,6 +184,19 @@ impl Engine {
                 dir.path().join("test.duckdb").display()
             )),
             Engine::Duckdb => Err("the tests were built without the `duckdb` feature".to_owned()),
+            Engine::D1 => Err("D1 needs a fake started with Engine::start".to_owned()),
+        }
+    }
+
+    /// A fresh database URL, with the fake D1 API behind it for D1 (keep
+    /// the fake as long as the URL is used).
+    pub fn start(self, dir: &TempDir) -> Result<(String, Option<D1Fake>), String> {
+        match self {
+            Engine::D1 => {
+                let fake = D1Fake::start();
+                Ok((fake.url(), Some(fake)))
+            }
+            other => other.url(dir).map(|url| (url, None)),
         }
     }
 }
@@ -205,6 +223,8 @@ pub struct Target {
     pub remote: bool,
     /// The server, for remote targets.
     pub server: Option<TestServer>,
+    /// The fake D1 API behind a D1 target.
+    pub d1_fake: Option<D1Fake>,
     _dir: TempDir,
 }
 
@@ -213,8 +233,8 @@ impl Target {
     /// printed notice) when the engine is not available here.
     pub async fn direct(engine: Engine) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match engine.url(&dir) {
-            Ok(u) => u,
+        let (url, d1_fake) = match engine.start(&dir) {
+            Ok(started) => started,
             Err(why) => {
                 skip(engine.name(), &why);
                 return None;
@@ -228,6 +248,7 @@ impl Target {
             engine,
             remote: false,
             server: None,
+            d1_fake,
             _dir: dir,
         })
     }
@@ -235,8 +256,8 @@ impl Target {
     /// A server process in front of the engine, and a client of it.
     pub async fn remote(engine: Engine) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match engine.url(&dir) {
-            Ok(u) => u,
+        let (url, d1_fake) = match engine.start(&dir) {
+            Ok(started) => started,
             Err(why) => {
                 skip(engine.name(), &why);
                 return None;
@@ -249,6 +270,7 @@ impl Target {
             engine,
             remote: true,
             server: Some(server),
+            d1_fake,
             _dir: dir,
         })
     }

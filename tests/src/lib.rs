@@ -4,6 +4,7 @@
 //! client.
 
 pub mod conformance;
+pub mod d1_fake;
 pub mod dialect;
 pub mod harness;
 

@@ -20,6 +20,8 @@ struct Fixture {
     url: String,
     dir: TempDir,
     engine: Engine,
+    /// The fake D1 API behind a D1 fixture.
+    _d1_fake: Option<iadb_tests::d1_fake::D1Fake>,
 }
 
 fn next_id() -> u32 {
@@ -30,7 +32,14 @@ fn next_id() -> u32 {
 
 async fn fixture(engine: Engine) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
+    let mut d1_fake = None;
     let url = match engine {
+        Engine::D1 => {
+            let fake = iadb_tests::d1_fake::D1Fake::start();
+            let url = fake.url();
+            d1_fake = Some(fake);
+            url
+        }
         Engine::Sqlite => format!("sqlite:///{}", dir.path().join("mig.db").display()),
         Engine::Postgres => {
             let Ok(base) = std::env::var("IADB_TEST_POSTGRES_URL") else {
@@ -88,6 +97,7 @@ async fn fixture(engine: Engine) -> Option<Fixture> {
         url,
         dir,
         engine,
+        _d1_fake: d1_fake,
     })
 }
 
@@ -222,7 +232,8 @@ async fn failure_half_way_is_recorded_and_blocks(f: Fixture) {
     // Where DDL is transactional nothing of the failed migration remains;
     // MySQL commits each DDL statement, so its first table stays and the
     // failed row below is what tells the operator.
-    let transactional_ddl = f.engine != Engine::Mysql;
+    // D1 has no BEGIN/COMMIT over its REST API: like MySQL.
+    let transactional_ddl = !matches!(f.engine, Engine::Mysql | Engine::D1);
     assert_eq!(f.exists("mig_half").await, !transactional_ddl);
     let rows = f.rows().await;
     assert_eq!(
@@ -493,3 +504,4 @@ macro_rules! scenarios {
 scenarios!(sqlite, Engine::Sqlite);
 scenarios!(postgres, Engine::Postgres);
 scenarios!(mysql, Engine::Mysql);
+scenarios!(d1, Engine::D1);

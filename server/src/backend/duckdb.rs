@@ -41,7 +41,10 @@
 //! table in `docs/types/duckdb.md`.
 
 use super::{PoolSettings, check_param_count, check_sql};
-use crate::placeholders::Dialect;
+use crate::{
+    migrate::{MigrationSession, StoreDialect},
+    placeholders::Dialect,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use duckdb::{
@@ -1305,15 +1308,19 @@ fn write_json(
         }
         D::Time64(unit) => {
             let text = match time_at(array, row, unit)? {
-                Ok(t) => t.format("%H:%M:%S%.f").to_string(),
+                Ok(t) => format!("{}{}", t.format("%H:%M:%S"), fraction_text(t.nanosecond())),
                 Err(text) => text,
             };
             write_json_string(out, &text);
         }
         D::Timestamp(unit, tz) => {
             let text = match timestamp_at(array, row, unit)? {
-                Ok(t) if tz.is_some() => t.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
-                Ok(t) => t.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+                Ok(t) => format!(
+                    "{}{}{}",
+                    t.format("%Y-%m-%d %H:%M:%S"),
+                    fraction_text(t.nanosecond()),
+                    if tz.is_some() { "+00" } else { "" }
+                ),
                 Err(special) => special,
             };
             write_json_string(out, &text);
@@ -1390,6 +1397,16 @@ fn write_json(
         _ => return Err(layout_error(arrow)),
     }
     Ok(())
+}
+
+/// Fractional seconds as DuckDB prints them: none for whole seconds, else
+/// up to nine digits without trailing zeros (`.5`, `.123456`).
+fn fraction_text(nanos: u32) -> String {
+    if nanos == 0 {
+        return String::new();
+    }
+    let digits = format!("{:09}", nanos.min(999_999_999));
+    format!(".{}", digits.trim_end_matches('0'))
 }
 
 /// A type description with no DuckDB refinement (plain arrow decoding).
@@ -1571,6 +1588,97 @@ fn apply_sets(conn: &Connection, sql: &str, param_sets: &[Vec<Value>]) -> Result
         rows_affected += changed as u64;
     }
     Ok(rows_affected)
+}
+
+/// Every row of a statement, decoded (for the migration runner, whose
+/// queries return a handful of rows).
+fn fetch_rows(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+    let mut stmt = conn.prepare(sql).map_err(map_duckdb_error)?;
+    let executed = stmt
+        .stream_arrow(params_from_iter(params.iter().map(Param)))
+        .map_err(map_duckdb_error)?;
+    drop(executed);
+    let layout = ResultLayout::of(&stmt)?;
+    let mut rows = Vec::new();
+    while let Some(chunk) = stmt.step().map_err(map_duckdb_error)? {
+        for row in 0..chunk.len() {
+            rows.push(layout.decode_row(&chunk, row)?);
+        }
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------
+// Migrations.
+
+/// One pooled connection held for a whole migration run. Each step runs on a
+/// blocking thread, taking the connection there and back.
+pub struct DuckDbSession {
+    conn: Option<PooledConnection>,
+}
+
+impl DuckDbSession {
+    async fn run<T, F>(&mut self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| Error::unavailable("the migration session lost its connection"))?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| conn.get().and_then(work)))
+                .unwrap_or_else(|panic| Err(panic_error(panic)));
+            (conn, result)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("the DuckDB worker failed: {e}")))?;
+        self.conn = Some(conn);
+        result
+    }
+}
+
+#[async_trait]
+impl MigrationSession for DuckDbSession {
+    fn dialect(&self) -> StoreDialect {
+        StoreDialect::DuckDb
+    }
+
+    async fn run_script(&mut self, sql: &str) -> Result<()> {
+        let sql = sql.to_owned();
+        self.run(move |conn| conn.execute_batch(&sql).map_err(map_duckdb_error))
+            .await
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        check_param_count(sql, Dialect::DuckDb, params.len())?;
+        let (sql, params) = (sql.to_owned(), params.to_vec());
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(&sql).map_err(map_duckdb_error)?;
+            let changed = stmt
+                .execute(params_from_iter(params.iter().map(Param)))
+                .map_err(map_duckdb_error)?;
+            Ok(changed as u64)
+        })
+        .await
+    }
+
+    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+        check_param_count(sql, Dialect::DuckDb, params.len())?;
+        let (sql, params) = (sql.to_owned(), params.to_vec());
+        self.run(move |conn| fetch_rows(conn, &sql, &params)).await
+    }
+}
+
+impl DuckDbBackend {
+    /// A dedicated connection for one migration run (the migration lock is
+    /// held per session, so the run keeps one connection throughout). What
+    /// `Backend::migration_session` returns for DuckDB.
+    pub async fn open_migration_session(&self) -> Result<Box<dyn MigrationSession>> {
+        let conn = self.acquire().await?;
+        Ok(Box::new(DuckDbSession { conn: Some(conn) }))
+    }
 }
 
 // ---------------------------------------------------------------------------

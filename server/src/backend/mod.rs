@@ -5,6 +5,8 @@ use crate::migrate::MigrationSession;
 use iadb::{ConnectionConfig, DatabaseInterface, DatabaseType, Error, Result};
 use std::{sync::Arc, time::Duration};
 
+#[cfg(feature = "d1")]
+mod d1;
 #[cfg(feature = "duckdb")]
 mod duckdb;
 #[cfg(feature = "mysql")]
@@ -18,6 +20,8 @@ mod sqlx_common;
 
 #[cfg(feature = "duckdb")]
 pub use self::duckdb::DuckDbBackend;
+#[cfg(feature = "d1")]
+pub use d1::D1Backend;
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlBackend;
 #[cfg(feature = "postgres")]
@@ -63,6 +67,8 @@ pub fn backend_for(config: &ConnectionConfig, pool: PoolSettings) -> Result<Arc<
         DatabaseType::Mysql => Ok(Arc::new(MySqlBackend::new(config, pool)?)),
         #[cfg(feature = "duckdb")]
         DatabaseType::Duckdb => Ok(Arc::new(DuckDbBackend::new(config, pool)?)),
+        #[cfg(feature = "d1")]
+        DatabaseType::CloudflareD1 => Ok(Arc::new(D1Backend::new(config, pool)?)),
         other => Err(Error::invalid_argument(format!(
             "engine {other} is not compiled into this server (enable its cargo feature)"
         ))),

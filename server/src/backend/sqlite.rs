@@ -122,6 +122,31 @@ fn bind_all<'q>(params: &[Value]) -> Result<SqliteArguments<'q>> {
     Ok(args)
 }
 
+/// Whether `sql` is a statement that changes rows. SQLite's change count is
+/// not reset by other statements: after `CREATE TABLE` it still reports the
+/// previous INSERT's count, which must not reach the caller.
+fn changes_rows(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    let keyword: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(
+        keyword.as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH"
+    )
+}
+
 /// Reads column `i` of `row`: the storage class of the value decides the
 /// kind, refined by the column's declared type (BOOLEAN, DATE, TIME,
 /// DATETIME, NUMERIC).
@@ -274,17 +299,19 @@ impl DatabaseInterface for SqliteBackend {
         };
         let sql = sql.to_owned();
         let declared: Vec<String> = columns.iter().map(|c| c.declared_type.clone()).collect();
+        let dml = changes_rows(&sql);
         let events = async_stream::try_stream! {
             let mut outcome = ExecuteOutcome::default();
             let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
             while let Some(item) = results.next().await {
                 match item.map_err(sqlite_error)? {
-                    Either::Left(done) => {
+                    Either::Left(done) if dml => {
                         outcome.rows_affected += done.rows_affected();
                         if done.rows_affected() > 0 {
                             outcome.last_insert_id = Some(done.last_insert_rowid());
                         }
                     }
+                    Either::Left(_) => {}
                     Either::Right(row) => {
                         let mut values = Vec::with_capacity(declared.len());
                         for (i, ty) in declared.iter().enumerate() {
@@ -313,6 +340,9 @@ impl DatabaseInterface for SqliteBackend {
             pool.execute(sqlx::query_with(sql, bind_all(params)?)).await
         }
         .map_err(sqlite_error)?;
+        if !changes_rows(sql) {
+            return Ok(ExecuteOutcome::default());
+        }
         Ok(ExecuteOutcome {
             rows_affected: done.rows_affected(),
             last_insert_id: (done.rows_affected() > 0).then(|| done.last_insert_rowid()),
@@ -448,5 +478,49 @@ impl Backend for SqliteBackend {
             SessionConnection::Detached(conn.detach())
         };
         Ok(Box::new(SqliteSession(conn)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dml_reports_changes() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "  -- c\n/* d */ update t set x = 1",
+            "WITH a AS (SELECT 1) DELETE FROM t",
+            "REPLACE INTO t VALUES (1)",
+        ] {
+            assert!(changes_rows(sql), "{sql}");
+        }
+        for sql in [
+            "CREATE TABLE t (x)",
+            "SELECT 1",
+            "-- INSERT\nDROP TABLE t",
+            "PRAGMA foo",
+            "",
+        ] {
+            assert!(!changes_rows(sql), "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ddl_after_an_insert_reports_no_rows() {
+        let config = ConnectionConfig::from_url("sqlite:///:memory:").unwrap();
+        let db = SqliteBackend::new(&config, PoolSettings::default()).unwrap();
+        db.connect().await.unwrap();
+        db.execute("CREATE TABLE t (x INTEGER)", &[]).await.unwrap();
+        let insert = db
+            .execute("INSERT INTO t VALUES (1), (2), (3), (4)", &[])
+            .await
+            .unwrap();
+        assert_eq!((insert.rows_affected, insert.last_insert_id), (4, Some(4)));
+        let ddl = db.execute("CREATE TABLE u (y INTEGER)", &[]).await.unwrap();
+        assert_eq!(ddl, ExecuteOutcome::default());
+        let result = db.execute_query("CREATE TABLE v (z INTEGER)", &[]).await;
+        assert!(result.success);
+        assert_eq!((result.rows_affected, result.last_insert_id), (0, None));
     }
 }

@@ -15,6 +15,9 @@ pub enum StoreDialect {
     MySql,
     /// DuckDB: lease-row lock, transactional DDL.
     DuckDb,
+    /// Cloudflare D1: SQLite's SQL and lease-row lock, but no BEGIN/COMMIT
+    /// over the REST API (each request stands alone).
+    D1,
 }
 
 /// A connection held for a whole migration run (locks are per session).

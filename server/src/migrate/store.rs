@@ -119,6 +119,12 @@ impl MigrationStore {
         self.session.dialect()
     }
 
+    /// Whether a script and its tracking row can commit together: MySQL
+    /// commits DDL implicitly, and D1's REST API has no BEGIN/COMMIT.
+    fn has_transactions(&self) -> bool {
+        !matches!(self.dialect(), StoreDialect::MySql | StoreDialect::D1)
+    }
+
     /// Creates the tracking table if missing. Two sessions creating it at
     /// once can collide on PostgreSQL even with IF NOT EXISTS; the loser
     /// finds it created and goes on.
@@ -149,10 +155,12 @@ impl MigrationStore {
     }
 
     async fn try_lock(&mut self) -> Result<bool, MigrateError> {
-        if matches!(self.dialect(), StoreDialect::Sqlite | StoreDialect::DuckDb)
-            && !self.lease_table_ready
+        if matches!(
+            self.dialect(),
+            StoreDialect::Sqlite | StoreDialect::DuckDb | StoreDialect::D1
+        ) && !self.lease_table_ready
         {
-            // SQLite and DuckDB serialise DDL, so creating it concurrently is safe.
+            // SQLite, DuckDB and D1 serialise DDL, so creating it concurrently is safe.
             self.session
                 .run_script(&create_lock_table(self.dialect()))
                 .await?;
@@ -190,7 +198,7 @@ impl MigrationStore {
                     )))),
                 }
             }
-            StoreDialect::Sqlite | StoreDialect::DuckDb => {
+            StoreDialect::Sqlite | StoreDialect::DuckDb | StoreDialect::D1 => {
                 let now = now_secs();
                 self.session
                     .execute(
@@ -239,7 +247,7 @@ impl MigrationStore {
                     )
                     .await?;
             }
-            StoreDialect::Sqlite | StoreDialect::DuckDb => {
+            StoreDialect::Sqlite | StoreDialect::DuckDb | StoreDialect::D1 => {
                 self.session
                     .execute(
                         &format!("DELETE FROM {TRACKING_TABLE}_lock WHERE id = 1 AND owner = ?"),
@@ -334,11 +342,11 @@ impl MigrationStore {
 
     /// Runs `m` and records it. Where the engine has transactional DDL and
     /// the file allows it, the script and its row commit together; otherwise
-    /// (MySQL, `-- iadb:no-transaction`) the row is written as pending first,
-    /// so a failure leaves a visible failed row rather than a silent half.
+    /// (MySQL, D1, `-- iadb:no-transaction`) the row is written as pending
+    /// first, so a failure leaves a visible failed row rather than a silent half.
     pub async fn apply(&mut self, m: &Migration) -> Result<Duration, MigrateError> {
         let started = Instant::now();
-        let transactional = !m.no_transaction && self.dialect() != StoreDialect::MySql;
+        let transactional = !m.no_transaction && self.has_transactions();
         if transactional {
             self.session.run_script("BEGIN").await?;
             let run = async {
@@ -378,7 +386,7 @@ impl MigrationStore {
     /// Runs `undo_sql` for `m` and deletes its row, in one transaction where
     /// the engine allows it.
     pub async fn revert(&mut self, m: &Migration, undo_sql: &str) -> Result<(), MigrateError> {
-        let transactional = self.dialect() != StoreDialect::MySql;
+        let transactional = self.has_transactions();
         if transactional {
             self.session.run_script("BEGIN").await?;
         }

@@ -4,11 +4,13 @@
 
 use iadb::Value;
 
+mod d1;
 mod duckdb;
 mod mysql;
 mod postgres;
 mod sqlite;
 
+pub use d1::D1;
 pub use duckdb::Duckdb;
 pub use mysql::Mysql;
 pub use postgres::Postgres;
@@ -83,6 +85,31 @@ pub trait TestDialect: Sync {
     /// Whether a double keeps the sign of -0.0 (otherwise it comes back as
     /// 0.0, which compares equal).
     fn keeps_negative_zero(&self) -> bool {
+        true
+    }
+    /// How `-0.0` comes back from `SELECT ?` (compared bit for bit when a
+    /// double).
+    fn negative_zero_result(&self) -> Value {
+        Value::Float(if self.keeps_negative_zero() {
+            -0.0
+        } else {
+            0.0
+        })
+    }
+    /// The largest integer magnitude the engine carries exactly (`None`: all
+    /// of int64); beyond it a value is refused with INVALID_ARGUMENT.
+    fn exact_integer_limit(&self) -> Option<i64> {
+        None
+    }
+    /// How a value of a typed kind (bool, date, time, timestamp) comes back
+    /// from a column declared with that kind's type.
+    fn typed_column_result(&self, sent: Value) -> Value {
+        sent
+    }
+    /// Whether a statement that fails at some row first streams the rows
+    /// before it (otherwise the error comes before any row: the engine
+    /// answers whole).
+    fn streams_rows_before_error(&self) -> bool {
         true
     }
     /// Whether text may contain U+0000.

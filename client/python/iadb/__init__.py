@@ -1,0 +1,45 @@
+"""iadb: Python client for the iadb gRPC database gateway.
+
+    import iadb
+
+    async with iadb.Database("127.0.0.1:50051") as db:
+        result = await db.execute_query("SELECT 1 AS one")
+        async for row in db.iterate("SELECT * FROM big_table"):
+            ...
+
+    with iadb.SyncDatabase("127.0.0.1:50051") as db:
+        rows = db.fetch_all("SELECT * FROM people WHERE score > ?", [5])
+"""
+
+try:
+    from ._proto import database_pb2 as _pb  # noqa: F401
+except ImportError as _e:  # pragma: no cover - only in a checkout without a build
+    raise ImportError(
+        "iadb: the gRPC stubs (iadb/_proto) are generated at install time; "
+        "install the package with `pip install ./client/python` "
+        "(or `pip install -e ./client/python` for development)"
+    ) from _e
+
+from ._client import Database, RowStream, with_retry
+from ._errors import DatabaseError
+from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult
+from ._sync import SyncDatabase, SyncRowStream, with_retry_sync
+from ._values import Json
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Database",
+    "SyncDatabase",
+    "RowStream",
+    "SyncRowStream",
+    "QueryResult",
+    "ExecuteResult",
+    "HealthStatus",
+    "DatabaseHealth",
+    "DatabaseError",
+    "Json",
+    "with_retry",
+    "with_retry_sync",
+    "__version__",
+]

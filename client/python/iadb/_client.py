@@ -1,0 +1,325 @@
+"""The asyncio client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+
+import grpc
+import grpc.aio
+
+from . import _common as c
+from ._errors import DatabaseError, from_rpc_error
+from ._proto import database_pb2 as pb
+from ._proto import database_pb2_grpc as pb_grpc
+from ._result import ExecuteResult, HealthStatus, QueryResult
+
+T = TypeVar("T")
+
+Params = Optional[Sequence[Any]]
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+async def with_retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    max_retries: int = c.DEFAULT_RETRIES,
+    base_delay: float = c.DEFAULT_BASE_DELAY,
+    max_delay: float = c.DEFAULT_MAX_DELAY,
+) -> T:
+    """Awaits ``call()``, retrying on ``DatabaseError`` UNAVAILABLE.
+
+    Waits ``base_delay * 2**n`` (capped at ``max_delay``) before retry ``n``;
+    after ``max_retries`` retries the last error is raised. Any other error
+    is raised at once. Retrying a write is only safe when applying it twice
+    is harmless: a write that reached the engine before the connection
+    dropped may have been applied.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except DatabaseError as e:
+            if not e.retryable or attempt >= max_retries:
+                raise
+        await asyncio.sleep(c.backoff_delay(attempt, base_delay, max_delay))
+        attempt += 1
+
+
+class RowStream:
+    """An async iterator over the rows of one FetchAll stream.
+
+    Rows arrive in batches and are turned into dicts one at a time, so memory
+    stays flat however large the result. Leaving an ``async with`` block or
+    calling ``aclose()`` cancels the call, which stops the query on the
+    server. ``columns`` is set once the first frame has arrived. After the
+    last row, ``row_count`` holds the server's count.
+    """
+
+    def __init__(self, db: "Database", request: pb.FetchAllRequest, timeout: Optional[float]) -> None:
+        self._db = db
+        self._request = request
+        self._timeout = timeout
+        self._call = None
+        self._reader = c.FrameReader()
+        self._finished = False
+
+    @property
+    def columns(self) -> Optional[List[str]]:
+        return self._reader.columns
+
+    @property
+    def row_count(self) -> int:
+        return self._reader.row_count
+
+    def __aiter__(self) -> "RowStream":
+        return self
+
+    async def __anext__(self) -> Dict[str, Any]:
+        reader = self._reader
+        while True:
+            row = reader.next_row()
+            if row is not None:
+                return row
+            if self._finished:
+                raise StopAsyncIteration
+            if self._call is None:
+                self._call = self._db._stub_or_raise().FetchAll(
+                    self._request, timeout=self._timeout, metadata=self._db._metadata)
+            try:
+                frame = await self._call.read()
+            except grpc.RpcError as e:
+                self._finished = True
+                raise from_rpc_error(e) from None
+            if frame is grpc.aio.EOF:
+                self._finished = True
+                if reader.columns is None:
+                    raise DatabaseError(grpc.StatusCode.INTERNAL, "stream ended without a header")
+                raise StopAsyncIteration
+            reader.feed(frame)
+
+    async def start(self) -> List[str]:
+        """Starts the call and waits for the header; returns the column names."""
+        while self._reader.columns is None and not self._finished:
+            if self._call is None:
+                self._call = self._db._stub_or_raise().FetchAll(
+                    self._request, timeout=self._timeout, metadata=self._db._metadata)
+            try:
+                frame = await self._call.read()
+            except grpc.RpcError as e:
+                self._finished = True
+                raise from_rpc_error(e) from None
+            if frame is grpc.aio.EOF:
+                self._finished = True
+                break
+            self._reader.feed(frame)
+        return list(self._reader.columns or [])
+
+    async def aclose(self) -> None:
+        """Cancels the call if it is still running."""
+        self._finished = True
+        if self._call is not None and not self._call.done():
+            self._call.cancel()
+
+    async def __aenter__(self) -> "RowStream":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+class Database:
+    """An asyncio client for one database of an iadb server.
+
+    ``target`` is ``host:port``; ``database`` names one of the server's
+    databases (empty: its default). ``timeout`` (seconds) is the deadline of
+    every call, None for none. ``credentials`` (``grpc.ssl_channel_credentials``)
+    switches to TLS; ``metadata`` (e.g. ``[("authorization", "Bearer ...")]``)
+    is sent with every call.
+
+    Seed-style methods return a ``QueryResult`` and never raise for an error
+    from the server: ``execute_query``, ``execute_many``,
+    ``execute_with_retry``. The others raise ``DatabaseError``: ``connect``,
+    ``execute``, ``fetch_all``, ``fetch_one``, ``table_exists``,
+    ``health_check`` and iteration over ``iterate``. Every method raises
+    ``TypeError`` (``OverflowError`` for an int outside int64) for a bad
+    parameter before anything is sent, and ``RuntimeError`` when called
+    before ``connect``.
+    """
+
+    def __init__(
+        self,
+        target: str = c.DEFAULT_TARGET,
+        database: str = "",
+        *,
+        timeout: Optional[float] = None,
+        connect_timeout: float = 10.0,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        metadata: Optional[Sequence[Tuple[str, str]]] = None,
+        max_message_bytes: int = c.DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
+    ) -> None:
+        self.target = c.normalise_target(target)
+        if not isinstance(database, str):
+            raise TypeError("database must be str")
+        self.database = database
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._credentials = credentials
+        self._metadata = tuple(metadata) if metadata else None
+        self._options = c.channel_options(max_message_bytes, channel_options)
+        self._channel: Optional[grpc.aio.Channel] = None
+        self._stub: Optional[pb_grpc.DatabaseStub] = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._stub is not None
+
+    async def connect(self) -> None:
+        """Opens the channel and waits (``connect_timeout``) until it is ready.
+
+        Raises ``DatabaseError`` UNAVAILABLE when the server cannot be reached.
+        """
+        if self._channel is not None:
+            return
+        if self._credentials is not None:
+            channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+        else:
+            channel = grpc.aio.insecure_channel(self.target, options=self._options)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await channel.close()
+            raise DatabaseError(
+                grpc.StatusCode.UNAVAILABLE,
+                "cannot reach iadb server at %s within %.1f s" % (self.target, self.connect_timeout),
+            ) from None
+        self._channel = channel
+        self._stub = pb_grpc.DatabaseStub(channel)
+
+    async def disconnect(self) -> None:
+        """Closes the channel; running calls are cancelled."""
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    async def __aenter__(self) -> "Database":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.disconnect()
+
+    def _stub_or_raise(self) -> pb_grpc.DatabaseStub:
+        if self._stub is None:
+            raise RuntimeError("iadb.Database is not connected: call `await db.connect()` first")
+        return self._stub
+
+    async def _unary(self, method: str, request):
+        stub = self._stub_or_raise()
+        try:
+            return await getattr(stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    # --- typed API (raises DatabaseError) ----------------------------------
+
+    async def execute(self, sql: str, params: Params = None) -> ExecuteResult:
+        """Runs a statement without rows; rows affected and last insert id."""
+        request = c.execute_request(self.database, sql, params)
+        return c.execute_result(await self._unary("Execute", request))
+
+    async def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
+        """Every row, as dicts keyed by column name."""
+        rows = []
+        async with self.iterate(sql, params) as stream:
+            async for row in stream:
+                rows.append(row)
+        return rows
+
+    async def fetch_one(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
+        """The first row, or None when there is none."""
+        request = c.fetch_one_request(self.database, sql, params)
+        return c.fetch_one_row(await self._unary("FetchOne", request))
+
+    async def table_exists(self, table_name: str) -> bool:
+        """Whether the table exists (``schema.table`` where the engine has schemas)."""
+        request = c.table_exists_request(self.database, table_name)
+        return (await self._unary("TableExists", request)).exists
+
+    async def health_check(self) -> HealthStatus:
+        """The Health RPC for this client's database (every database when it is '')."""
+        start = time.perf_counter()
+        resp = await self._unary("Health", pb.HealthRequest(database=self.database))
+        return c.health_status(resp, _ms(start))
+
+    def iterate(self, sql: str, params: Params = None) -> RowStream:
+        """Streams the rows of a query (``async for row in db.iterate(...)``).
+
+        Parameters are checked at once; the call starts with the first row
+        asked for. Use ``async with db.iterate(...) as rows:`` to cancel the
+        query when leaving early.
+        """
+        request = c.fetch_all_request(self.database, sql, params)
+        self._stub_or_raise()
+        return RowStream(self, request, self.timeout)
+
+    # --- seed-style API (QueryResult, never raises for server errors) ------
+
+    async def execute_query(self, sql: str, params: Params = None) -> QueryResult:
+        """Runs any statement: rows for a query, rows affected otherwise."""
+        request = c.fetch_all_request(self.database, sql, params)
+        self._stub_or_raise()
+        start = time.perf_counter()
+        stream = RowStream(self, request, self.timeout)
+        data = []
+        try:
+            async with stream:
+                async for row in stream:
+                    data.append(row)
+        except DatabaseError as e:
+            return c.failed_result(e, _ms(start))
+        return stream._reader.result(data, _ms(start))
+
+    async def execute_many(self, sql: str, params_list: Sequence[Params]) -> QueryResult:
+        """One statement per parameter set, in one transaction (all or nothing).
+
+        ``row_count`` and ``rows_affected`` are the total rows affected.
+        """
+        request = c.execute_many_request(self.database, sql, params_list)
+        start = time.perf_counter()
+        try:
+            resp = await self._unary("ExecuteMany", request)
+        except DatabaseError as e:
+            return c.failed_result(e, _ms(start))
+        return QueryResult(success=True, row_count=resp.rows_affected,
+                           rows_affected=resp.rows_affected, execution_time_ms=_ms(start))
+
+    async def execute_with_retry(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        max_retries: int = c.DEFAULT_RETRIES,
+        base_delay: float = c.DEFAULT_BASE_DELAY,
+        max_delay: float = c.DEFAULT_MAX_DELAY,
+    ) -> QueryResult:
+        """``execute_query``, retried with exponential backoff on UNAVAILABLE.
+
+        Waits ``base_delay * 2**n`` (capped at ``max_delay``) before retry
+        ``n``; other errors are returned at once. Returns the last result.
+        """
+        c.fetch_all_request(self.database, sql, params)  # TypeError before any call
+        attempt = 0
+        while True:
+            result = await self.execute_query(sql, params)
+            if result.success or result.error_code != grpc.StatusCode.UNAVAILABLE or attempt >= max_retries:
+                return result
+            await asyncio.sleep(c.backoff_delay(attempt, base_delay, max_delay))
+            attempt += 1

@@ -1,0 +1,177 @@
+"""What the async and the sync client share: requests, responses, options."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import grpc
+
+from ._errors import DatabaseError
+from ._proto import database_pb2 as pb
+from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult
+from ._values import decode_row, decode_value, encode_params
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# The server's default --max-request-bytes; results are sent in batches of at
+# most 1 MiB, but a single FetchOne row (a large blob) can be bigger than
+# gRPC's 4 MiB default.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Retry defaults, the same as the Rust client's: 3 retries from 100 ms,
+# doubling, capped at 2 s.
+DEFAULT_RETRIES = 3
+DEFAULT_BASE_DELAY = 0.1
+DEFAULT_MAX_DELAY = 2.0
+
+
+def normalise_target(target: str) -> str:
+    """Accepts `host:port` and the Rust client's `http://host:port`."""
+    if not isinstance(target, str) or not target:
+        raise TypeError("target must be a non-empty str like '127.0.0.1:50051'")
+    for prefix in ("http://", "grpc://"):
+        if target.startswith(prefix):
+            return target[len(prefix):].rstrip("/")
+    return target
+
+
+def channel_options(max_message_bytes: int, extra: Optional[Sequence[Tuple[str, Any]]]) -> List[Tuple[str, Any]]:
+    opts = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    opts.extend(extra or ())
+    return opts
+
+
+def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
+    """Delay before retry number `attempt` (0-based): base * 2**attempt, capped."""
+    return min(max_delay, base_delay * (2**attempt))
+
+
+def check_sql(sql: Any) -> str:
+    if not isinstance(sql, str):
+        raise TypeError("sql must be str, not %s" % type(sql).__name__)
+    return sql
+
+
+def execute_request(database: str, sql: str, params) -> pb.ExecuteRequest:
+    return pb.ExecuteRequest(database=database, sql=check_sql(sql), params=encode_params(params))
+
+
+def fetch_all_request(database: str, sql: str, params) -> pb.FetchAllRequest:
+    return pb.FetchAllRequest(database=database, sql=check_sql(sql), params=encode_params(params))
+
+
+def fetch_one_request(database: str, sql: str, params) -> pb.FetchOneRequest:
+    return pb.FetchOneRequest(database=database, sql=check_sql(sql), params=encode_params(params))
+
+
+def execute_many_request(database: str, sql: str, params_list) -> pb.ExecuteManyRequest:
+    check_sql(sql)
+    if params_list is None or isinstance(params_list, (str, bytes, dict)):
+        raise TypeError("params_list must be a list of parameter lists")
+    try:
+        sets = list(params_list)
+    except TypeError:
+        raise TypeError("params_list must be a list of parameter lists, not %s"
+                        % type(params_list).__name__) from None
+    rows = []
+    for i, params in enumerate(sets):
+        try:
+            rows.append(pb.Row(values=encode_params(params)))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise type(e)("parameter set %d: %s" % (i, e)) from None
+    return pb.ExecuteManyRequest(database=database, sql=sql, param_sets=rows)
+
+
+def table_exists_request(database: str, table: str) -> pb.TableExistsRequest:
+    if not isinstance(table, str):
+        raise TypeError("table name must be str, not %s" % type(table).__name__)
+    return pb.TableExistsRequest(database=database, table=table)
+
+
+def execute_result(resp: pb.ExecuteResponse) -> ExecuteResult:
+    return ExecuteResult(
+        rows_affected=resp.rows_affected,
+        last_insert_id=resp.last_insert_id if resp.HasField("last_insert_id") else None,
+        execution_time_ms=resp.execution_time_ms,
+    )
+
+
+def fetch_one_row(resp: pb.FetchOneResponse) -> Optional[Dict[str, Any]]:
+    if not resp.HasField("row"):
+        return None
+    return decode_row([c.name for c in resp.columns], resp.row)
+
+
+def health_status(resp: pb.HealthResponse, latency_ms: float) -> HealthStatus:
+    dbs = [
+        DatabaseHealth(
+            name=d.name, engine=d.engine, healthy=d.healthy, message=d.message,
+            pool_size=d.pool_size, pool_idle=d.pool_idle, pool_max=d.pool_max,
+            latency_ms=d.latency_ms,
+        )
+        for d in resp.databases
+    ]
+    return HealthStatus(healthy=bool(dbs) and all(d.healthy for d in dbs), databases=dbs,
+                        latency_ms=latency_ms)
+
+
+def failed_result(e: DatabaseError, elapsed_ms: float) -> QueryResult:
+    return QueryResult(success=False, error_message=e.message, execution_time_ms=elapsed_ms,
+                       error_code=e.code, sqlstate=e.sqlstate)
+
+
+class FrameReader:
+    """Follows one FetchAll stream: header, batches, summary.
+
+    Rows are decoded one at a time, when asked for, so that a consumer never
+    holds more than the current batch (at most 1024 rows or 1 MiB).
+    """
+
+    __slots__ = ("columns", "row_count", "rows_affected", "server_time_ms", "_batch", "_next", "done")
+
+    def __init__(self) -> None:
+        self.columns: Optional[List[str]] = None
+        self.row_count = 0
+        self.rows_affected = 0
+        self.server_time_ms = 0.0
+        self._batch = None
+        self._next = 0
+        self.done = False
+
+    def feed(self, frame: pb.FetchAllResponse) -> None:
+        which = frame.WhichOneof("frame")
+        if which == "header":
+            self.columns = [c.name for c in frame.header.columns]
+        elif which == "batch":
+            if self.columns is None:
+                raise DatabaseError(grpc.StatusCode.INTERNAL, "stream did not start with a header")
+            self._batch = frame.batch.rows
+            self._next = 0
+        elif which == "summary":
+            self.row_count = frame.summary.row_count
+            self.rows_affected = frame.summary.rows_affected
+            self.server_time_ms = frame.summary.execution_time_ms
+            self.done = True
+
+    def next_row(self) -> Optional[Dict[str, Any]]:
+        """The next buffered row, or None when the current batch is used up."""
+        batch = self._batch
+        if batch is None:
+            return None
+        i = self._next
+        if i >= len(batch):
+            self._batch = None
+            return None
+        self._next = i + 1
+        row = batch[i]
+        return {name: decode_value(v) for name, v in zip(self.columns, row.values)}
+
+    def result(self, data: List[Dict[str, Any]], elapsed_ms: float) -> QueryResult:
+        if self.columns:
+            return QueryResult(success=True, data=data, row_count=len(data),
+                               execution_time_ms=elapsed_ms, columns=list(self.columns),
+                               rows_affected=self.rows_affected)
+        return QueryResult(success=True, row_count=self.rows_affected,
+                           execution_time_ms=elapsed_ms, rows_affected=self.rows_affected)

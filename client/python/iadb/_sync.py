@@ -1,0 +1,254 @@
+"""The synchronous client, for scripts: the same API without ``await``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+
+import grpc
+
+from . import _common as c
+from ._errors import DatabaseError, from_rpc_error
+from ._proto import database_pb2 as pb
+from ._proto import database_pb2_grpc as pb_grpc
+from ._result import ExecuteResult, HealthStatus, QueryResult
+
+T = TypeVar("T")
+
+Params = Optional[Sequence[Any]]
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def with_retry_sync(
+    call: Callable[[], T],
+    *,
+    max_retries: int = c.DEFAULT_RETRIES,
+    base_delay: float = c.DEFAULT_BASE_DELAY,
+    max_delay: float = c.DEFAULT_MAX_DELAY,
+) -> T:
+    """``with_retry`` for plain functions: retries ``call()`` on UNAVAILABLE."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except DatabaseError as e:
+            if not e.retryable or attempt >= max_retries:
+                raise
+        time.sleep(c.backoff_delay(attempt, base_delay, max_delay))
+        attempt += 1
+
+
+class SyncRowStream:
+    """An iterator over the rows of one FetchAll stream (see ``RowStream``)."""
+
+    def __init__(self, db: "SyncDatabase", request: pb.FetchAllRequest, timeout: Optional[float]) -> None:
+        self._db = db
+        self._request = request
+        self._timeout = timeout
+        self._call = None
+        self._reader = c.FrameReader()
+        self._finished = False
+
+    @property
+    def columns(self) -> Optional[List[str]]:
+        return self._reader.columns
+
+    @property
+    def row_count(self) -> int:
+        return self._reader.row_count
+
+    def __iter__(self) -> "SyncRowStream":
+        return self
+
+    def _read(self) -> bool:
+        """Feeds the next frame; False at the end of the stream."""
+        if self._call is None:
+            self._call = self._db._stub_or_raise().FetchAll(
+                self._request, timeout=self._timeout, metadata=self._db._metadata)
+        try:
+            frame = next(self._call)
+        except StopIteration:
+            self._finished = True
+            return False
+        except grpc.RpcError as e:
+            self._finished = True
+            raise from_rpc_error(e) from None
+        self._reader.feed(frame)
+        return True
+
+    def __next__(self) -> Dict[str, Any]:
+        while True:
+            row = self._reader.next_row()
+            if row is not None:
+                return row
+            if self._finished or not self._read():
+                if self._reader.columns is None:
+                    raise DatabaseError(grpc.StatusCode.INTERNAL, "stream ended without a header")
+                raise StopIteration
+
+    def start(self) -> List[str]:
+        """Starts the call and waits for the header; returns the column names."""
+        while self._reader.columns is None and not self._finished and self._read():
+            pass
+        return list(self._reader.columns or [])
+
+    def close(self) -> None:
+        """Cancels the call if it is still running."""
+        self._finished = True
+        if self._call is not None:
+            self._call.cancel()
+
+    def __enter__(self) -> "SyncRowStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SyncDatabase:
+    """The blocking twin of ``iadb.Database``: same constructor, same methods
+    (without ``await``), ``with SyncDatabase(...) as db:``, and ``iterate``
+    returning a plain iterator. Which methods return ``QueryResult`` and which
+    raise ``DatabaseError`` is the same as for ``Database``.
+    """
+
+    def __init__(
+        self,
+        target: str = c.DEFAULT_TARGET,
+        database: str = "",
+        *,
+        timeout: Optional[float] = None,
+        connect_timeout: float = 10.0,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        metadata: Optional[Sequence[Tuple[str, str]]] = None,
+        max_message_bytes: int = c.DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
+    ) -> None:
+        self.target = c.normalise_target(target)
+        if not isinstance(database, str):
+            raise TypeError("database must be str")
+        self.database = database
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._credentials = credentials
+        self._metadata = tuple(metadata) if metadata else None
+        self._options = c.channel_options(max_message_bytes, channel_options)
+        self._channel: Optional[grpc.Channel] = None
+        self._stub: Optional[pb_grpc.DatabaseStub] = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._stub is not None
+
+    def connect(self) -> None:
+        """Opens the channel and waits (``connect_timeout``) until it is ready."""
+        if self._channel is not None:
+            return
+        if self._credentials is not None:
+            channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
+        else:
+            channel = grpc.insecure_channel(self.target, options=self._options)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            channel.close()
+            raise DatabaseError(
+                grpc.StatusCode.UNAVAILABLE,
+                "cannot reach iadb server at %s within %.1f s" % (self.target, self.connect_timeout),
+            ) from None
+        self._channel = channel
+        self._stub = pb_grpc.DatabaseStub(channel)
+
+    def disconnect(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            channel.close()
+
+    def __enter__(self) -> "SyncDatabase":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+    def _stub_or_raise(self) -> pb_grpc.DatabaseStub:
+        if self._stub is None:
+            raise RuntimeError("iadb.SyncDatabase is not connected: call `db.connect()` first")
+        return self._stub
+
+    def _unary(self, method: str, request):
+        stub = self._stub_or_raise()
+        try:
+            return getattr(stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    # --- typed API (raises DatabaseError) ----------------------------------
+
+    def execute(self, sql: str, params: Params = None) -> ExecuteResult:
+        return c.execute_result(self._unary("Execute", c.execute_request(self.database, sql, params)))
+
+    def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
+        with self.iterate(sql, params) as rows:
+            return list(rows)
+
+    def fetch_one(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
+        return c.fetch_one_row(self._unary("FetchOne", c.fetch_one_request(self.database, sql, params)))
+
+    def table_exists(self, table_name: str) -> bool:
+        return self._unary("TableExists", c.table_exists_request(self.database, table_name)).exists
+
+    def health_check(self) -> HealthStatus:
+        start = time.perf_counter()
+        resp = self._unary("Health", pb.HealthRequest(database=self.database))
+        return c.health_status(resp, _ms(start))
+
+    def iterate(self, sql: str, params: Params = None) -> SyncRowStream:
+        request = c.fetch_all_request(self.database, sql, params)
+        self._stub_or_raise()
+        return SyncRowStream(self, request, self.timeout)
+
+    # --- seed-style API ----------------------------------------------------
+
+    def execute_query(self, sql: str, params: Params = None) -> QueryResult:
+        request = c.fetch_all_request(self.database, sql, params)
+        self._stub_or_raise()
+        start = time.perf_counter()
+        stream = SyncRowStream(self, request, self.timeout)
+        try:
+            with stream:
+                data = list(stream)
+        except DatabaseError as e:
+            return c.failed_result(e, _ms(start))
+        return stream._reader.result(data, _ms(start))
+
+    def execute_many(self, sql: str, params_list: Sequence[Params]) -> QueryResult:
+        request = c.execute_many_request(self.database, sql, params_list)
+        start = time.perf_counter()
+        try:
+            resp = self._unary("ExecuteMany", request)
+        except DatabaseError as e:
+            return c.failed_result(e, _ms(start))
+        return QueryResult(success=True, row_count=resp.rows_affected,
+                           rows_affected=resp.rows_affected, execution_time_ms=_ms(start))
+
+    def execute_with_retry(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        max_retries: int = c.DEFAULT_RETRIES,
+        base_delay: float = c.DEFAULT_BASE_DELAY,
+        max_delay: float = c.DEFAULT_MAX_DELAY,
+    ) -> QueryResult:
+        c.fetch_all_request(self.database, sql, params)
+        attempt = 0
+        while True:
+            result = self.execute_query(sql, params)
+            if result.success or result.error_code != grpc.StatusCode.UNAVAILABLE or attempt >= max_retries:
+                return result
+            time.sleep(c.backoff_delay(attempt, base_delay, max_delay))
+            attempt += 1

@@ -1,0 +1,129 @@
+"""Fixtures: a real iadb server process (SQLite in a temp folder) and clients.
+
+The server binary is `$IADB_SERVER_BIN`, or else `iadb-test-server` (or
+`iadb-server`) under `$CARGO_TARGET_DIR/debug` or the repository's
+`target/debug`. Build it with
+`cargo build -p iadb-tests --no-default-features --bin iadb-test-server`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+import iadb
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def server_binary() -> Path:
+    explicit = os.environ.get("IADB_SERVER_BIN")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            pytest.fail("IADB_SERVER_BIN=%s does not exist" % explicit, pytrace=False)
+        return path
+    targets = []
+    if os.environ.get("CARGO_TARGET_DIR"):
+        targets.append(Path(os.environ["CARGO_TARGET_DIR"]))
+    targets.append(REPO / "target")
+    suffix = ".exe" if sys.platform == "win32" else ""
+    for target in targets:
+        for name in ("iadb-test-server", "iadb-server"):
+            path = target / "debug" / (name + suffix)
+            if path.is_file():
+                return path
+    pytest.fail(
+        "no iadb server binary: set IADB_SERVER_BIN, or build one with "
+        "`cargo build -p iadb-tests --no-default-features --bin iadb-test-server` "
+        "(looked in %s)" % ", ".join(str(t / "debug") for t in targets),
+        pytrace=False,
+    )
+
+
+class Server:
+    """One `iadb-server --listen 127.0.0.1:0` process on a SQLite file."""
+
+    def __init__(self, extra_args=()) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="iadb-py-")
+        folder = self.dir.name
+        self.log_path = os.path.join(folder, "server.log")
+        env = dict(os.environ)
+        env.pop("DATABASE_URL", None)
+        env["RUST_LOG"] = "warn"
+        args = [
+            str(server_binary()),
+            "--listen", "127.0.0.1:0",
+            "--database-url", "sqlite:///%s/py.db" % folder,
+            *extra_args,
+        ]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                args, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=log
+            )
+        line = self.proc.stdout.readline().decode().strip()
+        prefix = "iadb-server listening on "
+        if not line.startswith(prefix):
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("server did not start: %r\n%s" % (line, self.log()))
+        self.address = line[len(prefix):]
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+    def close(self) -> None:
+        self.stop()
+        self.dir.cleanup()
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The shared server: `default` plus a second database named `other`."""
+    folder = tempfile.mkdtemp(prefix="iadb-py-other-")
+    s = Server(["--database", "other=sqlite:///%s/other.db" % folder])
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def fresh_server():
+    """A server of its own, for tests that stop it."""
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def db(server):
+    async with iadb.Database(server.address) as d:
+        yield d
+
+
+@pytest.fixture
+def sdb(server):
+    with iadb.SyncDatabase(server.address) as d:
+        yield d
+
+
+@pytest.fixture
+def table():
+    """A table name no other test uses."""
+    return "t_" + uuid.uuid4().hex[:12]
