@@ -29,7 +29,11 @@
 //! still has them. A blocking thread decodes each row and `blocking_send`s it
 //! into a bounded channel: a slow consumer stops the engine (backpressure),
 //! and a dropped consumer makes the send fail, which drops the result (ending
-//! the query) and gives the connection back.
+//! the query) and gives the connection back. DuckDB's own read-ahead is
+//! kept to about one chunk (see [`STREAMING_BUFFER_SIZE`]). A statement that
+//! returns no rows of its own (INSERT, UPDATE, DELETE, DDL) gets a one-column
+//! `Count` result from DuckDB; `query` turns it into no columns and the rows
+//! affected of its end event.
 //!
 //! **Options.** The URL's query options are DuckDB settings, passed through
 //! (`duckdb:///./a.duckdb?threads=4&memory_limit=2GB`); `mode=ro` opens the
@@ -40,7 +44,7 @@
 //! How DuckDB's types become [`Value`]s, and how parameters bind, is the
 //! table in `docs/types/duckdb.md`.
 
-use super::{PoolSettings, check_param_count, check_sql};
+use super::{Backend, PoolSettings, check_param_count, check_sql};
 use crate::{
     migrate::{MigrationSession, StoreDialect},
     placeholders::Dialect,
@@ -90,11 +94,24 @@ use tokio_stream::wrappers::ReceiverStream;
 /// engine is already one data chunk ahead, and a row may be large.
 const ROW_CHANNEL_CAPACITY: usize = 256;
 
+/// DuckDB's own read-ahead for a streaming result (`streaming_buffer_size`,
+/// about 1 MB by default, set per connection). iadb's channel is the buffer
+/// that matters, so DuckDB keeps about one data chunk ready (it always
+/// admits one): memory stays flat across many concurrent streams, a slow
+/// reader pauses the engine, and rows computed before an error later in the
+/// result reach the reader first (an error discards DuckDB's buffer). A
+/// `streaming_buffer_size` URL option overrides it.
+const STREAMING_BUFFER_SIZE: &str = "1B";
+const STREAMING_BUFFER_OPTION: &str = "streaming_buffer_size";
+
 /// The DuckDB adapter.
 pub struct DuckDbBackend {
     path: String,
     memory: bool,
+    /// Database settings for `open`.
     options: Vec<(String, String)>,
+    /// Run on every new connection (settings DuckDB keeps per connection).
+    connection_setup: String,
     settings: PoolSettings,
     pool: RwLock<Option<Arc<ConnectionPool>>>,
 }
@@ -107,14 +124,22 @@ impl DuckDbBackend {
             .clone()
             .filter(|p| !p.is_empty())
             .ok_or_else(|| Error::invalid_argument("duckdb URL has no path"))?;
+        let streaming_buffer = config
+            .option(STREAMING_BUFFER_OPTION)
+            .unwrap_or(STREAMING_BUFFER_SIZE);
         Ok(Self {
             memory: config.is_memory(),
             path,
             options: config
                 .options
                 .iter()
+                .filter(|(k, _)| k.as_str() != STREAMING_BUFFER_OPTION)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            connection_setup: format!(
+                "SET {STREAMING_BUFFER_OPTION} = '{}'",
+                streaming_buffer.replace('\'', "''")
+            ),
             settings,
             pool: RwLock::new(None),
         })
@@ -192,6 +217,8 @@ struct ConnectionPool {
     permits: Arc<Semaphore>,
     max: u32,
     acquire_timeout: Duration,
+    /// Run on each new connection.
+    connection_setup: String,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,7 +228,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ConnectionPool {
-    fn new(root: Connection, settings: PoolSettings) -> Self {
+    fn new(root: Connection, settings: PoolSettings, connection_setup: String) -> Self {
         let max = settings.max_connections.max(1);
         Self {
             root: Mutex::new(Some(root)),
@@ -210,6 +237,7 @@ impl ConnectionPool {
             permits: Arc::new(Semaphore::new(max as usize)),
             max,
             acquire_timeout: settings.acquire_timeout,
+            connection_setup,
         }
     }
 
@@ -233,12 +261,17 @@ impl ConnectionPool {
             Some(conn) => conn,
             None => {
                 // Connecting to an open database creates a client context
-                // only: no I/O, quick enough for the async thread.
-                let root = lock(&self.root);
-                let root = root
-                    .as_ref()
-                    .ok_or_else(|| Error::unavailable("database is not connected"))?;
-                let conn = root.try_clone().map_err(map_duckdb_error)?;
+                // and sets a setting: no I/O, quick enough for the async
+                // thread.
+                let conn = {
+                    let root = lock(&self.root);
+                    let root = root
+                        .as_ref()
+                        .ok_or_else(|| Error::unavailable("database is not connected"))?;
+                    root.try_clone().map_err(map_duckdb_error)?
+                };
+                conn.execute_batch(&self.connection_setup)
+                    .map_err(map_duckdb_error)?;
                 self.open.fetch_add(1, Ordering::Relaxed);
                 conn
             }
@@ -830,19 +863,15 @@ impl ResultLayout {
         })
     }
 
-    /// Whether this is the one-row `Count` result DuckDB gives for an
-    /// INSERT, UPDATE, DELETE or MERGE without RETURNING (the rows it
-    /// changed, not rows of a query).
+    /// Whether this is the `Count` result DuckDB gives a statement that
+    /// returns no rows of its own (INSERT, UPDATE, DELETE without RETURNING
+    /// report the rows they changed in it; DDL an empty one): what it
+    /// changed, not rows of a query.
     fn is_changed_rows(&self, sql: &str) -> bool {
-        if self.columns.len() != 1
-            || self.columns[0].name != "Count"
-            || self.types[0].id != LogicalTypeId::Bigint
-        {
-            return false;
-        }
-        let keyword = leading_keyword(sql).to_ascii_uppercase();
-        matches!(keyword.as_str(), "INSERT" | "UPDATE" | "DELETE" | "MERGE")
-            && !sql.to_ascii_uppercase().contains("RETURNING")
+        self.columns.len() == 1
+            && self.columns[0].name == "Count"
+            && self.types[0].id == LogicalTypeId::Bigint
+            && !returns_rows(sql)
     }
 
     fn decode_row(&self, chunk: &StructArray, row: usize) -> Result<Vec<Value>> {
@@ -860,6 +889,31 @@ impl ResultLayout {
             })
             .collect()
     }
+}
+
+/// Whether `sql` is a statement whose result is rows of its own (a query,
+/// or a change with RETURNING).
+fn returns_rows(sql: &str) -> bool {
+    const QUERY_WORDS: &[&str] = &[
+        "SELECT",
+        "WITH",
+        "VALUES",
+        "FROM",
+        "TABLE",
+        "SHOW",
+        "DESCRIBE",
+        "DESC",
+        "SUMMARIZE",
+        "PRAGMA",
+        "CALL",
+        "EXPLAIN",
+        "PIVOT",
+        "UNPIVOT",
+    ];
+    let keyword = leading_keyword(sql);
+    keyword.is_empty()
+        || QUERY_WORDS.iter().any(|w| w.eq_ignore_ascii_case(keyword))
+        || sql.to_ascii_uppercase().contains("RETURNING")
 }
 
 /// The first word of `sql`, after whitespace and comments.
@@ -889,7 +943,15 @@ fn layout_error(arrow: &DataType) -> String {
 }
 
 fn is_null_at(array: &dyn Array, row: usize) -> bool {
-    matches!(array.data_type(), DataType::Null) || array.is_null(row)
+    match array.data_type() {
+        DataType::Null => true,
+        // A union has no validity of its own: it is NULL when its member is.
+        DataType::Union(..) => array.as_union_opt().is_some_and(|union| {
+            let member = union.child(union.type_id(row));
+            is_null_at(member.as_ref(), union.value_offset(row))
+        }),
+        _ => array.is_null(row),
+    }
 }
 
 /// One top-level value of a result column.
@@ -1533,7 +1595,7 @@ fn produce_rows(
     call.leave();
     let layout = ResultLayout::of(&stmt)?;
     let changed_rows = layout.is_changed_rows(sql);
-    let columns = if changed_rows {
+    let columns: Arc<[Column]> = if changed_rows {
         Arc::from(Vec::new())
     } else {
         layout.columns.clone()
@@ -1694,7 +1756,15 @@ impl DatabaseInterface for DuckDbBackend {
         let root = tokio::task::spawn_blocking(move || open_database(&path, memory, &options))
             .await
             .map_err(|e| Error::internal(format!("opening the DuckDB database failed: {e}")))??;
-        let pool = Arc::new(ConnectionPool::new(root, self.settings));
+        // Fail `connect`, not the first call, on a bad per-connection setting.
+        root.execute_batch(&self.connection_setup).map_err(|e| {
+            Error::invalid_argument(format!("bad DuckDB option in the database URL: {e}"))
+        })?;
+        let pool = Arc::new(ConnectionPool::new(
+            root,
+            self.settings,
+            self.connection_setup.clone(),
+        ));
         let previous = self
             .pool
             .write()
@@ -1854,6 +1924,13 @@ impl DatabaseInterface for DuckDbBackend {
     }
 }
 
+#[async_trait]
+impl Backend for DuckDbBackend {
+    async fn migration_session(&self) -> Result<Box<dyn crate::migrate::MigrationSession>> {
+        self.open_migration_session().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1887,7 +1964,7 @@ mod tests {
         assert_eq!(format_interval(0, 0, 0), "00:00:00");
         assert_eq!(
             format_interval(-1, -1, -1_000_000),
-            "-1 months -1 days -00:00:01"
+            "-1 month -1 day -00:00:01"
         );
     }
 
@@ -1927,6 +2004,49 @@ mod tests {
             ErrorKind::Unavailable
         );
         assert_eq!(classify_message("Catalog Error: x").code(), Some("CATALOG"));
+    }
+
+    #[test]
+    fn only_queries_and_returning_return_rows() {
+        for sql in [
+            "SELECT 1",
+            " -- c\n with a AS (SELECT 1) SELECT * FROM a",
+            "(SELECT 1)",
+            "FROM t",
+            "DELETE FROM t RETURNING id",
+        ] {
+            assert!(returns_rows(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "update t set x = 1",
+            "CREATE TABLE t (x INTEGER)",
+            "DROP TABLE t",
+        ] {
+            assert!(!returns_rows(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn json_alias_decodes_as_json() {
+        use duckdb::arrow::array::StringArray;
+        let docs = StringArray::from(vec![Some(r#"{"a":1}"#), None]);
+        let mut desc = plain_desc();
+        desc.id = LogicalTypeId::Varchar;
+        desc.alias = Some("JSON".into());
+        assert_eq!(
+            decode_value(&docs, 0, &desc),
+            Ok(Value::Json(r#"{"a":1}"#.into()))
+        );
+        assert_eq!(decode_value(&docs, 1, &desc), Ok(Value::Null));
+        let mut out = String::new();
+        write_json(&mut out, &docs, 0, Some(&desc)).expect("json");
+        assert_eq!(out, r#"{"a":1}"#);
+        desc.alias = None;
+        assert_eq!(
+            decode_value(&docs, 0, &desc),
+            Ok(Value::Text(r#"{"a":1}"#.into()))
+        );
     }
 
     #[test]

@@ -25,12 +25,17 @@ impl TestDialect for Duckdb {
     fn qualified(&self, table: &str) -> String {
         format!("main.{table}")
     }
-    // 1 / 0 is NULL in DuckDB, not an error; a failed cast is. CASE runs the
-    // cast only on the matching row, and a plain scan (no ORDER BY) streams
-    // the first 2,048-row chunk before the chunk holding `fail_at`.
+    // 1 / 0 is NULL in DuckDB, not an error; a failed cast is. Within one
+    // scan DuckDB computes the next data chunk before handing over the
+    // current one, and an error discards what it had ready, so a CASE on the
+    // failing row (chunk 2 of 3,000 rows) fails before any row arrives. The
+    // branches of a UNION ALL run one after the other (insertion order is
+    // kept), and the adapter keeps DuckDB's read-ahead to one chunk, so the
+    // rows before `fail_at` are handed over before the failing branch runs.
     fn failing_at_row_sql(&self, table: &str, fail_at: i64) -> String {
         format!(
-            "SELECT CASE WHEN x = {fail_at} THEN CAST('boom' AS BIGINT) ELSE x END AS v FROM {table}"
+            "SELECT x AS v FROM {table} WHERE x < {fail_at} \
+             UNION ALL SELECT CAST('boom ' || x AS BIGINT) FROM {table} WHERE x = {fail_at}"
         )
     }
     fn series_sql(&self, n: u64) -> String {
