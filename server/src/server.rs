@@ -80,10 +80,17 @@ impl BoundServer {
             registry.clone(),
             settings.health_interval,
         ));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(iadb::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions: grpcurl and many tools still ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(iadb::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| Error::internal(format!("reflection: {e}")))?;
         let max = settings.limits.max_message_bytes;
         let database = DatabaseServer::new(DatabaseService::new(
@@ -95,7 +102,8 @@ impl BoundServer {
         .max_encoding_message_size(max);
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(database)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
