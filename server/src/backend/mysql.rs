@@ -11,7 +11,10 @@
 //! `docs/types/mysql.md`; the round trip of every row of it is
 //! `tests/tests/mysql_types.rs`.
 
-use super::{Backend, PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use super::{
+    Backend, PoolSettings, check_param_count, check_sql,
+    sqlx_common::{PoolSlot, map_sqlx_error},
+};
 use crate::{
     migrate::{MigrationSession, StoreDialect},
     placeholders::Dialect,
@@ -34,17 +37,14 @@ use sqlx::{
     },
     pool::PoolConnection,
 };
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 /// The MySQL / MariaDB adapter.
 pub struct MySqlBackend {
     options: MySqlConnectOptions,
     ansi_quotes: bool,
     settings: PoolSettings,
-    pool: RwLock<Option<MySqlPool>>,
+    pool: PoolSlot<sqlx::MySql>,
 }
 
 /// URL options this adapter reads; any other is refused, so that a typo in
@@ -127,17 +127,12 @@ impl MySqlBackend {
             options,
             ansi_quotes,
             settings,
-            pool: RwLock::new(None),
+            pool: PoolSlot::new(),
         })
     }
 
     fn pool(&self) -> Result<MySqlPool> {
-        self.pool
-            .read()
-            .map_err(|_| Error::internal("mysql pool lock poisoned"))?
-            .clone()
-            .filter(|p| !p.is_closed())
-            .ok_or_else(|| Error::unavailable("database is not connected"))
+        self.pool.get()
     }
 }
 
@@ -462,23 +457,11 @@ impl DatabaseInterface for MySqlBackend {
             .connect_with(self.options.clone())
             .await
             .map_err(mysql_error)?;
-        *self
-            .pool
-            .write()
-            .map_err(|_| Error::internal("mysql pool lock poisoned"))? = Some(pool);
-        Ok(())
+        self.pool.set(pool)
     }
 
     async fn disconnect(&self) -> Result<()> {
-        let pool = self
-            .pool
-            .write()
-            .map_err(|_| Error::internal("mysql pool lock poisoned"))?
-            .take();
-        if let Some(pool) = pool {
-            pool.close().await;
-        }
-        Ok(())
+        self.pool.close().await
     }
 
     fn is_connected(&self) -> bool {
@@ -486,12 +469,7 @@ impl DatabaseInterface for MySqlBackend {
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
-        let pool = self.pool().ok()?;
-        Some(PoolStatus {
-            size: pool.size(),
-            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-            max: pool.options().get_max_connections(),
-        })
+        self.pool.status()
     }
 
     fn quote_identifier(&self, name: &str) -> String {

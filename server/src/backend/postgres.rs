@@ -9,7 +9,10 @@
 //! signature. A stream dropped before its end closes its connection, which
 //! ends the query on the server instead of draining it.
 
-use super::{Backend, PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use super::{
+    Backend, PoolSettings, check_param_count, check_sql,
+    sqlx_common::{PoolSlot, map_sqlx_error},
+};
 use crate::{
     migrate::{MigrationSession, StoreDialect},
     placeholders::rewrite_numbered,
@@ -32,17 +35,13 @@ use sqlx::{
     },
     types::{BigDecimal, Json, JsonRawValue, Uuid},
 };
-use std::{
-    borrow::Cow,
-    str::FromStr,
-    sync::{Arc, RwLock},
-};
+use std::{borrow::Cow, str::FromStr, sync::Arc};
 
 /// The PostgreSQL adapter.
 pub struct PostgresBackend {
     options: PgConnectOptions,
     settings: PoolSettings,
-    pool: RwLock<Option<PgPool>>,
+    pool: PoolSlot<sqlx::Postgres>,
 }
 
 impl PostgresBackend {
@@ -81,17 +80,12 @@ impl PostgresBackend {
         Ok(Self {
             options,
             settings,
-            pool: RwLock::new(None),
+            pool: PoolSlot::new(),
         })
     }
 
     fn pool(&self) -> Result<PgPool> {
-        self.pool
-            .read()
-            .map_err(|_| Error::internal("postgres pool lock poisoned"))?
-            .clone()
-            .filter(|p| !p.is_closed())
-            .ok_or_else(|| Error::unavailable("database is not connected"))
+        self.pool.get()
     }
 
     async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
@@ -475,23 +469,11 @@ impl DatabaseInterface for PostgresBackend {
             .connect_with(self.options.clone())
             .await
             .map_err(pg_error)?;
-        *self
-            .pool
-            .write()
-            .map_err(|_| Error::internal("postgres pool lock poisoned"))? = Some(pool);
-        Ok(())
+        self.pool.set(pool)
     }
 
     async fn disconnect(&self) -> Result<()> {
-        let pool = self
-            .pool
-            .write()
-            .map_err(|_| Error::internal("postgres pool lock poisoned"))?
-            .take();
-        if let Some(pool) = pool {
-            pool.close().await;
-        }
-        Ok(())
+        self.pool.close().await
     }
 
     fn is_connected(&self) -> bool {
@@ -499,12 +481,7 @@ impl DatabaseInterface for PostgresBackend {
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
-        let pool = self.pool().ok()?;
-        Some(PoolStatus {
-            size: pool.size(),
-            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-            max: pool.options().get_max_connections(),
-        })
+        self.pool.status()
     }
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {

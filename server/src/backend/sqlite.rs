@@ -2,7 +2,10 @@
 //! keys on. `:memory:` is one connection that never closes, so every call
 //! sees the same database (calls on it run one at a time).
 
-use super::{Backend, PoolSettings, check_param_count, check_sql, sqlx_common::map_sqlx_error};
+use super::{
+    Backend, PoolSettings, check_param_count, check_sql,
+    sqlx_common::{PoolSlot, map_sqlx_error},
+};
 use crate::{
     migrate::{MigrationSession, StoreDialect},
     placeholders::Dialect,
@@ -22,19 +25,14 @@ use sqlx::{
         SqliteRow, SqliteSynchronous,
     },
 };
-use std::{
-    path::Path,
-    str::FromStr,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 /// The SQLite adapter.
 pub struct SqliteBackend {
     options: SqliteConnectOptions,
     memory: bool,
     settings: PoolSettings,
-    pool: RwLock<Option<SqlitePool>>,
+    pool: PoolSlot<sqlx::Sqlite>,
 }
 
 impl SqliteBackend {
@@ -63,17 +61,12 @@ impl SqliteBackend {
             options,
             memory,
             settings,
-            pool: RwLock::new(None),
+            pool: PoolSlot::new(),
         })
     }
 
     fn pool(&self) -> Result<SqlitePool> {
-        self.pool
-            .read()
-            .map_err(|_| Error::internal("sqlite pool lock poisoned"))?
-            .clone()
-            .filter(|p| !p.is_closed())
-            .ok_or_else(|| Error::unavailable("database is not connected"))
+        self.pool.get()
     }
 }
 
@@ -252,23 +245,11 @@ impl DatabaseInterface for SqliteBackend {
             .connect_with(self.options.clone())
             .await
             .map_err(sqlite_error)?;
-        *self
-            .pool
-            .write()
-            .map_err(|_| Error::internal("sqlite pool lock poisoned"))? = Some(pool);
-        Ok(())
+        self.pool.set(pool)
     }
 
     async fn disconnect(&self) -> Result<()> {
-        let pool = self
-            .pool
-            .write()
-            .map_err(|_| Error::internal("sqlite pool lock poisoned"))?
-            .take();
-        if let Some(pool) = pool {
-            pool.close().await;
-        }
-        Ok(())
+        self.pool.close().await
     }
 
     fn is_connected(&self) -> bool {
@@ -276,12 +257,7 @@ impl DatabaseInterface for SqliteBackend {
     }
 
     fn pool_status(&self) -> Option<PoolStatus> {
-        let pool = self.pool().ok()?;
-        Some(PoolStatus {
-            size: pool.size(),
-            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-            max: pool.options().get_max_connections(),
-        })
+        self.pool.status()
     }
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {

@@ -48,3 +48,56 @@ pub(crate) fn map_sqlx_error(e: sqlx::Error, classify: CodeClassifier) -> Error 
         other => Error::internal(other.to_string()),
     }
 }
+
+/// The pool of a sqlx adapter: empty until `connect`, emptied by
+/// `disconnect`; what every sqlx adapter needs to hold, hand out and report.
+pub(crate) struct PoolSlot<DB: sqlx::Database>(std::sync::RwLock<Option<sqlx::Pool<DB>>>);
+
+impl<DB: sqlx::Database> PoolSlot<DB> {
+    /// No pool yet.
+    pub(crate) fn new() -> Self {
+        Self(std::sync::RwLock::new(None))
+    }
+
+    /// The open pool, or UNAVAILABLE.
+    pub(crate) fn get(&self) -> Result<sqlx::Pool<DB>, Error> {
+        self.0
+            .read()
+            .map_err(|_| Error::internal("pool lock poisoned"))?
+            .clone()
+            .filter(|p| !p.is_closed())
+            .ok_or_else(|| Error::unavailable("database is not connected"))
+    }
+
+    /// Holds `pool` from now on.
+    pub(crate) fn set(&self, pool: sqlx::Pool<DB>) -> Result<(), Error> {
+        *self
+            .0
+            .write()
+            .map_err(|_| Error::internal("pool lock poisoned"))? = Some(pool);
+        Ok(())
+    }
+
+    /// Closes and forgets the pool, if any.
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        let pool = self
+            .0
+            .write()
+            .map_err(|_| Error::internal("pool lock poisoned"))?
+            .take();
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+        Ok(())
+    }
+
+    /// Size, idle and max of the open pool.
+    pub(crate) fn status(&self) -> Option<iadb::PoolStatus> {
+        let pool = self.get().ok()?;
+        Some(iadb::PoolStatus {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        })
+    }
+}
