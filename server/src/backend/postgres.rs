@@ -442,7 +442,7 @@ impl Drop for StatementConnection {
 /// Prepares `sql` on `conn` with the declared types and returns the
 /// statement's columns and the arguments bound as the resolved types.
 async fn prepare(
-    conn: &mut PoolConnection<Postgres>,
+    conn: &mut sqlx::PgConnection,
     sql: &str,
     types: &[PgTypeInfo],
     params: &[Value],
@@ -548,15 +548,7 @@ impl DatabaseInterface for PostgresBackend {
                 }
             };
             let (text, types) = prepare_text(sql, params).map_err(at)?;
-            let statement = tx
-                .prepare_with(&text, &types)
-                .await
-                .map_err(|e| at(pg_error(e)))?;
-            let resolved: Vec<PgTypeInfo> = match statement.parameters() {
-                Some(Either::Left(t)) => t.to_vec(),
-                _ => types.clone(),
-            };
-            let args = bind_all(params, &resolved).map_err(at)?;
+            let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
             let done = tx
                 .execute(sqlx::query_with(&text, args))
                 .await
@@ -605,12 +597,7 @@ impl MigrationSession for PostgresSession {
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let (text, types) = prepare_text(sql, params)?;
-        let statement = self.0.prepare_with(&text, &types).await.map_err(pg_error)?;
-        let resolved: Vec<PgTypeInfo> = match statement.parameters() {
-            Some(Either::Left(t)) => t.to_vec(),
-            _ => types.clone(),
-        };
-        let args = bind_all(params, &resolved)?;
+        let (_, args) = prepare(&mut self.0, &text, &types, params).await?;
         let done = self
             .0
             .execute(sqlx::query_with(&text, args))
@@ -621,12 +608,7 @@ impl MigrationSession for PostgresSession {
 
     async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
         let (text, types) = prepare_text(sql, params)?;
-        let statement = self.0.prepare_with(&text, &types).await.map_err(pg_error)?;
-        let resolved: Vec<PgTypeInfo> = match statement.parameters() {
-            Some(Either::Left(t)) => t.to_vec(),
-            _ => types.clone(),
-        };
-        let args = bind_all(params, &resolved)?;
+        let (_, args) = prepare(&mut self.0, &text, &types, params).await?;
         let rows = sqlx::query_with(&text, args)
             .fetch_all(&mut self.0)
             .await
