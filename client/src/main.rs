@@ -60,6 +60,18 @@ enum Command {
     Tables,
     /// Prints the health of every database (exit 1 if one is unhealthy).
     Health,
+    /// Asks the standard gRPC health service (grpc.health.v1.Health/Check),
+    /// like grpc_health_probe: prints `status: SERVING` and exits 0; exits 1
+    /// on NOT_SERVING, SERVICE_UNKNOWN or another answer; exits 2 when the
+    /// server cannot be reached in time (--timeout-ms, default 2000, bounds
+    /// the connection and the call each). For container health checks.
+    Probe {
+        /// The health service to ask about: "" (the whole server: every
+        /// database reachable), "iadb.v1.Database" (the process serves), or
+        /// a database name such as "default".
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Migrations: status, plan, apply, rollback, validate, repair, baseline.
     Migrate {
         /// What to do.
@@ -264,13 +276,114 @@ fn tables_sql(engine: &str) -> &'static str {
     }
 }
 
+/// Default deadline of `iadb probe`, connection and call each.
+const PROBE_TIMEOUT_MS: u64 = 2000;
+
+/// Exit code of `iadb probe` when the server cannot be reached.
+const PROBE_UNREACHABLE: u8 = 2;
+
+/// The text and exit code of a `grpc.health.v1` answer.
+fn probe_outcome(answer: Result<i32, tonic::Status>) -> (String, ExitCode) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    match answer {
+        Ok(status) => match ServingStatus::try_from(status) {
+            Ok(ServingStatus::Serving) => ("status: SERVING".to_owned(), ExitCode::SUCCESS),
+            Ok(other) => (
+                format!("status: {}", other.as_str_name()),
+                ExitCode::FAILURE,
+            ),
+            Err(_) => (
+                format!("status: {status} (not a known status)"),
+                ExitCode::FAILURE,
+            ),
+        },
+        // The standard service answers NOT_FOUND for a name it does not know.
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            ("status: SERVICE_UNKNOWN".to_owned(), ExitCode::FAILURE)
+        }
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) =>
+        {
+            (
+                format!(
+                    "error: health check failed: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ),
+                ExitCode::from(PROBE_UNREACHABLE),
+            )
+        }
+        Err(s) => (
+            format!(
+                "error: health check failed: {:?}: {}",
+                s.code(),
+                s.message()
+            ),
+            ExitCode::FAILURE,
+        ),
+    }
+}
+
+/// `iadb probe`: one `grpc.health.v1.Health/Check` call.
+async fn probe(server: &str, service: String, timeout: Duration) -> ExitCode {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = match tonic::transport::Endpoint::from_shared(server.to_owned()) {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(e) => {
+            eprintln!("error: bad server address `{server}`: {e}");
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+    };
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => {
+            eprintln!("error: cannot connect to {server}: {e}");
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+        Err(_) => {
+            eprintln!(
+                "error: cannot connect to {server}: no connection within {} ms",
+                timeout.as_millis()
+            );
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+    };
+    let mut client = HealthClient::new(channel);
+    let call = client.check(HealthCheckRequest { service });
+    let answer = match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map(|r| r.into_inner().status),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    };
+    let (text, code) = probe_outcome(answer);
+    if text.starts_with("status:") {
+        println!("{text}");
+    } else {
+        eprintln!("{text}");
+    }
+    code
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    // The probe asks the standard health service only: no iadb connection.
+    let command = match cli.command {
+        Command::Probe { service } => {
+            let ms = cli.timeout_ms.unwrap_or(PROBE_TIMEOUT_MS).max(1);
+            return Ok(probe(&cli.server, service, Duration::from_millis(ms)).await);
+        }
+        other => other,
+    };
     let mut db = RemoteDatabase::new(cli.server.clone()).with_database(cli.database.clone());
     if let Some(ms) = cli.timeout_ms {
         db = db.with_timeout(Duration::from_millis(ms));
     }
     db.connect().await?;
-    match cli.command {
+    match command {
         Command::Query {
             sql,
             params,
@@ -395,6 +508,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Probe { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -411,5 +525,39 @@ async fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    #[test]
+    fn probe_exit_codes_follow_grpc_health_probe() {
+        let code = |answer| probe_outcome(answer).1;
+        assert_eq!(code(Ok(ServingStatus::Serving as i32)), ExitCode::SUCCESS);
+        assert_eq!(
+            probe_outcome(Ok(ServingStatus::NotServing as i32)),
+            ("status: NOT_SERVING".to_owned(), ExitCode::FAILURE)
+        );
+        assert_eq!(code(Ok(ServingStatus::Unknown as i32)), ExitCode::FAILURE);
+        assert_eq!(code(Ok(42)), ExitCode::FAILURE);
+        assert_eq!(
+            probe_outcome(Err(tonic::Status::not_found("service not registered"))),
+            ("status: SERVICE_UNKNOWN".to_owned(), ExitCode::FAILURE)
+        );
+        assert_eq!(
+            code(Err(tonic::Status::unimplemented("no health service"))),
+            ExitCode::FAILURE
+        );
+        assert_eq!(
+            code(Err(tonic::Status::unavailable("gone"))),
+            ExitCode::from(PROBE_UNREACHABLE)
+        );
+        assert_eq!(
+            code(Err(tonic::Status::deadline_exceeded("slow"))),
+            ExitCode::from(PROBE_UNREACHABLE)
+        );
     }
 }

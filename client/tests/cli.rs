@@ -225,3 +225,128 @@ async fn migrate_apply_status_rollback() {
     );
     assert!(!stdout(&iadb(&server, &["tables"]).await).contains("nope"));
 }
+
+/// `iadb probe` against the standard health service: exit code and output
+/// for each service name, as a container health check sees them.
+fn probe(endpoint: &str, service: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iadb"))
+        .args(["--server", endpoint, "probe", "--service", service])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exit_codes() {
+    let server = start_server().await;
+    let endpoint = server.endpoint.clone();
+    let run = move |service: &'static str| {
+        let endpoint = endpoint.clone();
+        tokio::task::spawn_blocking(move || probe(&endpoint, service))
+    };
+
+    // The whole server and the process: SERVING, exit 0.
+    for service in ["", "iadb.v1.Database"] {
+        let out = run(service).await.unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{service:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "status: SERVING\n");
+    }
+
+    // A database's status is set by the first background check, which runs
+    // as the server starts: wait for it (bounded).
+    let mut out = run("default").await.unwrap();
+    for _ in 0..50 {
+        if out.status.code() == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        out = run("default").await.unwrap();
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "status: SERVING\n");
+
+    // A name the server does not know: SERVICE_UNKNOWN, exit 1.
+    let out = run("no-such-database").await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "status: SERVICE_UNKNOWN\n"
+    );
+
+    // Nothing listening: exit 2, the reason on stderr, nothing on stdout.
+    let out = tokio::task::spawn_blocking(|| probe("http://127.0.0.1:9", ""))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to http://127.0.0.1:9"),
+        "{stderr}"
+    );
+}
+
+/// The health check commands of deploy/Dockerfile (`HEALTHCHECK CMD [...]`)
+/// and deploy/docker-compose.yml (`test: ["CMD", ...]`), exactly as written,
+/// with `iadb` being this build of the CLI and IADB_SERVER the test server
+/// (in the container it is the default, 127.0.0.1:50051).
+fn deploy_health_checks() -> Vec<(&'static str, Vec<String>)> {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dockerfile = std::fs::read_to_string(deploy.join("Dockerfile")).unwrap();
+    let joined = dockerfile.replace("\\\n", " ");
+    let healthcheck = joined
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK "))
+        .expect("HEALTHCHECK in deploy/Dockerfile");
+    let (_, exec) = healthcheck
+        .split_once(" CMD ")
+        .expect("HEALTHCHECK ... CMD [...]");
+    let docker: Vec<String> = serde_json::from_str(exec.trim()).expect("exec form JSON array");
+
+    let compose = std::fs::read_to_string(deploy.join("docker-compose.yml")).unwrap();
+    let test = compose
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("test: "))
+        .find(|t| t.contains("\"iadb\""))
+        .expect("iadb's healthcheck test in deploy/docker-compose.yml");
+    let compose: Vec<String> = serde_json::from_str(test).expect("a JSON-style YAML list");
+    assert_eq!(compose.first().map(String::as_str), Some("CMD"));
+    vec![
+        ("deploy/Dockerfile", docker),
+        ("deploy/docker-compose.yml", compose[1..].to_vec()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_health_checks_pass_on_a_serving_server() {
+    let server = start_server().await;
+    for (file, command) in deploy_health_checks() {
+        assert_eq!(
+            command.get(..2),
+            Some(&["iadb".to_owned(), "probe".to_owned()][..]),
+            "{file}"
+        );
+        let mut run = Command::new(env!("CARGO_BIN_EXE_iadb"));
+        run.args(&command[1..]).env("IADB_SERVER", &server.endpoint);
+        let out = tokio::task::spawn_blocking(move || run.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "status: SERVING\n");
+    }
+}
