@@ -1,0 +1,783 @@
+/**
+ * Node.js client for the iadb gRPC database gateway.
+ *
+ * The protocol is loaded at run time from the repository's
+ * `proto/iadb/v1/database.proto` with `@grpc/proto-loader` (no generated
+ * code), and the standard `grpc.health.v1` protocol from the `health.proto`
+ * shipped in the `grpc-health-check` package.
+ *
+ * Value mapping (wire `Value` kind -> JavaScript):
+ *
+ * | kind          | JavaScript                                                  |
+ * |---------------|-------------------------------------------------------------|
+ * | null / unset  | `null`                                                      |
+ * | bool          | `boolean`                                                   |
+ * | int (int64)   | `number` when it is a safe integer, else `bigint` (`int64: "bigint"`: always `bigint`) |
+ * | double        | `number` (NaN and ±Infinity included)                       |
+ * | text          | `string`                                                    |
+ * | bytes         | `Buffer`                                                    |
+ * | decimal       | `string` (exact digits)                                     |
+ * | date, time, datetime, timestamp_tz | `string` as sent by the server (ISO 8601 / RFC 3339) |
+ * | json          | the parsed document (`JSON.parse`)                          |
+ */
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+
+/** The gRPC status codes (`Status.INVALID_ARGUMENT`, ...). */
+export const Status = grpc.status;
+export type Status = grpc.status;
+
+/** Metadata key under which the server sends the SQLSTATE / engine code. */
+export const SQLSTATE_METADATA_KEY = "iadb-sqlstate";
+
+/** Largest message sent or accepted, as the server's default limit. */
+const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** `client/node` (this file is `dist/src/index.js` once compiled). */
+const PACKAGE_ROOT = path.resolve(__dirname, "..", "..");
+
+/** The repository's proto folder, relative to this package. */
+export const DEFAULT_PROTO_DIR = path.resolve(PACKAGE_ROOT, "..", "..", "proto");
+
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+};
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/** Name of a gRPC status code ("INVALID_ARGUMENT"), or the number as text. */
+export function statusName(code: number): string {
+  const name = (grpc.status as unknown as Record<number, string | undefined>)[code];
+  return typeof name === "string" ? name : String(code);
+}
+
+/**
+ * A call the server (or the transport) answered with an error status.
+ *
+ * `code` is the gRPC status code (compare with `Status.INVALID_ARGUMENT`,
+ * ...), `codeName` its name, `details` the server's message and `sqlstate`
+ * the SQLSTATE or engine error code when the engine reported one.
+ */
+export class IadbError extends Error {
+  readonly code: number;
+  readonly codeName: string;
+  readonly details: string;
+  readonly sqlstate: string | undefined;
+
+  constructor(code: number, details: string, sqlstate?: string) {
+    const codeName = statusName(code);
+    super(`${codeName}: ${details}${sqlstate ? ` (sqlstate ${sqlstate})` : ""}`);
+    this.name = "IadbError";
+    this.code = code;
+    this.codeName = codeName;
+    this.details = details;
+    this.sqlstate = sqlstate;
+  }
+
+  /** Whether the same call may succeed later (UNAVAILABLE). */
+  get retryable(): boolean {
+    return this.code === grpc.status.UNAVAILABLE;
+  }
+}
+
+function isServiceError(e: unknown): e is grpc.ServiceError {
+  return (
+    typeof e === "object" &&
+    e !== null &&
+    typeof (e as { code?: unknown }).code === "number" &&
+    "details" in e
+  );
+}
+
+/** Any error of a call as an `IadbError` (client-side errors pass through). */
+function toIadbError(e: unknown): unknown {
+  if (e instanceof IadbError || !isServiceError(e)) {
+    return e;
+  }
+  let sqlstate: string | undefined;
+  const values = e.metadata?.get(SQLSTATE_METADATA_KEY) ?? [];
+  if (values.length > 0) {
+    const v = values[0];
+    sqlstate = typeof v === "string" ? v : v.toString("utf8");
+  }
+  return new IadbError(e.code, e.details ?? e.message, sqlstate);
+}
+
+// ---------------------------------------------------------------------------
+// Values
+
+/** A wire value kind. */
+export type ValueKind =
+  | "null"
+  | "bool"
+  | "int"
+  | "double"
+  | "text"
+  | "bytes"
+  | "decimal"
+  | "date"
+  | "time"
+  | "datetime"
+  | "timestamp_tz"
+  | "json";
+
+/** A parameter with an explicit wire kind; build one with `typed.*`. */
+export class TypedValue {
+  /** @internal use the `typed` helpers */
+  constructor(
+    readonly kind: ValueKind,
+    readonly wire: Record<string, unknown>,
+  ) {}
+}
+
+function checkInt64(v: bigint, what: string): string {
+  if (v < -(2n ** 63n) || v > 2n ** 63n - 1n) {
+    throw new RangeError(`${what}${v} is outside the int64 range; pass typed.decimal(...) for larger exact numbers`);
+  }
+  return v.toString();
+}
+
+/** Parameters with an explicit kind, for what plain JS values cannot say. */
+export const typed = {
+  /** An int64 (from a safe integer number, a bigint or decimal digits). */
+  int(v: number | bigint | string): TypedValue {
+    let b: bigint;
+    if (typeof v === "number") {
+      if (!Number.isSafeInteger(v)) {
+        throw new RangeError(`typed.int: ${v} is not a safe integer; pass a bigint`);
+      }
+      b = BigInt(v);
+    } else if (typeof v === "string") {
+      if (!/^-?\d+$/.test(v)) {
+        throw new TypeError(`typed.int: ${JSON.stringify(v)} is not an integer`);
+      }
+      b = BigInt(v);
+    } else {
+      b = v;
+    }
+    return new TypedValue("int", { int: checkInt64(b, "typed.int: ") });
+  },
+  /** A double, even for an integral number (`typed.double(3)`). */
+  double(v: number): TypedValue {
+    return new TypedValue("double", { double: v });
+  },
+  /** An exact decimal, as its digits ("12345678901234567890.5"). */
+  decimal(v: string | number | bigint): TypedValue {
+    return new TypedValue("decimal", { decimal: String(v) });
+  },
+  /** A calendar date "YYYY-MM-DD". */
+  date(v: string): TypedValue {
+    return new TypedValue("date", { date: v });
+  },
+  /** A time of day "HH:MM:SS[.fffffffff]". */
+  time(v: string): TypedValue {
+    return new TypedValue("time", { time: v });
+  },
+  /** A timestamp without zone "YYYY-MM-DDTHH:MM:SS[.fffffffff]". */
+  datetime(v: string): TypedValue {
+    return new TypedValue("datetime", { datetime: v });
+  },
+  /** A timestamp with zone: RFC 3339 text or a `Date`. */
+  timestampTz(v: string | Date): TypedValue {
+    return new TypedValue("timestamp_tz", { timestamp_tz: typeof v === "string" ? v : dateText(v) });
+  },
+  /** A JSON document: any JSON-serialisable value (serialised now). */
+  json(v: unknown): TypedValue {
+    const text = JSON.stringify(v);
+    if (text === undefined) {
+      throw new TypeError("typed.json: value is not JSON-serialisable");
+    }
+    return new TypedValue("json", { json: text });
+  },
+  /** Text (the same as passing a string). */
+  text(v: string): TypedValue {
+    return new TypedValue("text", { text: v });
+  },
+  /** Bytes (the same as passing a Buffer). */
+  bytes(v: Uint8Array): TypedValue {
+    return new TypedValue("bytes", { bytes: Buffer.from(v) });
+  },
+  /** SQL NULL (the same as passing null). */
+  null(): TypedValue {
+    return new TypedValue("null", { null: 0 });
+  },
+};
+
+function dateText(d: Date): string {
+  if (Number.isNaN(d.getTime())) {
+    throw new RangeError("invalid Date");
+  }
+  return d.toISOString();
+}
+
+/**
+ * A parameter for a `?` placeholder.
+ *
+ * `null`/`undefined` -> null, `boolean` -> bool, an integral `number` that is
+ * a safe integer -> int, any other `number` -> double, `bigint` -> int
+ * (int64 range), `string` -> text, `Buffer`/`Uint8Array` -> bytes, `Date` ->
+ * timestamp_tz (UTC), `typed.*(...)` -> the kind it names.
+ */
+export type Param =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | Date
+  | TypedValue;
+
+/** The wire form of one parameter (`position` is 1-based, for messages). */
+export function encodeValue(v: Param, position?: number): Record<string, unknown> {
+  const where = position === undefined ? "" : `parameter ${position}: `;
+  if (v === null || v === undefined) {
+    return { null: 0 };
+  }
+  switch (typeof v) {
+    case "boolean":
+      return { bool: v };
+    case "number":
+      return Number.isSafeInteger(v) ? { int: String(v) } : { double: v };
+    case "bigint":
+      return { int: checkInt64(v, where) };
+    case "string":
+      return { text: v };
+    default:
+      break;
+  }
+  if (v instanceof TypedValue) {
+    return v.wire;
+  }
+  if (v instanceof Uint8Array) {
+    return { bytes: Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength) };
+  }
+  if (v instanceof Date) {
+    try {
+      return { timestamp_tz: dateText(v) };
+    } catch (e) {
+      throw new RangeError(`${where}${(e as Error).message}`);
+    }
+  }
+  const what = Array.isArray(v) ? "an array" : typeof v === "object" ? "an object" : typeof v;
+  throw new TypeError(`${where}${what} is not a SQL value; wrap JSON documents in typed.json(...)`);
+}
+
+function encodeParams(params: readonly Param[] | undefined): Record<string, unknown>[] {
+  if (params === undefined || params === null) {
+    return [];
+  }
+  if (!Array.isArray(params)) {
+    throw new TypeError("params must be an array of values for the `?` placeholders");
+  }
+  return params.map((p, i) => encodeValue(p, i + 1));
+}
+
+/** How int64 values are returned. */
+export type Int64Mode = "auto" | "bigint";
+
+/**
+ * A decoded value: `null`, `boolean`, `number`, `bigint`, `string`, `Buffer`,
+ * or for the json kind any parsed JSON value (hence `unknown`).
+ */
+export type SqlValue = unknown;
+
+/** A row: values keyed by column name (a repeated name keeps the last value). */
+export type Row = Record<string, SqlValue>;
+
+/** A result column. */
+export interface Column {
+  /** The name as the engine reports it; may be empty or repeated. */
+  name: string;
+  /** The engine's declared type name, empty where it does not know it. */
+  declaredType: string;
+}
+
+interface WireValue {
+  kind?: string;
+  [field: string]: unknown;
+}
+
+interface WireRow {
+  values?: WireValue[];
+}
+
+interface WireColumn {
+  name?: string;
+  declared_type?: string;
+}
+
+function decodeInt(s: unknown, mode: Int64Mode): number | bigint {
+  const text = String(s);
+  if (mode === "bigint") {
+    return BigInt(text);
+  }
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : BigInt(text);
+}
+
+/** One wire value as a JavaScript value (see the module's mapping table). */
+export function decodeValue(v: WireValue | undefined, mode: Int64Mode = "auto"): SqlValue {
+  if (v === undefined || v === null) {
+    return null;
+  }
+  switch (v.kind) {
+    case undefined:
+    case "null":
+      return null;
+    case "int":
+      return decodeInt(v.int, mode);
+    case "text":
+      return v.text as string;
+    case "double":
+      return v.double as number;
+    case "bool":
+      return v.bool as boolean;
+    case "bytes":
+      return v.bytes as Buffer;
+    case "decimal":
+    case "date":
+    case "time":
+    case "datetime":
+    case "timestamp_tz":
+      return v[v.kind] as string;
+    case "json": {
+      const text = v.json as string;
+      try {
+        return JSON.parse(text) as unknown;
+      } catch (e) {
+        throw new IadbError(grpc.status.INTERNAL, `json value from the server does not parse: ${(e as Error).message}`);
+      }
+    }
+    default:
+      throw new IadbError(grpc.status.INTERNAL, `unknown value kind ${JSON.stringify(v.kind)} from the server`);
+  }
+}
+
+function decodeRow(names: readonly string[], row: WireRow, mode: Int64Mode): Row {
+  const values = row.values ?? [];
+  const out: Row = {};
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
+    const value = decodeValue(values[i], mode);
+    if (name === "__proto__") {
+      Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
+    } else {
+      out[name] = value;
+    }
+  }
+  return out;
+}
+
+function decodeColumns(columns: WireColumn[] | undefined): Column[] {
+  return (columns ?? []).map((c) => ({ name: c.name ?? "", declaredType: c.declared_type ?? "" }));
+}
+
+// ---------------------------------------------------------------------------
+// Results
+
+/** Per-call options. */
+export interface CallOptions {
+  /**
+   * Time limit in milliseconds: sent as the server-side `timeout_ms`
+   * (the query is stopped on the engine) and as the gRPC deadline, plus a
+   * second's grace so that the server's DEADLINE_EXCEEDED arrives first.
+   */
+  timeoutMs?: number;
+}
+
+/** What `execute` returns. */
+export interface ExecuteResult {
+  rowsAffected: number | bigint;
+  /** The id of the last inserted row where the engine has one. */
+  lastInsertId?: number | bigint;
+  executionTimeMs: number;
+}
+
+/** What `executeMany` returns. */
+export interface ExecuteManyResult {
+  rowsAffected: number | bigint;
+  executionTimeMs: number;
+}
+
+/** The last frame of a FetchAll stream. */
+export interface ResultSummary {
+  rowCount: number | bigint;
+  rowsAffected: number | bigint;
+  executionTimeMs: number;
+}
+
+/** Health of one database (the iadb Health RPC). */
+export interface DatabaseHealth {
+  name: string;
+  engine: string;
+  healthy: boolean;
+  /** Why it is unhealthy; empty when healthy. */
+  message: string;
+  poolSize: number;
+  poolIdle: number;
+  poolMax: number;
+  latencyMs: number;
+}
+
+/** A standard health status. */
+export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
+
+/**
+ * The rows of a FetchAll call, as an async iterable of plain objects.
+ *
+ * The call starts at the first `next()`, and frames are read as the rows are
+ * consumed (gRPC flow control holds back the server), so a result of any
+ * size streams in bounded memory. Leaving a `for await` loop early cancels
+ * the call. `columns` is set once the header arrived, `summary` at the end.
+ * One `RowStream` can be iterated once.
+ */
+export class RowStream implements AsyncIterable<Row> {
+  /** The result's columns, once the header arrived. */
+  columns: Column[] | undefined;
+  /** The summary, once the stream ended successfully. */
+  summary: ResultSummary | undefined;
+  private started = false;
+
+  /** @internal built by `IadbClient.fetchAll` */
+  constructor(
+    private readonly open: () => grpc.ClientReadableStream<unknown>,
+    private readonly mode: Int64Mode,
+  ) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<Row> {
+    if (this.started) {
+      throw new Error("a RowStream can be iterated once; call fetchAll again");
+    }
+    this.started = true;
+    return this.rows();
+  }
+
+  /** Every row in an array (for results known to be small). */
+  async toArray(): Promise<Row[]> {
+    const rows: Row[] = [];
+    for await (const row of this) {
+      rows.push(row);
+    }
+    return rows;
+  }
+
+  private async *rows(): AsyncGenerator<Row, void, undefined> {
+    const call = this.open();
+    let finished = false;
+    let names: string[] | undefined;
+    let count = 0;
+    try {
+      for await (const frame of call as AsyncIterable<Record<string, unknown>>) {
+        switch (frame.frame) {
+          case "header": {
+            const header = frame.header as { columns?: WireColumn[] };
+            this.columns = decodeColumns(header.columns);
+            names = this.columns.map((c) => c.name);
+            break;
+          }
+          case "batch": {
+            if (names === undefined) {
+              throw new IadbError(grpc.status.INTERNAL, "FetchAll: a row batch came before the header");
+            }
+            const batch = frame.batch as { rows?: WireRow[] };
+            for (const row of batch.rows ?? []) {
+              count++;
+              yield decodeRow(names, row, this.mode);
+            }
+            break;
+          }
+          case "summary": {
+            const s = frame.summary as Record<string, unknown>;
+            this.summary = {
+              rowCount: decodeInt(s.row_count, this.mode),
+              rowsAffected: decodeInt(s.rows_affected, this.mode),
+              executionTimeMs: Number(s.execution_time_ms ?? 0),
+            };
+            break;
+          }
+          default:
+            break;
+        }
+      }
+      finished = true;
+    } catch (e) {
+      throw toIadbError(e);
+    } finally {
+      if (!finished) {
+        // Stopped early (break, throw or an error): end the call on the
+        // server. Its CANCELLED status must not surface as an unhandled
+        // 'error' event.
+        call.on("error", () => {});
+        call.cancel();
+      }
+    }
+    if (this.summary === undefined) {
+      throw new IadbError(grpc.status.INTERNAL, "FetchAll: the stream ended without its summary");
+    }
+    if (BigInt(this.summary.rowCount) !== BigInt(count)) {
+      throw new IadbError(
+        grpc.status.INTERNAL,
+        `FetchAll: the summary counts ${this.summary.rowCount} rows but ${count} arrived`,
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The client
+
+/** Options of `IadbClient.connect`. */
+export interface ConnectOptions {
+  /** The server's database name; empty or absent: its default database. */
+  database?: string;
+  /** How int64 values come back: "auto" (default) or "bigint". */
+  int64?: Int64Mode;
+  /** Credentials; default insecure, or TLS for an `https://` address. */
+  credentials?: grpc.ChannelCredentials;
+  /** How long `connect` waits for the channel (default 10000 ms). */
+  connectTimeoutMs?: number;
+  /** Largest message sent or received (default 64 MiB, as the server). */
+  maxMessageBytes?: number;
+  /** Folder holding `iadb/v1/database.proto` (default: the repository's `proto/`). */
+  protoDir?: string;
+}
+
+type UnaryCallback = (err: grpc.ServiceError | null, res?: unknown) => void;
+type UnaryMethod = (req: unknown, metadata: grpc.Metadata, options: grpc.CallOptions, cb: UnaryCallback) => void;
+
+const packageCache = new Map<string, grpc.GrpcObject>();
+
+function loadPackage(protoDir: string): grpc.GrpcObject {
+  const cached = packageCache.get(protoDir);
+  if (cached !== undefined) {
+    return cached;
+  }
+  const proto = path.join(protoDir, "iadb", "v1", "database.proto");
+  if (!fs.existsSync(proto)) {
+    throw new Error(
+      `${proto} does not exist: pass protoDir (a folder holding iadb/v1/database.proto) to IadbClient.connect`,
+    );
+  }
+  const definition = protoLoader.loadSync(["iadb/v1/database.proto", path.basename(healthProtoPath)], {
+    ...LOADER_OPTIONS,
+    includeDirs: [protoDir, path.dirname(healthProtoPath)],
+  });
+  const pkg = grpc.loadPackageDefinition(definition);
+  packageCache.set(protoDir, pkg);
+  return pkg;
+}
+
+function lookupService(pkg: grpc.GrpcObject, dotted: string): grpc.ServiceClientConstructor {
+  let node: unknown = pkg;
+  for (const part of dotted.split(".")) {
+    node = (node as Record<string, unknown> | undefined)?.[part];
+  }
+  if (typeof node !== "function") {
+    throw new Error(`service ${dotted} is not in the loaded protos`);
+  }
+  return node as grpc.ServiceClientConstructor;
+}
+
+/** `host:port` from an address that may carry an `http(s)://` scheme. */
+function parseAddress(address: string): { target: string; tls: boolean } {
+  const m = /^(https?):\/\/([^/]+)\/?$/i.exec(address.trim());
+  if (m) {
+    return { target: m[2], tls: m[1].toLowerCase() === "https" };
+  }
+  return { target: address.trim(), tls: false };
+}
+
+/** A client of one iadb server and one of its databases. */
+export class IadbClient {
+  /** The database every call names ("" is the server's default). */
+  readonly database: string;
+  private readonly stub: grpc.Client;
+  private readonly healthStub: grpc.Client;
+  private readonly mode: Int64Mode;
+
+  private constructor(stub: grpc.Client, healthStub: grpc.Client, database: string, mode: Int64Mode) {
+    this.stub = stub;
+    this.healthStub = healthStub;
+    this.database = database;
+    this.mode = mode;
+  }
+
+  /**
+   * Connects to `address` ("127.0.0.1:50051", "http://127.0.0.1:50051",
+   * "https://db.example:443" or any gRPC target) and waits until the channel
+   * is ready; rejects with UNAVAILABLE when it is not ready in time.
+   */
+  static async connect(address: string, options: ConnectOptions = {}): Promise<IadbClient> {
+    const mode = options.int64 ?? "auto";
+    if (mode !== "auto" && mode !== "bigint") {
+      throw new TypeError(`int64 must be "auto" or "bigint", not ${JSON.stringify(mode)}`);
+    }
+    const pkg = loadPackage(options.protoDir ?? DEFAULT_PROTO_DIR);
+    const Database = lookupService(pkg, "iadb.v1.Database");
+    const Health = lookupService(pkg, "grpc.health.v1.Health");
+    const { target, tls } = parseAddress(address);
+    const credentials =
+      options.credentials ?? (tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure());
+    const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const stub = new Database(target, credentials, {
+      "grpc.max_receive_message_length": max,
+      "grpc.max_send_message_length": max,
+    });
+    // The health client shares the same channel (one connection).
+    const healthStub = new Health(target, credentials, { channelOverride: stub.getChannel() });
+    const timeout = options.connectTimeoutMs ?? 10_000;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        stub.waitForReady(Date.now() + timeout, (err) => (err ? reject(err) : resolve()));
+      });
+    } catch (e) {
+      stub.close();
+      throw new IadbError(
+        grpc.status.UNAVAILABLE,
+        `cannot connect to ${target} within ${timeout} ms: ${(e as Error).message}`,
+      );
+    }
+    return new IadbClient(stub, healthStub, options.database ?? "", mode);
+  }
+
+  private callOptions(opts: CallOptions | undefined): grpc.CallOptions {
+    const timeout = opts?.timeoutMs;
+    return timeout !== undefined && timeout > 0 ? { deadline: Date.now() + timeout + 1000 } : {};
+  }
+
+  private queryOptions(opts: CallOptions | undefined): Record<string, unknown> | undefined {
+    const timeout = opts?.timeoutMs;
+    if (timeout === undefined || timeout <= 0) {
+      return undefined;
+    }
+    if (!Number.isInteger(timeout) || timeout > 0xffffffff) {
+      throw new RangeError(`timeoutMs must be a whole number of milliseconds below 2^32, not ${timeout}`);
+    }
+    return { timeout_ms: timeout };
+  }
+
+  private unary<T>(stub: grpc.Client, method: string, request: unknown, opts?: CallOptions): Promise<T> {
+    const fn = (stub as unknown as Record<string, UnaryMethod>)[method];
+    return new Promise<T>((resolve, reject) => {
+      fn.call(stub, request, new grpc.Metadata(), this.callOptions(opts), (err, res) => {
+        if (err) {
+          reject(toIadbError(err));
+        } else {
+          resolve(res as T);
+        }
+      });
+    });
+  }
+
+  /** Runs one statement that returns no rows (INSERT, UPDATE, DDL, ...). */
+  async execute(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<ExecuteResult> {
+    const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
+    const res = await this.unary<Record<string, unknown>>(this.stub, "Execute", request, opts);
+    const result: ExecuteResult = {
+      rowsAffected: decodeInt(res.rows_affected ?? "0", this.mode),
+      executionTimeMs: Number(res.execution_time_ms ?? 0),
+    };
+    if (res._last_insert_id === "last_insert_id" && res.last_insert_id !== undefined) {
+      result.lastInsertId = decodeInt(res.last_insert_id, this.mode);
+    }
+    return result;
+  }
+
+  /** Runs one statement once per parameter list, in one transaction. */
+  async executeMany(sql: string, paramSets: readonly (readonly Param[])[], opts?: CallOptions): Promise<ExecuteManyResult> {
+    if (!Array.isArray(paramSets)) {
+      throw new TypeError("paramSets must be an array of parameter arrays");
+    }
+    const request = {
+      database: this.database,
+      sql,
+      param_sets: paramSets.map((set) => ({ values: encodeParams(set) })),
+      options: this.queryOptions(opts),
+    };
+    const res = await this.unary<Record<string, unknown>>(this.stub, "ExecuteMany", request, opts);
+    return {
+      rowsAffected: decodeInt(res.rows_affected ?? "0", this.mode),
+      executionTimeMs: Number(res.execution_time_ms ?? 0),
+    };
+  }
+
+  /**
+   * Streams a result: `for await (const row of client.fetchAll(sql, params))`.
+   * Errors (from the server or a bad parameter) reject the iteration.
+   */
+  fetchAll(sql: string, params?: readonly Param[], opts?: CallOptions): RowStream {
+    return new RowStream(() => {
+      const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
+      const stub = this.stub as unknown as Record<
+        string,
+        (req: unknown, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
+      >;
+      return stub.FetchAll.call(this.stub, request, this.callOptions(opts));
+    }, this.mode);
+  }
+
+  /** The first row of a result, or `null` when it is empty. */
+  async fetchOne(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<Row | null> {
+    const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
+    const res = await this.unary<{ columns?: WireColumn[]; row?: WireRow | null }>(this.stub, "FetchOne", request, opts);
+    if (res.row === undefined || res.row === null) {
+      return null;
+    }
+    return decodeRow(
+      decodeColumns(res.columns).map((c) => c.name),
+      res.row,
+      this.mode,
+    );
+  }
+
+  /** Whether a table exists (`schema.table` where the engine has schemas). */
+  async tableExists(table: string, opts?: CallOptions): Promise<boolean> {
+    const res = await this.unary<{ exists?: boolean }>(this.stub, "TableExists", { database: this.database, table }, opts);
+    return res.exists === true;
+  }
+
+  /**
+   * The iadb Health RPC: liveness and pool figures of `database` (default:
+   * every configured database).
+   */
+  async health(database = "", opts?: CallOptions): Promise<DatabaseHealth[]> {
+    const res = await this.unary<{ databases?: Record<string, unknown>[] }>(this.stub, "Health", { database }, opts);
+    return (res.databases ?? []).map((d) => ({
+      name: String(d.name ?? ""),
+      engine: String(d.engine ?? ""),
+      healthy: d.healthy === true,
+      message: String(d.message ?? ""),
+      poolSize: Number(d.pool_size ?? 0),
+      poolIdle: Number(d.pool_idle ?? 0),
+      poolMax: Number(d.pool_max ?? 0),
+      latencyMs: Number(d.latency_ms ?? 0),
+    }));
+  }
+
+  /**
+   * The standard `grpc.health.v1.Health/Check` of `service` ("" is the whole
+   * server, a database name that database). An unknown service rejects with
+   * NOT_FOUND.
+   */
+  async standardHealth(service = "", opts?: CallOptions): Promise<ServingStatus> {
+    const res = await this.unary<{ status?: string }>(this.healthStub, "Check", { service }, opts);
+    return (res.status ?? "UNKNOWN") as ServingStatus;
+  }
+
+  /** Closes the channel; calls in flight end with CANCELLED. */
+  close(): void {
+    this.stub.close();
+  }
+}

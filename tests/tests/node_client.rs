@@ -1,0 +1,149 @@
+//! Builds the Node client (`client/node`), then runs its streaming example
+//! and its `node --test` suite against a test server with a SQLite default
+//! database, so that `cargo test --workspace` covers it.
+//!
+//! Needs `node` (20 or newer) and `npm`, with the package's dependencies
+//! installed: `npm ci --prefix client/node`. Without them the test is skipped
+//! with a notice, except in CI (`CI=true`), where it fails.
+
+use iadb_tests::harness::{TestServer, in_ci, skip};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const INSTALL: &str = "install Node.js 20+ and run: npm ci --prefix client/node";
+
+/// Rows the example streams (its default).
+const ROWS: u64 = 200_000;
+
+fn client_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../client/node")
+        .canonicalize()
+        .expect("client/node folder")
+}
+
+/// Why the Node client cannot run here, if it cannot.
+fn missing(dir: &Path) -> Option<String> {
+    for tool in ["node", "npm"] {
+        match Command::new(tool).arg("--version").output() {
+            Err(e) => return Some(format!("cannot run `{tool}`: {e}")),
+            Ok(out) if !out.status.success() => {
+                return Some(format!("`{tool} --version` failed ({})", out.status));
+            }
+            Ok(_) => {}
+        }
+    }
+    let modules = dir.join("node_modules");
+    if !modules.join("@grpc/grpc-js").is_dir() || !modules.join("typescript").is_dir() {
+        return Some(format!("{} is not installed", modules.display()));
+    }
+    None
+}
+
+/// Runs `cmd`, printing its output; fails the test unless it succeeds.
+fn run(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("== {what}: {}\n{stdout}", out.status);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}){}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status,
+        if in_ci() { " in CI" } else { "" }
+    );
+    out
+}
+
+#[test]
+fn node_client_example_and_suite() {
+    let dir = client_dir();
+    if let Some(why) = missing(&dir) {
+        skip("node client", &format!("{why} ({INSTALL})"));
+        return;
+    }
+
+    run(
+        "npm run build",
+        Command::new("npm")
+            .args(["run", "--silent", "build"])
+            .current_dir(&dir),
+    );
+
+    let server = TestServer::start(&[]);
+    let addr = server
+        .endpoint
+        .strip_prefix("http://")
+        .expect("endpoint is http://HOST:PORT")
+        .to_owned();
+    let server_log = || server.log_text();
+
+    // The example: streams ROWS rows and prints one line of JSON on stdout.
+    let example = Command::new("node")
+        .arg("dist/examples/stream.js")
+        .current_dir(&dir)
+        .env("IADB_ADDR", &addr)
+        .output()
+        .expect("run node dist/examples/stream.js");
+    let stdout = String::from_utf8_lossy(&example.stdout);
+    let stderr = String::from_utf8_lossy(&example.stderr);
+    println!("== example: {}\n{stdout}", example.status);
+    eprintln!("{stderr}");
+    assert!(
+        example.status.success(),
+        "the Node example failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+        example.status,
+        server_log()
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in the example's stdout:\n{stdout}"));
+    let summary: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("the example's JSON line does not parse ({e}): {line}"));
+    assert_eq!(summary["rows"].as_u64(), Some(ROWS), "rows in {line}");
+    assert_eq!(
+        summary["sum"].as_u64(),
+        Some(ROWS * (ROWS + 1) / 2),
+        "sum of i in {line}"
+    );
+    assert_eq!(
+        summary["error_code"].as_str(),
+        Some("INVALID_ARGUMENT"),
+        "bad SQL's code in {line}"
+    );
+    for figure in ["elapsed_ms", "peak_heap_used_mib", "peak_rss_mib"] {
+        let value = summary[figure].as_f64();
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{figure} is a positive number in {line}"
+        );
+    }
+
+    // The library's suite.
+    let tests = Command::new("node")
+        .args(["--test", "dist/test/client.test.js"])
+        .current_dir(&dir)
+        .env("IADB_ADDR", &addr)
+        .output()
+        .expect("run node --test dist/test/client.test.js");
+    let stdout = String::from_utf8_lossy(&tests.stdout);
+    let stderr = String::from_utf8_lossy(&tests.stderr);
+    println!("== node --test: {}\n{stdout}", tests.status);
+    eprintln!("{stderr}");
+    assert!(
+        tests.status.success(),
+        "the Node client suite failed ({}){}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+        tests.status,
+        if in_ci() { " in CI" } else { "" },
+        server_log()
+    );
+    assert!(
+        stdout.contains("# fail 0"),
+        "node --test reports no failure:\n{stdout}"
+    );
+}
