@@ -51,6 +51,8 @@ pub struct PoolStatus {
     pub idle: u32,
     /// The most the pool opens.
     pub max: u32,
+    /// Calls waiting for a connection right now (the pool is exhausted).
+    pub waiting: u32,
 }
 
 /// Quotes an identifier for SQL (`"name"`, inner quotes doubled), the form

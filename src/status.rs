@@ -6,9 +6,9 @@ use tonic::{Code, Status, metadata::MetadataValue};
 /// Response metadata key carrying the SQLSTATE or engine error code.
 pub const SQLSTATE_METADATA_KEY: &str = "iadb-sqlstate";
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Self {
-        let code = match e.kind() {
+impl From<ErrorKind> for Code {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
             ErrorKind::InvalidArgument => Code::InvalidArgument,
             ErrorKind::NotFound => Code::NotFound,
             ErrorKind::AlreadyExists => Code::AlreadyExists,
@@ -22,7 +22,13 @@ impl From<Error> for Status {
             ErrorKind::Unimplemented => Code::Unimplemented,
             ErrorKind::Aborted => Code::Aborted,
             ErrorKind::Internal => Code::Internal,
-        };
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = Code::from(e.kind());
         let mut status = Status::new(code, e.message());
         if let Some(value) = e.code().and_then(|c| MetadataValue::try_from(c).ok()) {
             status.metadata_mut().insert(SQLSTATE_METADATA_KEY, value);

@@ -115,6 +115,10 @@ pub struct Cli {
     /// service status).
     #[arg(long, env = "IADB_HEALTH_INTERVAL_SECS")]
     pub health_interval_secs: Option<u64>,
+    /// Address of the Prometheus endpoint (`GET /metrics`), e.g.
+    /// 127.0.0.1:9464; none by default.
+    #[arg(long, env = "IADB_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// One environment of the config file.
@@ -140,6 +144,8 @@ pub struct EnvironmentFile {
     pub max_request_bytes: Option<usize>,
     /// Seconds between health checks.
     pub health_interval_secs: Option<u64>,
+    /// Address of the Prometheus endpoint.
+    pub metrics_listen: Option<String>,
 }
 
 /// The config file: `[environments.NAME]` tables.
@@ -175,6 +181,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Interval of the background health checks.
     pub health_interval: Duration,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Whether to apply migrations at start-up.
     pub migrate: bool,
     /// How strict start-up and RPC migration runs are.
@@ -220,6 +228,19 @@ impl Settings {
         let listen = listen_text
             .parse()
             .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let metrics_listen = match cli
+            .metrics_listen
+            .clone()
+            .or(file_env.metrics_listen.clone())
+            .filter(|t| !t.trim().is_empty())
+        {
+            Some(text) => Some(
+                text.trim()
+                    .parse()
+                    .map_err(|_| ConfigError::Listen(text.clone()))?,
+            ),
+            None => None,
+        };
 
         // Named databases: the file's, then flags (a flag wins on a name).
         let mut named: BTreeMap<String, String> = file_env.databases.clone();
@@ -315,6 +336,7 @@ impl Settings {
                     .unwrap_or(5)
                     .max(1),
             ),
+            metrics_listen,
         })
     }
 }

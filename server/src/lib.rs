@@ -3,11 +3,13 @@
 //!
 //! `config` turns flags, environment and an optional TOML file into
 //! [`Settings`]; `registry` holds one adapter per named database;
-//! `service` is the gRPC handlers; `server` binds, serves and shuts down.
+//! `service` is the gRPC handlers; `server` binds, serves and shuts down;
+//! `metrics` is the Prometheus endpoint.
 //! Adapters live in `backend`, one module per engine behind its feature.
 
 pub mod backend;
 pub mod config;
+pub mod metrics;
 pub mod migrate;
 pub mod placeholders;
 mod registry;
@@ -32,6 +34,8 @@ pub fn main_entry() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: log files and collectors get text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let settings = match Settings::from_cli(&cli) {
         Ok(s) => s,

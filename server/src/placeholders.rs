@@ -122,6 +122,83 @@ pub fn split_statements(sql: &str, dialect: Dialect) -> Vec<&str> {
     statements
 }
 
+/// Longest statement fingerprint kept, in bytes; longer ones are cut at a
+/// character boundary and end in `...`.
+pub const FINGERPRINT_MAX_BYTES: usize = 240;
+
+/// The shape of a statement, for logs, traces and metrics: string and number
+/// literals and dollar-quoted bodies become `?`, comments go, runs of
+/// whitespace become one space; keywords, identifiers (quoted ones too),
+/// operators and placeholders stay. No value written into the SQL survives,
+/// so two calls that differ only in their literals share one fingerprint.
+pub fn fingerprint(sql: &str, dialect: Dialect) -> String {
+    let mut out = String::with_capacity(sql.len().min(FINGERPRINT_MAX_BYTES + 3));
+    let mut space = false;
+    // The last token written was a number (`?`), or a number then `.`: a
+    // decimal `1.5` lexes as `1`, `.`, `5` and becomes one `?`.
+    let mut after_number = false;
+    let mut after_number_dot = false;
+    let mut after_dollar = false;
+    for token in Lexer::new(sql, dialect) {
+        let text = &sql[token.start..token.end];
+        let first = text.as_bytes().first().copied().unwrap_or(b' ');
+        let is_number = token.kind == Kind::Code && first.is_ascii_digit();
+        let piece = match token.kind {
+            Kind::Whitespace | Kind::Comment => {
+                space = !out.is_empty();
+                after_number = false;
+                after_number_dot = false;
+                after_dollar = false;
+                continue;
+            }
+            Kind::Code if text == "." && after_number && !space => {
+                after_number = false;
+                after_number_dot = true;
+                continue;
+            }
+            Kind::Code if is_number && after_number_dot && !space => {
+                after_number_dot = false;
+                after_number = true;
+                continue;
+            }
+            // `$1`: a numbered placeholder, not a literal.
+            Kind::Code if is_number && after_dollar => text,
+            Kind::Code if is_number => "?",
+            Kind::Quoted if is_quoted_identifier(first, dialect) => text,
+            Kind::Quoted => "?",
+            _ => text,
+        };
+        after_number = is_number;
+        after_number_dot = false;
+        after_dollar = text == "$";
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push_str(piece);
+        if out.len() > FINGERPRINT_MAX_BYTES {
+            let mut cut = FINGERPRINT_MAX_BYTES;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str("...");
+            break;
+        }
+    }
+    out
+}
+
+/// Whether a quoted token starting with `first` is an identifier (kept in a
+/// fingerprint) rather than a literal.
+fn is_quoted_identifier(first: u8, dialect: Dialect) -> bool {
+    match first {
+        b'"' => dialect != Dialect::MySql,
+        b'`' | b'[' => true,
+        _ => false,
+    }
+}
+
 /// Whitespace as the engines see it; all of them stop at ASCII, so a
 /// non-ASCII space is part of an identifier rather than a separator.
 fn is_space(b: u8) -> bool {
@@ -373,6 +450,66 @@ mod tests {
 
     fn pg(sql: &str) -> String {
         rewrite_numbered(sql).0.into_owned()
+    }
+
+    // ---- fingerprints ---------------------------------------------------
+
+    #[test]
+    fn fingerprint_hides_literals_and_keeps_shape() {
+        assert_eq!(
+            fingerprint(
+                "SELECT  a, \"b c\" FROM t -- who\nWHERE name = 'hunter2' AND n > 42.5 AND x = ?",
+                Dialect::Postgres
+            ),
+            "SELECT a, \"b c\" FROM t WHERE name = ? AND n > ? AND x = ?"
+        );
+        assert_eq!(
+            fingerprint(
+                "INSERT INTO t1 VALUES (1, 'x''y', $$body$$, E'\\n')",
+                Dialect::Postgres
+            ),
+            "INSERT INTO t1 VALUES (?, ?, ?, ?)"
+        );
+        assert_eq!(
+            fingerprint("SELECT $1, $2 FROM t", Dialect::Postgres),
+            "SELECT $1, $2 FROM t"
+        );
+        // MySQL: "..." is a string, `...` an identifier.
+        assert_eq!(
+            fingerprint(
+                "SELECT `k` FROM t WHERE v = \"secret\" # note",
+                Dialect::MySql
+            ),
+            "SELECT `k` FROM t WHERE v = ?"
+        );
+        assert_eq!(
+            fingerprint("SELECT x'00ff', [col] FROM t", Dialect::Sqlite),
+            "SELECT x?, [col] FROM t"
+        );
+        // Two calls that differ only in literals share a fingerprint.
+        assert_eq!(
+            fingerprint("SELECT * FROM t WHERE id = 1", Dialect::Sqlite),
+            fingerprint("SELECT * FROM t WHERE id = 99", Dialect::Sqlite)
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_bounded_and_cut_on_a_character() {
+        let long = format!("SELECT {} FROM t", "é, ".repeat(500));
+        let fp = fingerprint(&long, Dialect::Sqlite);
+        assert!(fp.len() <= FINGERPRINT_MAX_BYTES + 3, "{}", fp.len());
+        assert!(fp.ends_with("..."));
+    }
+
+    proptest! {
+        #[test]
+        fn fingerprint_never_shows_a_string_literal(secret in "[a-z]{12}") {
+            for dialect in ALL {
+                let sql = format!("SELECT * FROM t WHERE v = '{secret}'");
+                let fp = fingerprint(&sql, dialect);
+                prop_assert!(!fp.contains(&secret), "{fp}");
+            }
+        }
     }
 
     // ---- PostgreSQL rewriting -------------------------------------------

@@ -87,6 +87,24 @@ impl Registry {
         })
     }
 
+    /// The configured name that `name` stands for (empty: the default) and
+    /// its engine; `None` when no such database is configured.
+    pub fn describe(&self, name: &str) -> Option<(&str, DatabaseType)> {
+        let name = if name.is_empty() {
+            DEFAULT_DATABASE_NAME
+        } else {
+            name
+        };
+        self.entries
+            .get_key_value(name)
+            .map(|(name, entry)| (name.as_str(), entry.engine))
+    }
+
+    /// Pool figures of `name`, read without running anything.
+    pub fn pool_status(&self, name: &str) -> Option<iadb::PoolStatus> {
+        self.entry(name).ok()?.backend.pool_status()
+    }
+
     /// The configured names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
@@ -124,6 +142,7 @@ impl Registry {
             pool_size: pool.size,
             pool_idle: pool.idle,
             pool_max: pool.max,
+            pool_waiting: pool.waiting,
             latency_ms,
         })
     }

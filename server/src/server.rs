@@ -1,8 +1,10 @@
 //! Starting and stopping the server: the gRPC services, the standard health
-//! service kept current in the background, reflection, graceful shutdown.
+//! service kept current in the background, reflection, the Prometheus
+//! endpoint, graceful shutdown.
 
 use crate::{
-    config::Settings, migrate::MigrateAction, registry::Registry, service::DatabaseService,
+    config::Settings, metrics::Metrics, migrate::MigrateAction, registry::Registry,
+    service::DatabaseService,
 };
 use iadb::{Error, proto::database_server::DatabaseServer};
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -17,6 +19,7 @@ pub const OVERALL_HEALTH_SERVICE: &str = "";
 /// A server bound to its address, ready to serve.
 pub struct BoundServer {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     registry: Arc<Registry>,
     settings: Settings,
 }
@@ -49,11 +52,25 @@ impl BoundServer {
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             Error::unavailable(format!("cannot listen on {}: {e}", settings.listen))
         })?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                Error::unavailable(format!("cannot listen on {addr} (metrics): {e}"))
+            })?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            metrics_listener,
             registry,
             settings,
         })
+    }
+
+    /// The address of the Prometheus endpoint, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound (port 0 resolved).
@@ -68,9 +85,22 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let Self {
             listener,
+            metrics_listener,
             registry,
             settings,
         } = self;
+        let metrics = Metrics::new();
+        let metrics_task = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                info!("metrics on http://{addr}/metrics");
+            }
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                registry.clone(),
+                std::future::pending(),
+            ))
+        });
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter
             .set_serving::<DatabaseServer<DatabaseService>>()
@@ -79,6 +109,7 @@ impl BoundServer {
             reporter,
             registry.clone(),
             settings.health_interval,
+            metrics.clone(),
         ));
         // Both reflection versions: grpcurl and many tools still ask v1alpha.
         let reflection = || {
@@ -97,6 +128,7 @@ impl BoundServer {
             registry.clone(),
             settings.limits,
             settings.migrate_options,
+            metrics,
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -109,6 +141,9 @@ impl BoundServer {
             .await
             .map_err(|e| Error::internal(format!("server: {e}")));
         checker.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         registry.close().await;
         result
     }
@@ -121,6 +156,7 @@ async fn keep_health_current(
     reporter: HealthReporter,
     registry: Arc<Registry>,
     interval: std::time::Duration,
+    metrics: Metrics,
 ) {
     let mut ticker = tokio::time::interval(interval);
     let mut last: std::collections::HashMap<String, bool> = Default::default();
@@ -135,6 +171,7 @@ async fn keep_health_current(
                 .map(|h| h.healthy)
                 .unwrap_or(false);
             all &= healthy;
+            metrics.set_up(&name, healthy);
             let status = if healthy {
                 ServingStatus::Serving
             } else {

@@ -5,12 +5,14 @@
 
 use crate::{
     config::Limits,
+    metrics::{ALL_DATABASES, Metrics, UNKNOWN_DATABASE},
     migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
+    placeholders::{Dialect, fingerprint},
     registry::Registry,
 };
 use futures::StreamExt;
 use iadb::{
-    Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value,
+    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value,
     convert::params_from_proto,
     proto::{self, database_server::Database, fetch_all_response::Frame},
 };
@@ -23,7 +25,7 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, info_span, warn};
 
 /// Batches in flight between the engine and the wire, per stream. Small, so a
 /// slow client slows the engine instead of filling the server's memory.
@@ -35,15 +37,65 @@ pub struct DatabaseService {
     registry: Arc<Registry>,
     limits: Limits,
     migrate_options: MigrateOptions,
+    metrics: Metrics,
 }
 
 impl DatabaseService {
-    /// A service over `registry`.
-    pub fn new(registry: Arc<Registry>, limits: Limits, migrate_options: MigrateOptions) -> Self {
+    /// A service over `registry`, recording into `metrics`.
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: Limits,
+        migrate_options: MigrateOptions,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             registry,
             limits,
             migrate_options,
+            metrics,
+        }
+    }
+
+    /// Starts the bookkeeping of one call: its tracing span (RPC, database
+    /// and, when the span is recorded, the statement's fingerprint: never a
+    /// value) and what [`Call::finish`] needs for logs and metrics.
+    fn begin(&self, rpc: &'static str, database: &str, sql: Option<&str>) -> Call {
+        let (label, engine) = match self.registry.describe(database) {
+            Some((name, engine)) => (name.to_owned(), Some(engine)),
+            None => (UNKNOWN_DATABASE.to_owned(), None),
+        };
+        self.begin_labelled(rpc, label, engine, sql)
+    }
+
+    /// [`DatabaseService::begin`] with the database label given.
+    fn begin_labelled(
+        &self,
+        rpc: &'static str,
+        label: String,
+        engine: Option<DatabaseType>,
+        sql: Option<&str>,
+    ) -> Call {
+        let span = info_span!(
+            "rpc",
+            rpc,
+            database = %label,
+            fingerprint = tracing::field::Empty
+        );
+        if let Some(sql) = sql
+            && !span.is_disabled()
+        {
+            let dialect = engine.map_or(Dialect::Sqlite, dialect_of);
+            span.record(
+                "fingerprint",
+                tracing::field::display(fingerprint(sql, dialect)),
+            );
+        }
+        Call {
+            rpc,
+            database: label,
+            started: Instant::now(),
+            span,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -142,14 +194,44 @@ fn ms_since(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-/// Logs the outcome of one call: debug on success, warn on error.
-fn log_call<T>(rpc: &str, database: &str, started: Instant, result: &Result<T, Error>) {
-    let ms = ms_since(started);
-    match result {
-        Ok(_) => debug!(rpc, database, ms, "ok"),
-        Err(e) => {
-            warn!(rpc, database, ms, code = %e.kind(), sqlstate = e.code().unwrap_or(""), "{}", e.message())
-        }
+/// The lexical rules of `engine`'s SQL.
+fn dialect_of(engine: DatabaseType) -> Dialect {
+    match engine {
+        DatabaseType::Postgresql => Dialect::Postgres,
+        DatabaseType::Mysql => Dialect::MySql,
+        DatabaseType::Duckdb => Dialect::DuckDb,
+        DatabaseType::Sqlite | DatabaseType::CloudflareD1 => Dialect::Sqlite,
+    }
+}
+
+/// One call in progress: its span, and where its outcome is recorded.
+struct Call {
+    rpc: &'static str,
+    /// A configured database name, or [`UNKNOWN_DATABASE`].
+    database: String,
+    started: Instant,
+    span: Span,
+    metrics: Metrics,
+}
+
+impl Call {
+    /// Logs the outcome (debug on success, warn on error, inside the call's
+    /// span) and records it in the metrics.
+    fn finish<T>(&self, result: &Result<T, Error>) {
+        let elapsed = self.started.elapsed();
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        self.span.in_scope(|| match result {
+            Ok(_) => debug!(ms, "ok"),
+            Err(e) => {
+                warn!(ms, code = %e.kind(), sqlstate = e.code().unwrap_or(""), "{}", e.message())
+            }
+        });
+        self.metrics.record_call(
+            self.rpc,
+            &self.database,
+            result.as_ref().err().map(Error::kind),
+            elapsed,
+        );
     }
 }
 
@@ -162,7 +244,6 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        let started = Instant::now();
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let proto::ExecuteRequest {
             database,
@@ -170,14 +251,16 @@ impl Database for DatabaseService {
             params,
             options: _,
         } = request.into_inner();
+        let call = self.begin("Execute", &database, Some(&sql));
         let result = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
             let params = params_from_proto(params)?;
             with_timeout(limit, db.execute(&sql, &params)).await
         }
+        .instrument(call.span.clone())
         .await;
-        log_call("Execute", &database, started, &result);
+        call.finish(&result);
         let ExecuteOutcome {
             rows_affected,
             last_insert_id,
@@ -185,7 +268,7 @@ impl Database for DatabaseService {
         Ok(Response::new(proto::ExecuteResponse {
             rows_affected,
             last_insert_id,
-            execution_time_ms: ms_since(started),
+            execution_time_ms: ms_since(call.started),
         }))
     }
 
@@ -193,7 +276,6 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteManyRequest>,
     ) -> Result<Response<proto::ExecuteManyResponse>, Status> {
-        let started = Instant::now();
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let proto::ExecuteManyRequest {
             database,
@@ -201,6 +283,7 @@ impl Database for DatabaseService {
             param_sets,
             options: _,
         } = request.into_inner();
+        let call = self.begin("ExecuteMany", &database, Some(&sql));
         let result = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
@@ -215,12 +298,13 @@ impl Database for DatabaseService {
                 .collect::<Result<Vec<_>, _>>()?;
             with_timeout(limit, db.execute_many(&sql, &sets)).await
         }
+        .instrument(call.span.clone())
         .await;
-        log_call("ExecuteMany", &database, started, &result);
+        call.finish(&result);
         let outcome = result?;
         Ok(Response::new(proto::ExecuteManyResponse {
             rows_affected: outcome.rows_affected,
-            execution_time_ms: ms_since(started),
+            execution_time_ms: ms_since(call.started),
         }))
     }
 
@@ -230,7 +314,6 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::FetchAllRequest>,
     ) -> Result<Response<Self::FetchAllStream>, Status> {
-        let started = Instant::now();
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
         let proto::FetchAllRequest {
@@ -239,6 +322,7 @@ impl Database for DatabaseService {
             params,
             options: _,
         } = request.into_inner();
+        let call = self.begin("FetchAll", &database, Some(&sql));
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened = async {
@@ -247,26 +331,26 @@ impl Database for DatabaseService {
             let params = params_from_proto(params)?;
             with_timeout(limit, db.query(&sql, &params)).await
         }
+        .instrument(call.span.clone())
         .await;
         if let Err(e) = &opened {
-            log_call::<()>(
-                "FetchAll",
-                &database,
-                started,
-                &Err(Error::new(e.kind(), e.message())),
-            );
+            call.finish::<()>(&Err(Error::new(e.kind(), e.message())));
         }
         let stream = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         let limits = self.limits;
-        tokio::spawn(async move {
-            let result = pump(stream, &tx, limits, deadline, started).await;
-            log_call("FetchAll", &database, started, &result);
-            if let Err(e) = result {
-                // The client may have left already; nothing more to do then.
-                let _ = tx.send(Err(Status::from(e))).await;
+        let span = call.span.clone();
+        tokio::spawn(
+            async move {
+                let result = pump(stream, &tx, limits, deadline, &call).await;
+                call.finish(&result);
+                if let Err(e) = result {
+                    // The client may have left already; nothing more to do then.
+                    let _ = tx.send(Err(Status::from(e))).await;
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -274,7 +358,6 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::FetchOneRequest>,
     ) -> Result<Response<proto::FetchOneResponse>, Status> {
-        let started = Instant::now();
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let proto::FetchOneRequest {
             database,
@@ -282,6 +365,7 @@ impl Database for DatabaseService {
             params,
             options: _,
         } = request.into_inner();
+        let call = self.begin("FetchOne", &database, Some(&sql));
         let result = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
@@ -300,13 +384,17 @@ impl Database for DatabaseService {
             })
             .await
         }
+        .instrument(call.span.clone())
         .await;
-        log_call("FetchOne", &database, started, &result);
+        call.finish(&result);
         let (columns, row) = result?;
+        if row.is_some() {
+            self.metrics.add_rows(&call.database, 1);
+        }
         Ok(Response::new(proto::FetchOneResponse {
             columns: columns.iter().cloned().map(Into::into).collect(),
             row: row.map(proto::Row::from),
-            execution_time_ms: ms_since(started),
+            execution_time_ms: ms_since(call.started),
         }))
     }
 
@@ -314,9 +402,9 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::TableExistsRequest>,
     ) -> Result<Response<proto::TableExistsResponse>, Status> {
-        let started = Instant::now();
         let limit = call_timeout(&request, None);
         let proto::TableExistsRequest { database, table } = request.into_inner();
+        let call = self.begin("TableExists", &database, None);
         let result = async {
             let db = self.registry.get(&database)?;
             if table.trim().is_empty() {
@@ -324,8 +412,9 @@ impl Database for DatabaseService {
             }
             with_timeout(limit, db.table_exists(&table)).await
         }
+        .instrument(call.span.clone())
         .await;
-        log_call("TableExists", &database, started, &result);
+        call.finish(&result);
         Ok(Response::new(proto::TableExistsResponse {
             exists: result?,
         }))
@@ -335,7 +424,6 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::MigrateRequest>,
     ) -> Result<Response<proto::MigrateResponse>, Status> {
-        let started = Instant::now();
         let proto::MigrateRequest {
             database,
             action,
@@ -344,6 +432,7 @@ impl Database for DatabaseService {
             allow_missing,
             allow_out_of_order,
         } = request.into_inner();
+        let call = self.begin("Migrate", &database, None);
         let result = async {
             let target = parse_target(&target_version)?;
             let need_target = |what: &str| {
@@ -383,13 +472,14 @@ impl Database for DatabaseService {
             };
             self.registry.migrate(&database, action, options, sent).await
         }
+        .instrument(call.span.clone())
         .await;
-        log_call("Migrate", &database, started, &result);
+        call.finish(&result);
         let report = result?;
         Ok(Response::new(proto::MigrateResponse {
             migrations: report.migrations.into_iter().map(Into::into).collect(),
             changed: report.changed,
-            execution_time_ms: ms_since(started),
+            execution_time_ms: ms_since(call.started),
         }))
     }
 
@@ -398,17 +488,28 @@ impl Database for DatabaseService {
         request: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::HealthResponse>, Status> {
         let proto::HealthRequest { database } = request.into_inner();
-        let names: Vec<String> = if database.is_empty() {
-            self.registry.names().map(str::to_owned).collect()
+        let call = if database.is_empty() {
+            self.begin_labelled("Health", ALL_DATABASES.to_owned(), None, None)
         } else {
-            self.registry.get(&database)?;
-            vec![database]
+            self.begin("Health", &database, None)
         };
-        let mut databases = Vec::with_capacity(names.len());
-        for name in names {
-            databases.push(self.registry.check(&name).await?);
+        let result = async {
+            let names: Vec<String> = if database.is_empty() {
+                self.registry.names().map(str::to_owned).collect()
+            } else {
+                self.registry.get(&database)?;
+                vec![database]
+            };
+            let mut databases = Vec::with_capacity(names.len());
+            for name in names {
+                databases.push(self.registry.check(&name).await?);
+            }
+            Ok(databases)
         }
-        Ok(Response::new(proto::HealthResponse { databases }))
+        .instrument(call.span.clone())
+        .await;
+        call.finish(&result);
+        Ok(Response::new(proto::HealthResponse { databases: result? }))
     }
 }
 
@@ -420,16 +521,22 @@ async fn pump(
     tx: &mpsc::Sender<Result<proto::FetchAllResponse, Status>>,
     limits: Limits,
     deadline: Option<(tokio::time::Instant, Duration)>,
-    started: Instant,
+    call: &Call,
 ) -> Result<(), Error> {
     let QueryStream {
         columns,
         mut events,
     } = stream;
     let send = |frame: Frame| async {
+        let rows = match &frame {
+            Frame::Batch(batch) => batch.rows.len() as u64,
+            _ => 0,
+        };
         tx.send(Ok(proto::FetchAllResponse { frame: Some(frame) }))
             .await
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "client left the stream"))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "client left the stream"))?;
+        call.metrics.add_rows(&call.database, rows);
+        Ok(())
     };
     send(Frame::Header(proto::ResultHeader {
         columns: columns.iter().cloned().map(Into::into).collect(),
@@ -492,7 +599,7 @@ async fn pump(
     send(Frame::Summary(proto::ResultSummary {
         row_count,
         rows_affected,
-        execution_time_ms: ms_since(started),
+        execution_time_ms: ms_since(call.started),
     }))
     .await
 }

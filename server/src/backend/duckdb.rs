@@ -215,6 +215,8 @@ struct ConnectionPool {
     open: AtomicU32,
     /// One permit per connection that may be lent out; closed on disconnect.
     permits: Arc<Semaphore>,
+    /// Calls waiting for a permit right now.
+    waiting: Arc<AtomicU32>,
     max: u32,
     acquire_timeout: Duration,
     /// Run on each new connection.
@@ -235,6 +237,7 @@ impl ConnectionPool {
             idle: Mutex::new(Vec::new()),
             open: AtomicU32::new(0),
             permits: Arc::new(Semaphore::new(max as usize)),
+            waiting: Default::default(),
             max,
             acquire_timeout: settings.acquire_timeout,
             connection_setup,
@@ -246,6 +249,7 @@ impl ConnectionPool {
     }
 
     async fn acquire(self: &Arc<Self>) -> Result<PooledConnection> {
+        let waiting = super::WaitGuard::new(&self.waiting);
         let permit =
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
                 .await
@@ -256,6 +260,7 @@ impl ConnectionPool {
                     ))
                 })?
                 .map_err(|_| Error::unavailable("database is not connected"))?;
+        drop(waiting);
         let idle = lock(&self.idle).pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -301,6 +306,7 @@ impl ConnectionPool {
             size: self.open.load(Ordering::Relaxed),
             idle: u32::try_from(lock(&self.idle).len()).unwrap_or(u32::MAX),
             max: self.max,
+            waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,7 +3,13 @@
 
 use crate::migrate::MigrationSession;
 use iadb::{ConnectionConfig, DatabaseInterface, DatabaseType, Error, Result};
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 #[cfg(feature = "d1")]
 mod d1;
@@ -74,6 +80,23 @@ pub fn backend_for(config: &ConnectionConfig, pool: PoolSettings) -> Result<Arc<
         other => Err(Error::invalid_argument(format!(
             "engine {other} is not compiled into this server (enable its cargo feature)"
         ))),
+    }
+}
+
+/// Counts one waiter for as long as it lives (also when the waiting call is
+/// dropped, e.g. on a deadline).
+pub(crate) struct WaitGuard(Arc<AtomicU32>);
+
+impl WaitGuard {
+    pub(crate) fn new(counter: &Arc<AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

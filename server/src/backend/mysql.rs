@@ -480,7 +480,7 @@ impl DatabaseInterface for MySqlBackend {
         check_sql(sql)?;
         check_param_count(sql, Dialect::MySql, params.len())?;
         let args = bind_all(params)?;
-        let mut conn = self.pool()?.acquire().await.map_err(mysql_error)?;
+        let mut conn = self.pool.acquire(mysql_error).await?;
         // Preparing gives the columns before the first row (and caches the
         // statement for the execution that follows).
         let columns: Arc<[Column]> = {
@@ -528,13 +528,13 @@ impl DatabaseInterface for MySqlBackend {
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         check_param_count(sql, Dialect::MySql, params.len())?;
-        let pool = self.pool()?;
+        let mut conn = self.pool.acquire(mysql_error).await?;
         let done = if params.is_empty() {
             // No parameters: the text may be a script of several statements
             // (and may hold statements MySQL cannot prepare).
-            pool.execute(sqlx::raw_sql(sql)).await
+            conn.execute(sqlx::raw_sql(sql)).await
         } else {
-            pool.execute(sqlx::query_with(sql, bind_all(params)?)).await
+            conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
         }
         .map_err(mysql_error)?;
         Ok(ExecuteOutcome {
@@ -545,8 +545,7 @@ impl DatabaseInterface for MySqlBackend {
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
-        let pool = self.pool()?;
-        let mut conn = pool.acquire().await.map_err(mysql_error)?;
+        let mut conn = self.pool.acquire(mysql_error).await?;
         let mut tx = conn.begin().await.map_err(mysql_error)?;
         let mut outcome = ExecuteOutcome::default();
         for (index, params) in param_sets.iter().enumerate() {
@@ -581,7 +580,7 @@ impl DatabaseInterface for MySqlBackend {
         let rows = sqlx::query(sql)
             .bind(schema)
             .bind(name)
-            .fetch_all(&self.pool()?)
+            .fetch_all(&mut *self.pool.acquire(mysql_error).await?)
             .await
             .map_err(mysql_error)?;
         for row in &rows {
@@ -642,7 +641,7 @@ impl MigrationSession for MySqlSession {
 #[async_trait]
 impl Backend for MySqlBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        let conn = self.pool()?.acquire().await.map_err(mysql_error)?;
+        let conn = self.pool.acquire(mysql_error).await?;
         Ok(Box::new(MySqlSession(conn.detach())))
     }
 }

@@ -89,7 +89,7 @@ impl PostgresBackend {
     }
 
     async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
-        self.pool()?.acquire().await.map_err(pg_error)
+        self.pool.acquire(pg_error).await
     }
 }
 
@@ -572,7 +572,7 @@ impl DatabaseInterface for PostgresBackend {
         )
         .bind(schema)
         .bind(name)
-        .fetch_one(&self.pool()?)
+        .fetch_one(&mut *self.acquire().await?)
         .await
         .map_err(pg_error)?;
         Ok(found)

@@ -264,7 +264,7 @@ impl DatabaseInterface for SqliteBackend {
         check_sql(sql)?;
         check_param_count(sql, Dialect::Sqlite, params.len())?;
         let args = bind_all(params)?;
-        let mut conn = self.pool()?.acquire().await.map_err(sqlite_error)?;
+        let mut conn = self.pool.acquire(sqlite_error).await?;
         let columns: Arc<[Column]> = {
             let statement = conn.prepare(sql).await.map_err(sqlite_error)?;
             statement
@@ -308,12 +308,12 @@ impl DatabaseInterface for SqliteBackend {
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let pool = self.pool()?;
+        let mut conn = self.pool.acquire(sqlite_error).await?;
         let done = if params.is_empty() {
             // No parameters: the text may be a script of several statements.
-            pool.execute(sqlx::raw_sql(sql)).await
+            conn.execute(sqlx::raw_sql(sql)).await
         } else {
-            pool.execute(sqlx::query_with(sql, bind_all(params)?)).await
+            conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
         }
         .map_err(sqlite_error)?;
         if !changes_rows(sql) {
@@ -327,8 +327,7 @@ impl DatabaseInterface for SqliteBackend {
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
-        let pool = self.pool()?;
-        let mut conn = pool.acquire().await.map_err(sqlite_error)?;
+        let mut conn = self.pool.acquire(sqlite_error).await?;
         let mut tx = conn.begin().await.map_err(sqlite_error)?;
         let mut outcome = ExecuteOutcome::default();
         for (index, params) in param_sets.iter().enumerate() {
@@ -364,7 +363,7 @@ impl DatabaseInterface for SqliteBackend {
         );
         let found = sqlx::query(&sql)
             .bind(name)
-            .fetch_optional(&self.pool()?)
+            .fetch_optional(&mut *self.pool.acquire(sqlite_error).await?)
             .await
             .map_err(sqlite_error)?;
         Ok(found.is_some())
@@ -447,7 +446,7 @@ impl MigrationSession for SqliteSession {
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        let conn = self.pool()?.acquire().await.map_err(sqlite_error)?;
+        let conn = self.pool.acquire(sqlite_error).await?;
         let conn = if self.memory {
             SessionConnection::Pooled(conn)
         } else {

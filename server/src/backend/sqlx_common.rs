@@ -1,7 +1,9 @@
 //! What the sqlx-based adapters share: mapping sqlx errors to iadb errors.
 
+use super::WaitGuard;
 use iadb::{Error, ErrorKind};
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// How an engine's error codes map to iadb error kinds beyond what sqlx's
 /// own classification tells.
@@ -51,17 +53,36 @@ pub(crate) fn map_sqlx_error(e: sqlx::Error, classify: CodeClassifier) -> Error 
 
 /// The pool of a sqlx adapter: empty until `connect`, emptied by
 /// `disconnect`; what every sqlx adapter needs to hold, hand out and report.
-pub(crate) struct PoolSlot<DB: sqlx::Database>(std::sync::RwLock<Option<sqlx::Pool<DB>>>);
+pub(crate) struct PoolSlot<DB: sqlx::Database> {
+    pool: std::sync::RwLock<Option<sqlx::Pool<DB>>>,
+    /// Calls inside [`PoolSlot::acquire`] right now (sqlx does not count
+    /// its waiters).
+    waiting: std::sync::Arc<AtomicU32>,
+}
 
 impl<DB: sqlx::Database> PoolSlot<DB> {
     /// No pool yet.
     pub(crate) fn new() -> Self {
-        Self(std::sync::RwLock::new(None))
+        Self {
+            pool: std::sync::RwLock::new(None),
+            waiting: Default::default(),
+        }
+    }
+
+    /// A connection from the open pool, counted as waiting until it comes;
+    /// `map_err` is the engine's error mapping.
+    pub(crate) async fn acquire(
+        &self,
+        map_err: fn(sqlx::Error) -> Error,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, Error> {
+        let pool = self.get()?;
+        let _waiting = WaitGuard::new(&self.waiting);
+        pool.acquire().await.map_err(map_err)
     }
 
     /// The open pool, or UNAVAILABLE.
     pub(crate) fn get(&self) -> Result<sqlx::Pool<DB>, Error> {
-        self.0
+        self.pool
             .read()
             .map_err(|_| Error::internal("pool lock poisoned"))?
             .clone()
@@ -72,7 +93,7 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
     /// Holds `pool` from now on.
     pub(crate) fn set(&self, pool: sqlx::Pool<DB>) -> Result<(), Error> {
         *self
-            .0
+            .pool
             .write()
             .map_err(|_| Error::internal("pool lock poisoned"))? = Some(pool);
         Ok(())
@@ -81,7 +102,7 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
     /// Closes and forgets the pool, if any.
     pub(crate) async fn close(&self) -> Result<(), Error> {
         let pool = self
-            .0
+            .pool
             .write()
             .map_err(|_| Error::internal("pool lock poisoned"))?
             .take();
@@ -98,6 +119,7 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
             size: pool.size(),
             idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
             max: pool.options().get_max_connections(),
+            waiting: self.waiting.load(Ordering::Relaxed),
         })
     }
 }

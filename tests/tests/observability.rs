@@ -1,0 +1,488 @@
+//! What an operator sees: Prometheus metrics after a known workload, tracing
+//! spans that name the statement's shape but never its values, and the
+//! standard health service following an engine that goes away and returns.
+
+use futures::StreamExt;
+use iadb::{ConnectionConfig, DatabaseInterface, ErrorKind, Value};
+use iadb_tests::{TestServer, harness::skip};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpSocket, TcpStream},
+    task::{JoinHandle, JoinSet},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Waits (at most 10 s) for the server's log to name its metrics address.
+fn metrics_addr(server: &TestServer) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log_text();
+        if let Some(addr) = log.lines().find_map(|l| {
+            let rest = &l[l.find("metrics on http://")? + "metrics on http://".len()..];
+            rest.split('/').next()?.parse().ok()
+        }) {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never logged its metrics address:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /metrics` over plain HTTP/1.1: (content type, body).
+async fn scrape(addr: SocketAddr) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("metrics answer in time")
+        .expect("read response");
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    // Chunked bodies: the text itself is all we check, so drop chunk sizes.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (content_type, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of the sample written exactly as `series` (name and labels).
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_workload() {
+    let server = TestServer::start_with_env(
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--health-interval-secs",
+            "1",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let addr = metrics_addr(&server);
+    let db = server.client("").await;
+    db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, v TEXT)", &[])
+        .await
+        .expect("create");
+    for i in 0..3 {
+        db.execute(
+            "INSERT INTO m (id, v) VALUES (?, ?)",
+            &[Value::Int(i), Value::Text(format!("v{i}"))],
+        )
+        .await
+        .expect("insert");
+    }
+    let err = db
+        .execute("INSERT INTO no_such_table VALUES (1)", &[])
+        .await
+        .expect_err("unknown table");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let rows = db
+        .fetch_all(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+             SELECT i FROM n",
+            &[],
+        )
+        .await
+        .expect("fetch all");
+    assert_eq!(rows.len(), 2500);
+    let one = db
+        .fetch_one("SELECT v FROM m WHERE id = ?", &[Value::Int(2)])
+        .await
+        .expect("fetch one")
+        .expect("a row");
+    assert_eq!(one.get("v"), Some(&Value::Text("v2".into())));
+    let unknown = server.client("no-such-db").await;
+    let err = unknown
+        .execute("SELECT 1", &[])
+        .await
+        .expect_err("unknown database");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+
+    let (content_type, body) = scrape(addr).await;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&body, series), Some(value), "{series} in:\n{body}");
+    };
+    expect(
+        r#"iadb_requests_total{rpc="Execute",database="default",code="OK"}"#,
+        4.0,
+    );
+    expect(
+        r#"iadb_requests_total{rpc="Execute",database="default",code="INVALID_ARGUMENT"}"#,
+        1.0,
+    );
+    expect(
+        r#"iadb_requests_total{rpc="FetchAll",database="default",code="OK"}"#,
+        1.0,
+    );
+    expect(
+        r#"iadb_requests_total{rpc="FetchOne",database="default",code="OK"}"#,
+        1.0,
+    );
+    // A name that is not configured never becomes a label of its own.
+    expect(
+        r#"iadb_requests_total{rpc="Execute",database="(unknown)",code="INVALID_ARGUMENT"}"#,
+        1.0,
+    );
+    assert!(!body.contains("no-such-db"), "{body}");
+    expect(
+        r#"iadb_request_duration_seconds_count{rpc="Execute",database="default"}"#,
+        5.0,
+    );
+    expect(r#"iadb_rows_streamed_total{database="default"}"#, 2501.0);
+    expect(r#"iadb_pool_max_connections{database="default"}"#, 10.0);
+    expect(r#"iadb_pool_waiting{database="default"}"#, 0.0);
+    let size = sample(&body, r#"iadb_pool_connections{database="default"}"#).expect("pool size");
+    let idle =
+        sample(&body, r#"iadb_pool_idle_connections{database="default"}"#).expect("pool idle");
+    assert!(size >= 1.0 && idle <= size, "size {size}, idle {idle}");
+    expect(r#"iadb_database_up{database="default"}"#, 1.0);
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+}
+
+#[tokio::test]
+async fn pool_waiting_counts_calls_blocked_on_a_full_pool() {
+    let server = TestServer::start_with_env(
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--pool-max",
+            "1",
+            "--pool-timeout-secs",
+            "20",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let addr = metrics_addr(&server);
+    let db = server.client("").await;
+    // A stream read only in part holds the one connection.
+    let mut stream = db
+        .fetch_stream(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000) \
+             SELECT i FROM n",
+            &[],
+        )
+        .await
+        .expect("open stream");
+    let first = stream.rows.next().await.expect("a row").expect("row ok");
+    assert_eq!(first.get("i"), Some(&Value::Int(1)));
+    let second = server.client("").await;
+    let waiter = tokio::spawn(async move { second.fetch_one("SELECT 42 AS x", &[]).await });
+    let series = r#"iadb_pool_waiting{database="default"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = scrape(addr).await;
+        if sample(&body, series) == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached 1:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    let row = tokio::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .expect("the waiting call finishes once the stream is dropped")
+        .expect("task")
+        .expect("query")
+        .expect("a row");
+    assert_eq!(row.get("x"), Some(&Value::Int(42)));
+    let (_, body) = scrape(addr).await;
+    assert_eq!(sample(&body, series), Some(0.0), "{body}");
+}
+
+#[tokio::test]
+async fn spans_carry_the_statement_fingerprint_never_values() {
+    let server = TestServer::start_with_env(&[], &[("RUST_LOG", "iadb_server=debug")]);
+    let db = server.client("").await;
+    db.execute("CREATE TABLE s (a TEXT, b TEXT)", &[])
+        .await
+        .expect("create");
+    db.execute(
+        "INSERT INTO s VALUES ('literal-secret-1', ?)",
+        &[Value::Text("param-secret-2".into())],
+    )
+    .await
+    .expect("insert");
+    let err = db
+        .fetch_all(
+            "SELECT * FROM s WHERE a = 'literal-secret-3' AND nope = ?",
+            &[Value::Text("param-secret-4".into())],
+        )
+        .await
+        .expect_err("unknown column");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = server.log_text();
+        if log.contains("nope = ?") || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        log.contains("rpc=\"Execute\"") || log.contains("rpc=Execute"),
+        "{log}"
+    );
+    assert!(log.contains("INSERT INTO s VALUES (?, ?)"), "{log}");
+    assert!(
+        log.contains("SELECT * FROM s WHERE a = ? AND nope = ?"),
+        "{log}"
+    );
+    assert!(log.contains("database=default"), "{log}");
+    for secret in [
+        "literal-secret-1",
+        "param-secret-2",
+        "literal-secret-3",
+        "param-secret-4",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+}
+
+/// A TCP proxy in front of an engine, to take it away and bring it back
+/// without touching the engine other tests use.
+struct Proxy {
+    port: u16,
+    upstream: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let mut proxy = Self {
+            port: 0,
+            upstream,
+            task: None,
+        };
+        proxy.resume().await;
+        proxy
+    }
+
+    /// Listens again (on the same port once it has one) and forwards.
+    async fn resume(&mut self) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .expect("bind proxy port");
+        let listener: TcpListener = socket.listen(64).expect("listen");
+        self.port = listener.local_addr().expect("proxy address").port();
+        let upstream = self.upstream;
+        self.task = Some(tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts every
+            // connection: the engine is gone for the server.
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every connection.
+    async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+async fn health_status(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> Option<ServingStatus> {
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status())
+}
+
+/// Polls (every 100 ms, at most `limit`) until `service` reports `want`;
+/// returns how long it took.
+async fn wait_for(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+    want: ServingStatus,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = health_status(health, service).await;
+        if status == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{service:?} did not become {want:?} within {limit:?} (last: {status:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// Multi-threaded: the proxy keeps forwarding while the test thread blocks on
+// the server process starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_a_stopped_and_restarted_engine() {
+    let Ok(url) = std::env::var("IADB_TEST_POSTGRES_URL") else {
+        skip(
+            "health of a stopped engine",
+            "IADB_TEST_POSTGRES_URL is not set",
+        );
+        return;
+    };
+    let config = ConnectionConfig::from_url(&url).expect("IADB_TEST_POSTGRES_URL parses");
+    let host = config.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let port = config.port.unwrap_or(5432);
+    let upstream: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .expect("resolve PostgreSQL host")
+        .next()
+        .expect("an address");
+    let mut proxy = Proxy::start(upstream).await;
+    let from = format!("{host}:{port}");
+    let to = format!("127.0.0.1:{}", proxy.port);
+    assert!(url.contains(&from), "expected {from} in the URL");
+    let proxied = url.replacen(&from, &to, 1);
+
+    let pg_flag = format!("pg={proxied}");
+    let server = TestServer::start_with_env(
+        &[
+            "--database",
+            &pg_flag,
+            "--health-interval-secs",
+            "1",
+            "--pool-timeout-secs",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let metrics = metrics_addr(&server);
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let limit = Duration::from_secs(15);
+    wait_for(&mut health, "pg", ServingStatus::Serving, limit).await;
+    wait_for(&mut health, "", ServingStatus::Serving, limit).await;
+    let pg = server.client("pg").await;
+    let row = pg
+        .fetch_one("SELECT 1 AS one", &[])
+        .await
+        .expect("query through the proxy")
+        .expect("a row");
+    assert_eq!(row.get("one"), Some(&Value::Int(1)));
+
+    proxy.stop().await;
+    let down = wait_for(&mut health, "pg", ServingStatus::NotServing, limit).await;
+    wait_for(&mut health, "", ServingStatus::NotServing, limit).await;
+    // The other database, and the process itself, still serve.
+    assert_eq!(
+        health_status(&mut health, "default").await,
+        Some(ServingStatus::Serving)
+    );
+    assert_eq!(
+        health_status(&mut health, "iadb.v1.Database").await,
+        Some(ServingStatus::Serving)
+    );
+    let err = pg
+        .execute("SELECT 1", &[])
+        .await
+        .expect_err("the engine is gone");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.message());
+    let (_, body) = scrape(metrics).await;
+    assert_eq!(
+        sample(&body, r#"iadb_database_up{database="pg"}"#),
+        Some(0.0),
+        "{body}"
+    );
+
+    proxy.resume().await;
+    let up = wait_for(&mut health, "pg", ServingStatus::Serving, limit).await;
+    wait_for(&mut health, "", ServingStatus::Serving, limit).await;
+    let row = pg
+        .fetch_one("SELECT 2 AS two", &[])
+        .await
+        .expect("query after the engine returned")
+        .expect("a row");
+    assert_eq!(row.get("two"), Some(&Value::Int(2)));
+    let (_, body) = scrape(metrics).await;
+    assert_eq!(
+        sample(&body, r#"iadb_database_up{database="pg"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    println!(
+        "engine stopped: NOT_SERVING after {} ms; engine back: SERVING after {} ms \
+         (health interval 1 s)",
+        down.as_millis(),
+        up.as_millis()
+    );
+    proxy.stop().await;
+}
