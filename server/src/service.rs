@@ -375,11 +375,14 @@ impl Database for DatabaseService {
                     columns,
                     mut events,
                 } = db.query(&sql, &params).await?;
-                // Only the first row is read; dropping `events` stops the rest.
                 let first = match events.next().await.transpose()? {
                     Some(QueryEvent::Row(values)) => Some(values),
                     Some(QueryEvent::Done(_)) | None => None,
                 };
+                if first.is_some() {
+                    // After the answer is sent, see whether the result ends.
+                    tokio::spawn(finish_after_first_row(events).instrument(Span::current()));
+                }
                 Ok((columns, first))
             })
             .await
@@ -510,6 +513,38 @@ impl Database for DatabaseService {
         .await;
         call.finish(&result);
         Ok(Response::new(proto::HealthResponse { databases: result? }))
+    }
+}
+
+/// How long FetchOne waits, after it answered, for the rest of its result
+/// to end, and how many more rows it reads meanwhile.
+const FETCH_ONE_TAIL: Duration = Duration::from_millis(50);
+const FETCH_ONE_TAIL_ROWS: usize = 16;
+
+/// What FetchOne does with the result it took a row from, once the caller
+/// has the row: a result that ends within a few rows and milliseconds (a
+/// point select does at once) finishes normally and its connection goes back
+/// to the pool. A longer one is dropped, which stops it on the engine; for
+/// PostgreSQL and MySQL that closes the connection, and a pool that lost
+/// its connection on every FetchOne would open a new one (with its login)
+/// for every call.
+async fn finish_after_first_row(
+    mut events: futures::stream::BoxStream<'static, Result<QueryEvent, Error>>,
+) {
+    let rest = async {
+        for _ in 0..FETCH_ONE_TAIL_ROWS {
+            match events.next().await {
+                Some(Ok(QueryEvent::Row(_))) => continue,
+                Some(Ok(QueryEvent::Done(_)) | Err(_)) | None => return true,
+            }
+        }
+        false
+    };
+    let ended = tokio::time::timeout(FETCH_ONE_TAIL, rest)
+        .await
+        .unwrap_or(false);
+    if !ended {
+        debug!("FetchOne: the rest of the result was stopped");
     }
 }
 

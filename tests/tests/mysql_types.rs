@@ -449,3 +449,28 @@ async fn mysql_wrong_password_is_unauthenticated_without_the_password() {
     assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{}", err.message());
     assert!(!err.message().contains(wrong), "{}", err.message());
 }
+
+/// FetchOne of a one-row result returns its connection to the pool: the
+/// same connection answers every call (`--pool-max 1`), so a point select
+/// does not log in anew each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_fetch_one_keeps_its_connection() {
+    use iadb::DatabaseInterface;
+    let Ok(url) = std::env::var("IADB_TEST_MYSQL_URL") else {
+        iadb_tests::harness::skip("mysql", "IADB_TEST_MYSQL_URL is not set");
+        return;
+    };
+    let server = iadb_tests::TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
+    let db = server.client("").await;
+    let id = || async {
+        db.fetch_one("SELECT CONNECTION_ID() AS id", &[])
+            .await
+            .expect("fetch one")
+            .and_then(|row| row.get("id").cloned())
+            .expect("a connection id")
+    };
+    let first = id().await;
+    for _ in 0..5 {
+        assert_eq!(id().await, first, "FetchOne closed its connection");
+    }
+}

@@ -300,6 +300,36 @@ async fn dropped_stream_ends_the_query_on_the_server() {
     assert_eq!(h.pool_idle, h.pool_size, "no connection left busy: {h:?}");
 }
 
+/// FetchOne takes one row and answers; a result that ends there finishes
+/// normally, so its connection goes back to the pool instead of being closed
+/// (which would make every point select log in anew). A FetchOne over a long
+/// result stops it and the pool stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_one_keeps_its_connection() {
+    let Some(url) = postgres_url() else { return };
+    let server = TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
+    let db = server.client("").await;
+    let pid = || async {
+        db.fetch_one("SELECT pg_backend_pid()::int8 AS pid", &[])
+            .await
+            .expect("fetch one")
+            .and_then(|row| row.get("pid").cloned())
+            .expect("a pid")
+    };
+    let first = pid().await;
+    for _ in 0..5 {
+        assert_eq!(pid().await, first, "FetchOne closed its connection");
+    }
+    let row = db
+        .fetch_one("SELECT x FROM generate_series(1, 50000000) AS g(x)", &[])
+        .await
+        .expect("fetch one of a long result")
+        .expect("a row");
+    assert_eq!(row.get("x"), Some(&Value::Int(1)));
+    let after = pid().await;
+    assert!(matches!(after, Value::Int(_)), "{after:?}");
+}
+
 /// 1,000,000 rows of (bigint, text, double, timestamp) through the server:
 /// its peak RSS stays bounded; prints rows/s against sqlx on the same query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
