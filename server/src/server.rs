@@ -9,7 +9,6 @@ use crate::{
 use iadb::{Error, proto::database_server::DatabaseServer};
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
@@ -132,12 +131,19 @@ impl BoundServer {
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        // TCP_NODELAY: a response's last frame goes out at once instead of
+        // waiting for the previous segment's ACK (Nagle), which a
+        // request/response protocol pays on every call. Keepalive finds
+        // peers that vanished without closing.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(std::time::Duration::from_secs(60)));
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(database)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|e| Error::internal(format!("server: {e}")));
         checker.abort();
