@@ -339,18 +339,17 @@ impl Database for DatabaseService {
         let stream = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         let limits = self.limits;
-        let span = call.span.clone();
-        tokio::spawn(
-            async move {
-                let result = pump(stream, &tx, limits, deadline, &call).await;
-                call.finish(&result);
-                if let Err(e) = result {
-                    // The client may have left already; nothing more to do then.
-                    let _ = tx.send(Err(Status::from(e))).await;
-                }
+        // The pump is not instrumented: entering the span on every wake
+        // cost ~7% of the server's CPU on a large stream. Its outcome is
+        // logged inside the span by `finish`.
+        tokio::spawn(async move {
+            let result = pump(stream, &tx, limits, deadline, &call).await;
+            call.finish(&result);
+            if let Err(e) = result {
+                // The client may have left already; nothing more to do then.
+                let _ = tx.send(Err(Status::from(e))).await;
             }
-            .instrument(span),
-        );
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -16,7 +16,32 @@ const SQLITE_ROWS: u64 = 2_000_000;
 const PG_ROWS: u64 = 1_000_000;
 const POINT_SELECTS: usize = 2_000;
 
-async fn stream_through_iadb(db: &iadb_client::RemoteDatabase, sql: &str) -> (u64, Duration) {
+/// CPU time (user + system) a process has used so far, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5): 11 and 12 here.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Streams `sql` through the server; prints how much of the wall time the
+/// server and this process spent on a CPU, to show which side limits.
+async fn stream_through_iadb(
+    db: &iadb_client::RemoteDatabase,
+    sql: &str,
+    server: &TestServer,
+) -> (u64, Duration) {
+    let (server_cpu, own_cpu) = (cpu_time(server.pid()), cpu_time(std::process::id()));
     let started = Instant::now();
     let mut rows = db.fetch_stream(sql, &[]).await.expect("stream").rows;
     let mut n = 0;
@@ -24,7 +49,14 @@ async fn stream_through_iadb(db: &iadb_client::RemoteDatabase, sql: &str) -> (u6
         row.expect("row");
         n += 1;
     }
-    (n, started.elapsed())
+    let wall = started.elapsed();
+    println!(
+        "  stream: wall {:.2} s, server CPU {:.2} s, client CPU {:.2} s",
+        wall.as_secs_f64(),
+        (cpu_time(server.pid()) - server_cpu).as_secs_f64(),
+        (cpu_time(std::process::id()) - own_cpu).as_secs_f64()
+    );
+    (n, wall)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -43,8 +75,36 @@ fn report(engine: &str, rows: u64, iadb: Duration, direct: Duration, server: &Te
     );
 }
 
+/// The floor under every call: the median round trip of the standard health
+/// Check, which touches no engine.
+async fn grpc_floor(server: &TestServer) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let mut times = Vec::with_capacity(POINT_SELECTS);
+    for _ in 0..POINT_SELECTS {
+        let started = Instant::now();
+        health
+            .check(HealthCheckRequest {
+                service: "iadb.v1.Database".into(),
+            })
+            .await
+            .expect("health check");
+        times.push(started.elapsed());
+    }
+    println!(
+        "grpc: health Check round trip median {} µs (no engine work)",
+        median(times).as_micros()
+    );
+}
+
 async fn sqlite() {
     let server = TestServer::start(&["--database-url", "sqlite:///./bench.db"]);
+    grpc_floor(&server).await;
     let db = server.client("").await;
     db.execute(
         "CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT, score REAL)",
@@ -59,7 +119,7 @@ async fn sqlite() {
     .await
     .expect("fill");
     let sql = "SELECT id, label, score FROM big";
-    let (n, iadb) = stream_through_iadb(&db, sql).await;
+    let (n, iadb) = stream_through_iadb(&db, sql, &server).await;
     assert_eq!(n, SQLITE_ROWS);
     let pool = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}",
@@ -129,7 +189,7 @@ async fn postgres(url: &str) {
     let sql = format!(
         "SELECT x::int8 AS id, 'label-' || x AS label, x * 0.5::float8 AS score, TIMESTAMP '2024-01-01' + x * INTERVAL '1 second' AS at FROM generate_series(1, {PG_ROWS}) AS g(x)"
     );
-    let (n, iadb) = stream_through_iadb(&db, &sql).await;
+    let (n, iadb) = stream_through_iadb(&db, &sql, &server).await;
     assert_eq!(n, PG_ROWS);
     let pool = sqlx::PgPool::connect(url).await.expect("sqlx");
     let started = Instant::now();
