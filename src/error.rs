@@ -96,6 +96,13 @@ impl Error {
         self
     }
 
+    /// The same error (kind, code, source) with `context` before its message:
+    /// `context: message`.
+    pub fn in_context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));

@@ -333,8 +333,8 @@ impl Database for DatabaseService {
         }
         .instrument(call.span.clone())
         .await;
-        if let Err(e) = &opened {
-            call.finish::<()>(&Err(Error::new(e.kind(), e.message())));
+        if opened.is_err() {
+            call.finish(&opened);
         }
         let stream = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);

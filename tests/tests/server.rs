@@ -111,6 +111,54 @@ async fn bad_value_parameter_is_invalid_argument() {
     assert_healthy(&server.client("").await).await;
 }
 
+/// The engine's error code reaches the caller (`iadb-sqlstate` metadata)
+/// from every RPC, also when the error is wrapped with the parameter set it
+/// happened in, or ends a stream before its first row.
+#[tokio::test]
+async fn engine_error_codes_reach_the_caller_from_every_rpc() {
+    let server = sqlite_server();
+    let db = server.client("").await;
+    db.execute("CREATE TABLE u (k INTEGER UNIQUE)", &[])
+        .await
+        .expect("create");
+    let err = db
+        .execute_many(
+            "INSERT INTO u (k) VALUES (?)",
+            &[vec![Value::Int(1)], vec![Value::Int(1)]],
+        )
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(
+        err.message().starts_with("parameter set 1: "),
+        "{}",
+        err.message()
+    );
+    // SQLITE_CONSTRAINT_UNIQUE
+    assert_eq!(err.code(), Some("2067"), "{}", err.message());
+    let err = db
+        .execute("INSERT INTO u (k) VALUES (1), (1)", &[])
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(err.code(), Some("2067"));
+    let err = db
+        .fetch_all("SELEC nonsense", &[])
+        .await
+        .expect_err("syntax error");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    // SQLITE_ERROR
+    assert_eq!(err.code(), Some("1"), "{}", err.message());
+    let rows = db
+        .fetch_all("SELECT COUNT(*) AS n FROM u", &[])
+        .await
+        .expect("count");
+    assert_eq!(
+        rows[0].get("n"),
+        Some(&Value::Int(0)),
+        "the failed batch left nothing"
+    );
+}
+
 #[test]
 fn malformed_url_at_startup_exits_with_a_clear_message() {
     let cases = [

@@ -848,11 +848,7 @@ fn is_statement_error(e: &Error) -> bool {
 }
 
 fn at_set(index: usize, e: Error) -> Error {
-    let mut out = Error::new(e.kind(), format!("parameter set {index}: {}", e.message()));
-    if let Some(code) = e.code() {
-        out = out.with_code(code.to_owned());
-    }
-    out
+    e.in_context(format_args!("parameter set {index}"))
 }
 
 impl D1Client {

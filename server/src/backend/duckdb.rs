@@ -523,12 +523,7 @@ fn classify_message(message: &str) -> Error {
 
 /// Prefixes an error with the parameter set it happened in.
 fn in_set(index: usize, e: Error) -> Error {
-    let code = e.code().map(str::to_owned);
-    let out = Error::new(e.kind(), format!("parameter set {index}: {}", e.message()));
-    match code {
-        Some(code) => out.with_code(code),
-        None => out,
-    }
+    e.in_context(format_args!("parameter set {index}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -549,8 +549,7 @@ impl DatabaseInterface for MySqlBackend {
         let mut tx = conn.begin().await.map_err(mysql_error)?;
         let mut outcome = ExecuteOutcome::default();
         for (index, params) in param_sets.iter().enumerate() {
-            let at =
-                |e: Error| Error::new(e.kind(), format!("parameter set {index}: {}", e.message()));
+            let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
             check_param_count(sql, Dialect::MySql, params.len()).map_err(at)?;
             let done = tx
                 .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))

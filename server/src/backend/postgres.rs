@@ -540,13 +540,7 @@ impl DatabaseInterface for PostgresBackend {
         let mut tx = conn.begin().await.map_err(pg_error)?;
         let mut outcome = ExecuteOutcome::default();
         for (index, params) in param_sets.iter().enumerate() {
-            let at = |e: Error| {
-                let message = format!("parameter set {index}: {}", e.message());
-                match e.code() {
-                    Some(code) => Error::new(e.kind(), message).with_code(code.to_owned()),
-                    None => Error::new(e.kind(), message),
-                }
-            };
+            let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
             let (text, types) = prepare_text(sql, params).map_err(at)?;
             let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
             let done = tx
