@@ -7,7 +7,7 @@ use crate::{
     service::DatabaseService,
 };
 use iadb::{Error, proto::database_server::DatabaseServer};
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
@@ -104,11 +104,16 @@ impl BoundServer {
         reporter
             .set_serving::<DatabaseServer<DatabaseService>>()
             .await;
+        // Every database has a status before the first call is answered
+        // (a probe never sees NOT_FOUND for a configured database).
+        let mut last = HashMap::new();
+        check_all(&reporter, &registry, &metrics, &mut last).await;
         let checker = tokio::spawn(keep_health_current(
             reporter,
             registry.clone(),
             settings.health_interval,
             metrics.clone(),
+            last,
         ));
         // Both reflection versions: grpcurl and many tools still ask v1alpha.
         let reflection = || {
@@ -157,50 +162,63 @@ impl BoundServer {
 
 /// Checks every database on an interval and sets its standard health status
 /// (service name = database name); the overall status is SERVING while every
-/// database is.
+/// database is. The first round has already run (see [`check_all`]).
 async fn keep_health_current(
     reporter: HealthReporter,
     registry: Arc<Registry>,
     interval: std::time::Duration,
     metrics: Metrics,
+    mut last: HashMap<String, bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
-    let mut last: std::collections::HashMap<String, bool> = Default::default();
+    // The first tick completes at once; that round was run before serving.
+    ticker.tick().await;
     loop {
         ticker.tick().await;
-        let mut all = true;
-        let names: Vec<String> = registry.names().map(str::to_owned).collect();
-        for name in names {
-            let healthy = registry
-                .check(&name)
-                .await
-                .map(|h| h.healthy)
-                .unwrap_or(false);
-            all &= healthy;
-            metrics.set_up(&name, healthy);
-            let status = if healthy {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if last.insert(name.clone(), healthy) != Some(healthy) {
-                if healthy {
-                    info!(database = %name, "health: SERVING");
-                } else {
-                    warn!(database = %name, "health: NOT_SERVING");
-                }
-            }
-            reporter.set_service_status(&name, status).await;
-        }
-        let overall = if all {
+        check_all(&reporter, &registry, &metrics, &mut last).await;
+    }
+}
+
+/// One round of health checks: sets each database's standard health status,
+/// the overall one, and the `database_up` gauge; logs changes.
+async fn check_all(
+    reporter: &HealthReporter,
+    registry: &Registry,
+    metrics: &Metrics,
+    last: &mut HashMap<String, bool>,
+) {
+    let mut all = true;
+    let names: Vec<String> = registry.names().map(str::to_owned).collect();
+    for name in names {
+        let healthy = registry
+            .check(&name)
+            .await
+            .map(|h| h.healthy)
+            .unwrap_or(false);
+        all &= healthy;
+        metrics.set_up(&name, healthy);
+        let status = if healthy {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
-        reporter
-            .set_service_status(OVERALL_HEALTH_SERVICE, overall)
-            .await;
+        if last.insert(name.clone(), healthy) != Some(healthy) {
+            if healthy {
+                info!(database = %name, "health: SERVING");
+            } else {
+                warn!(database = %name, "health: NOT_SERVING");
+            }
+        }
+        reporter.set_service_status(&name, status).await;
     }
+    let overall = if all {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter
+        .set_service_status(OVERALL_HEALTH_SERVICE, overall)
+        .await;
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

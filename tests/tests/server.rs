@@ -238,6 +238,20 @@ async fn standard_health_service_per_database() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
+    // Every configured database has its status from the first call on.
+    for service in ["", "default", "mem", "iadb.v1.Database"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status());
+        assert_eq!(
+            status.as_ref().ok(),
+            Some(&ServingStatus::Serving),
+            "{service:?} right after start: {status:?}"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     for service in ["", "default", "mem", "iadb.v1.Database"] {
         loop {
