@@ -13,6 +13,14 @@ use std::{
 };
 use tempfile::TempDir;
 
+/// The repository's root folder (the workspace).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repository root")
+}
+
 /// The path of the server binary built with the tests.
 pub fn server_binary() -> PathBuf {
     if let Ok(path) = std::env::var("IADB_TEST_SERVER_BIN") {

@@ -9,7 +9,7 @@
 //! where it fails. The build goes to the cargo target directory
 //! (`CARGO_TARGET_TMPDIR/cpp-client`), so the source tree stays clean.
 
-use iadb_tests::harness::{TestServer, in_ci, skip};
+use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -19,13 +19,6 @@ const INSTALL: &str = "install with: apt-get install -y make g++ pkg-config libg
                        protobuf-compiler protobuf-compiler-grpc grpc-proto";
 const HEALTH_PROTO: &str = "/usr/share/grpc-proto/grpc/health/v1/health.proto";
 const ROWS: i64 = 200_000;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("repository root")
-}
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")

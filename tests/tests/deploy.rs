@@ -9,7 +9,7 @@
 //! (`CI=true`), where it fails.
 
 use iadb::DatabaseInterface;
-use iadb_tests::harness::{TestServer, server_binary, skip};
+use iadb_tests::harness::{TestServer, repo_root, server_binary, skip};
 use serde_json::Value as Json;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,13 +30,6 @@ const NOT_FLAGS: &[&str] = &["RUST_LOG"];
 /// The oldest Kubernetes the manifests support (gRPC probes are GA from
 /// 1.27); they are validated against it and against the tool's default.
 const OLDEST_KUBERNETES: &str = "1.27.0";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("repository root")
-}
 
 fn deploy() -> PathBuf {
     repo_root().join("deploy")

@@ -6,7 +6,7 @@
 //! installed: `npm ci --prefix client/node`. Without them the test is skipped
 //! with a notice, except in CI (`CI=true`), where it fails.
 
-use iadb_tests::harness::{TestServer, in_ci, skip};
+use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,10 +16,7 @@ const INSTALL: &str = "install Node.js 20+ and run: npm ci --prefix client/node"
 const ROWS: u64 = 200_000;
 
 fn client_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../client/node")
-        .canonicalize()
-        .expect("client/node folder")
+    repo_root().join("client/node")
 }
 
 /// Why the Node client cannot run here, if it cannot.

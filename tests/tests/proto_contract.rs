@@ -4,18 +4,11 @@
 //! Needs the pinned buf: `npm ci --prefix tools`. Without it the test is
 //! skipped with a notice, except in CI (`CI=true`), where it fails.
 
-use iadb_tests::harness::skip;
+use iadb_tests::harness::{repo_root, skip};
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("repository root")
-}
 
 /// The pinned buf, or why it is not there.
 fn buf(root: &Path) -> Result<PathBuf, String> {

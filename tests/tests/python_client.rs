@@ -5,18 +5,10 @@
 //! `pip install ./client/python pytest pytest-asyncio`. Without them the test
 //! is skipped with a notice, except in CI (`CI=true`), where it fails.
 
-use iadb_tests::harness::{in_ci, server_binary, skip};
-use std::path::PathBuf;
+use iadb_tests::harness::{in_ci, repo_root, server_binary, skip};
 use std::process::Command;
 
 const INSTALL: &str = "install with: pip install ./client/python pytest pytest-asyncio";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("repository root")
-}
 
 /// `$IADB_PYTHON`, else `python3`.
 fn python() -> String {
