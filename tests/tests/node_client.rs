@@ -37,6 +37,13 @@ fn missing(dir: &Path) -> Option<String> {
     None
 }
 
+/// `program` under coreutils' `timeout`: no child runs longer than 5 min.
+fn bounded(program: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=10s", "300s", program]);
+    cmd
+}
+
 /// Runs `cmd`, printing its output; fails the test unless it succeeds.
 fn run(what: &str, cmd: &mut Command) -> Output {
     let out = cmd
@@ -65,7 +72,7 @@ fn node_client_example_and_suite() {
 
     run(
         "npm run build",
-        Command::new("npm")
+        bounded("npm")
             .args(["run", "--silent", "build"])
             .current_dir(&dir),
     );
@@ -79,7 +86,7 @@ fn node_client_example_and_suite() {
     let server_log = || server.log_text();
 
     // The example: streams ROWS rows and prints one line of JSON on stdout.
-    let example = Command::new("node")
+    let example = bounded("node")
         .arg("dist/examples/stream.js")
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)
@@ -122,7 +129,7 @@ fn node_client_example_and_suite() {
     }
 
     // The library's suite.
-    let tests = Command::new("node")
+    let tests = bounded("node")
         .args(["--test", "dist/test/client.test.js"])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)
