@@ -268,19 +268,21 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    // Borrowed, not copied: this runs for every value of every row.
+    // Borrowed, not copied: this runs for every value of every row. The
+    // arms below decode unchecked: the type name they match on is the check
+    // (try_get would look the value up and compare its type once more).
     let type_info = raw.type_info();
     let name = type_info.name();
     let column = || row.columns().get(i).map(|c| c.name()).unwrap_or_default();
     let get = |e: sqlx::Error| pg_error(e);
     Ok(match name {
-        "BOOL" => Value::Bool(row.try_get(i).map_err(get)?),
-        "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i).map_err(get)?)),
-        "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i).map_err(get)?)),
-        "INT8" => Value::Int(row.try_get(i).map_err(get)?),
-        "OID" => Value::Int(i64::from(row.try_get::<Oid, _>(i).map_err(get)?.0)),
-        "FLOAT4" => Value::Float(f64::from(row.try_get::<f32, _>(i).map_err(get)?)),
-        "FLOAT8" => Value::Float(row.try_get(i).map_err(get)?),
+        "BOOL" => Value::Bool(row.try_get_unchecked(i).map_err(get)?),
+        "INT2" => Value::Int(i64::from(row.try_get_unchecked::<i16, _>(i).map_err(get)?)),
+        "INT4" => Value::Int(i64::from(row.try_get_unchecked::<i32, _>(i).map_err(get)?)),
+        "INT8" => Value::Int(row.try_get_unchecked(i).map_err(get)?),
+        "OID" => Value::Int(i64::from(row.try_get_unchecked::<Oid, _>(i).map_err(get)?.0)),
+        "FLOAT4" => Value::Float(f64::from(row.try_get_unchecked::<f32, _>(i).map_err(get)?)),
+        "FLOAT8" => Value::Float(row.try_get_unchecked(i).map_err(get)?),
         "NUMERIC" => {
             // NUMERIC 'NaN' and ±'Infinity' (PostgreSQL 14+) have no exact
             // decimal form; the sign word of the binary form tells them.
@@ -295,7 +297,7 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
                 Some(0xD000) => Value::Float(f64::INFINITY),
                 Some(0xF000) => Value::Float(f64::NEG_INFINITY),
                 _ => {
-                    let d: BigDecimal = row.try_get(i).map_err(get)?;
+                    let d: BigDecimal = row.try_get_unchecked(i).map_err(get)?;
                     // The display scale PostgreSQL keeps (NUMERIC(38, 9) has 9
                     // fraction digits); the base-10000 digits may carry more zeros.
                     let d = match word(6) {
@@ -309,27 +311,27 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN" => {
             Value::Text(row.try_get_unchecked(i).map_err(get)?)
         }
-        "BYTEA" => Value::Bytes(row.try_get(i).map_err(get)?),
-        "DATE" => Value::Date(row.try_get(i).map_err(get)?),
-        "TIME" => Value::Time(row.try_get(i).map_err(get)?),
-        "TIMESTAMP" => Value::DateTime(row.try_get(i).map_err(get)?),
-        "TIMESTAMPTZ" => Value::TimestampTz(row.try_get(i).map_err(get)?),
+        "BYTEA" => Value::Bytes(row.try_get_unchecked(i).map_err(get)?),
+        "DATE" => Value::Date(row.try_get_unchecked(i).map_err(get)?),
+        "TIME" => Value::Time(row.try_get_unchecked(i).map_err(get)?),
+        "TIMESTAMP" => Value::DateTime(row.try_get_unchecked(i).map_err(get)?),
+        "TIMESTAMPTZ" => Value::TimestampTz(row.try_get_unchecked(i).map_err(get)?),
         "UUID" => Value::Text(
-            row.try_get::<Uuid, _>(i)
+            row.try_get_unchecked::<Uuid, _>(i)
                 .map_err(get)?
                 .hyphenated()
                 .to_string(),
         ),
         "JSON" | "JSONB" => {
-            let Json(raw): Json<Box<JsonRawValue>> = row.try_get(i).map_err(get)?;
+            let Json(raw): Json<Box<JsonRawValue>> = row.try_get_unchecked(i).map_err(get)?;
             Value::Json(raw.get().to_owned())
         }
         "INTERVAL" => {
-            let v: sqlx::postgres::types::PgInterval = row.try_get(i).map_err(get)?;
+            let v: sqlx::postgres::types::PgInterval = row.try_get_unchecked(i).map_err(get)?;
             Value::Text(format_interval(v.months, v.days, v.microseconds))
         }
         "TIMETZ" => {
-            let v: sqlx::postgres::types::PgTimeTz = row.try_get(i).map_err(get)?;
+            let v: sqlx::postgres::types::PgTimeTz = row.try_get_unchecked(i).map_err(get)?;
             let offset = v.offset.local_minus_utc();
             let sign = if offset < 0 { '-' } else { '+' };
             let offset = offset.unsigned_abs();
