@@ -300,6 +300,68 @@ async fn dropped_stream_ends_the_query_on_the_server() {
     assert_eq!(h.pool_idle, h.pool_size, "no connection left busy: {h:?}");
 }
 
+/// A deadline reaches the engine: a statement that sends nothing for long
+/// (`pg_sleep`) is gone from pg_stat_activity within seconds after
+/// DEADLINE_EXCEEDED, through Execute, FetchAll and ExecuteMany alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_stops_a_silent_statement_on_the_server() {
+    let Some(url) = postgres_url() else { return };
+    let server = TestServer::start(&["--database-url", &url]);
+    let db = iadb_client::RemoteDatabase::new(server.endpoint.clone())
+        .with_timeout(Duration::from_millis(500))
+        .with_retry(iadb_client::RetryPolicy::none());
+    db.connect().await.expect("connect");
+    let observer = sqlx::PgPool::connect(&url).await.expect("observer");
+    let marker = format!("iadb_deadline_marker_{}", std::process::id());
+    let active = |tag: String| {
+        let observer = observer.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' \
+                 AND pid <> pg_backend_pid() AND state = 'active'",
+            )
+            .bind(tag)
+            .fetch_one(&observer)
+            .await
+            .expect("pg_stat_activity")
+        }
+    };
+    for rpc in ["Execute", "FetchAll", "ExecuteMany"] {
+        let tag = format!("{marker}_{rpc}");
+        let sql = format!("SELECT pg_sleep(30) /* {tag} */");
+        let err = match rpc {
+            "Execute" => db.execute(&sql, &[]).await.map(|_| ()),
+            "FetchAll" => db.fetch_all(&sql, &[]).await.map(|_| ()),
+            _ => db.execute_many(&sql, &[vec![]]).await.map(|_| ()),
+        }
+        .expect_err("30 s of sleep under a 500 ms deadline");
+        assert_eq!(
+            err.kind(),
+            iadb::ErrorKind::DeadlineExceeded,
+            "{rpc}: {}",
+            err.message()
+        );
+        let ended = Instant::now();
+        while active(tag.clone()).await > 0 {
+            assert!(
+                ended.elapsed() < Duration::from_secs(5),
+                "{rpc}: pg_sleep still running 5 s after DEADLINE_EXCEEDED"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "{rpc}: statement gone {} ms after DEADLINE_EXCEEDED",
+            ended.elapsed().as_millis()
+        );
+    }
+    let row = db
+        .fetch_one("SELECT 1 AS one", &[])
+        .await
+        .expect("the server still serves")
+        .expect("a row");
+    assert_eq!(row.get("one"), Some(&Value::Int(1)));
+}
+
 /// FetchOne takes one row and answers; a result that ends there finishes
 /// normally, so its connection goes back to the pool instead of being closed
 /// (which would make every point select log in anew). A FetchOne over a long

@@ -280,7 +280,9 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
         "INT2" => Value::Int(i64::from(row.try_get_unchecked::<i16, _>(i).map_err(get)?)),
         "INT4" => Value::Int(i64::from(row.try_get_unchecked::<i32, _>(i).map_err(get)?)),
         "INT8" => Value::Int(row.try_get_unchecked(i).map_err(get)?),
-        "OID" => Value::Int(i64::from(row.try_get_unchecked::<Oid, _>(i).map_err(get)?.0)),
+        "OID" => Value::Int(i64::from(
+            row.try_get_unchecked::<Oid, _>(i).map_err(get)?.0,
+        )),
         "FLOAT4" => Value::Float(f64::from(row.try_get_unchecked::<f32, _>(i).map_err(get)?)),
         "FLOAT8" => Value::Float(row.try_get_unchecked(i).map_err(get)?),
         "NUMERIC" => {
@@ -423,12 +425,47 @@ fn format_interval(months: i32, days: i32, micros: i64) -> String {
     out
 }
 
-/// A pooled connection that, if dropped before its statement finished, is
-/// closed rather than returned: closing ends the query on the server, where
-/// returning it would first drain the rest of the result.
+/// A pooled connection that, if dropped before its statement finished (the
+/// caller left or its deadline passed), is closed rather than returned:
+/// returning it would first wait for the statement or drain its result.
+/// PostgreSQL notices the closed connection within
+/// `client_connection_check_interval` (set on every connection, see
+/// [`CONNECTION_CHECK_INTERVAL_MS`]) and ends the statement, even one that
+/// sends nothing, such as `pg_sleep`.
 struct StatementConnection {
     conn: Option<PoolConnection<Postgres>>,
     finished: bool,
+}
+
+impl StatementConnection {
+    fn new(conn: PoolConnection<Postgres>) -> Self {
+        Self {
+            conn: Some(conn),
+            finished: false,
+        }
+    }
+
+    fn connection(&mut self) -> Result<&mut sqlx::PgConnection> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| Error::internal("connection gone"))
+    }
+}
+
+/// How often (ms) PostgreSQL 14+ checks, while a statement runs, that its
+/// client is still connected.
+const CONNECTION_CHECK_INTERVAL_MS: u32 = 500;
+
+/// Run on every new connection: `client_connection_check_interval`, so that
+/// a statement whose caller is gone stops. Older servers do not know the
+/// setting (42704); they keep the old behaviour.
+async fn on_connect(conn: &mut sqlx::PgConnection) -> std::result::Result<(), sqlx::Error> {
+    let set = format!("SET client_connection_check_interval = {CONNECTION_CHECK_INTERVAL_MS}");
+    match conn.execute(sqlx::raw_sql(&set)).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42704") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for StatementConnection {
@@ -468,6 +505,7 @@ impl DatabaseInterface for PostgresBackend {
         let pool = PgPoolOptions::new()
             .max_connections(self.settings.max_connections.max(1))
             .acquire_timeout(self.settings.acquire_timeout)
+            .after_connect(|conn, _| Box::pin(on_connect(conn)))
             .connect_with(self.options.clone())
             .await
             .map_err(pg_error)?;
@@ -521,15 +559,23 @@ impl DatabaseInterface for PostgresBackend {
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
         let (text, types) = prepare_text(sql, params)?;
-        let mut conn = self.acquire().await?;
-        let done = if params.is_empty() {
-            // No parameters: the text may be a script of several statements.
-            conn.execute(sqlx::raw_sql(&text)).await
-        } else {
-            let (_, args) = prepare(&mut conn, &text, &types, params).await?;
-            conn.execute(sqlx::query_with(&text, args)).await
+        let mut statement = StatementConnection::new(self.acquire().await?);
+        let conn = statement.connection()?;
+        let done = async {
+            if params.is_empty() {
+                // No parameters: the text may be a script of several statements.
+                conn.execute(sqlx::raw_sql(&text)).await.map_err(pg_error)
+            } else {
+                let (_, args) = prepare(conn, &text, &types, params).await?;
+                conn.execute(sqlx::query_with(&text, args))
+                    .await
+                    .map_err(pg_error)
+            }
         }
-        .map_err(pg_error)?;
+        .await;
+        // Ended, well or not: the connection can go back to the pool.
+        statement.finished = true;
+        let done = done?;
         Ok(ExecuteOutcome {
             rows_affected: done.rows_affected(),
             last_insert_id: None,
@@ -538,21 +584,28 @@ impl DatabaseInterface for PostgresBackend {
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
-        let mut conn = self.acquire().await?;
-        let mut tx = conn.begin().await.map_err(pg_error)?;
-        let mut outcome = ExecuteOutcome::default();
-        for (index, params) in param_sets.iter().enumerate() {
-            let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-            let (text, types) = prepare_text(sql, params).map_err(at)?;
-            let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
-            let done = tx
-                .execute(sqlx::query_with(&text, args))
-                .await
-                .map_err(|e| at(pg_error(e)))?;
-            outcome.rows_affected += done.rows_affected();
+        let mut statement = StatementConnection::new(self.acquire().await?);
+        let conn = statement.connection()?;
+        let outcome = async {
+            let mut tx = conn.begin().await.map_err(pg_error)?;
+            let mut outcome = ExecuteOutcome::default();
+            for (index, params) in param_sets.iter().enumerate() {
+                let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
+                let (text, types) = prepare_text(sql, params).map_err(at)?;
+                let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
+                let done = tx
+                    .execute(sqlx::query_with(&text, args))
+                    .await
+                    .map_err(|e| at(pg_error(e)))?;
+                outcome.rows_affected += done.rows_affected();
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(outcome)
         }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(outcome)
+        .await;
+        // Committed or rolled back: the connection can go back to the pool.
+        statement.finished = true;
+        outcome
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
