@@ -359,6 +359,56 @@ async fn deadline_shorter_than_the_query_is_deadline_exceeded() {
     assert_healthy(&server.client("").await).await;
 }
 
+/// A deadline stops a SQLite statement inside one long step (a count over
+/// a huge generated series produces no row until it is done): with a pool
+/// of one connection (and a 5 s pool timeout), the next call is answered
+/// instead of waiting for the runaway count and failing UNAVAILABLE.
+#[tokio::test]
+async fn deadline_interrupts_one_long_sqlite_step() {
+    let server = TestServer::start(&[
+        "--database-url",
+        "sqlite:///./main.db",
+        "--pool-max",
+        "1",
+        "--pool-timeout-secs",
+        "5",
+    ]);
+    let db = RemoteDatabase::new(server.endpoint.clone())
+        .with_timeout(Duration::from_millis(300))
+        .with_retry(RetryPolicy::none());
+    db.connect().await.unwrap();
+    let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000000000) SELECT count(*) FROM c";
+    let calm = server.client("").await;
+    for rpc in ["FetchOne", "Execute", "ExecuteMany"] {
+        let err = match rpc {
+            "FetchOne" => db.fetch_one(endless, &[]).await.map(|_| ()),
+            "Execute" => db
+                .execute(&format!("CREATE TABLE IF NOT EXISTS n AS {endless}"), &[])
+                .await
+                .map(|_| ()),
+            _ => db.execute_many(endless, &[vec![]]).await.map(|_| ()),
+        }
+        .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::DeadlineExceeded,
+            "{rpc}: {}",
+            err.message()
+        );
+        let started = Instant::now();
+        let row = calm
+            .fetch_one("SELECT 7 AS seven", &[])
+            .await
+            .unwrap_or_else(|e| panic!("after {rpc}: the one connection is still busy: {e}"))
+            .unwrap();
+        assert_eq!(row.get("seven"), Some(&Value::Int(7)));
+        println!(
+            "{rpc}: next call answered {} ms after DEADLINE_EXCEEDED",
+            started.elapsed().as_millis()
+        );
+    }
+}
+
 /// Dropping a stream after 10 rows gives its connection back to the pool
 /// within a second.
 #[tokio::test]

@@ -17,6 +17,7 @@ use iadb::{
     Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
     QueryEvent, QueryStream, Result, Value,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::{
     Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
     error::DatabaseError,
@@ -25,7 +26,15 @@ use sqlx::{
         SqliteRow, SqliteSynchronous,
     },
 };
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 /// The SQLite adapter.
 pub struct SqliteBackend {
@@ -68,6 +77,57 @@ impl SqliteBackend {
     fn pool(&self) -> Result<SqlitePool> {
         self.pool.get()
     }
+
+    /// A pooled connection with a fresh progress handler, and the
+    /// [`Interrupt`] that stops its statement if the call is dropped (its
+    /// deadline passed, its client left) before the statement finished.
+    /// Every statement on a pooled connection goes through here, so none
+    /// runs under an earlier call's handler.
+    async fn acquire(&self) -> Result<(PoolConnection<sqlx::Sqlite>, Interrupt)> {
+        let mut conn = self.pool.acquire(sqlite_error).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = stop.clone();
+        conn.lock_handle()
+            .await
+            .map_err(sqlite_error)?
+            .set_progress_handler(PROGRESS_OPS, move || !seen.load(Ordering::Relaxed));
+        Ok((conn, Interrupt(Some(stop))))
+    }
+}
+
+/// SQLite virtual machine steps between two looks at the interrupt flag
+/// (a few microseconds of work).
+const PROGRESS_OPS: i32 = 10_000;
+
+/// Stops the statement on its connection when dropped before [`done`]: the
+/// connection's progress handler sees the flag and SQLite interrupts the
+/// statement, even inside one long step (an aggregate over a huge join),
+/// which dropping the call alone would leave running and holding the
+/// connection.
+///
+/// [`done`]: Interrupt::done
+struct Interrupt(Option<Arc<AtomicBool>>);
+
+impl Interrupt {
+    /// The statement ended: nothing to stop.
+    fn done(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A connection and its interrupt, dropped in this order: the flag is set
+/// before the connection goes back to the pool.
+struct Armed {
+    interrupt: Interrupt,
+    conn: PoolConnection<sqlx::Sqlite>,
 }
 
 /// SQLite's primary result codes that mean "try again" rather than "your SQL
@@ -264,9 +324,10 @@ impl DatabaseInterface for SqliteBackend {
         check_sql(sql)?;
         check_param_count(sql, Dialect::Sqlite, params.len())?;
         let args = bind_all(params)?;
-        let mut conn = self.pool.acquire(sqlite_error).await?;
+        let (conn, interrupt) = self.acquire().await?;
+        let mut armed = Armed { interrupt, conn };
         let columns: Arc<[Column]> = {
-            let statement = conn.prepare(sql).await.map_err(sqlite_error)?;
+            let statement = armed.conn.prepare(sql).await.map_err(sqlite_error)?;
             statement
                 .columns()
                 .iter()
@@ -277,8 +338,10 @@ impl DatabaseInterface for SqliteBackend {
         let declared: Vec<String> = columns.iter().map(|c| c.declared_type.clone()).collect();
         let dml = changes_rows(&sql);
         let events = async_stream::try_stream! {
+            // Moved whole, so the interrupt drops before the connection.
+            let mut armed = armed;
             let mut outcome = ExecuteOutcome::default();
-            let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
+            let mut results = armed.conn.fetch_many(sqlx::query_with(&sql, args));
             while let Some(item) = results.next().await {
                 match item.map_err(sqlite_error)? {
                     Either::Left(done) if dml => {
@@ -297,6 +360,8 @@ impl DatabaseInterface for SqliteBackend {
                     }
                 }
             }
+            drop(results);
+            armed.interrupt.done();
             yield QueryEvent::Done(outcome);
         };
         Ok(QueryStream {
@@ -308,14 +373,20 @@ impl DatabaseInterface for SqliteBackend {
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let mut conn = self.pool.acquire(sqlite_error).await?;
-        let done = if params.is_empty() {
-            // No parameters: the text may be a script of several statements.
-            conn.execute(sqlx::raw_sql(sql)).await
+        let args = if params.is_empty() {
+            None
         } else {
-            conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
-        }
-        .map_err(sqlite_error)?;
+            Some(bind_all(params)?)
+        };
+        let (conn, interrupt) = self.acquire().await?;
+        let mut armed = Armed { interrupt, conn };
+        let done = match args {
+            // No parameters: the text may be a script of several statements.
+            None => armed.conn.execute(sqlx::raw_sql(sql)).await,
+            Some(args) => armed.conn.execute(sqlx::query_with(sql, args)).await,
+        };
+        armed.interrupt.done();
+        let done = done.map_err(sqlite_error)?;
         if !changes_rows(sql) {
             return Ok(ExecuteOutcome::default());
         }
@@ -327,23 +398,29 @@ impl DatabaseInterface for SqliteBackend {
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
-        let mut conn = self.pool.acquire(sqlite_error).await?;
-        let mut tx = conn.begin().await.map_err(sqlite_error)?;
-        let mut outcome = ExecuteOutcome::default();
-        for (index, params) in param_sets.iter().enumerate() {
-            let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-            check_param_count(sql, Dialect::Sqlite, params.len()).map_err(at)?;
-            let done = tx
-                .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
-                .await
-                .map_err(|e| at(sqlite_error(e)))?;
-            outcome.rows_affected += done.rows_affected();
-            if done.rows_affected() > 0 {
-                outcome.last_insert_id = Some(done.last_insert_rowid());
+        let (conn, interrupt) = self.acquire().await?;
+        let mut armed = Armed { interrupt, conn };
+        let outcome = async {
+            let mut tx = armed.conn.begin().await.map_err(sqlite_error)?;
+            let mut outcome = ExecuteOutcome::default();
+            for (index, params) in param_sets.iter().enumerate() {
+                let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
+                check_param_count(sql, Dialect::Sqlite, params.len()).map_err(at)?;
+                let done = tx
+                    .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
+                    .await
+                    .map_err(|e| at(sqlite_error(e)))?;
+                outcome.rows_affected += done.rows_affected();
+                if done.rows_affected() > 0 {
+                    outcome.last_insert_id = Some(done.last_insert_rowid());
+                }
             }
+            tx.commit().await.map_err(sqlite_error)?;
+            Ok(outcome)
         }
-        tx.commit().await.map_err(sqlite_error)?;
-        Ok(outcome)
+        .await;
+        armed.interrupt.done();
+        outcome
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
@@ -360,12 +437,13 @@ impl DatabaseInterface for SqliteBackend {
         let sql = format!(
             "SELECT 1 FROM {master} WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE LIMIT 1"
         );
+        let (mut conn, mut interrupt) = self.acquire().await?;
         let found = sqlx::query(&sql)
             .bind(name)
-            .fetch_optional(&mut *self.pool.acquire(sqlite_error).await?)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(found.is_some())
+            .fetch_optional(&mut *conn)
+            .await;
+        interrupt.done();
+        Ok(found.map_err(sqlite_error)?.is_some())
     }
 }
 
@@ -445,7 +523,9 @@ impl MigrationSession for SqliteSession {
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        let conn = self.pool.acquire(sqlite_error).await?;
+        // A migration run is never interrupted: its handler never fires.
+        let (conn, mut interrupt) = self.acquire().await?;
+        interrupt.done();
         let conn = if self.memory {
             SessionConnection::Pooled(conn)
         } else {
