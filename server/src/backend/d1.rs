@@ -817,18 +817,7 @@ impl DatabaseInterface for D1Backend {
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
-        let (schema, name) = match table.split_once('.') {
-            Some((s, t)) => (s, t),
-            None => ("main", table),
-        };
-        let master = if schema.eq_ignore_ascii_case("temp") {
-            "sqlite_temp_master".to_owned()
-        } else {
-            format!("{}.sqlite_master", iadb::quote_identifier(schema))
-        };
-        let sql = format!(
-            "SELECT 1 FROM {master} WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE LIMIT 1"
-        );
+        let (sql, name) = super::sqlite_table_lookup(table);
         let (_, rows, _) = self
             .client()?
             .raw(&sql, &[Value::Text(name.to_owned())])

@@ -3,13 +3,7 @@
 
 use crate::migrate::MigrationSession;
 use iadb::{ConnectionConfig, DatabaseInterface, DatabaseType, Error, Result};
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 #[cfg(feature = "d1")]
 mod d1;
@@ -83,21 +77,60 @@ pub fn backend_for(config: &ConnectionConfig, pool: PoolSettings) -> Result<Arc<
     }
 }
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "duckdb"
+))]
 /// Counts one waiter for as long as it lives (also when the waiting call is
 /// dropped, e.g. on a deadline).
-pub(crate) struct WaitGuard(Arc<AtomicU32>);
+pub(crate) struct WaitGuard(Arc<std::sync::atomic::AtomicU32>);
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "duckdb"
+))]
 impl WaitGuard {
-    pub(crate) fn new(counter: &Arc<AtomicU32>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new(counter: &Arc<std::sync::atomic::AtomicU32>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self(counter.clone())
     }
 }
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "duckdb"
+))]
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// SQLite's (and so D1's) table lookup for `table`: the query, and the bare
+/// name to bind to its one placeholder. `schema.table` names an attached
+/// schema (`main`, `temp`, ...); names match case-insensitively, as SQLite's
+/// do.
+#[cfg(any(feature = "sqlite", feature = "d1"))]
+pub(crate) fn sqlite_table_lookup(table: &str) -> (String, &str) {
+    let (schema, name) = match table.split_once('.') {
+        Some((s, t)) => (s, t),
+        None => ("main", table),
+    };
+    let master = if schema.eq_ignore_ascii_case("temp") {
+        "sqlite_temp_master".to_owned()
+    } else {
+        format!("{}.sqlite_master", iadb::quote_identifier(schema))
+    };
+    let sql = format!(
+        "SELECT 1 FROM {master} WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE LIMIT 1"
+    );
+    (sql, name)
 }
 
 /// Checks the number of `?` placeholders against the parameters given.
