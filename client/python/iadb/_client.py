@@ -79,6 +79,22 @@ class RowStream:
     def __aiter__(self) -> "RowStream":
         return self
 
+    async def _read(self) -> bool:
+        """Feeds the next frame; False at the end of the stream."""
+        if self._call is None:
+            self._call = self._db._stub_or_raise().FetchAll(
+                self._request, timeout=self._timeout, metadata=self._db._metadata)
+        try:
+            frame = await self._call.read()
+        except grpc.RpcError as e:
+            self._finished = True
+            raise from_rpc_error(e) from None
+        if frame is grpc.aio.EOF:
+            self._finished = True
+            return False
+        self._reader.feed(frame)
+        return True
+
     async def __anext__(self) -> Dict[str, Any]:
         reader = self._reader
         while True:
@@ -87,36 +103,15 @@ class RowStream:
                 return row
             if self._finished:
                 raise StopAsyncIteration
-            if self._call is None:
-                self._call = self._db._stub_or_raise().FetchAll(
-                    self._request, timeout=self._timeout, metadata=self._db._metadata)
-            try:
-                frame = await self._call.read()
-            except grpc.RpcError as e:
-                self._finished = True
-                raise from_rpc_error(e) from None
-            if frame is grpc.aio.EOF:
-                self._finished = True
+            if not await self._read():
                 if reader.columns is None:
                     raise DatabaseError(grpc.StatusCode.INTERNAL, "stream ended without a header")
                 raise StopAsyncIteration
-            reader.feed(frame)
 
     async def start(self) -> List[str]:
         """Starts the call and waits for the header; returns the column names."""
-        while self._reader.columns is None and not self._finished:
-            if self._call is None:
-                self._call = self._db._stub_or_raise().FetchAll(
-                    self._request, timeout=self._timeout, metadata=self._db._metadata)
-            try:
-                frame = await self._call.read()
-            except grpc.RpcError as e:
-                self._finished = True
-                raise from_rpc_error(e) from None
-            if frame is grpc.aio.EOF:
-                self._finished = True
-                break
-            self._reader.feed(frame)
+        while self._reader.columns is None and not self._finished and await self._read():
+            pass
         return list(self._reader.columns or [])
 
     async def aclose(self) -> None:
@@ -132,7 +127,7 @@ class RowStream:
         await self.aclose()
 
 
-class Database:
+class Database(c.ClientSettings):
     """An asyncio client for one database of an iadb server.
 
     ``target`` is ``host:port``; ``database`` names one of the server's
@@ -151,29 +146,7 @@ class Database:
     before ``connect``.
     """
 
-    def __init__(
-        self,
-        target: str = c.DEFAULT_TARGET,
-        database: str = "",
-        *,
-        timeout: Optional[float] = None,
-        connect_timeout: float = 10.0,
-        credentials: Optional[grpc.ChannelCredentials] = None,
-        metadata: Optional[Sequence[Tuple[str, str]]] = None,
-        max_message_bytes: int = c.DEFAULT_MAX_MESSAGE_BYTES,
-        channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
-    ) -> None:
-        self.target = c.normalise_target(target)
-        if not isinstance(database, str):
-            raise TypeError("database must be str")
-        self.database = database
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self._credentials = credentials
-        self._metadata = tuple(metadata) if metadata else None
-        self._options = c.channel_options(max_message_bytes, channel_options)
-        self._channel: Optional[grpc.aio.Channel] = None
-        self._stub: Optional[pb_grpc.DatabaseStub] = None
+    _channel: Optional[grpc.aio.Channel] = None
 
     # --- lifecycle ---------------------------------------------------------
 

@@ -24,6 +24,36 @@ DEFAULT_BASE_DELAY = 0.1
 DEFAULT_MAX_DELAY = 2.0
 
 
+class ClientSettings:
+    """The constructor both clients share: where to connect and how; no
+    channel until ``connect``."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        database: str = "",
+        *,
+        timeout: Optional[float] = None,
+        connect_timeout: float = 10.0,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        metadata: Optional[Sequence[Tuple[str, str]]] = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
+    ) -> None:
+        self.target = normalise_target(target)
+        if not isinstance(database, str):
+            raise TypeError("database must be str")
+        self.database = database
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._credentials = credentials
+        self._metadata = tuple(metadata) if metadata else None
+        # `channel_options` is the argument here; the function is _channel_options.
+        self._options = _channel_options(max_message_bytes, channel_options)
+        self._channel = None
+        self._stub: Optional[Any] = None
+
+
 def normalise_target(target: str) -> str:
     """Accepts `host:port` and the Rust client's `http://host:port`."""
     if not isinstance(target, str) or not target:
@@ -42,6 +72,9 @@ def channel_options(max_message_bytes: int, extra: Optional[Sequence[Tuple[str, 
     opts.extend(extra or ())
     return opts
 
+
+
+_channel_options = channel_options
 
 def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
     """Delay before retry number `attempt` (0-based): base * 2**attempt, capped."""

@@ -108,36 +108,14 @@ class SyncRowStream:
         self.close()
 
 
-class SyncDatabase:
+class SyncDatabase(c.ClientSettings):
     """The blocking twin of ``iadb.Database``: same constructor, same methods
     (without ``await``), ``with SyncDatabase(...) as db:``, and ``iterate``
     returning a plain iterator. Which methods return ``QueryResult`` and which
     raise ``DatabaseError`` is the same as for ``Database``.
     """
 
-    def __init__(
-        self,
-        target: str = c.DEFAULT_TARGET,
-        database: str = "",
-        *,
-        timeout: Optional[float] = None,
-        connect_timeout: float = 10.0,
-        credentials: Optional[grpc.ChannelCredentials] = None,
-        metadata: Optional[Sequence[Tuple[str, str]]] = None,
-        max_message_bytes: int = c.DEFAULT_MAX_MESSAGE_BYTES,
-        channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
-    ) -> None:
-        self.target = c.normalise_target(target)
-        if not isinstance(database, str):
-            raise TypeError("database must be str")
-        self.database = database
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self._credentials = credentials
-        self._metadata = tuple(metadata) if metadata else None
-        self._options = c.channel_options(max_message_bytes, channel_options)
-        self._channel: Optional[grpc.Channel] = None
-        self._stub: Optional[pb_grpc.DatabaseStub] = None
+    _channel: Optional[grpc.Channel] = None
 
     @property
     def is_connected(self) -> bool:
