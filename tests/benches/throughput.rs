@@ -79,11 +79,7 @@ fn report(engine: &str, rows: u64, iadb: Duration, direct: Duration, server: &Te
 /// Check, which touches no engine.
 async fn grpc_floor(server: &TestServer) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = server.channel().await;
     let mut health = HealthClient::new(channel);
     let mut times = Vec::with_capacity(POINT_SELECTS);
     for _ in 0..POINT_SELECTS {

@@ -89,6 +89,16 @@ impl TestServer {
         }
     }
 
+    /// A raw gRPC channel to the server, for the standard health and
+    /// reflection clients.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to test server")
+    }
+
     /// A connected client for `database` (empty: the default).
     pub async fn client(&self, database: &str) -> RemoteDatabase {
         RemoteDatabase::connect_to(self.endpoint.clone(), database)

@@ -422,11 +422,7 @@ async fn health_follows_a_stopped_and_restarted_engine() {
         &[("RUST_LOG", "info")],
     );
     let metrics = metrics_addr(&server);
-    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = server.channel().await;
     let mut health = HealthClient::new(channel);
     let limit = Duration::from_secs(15);
     wait_for(&mut health, "pg", ServingStatus::Serving, limit).await;

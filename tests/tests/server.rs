@@ -232,11 +232,7 @@ fn unreachable_engine_at_startup_fails_without_leaking_credentials() {
 #[tokio::test]
 async fn standard_health_service_per_database() {
     let server = sqlite_server();
-    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut health = HealthClient::new(channel);
     // Every configured database has its status from the first call on.
     for service in ["", "default", "mem", "iadb.v1.Database"] {
@@ -683,11 +679,7 @@ fn bad_migration_folder_at_startup_exits_with_the_file_name() {
 async fn reflection_lists_the_services() {
     use tonic_reflection::pb::{v1, v1alpha};
     let server = sqlite_server();
-    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
