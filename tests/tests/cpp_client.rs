@@ -7,7 +7,10 @@
 //! libgrpc++-dev protobuf-compiler protobuf-compiler-grpc grpc-proto`.
 //! Without them the test is skipped with a notice, except in CI (`CI=true`),
 //! where it fails. The build goes to the cargo target directory
-//! (`CARGO_TARGET_TMPDIR/cpp-client`), so the source tree stays clean.
+//! (`CARGO_TARGET_TMPDIR/cpp-client-<checkout>`), so the source tree stays
+//! clean. The directory is named after the checkout because make's dependency
+//! files record absolute source paths: two clones sharing one target
+//! directory (CI does that) must not read each other's.
 
 use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
 use std::io::Read;
@@ -100,6 +103,26 @@ fn run(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
+/// `cpp-client-` and the checkout's path with every character that is not
+/// a letter or a digit replaced by `-`: one build directory per checkout.
+fn build_dir_name(root: &Path) -> String {
+    let key: String = root
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("cpp-client{key}")
+}
+
+#[test]
+fn build_dirs_of_two_checkouts_differ() {
+    let a = build_dir_name(Path::new("/tmp/ci-rehearsal"));
+    let b = build_dir_name(Path::new("/check/work/main"));
+    assert_eq!(a, "cpp-client-tmp-ci-rehearsal");
+    assert_eq!(b, "cpp-client-check-work-main");
+}
+
 #[test]
 fn cpp_client_example_and_tests() {
     if let Some(why) = missing_tools() {
@@ -107,7 +130,7 @@ fn cpp_client_example_and_tests() {
         return;
     }
     let root = repo_root();
-    let build = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpp-client");
+    let build = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(build_dir_name(&root));
 
     let mut make = Command::new("make");
     make.arg("-C")
