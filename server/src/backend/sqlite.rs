@@ -268,6 +268,21 @@ fn is_decimal(s: &str) -> bool {
         && digits.bytes().any(|b| b.is_ascii_digit())
 }
 
+/// What the statement behind [`SqliteBackend::query`] gives, in order: its
+/// columns once, before its first row, then its events.
+enum Step {
+    Columns(Arc<[Column]>),
+    Event(QueryEvent),
+}
+
+/// The columns of a statement or of one of its rows.
+fn columns_of(columns: &[sqlx::sqlite::SqliteColumn]) -> Arc<[Column]> {
+    columns
+        .iter()
+        .map(|c| Column::new(c.name(), declared_type(c)))
+        .collect()
+}
+
 /// The declared type as sqlx reports it; "NULL" means unknown (an expression).
 fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
     let name = column.type_info().name();
@@ -325,45 +340,67 @@ impl DatabaseInterface for SqliteBackend {
         check_param_count(sql, Dialect::Sqlite, params.len())?;
         let args = bind_all(params)?;
         let (conn, interrupt) = self.acquire().await?;
-        let mut armed = Armed { interrupt, conn };
-        let columns: Arc<[Column]> = {
-            let statement = armed.conn.prepare(sql).await.map_err(sqlite_error)?;
-            statement
-                .columns()
-                .iter()
-                .map(|c| Column::new(c.name(), declared_type(c)))
-                .collect()
-        };
+        let armed = Armed { interrupt, conn };
         let sql = sql.to_owned();
-        let declared: Vec<String> = columns.iter().map(|c| c.declared_type.clone()).collect();
         let dml = changes_rows(&sql);
-        let events = async_stream::try_stream! {
+        // The statement runs at once and its columns come with its first
+        // row: one trip to the connection's worker thread, where a prepare
+        // first would take two. Only a result without rows asks for its
+        // columns afterwards (from the statement cache, without running it
+        // again).
+        let mut steps = async_stream::try_stream! {
             // Moved whole, so the interrupt drops before the connection.
             let mut armed = armed;
             let mut outcome = ExecuteOutcome::default();
-            let mut results = armed.conn.fetch_many(sqlx::query_with(&sql, args));
-            while let Some(item) = results.next().await {
-                match item.map_err(sqlite_error)? {
-                    Either::Left(done) if dml => {
-                        outcome.rows_affected += done.rows_affected();
-                        if done.rows_affected() > 0 {
-                            outcome.last_insert_id = Some(done.last_insert_rowid());
+            let mut declared: Option<Vec<String>> = None;
+            {
+                let mut results = armed.conn.fetch_many(sqlx::query_with(&sql, args));
+                while let Some(item) = results.next().await {
+                    match item.map_err(sqlite_error)? {
+                        Either::Left(done) if dml => {
+                            outcome.rows_affected += done.rows_affected();
+                            if done.rows_affected() > 0 {
+                                outcome.last_insert_id = Some(done.last_insert_rowid());
+                            }
                         }
-                    }
-                    Either::Left(_) => {}
-                    Either::Right(row) => {
-                        let mut values = Vec::with_capacity(declared.len());
-                        for (i, ty) in declared.iter().enumerate() {
-                            values.push(decode_value(&row, i, ty)?);
+                        Either::Left(_) => {}
+                        Either::Right(row) => {
+                            if declared.is_none() {
+                                let columns = columns_of(row.columns());
+                                declared =
+                                    Some(columns.iter().map(|c| c.declared_type.clone()).collect());
+                                yield Step::Columns(columns);
+                            }
+                            let types = declared.as_deref().unwrap_or_default();
+                            let mut values = Vec::with_capacity(types.len());
+                            for (i, ty) in types.iter().enumerate() {
+                                values.push(decode_value(&row, i, ty)?);
+                            }
+                            yield Step::Event(QueryEvent::Row(values));
                         }
-                        yield QueryEvent::Row(values);
                     }
                 }
             }
-            drop(results);
+            if declared.is_none() {
+                let statement = armed.conn.prepare(&sql).await.map_err(sqlite_error)?;
+                yield Step::Columns(columns_of(statement.columns()));
+            }
             armed.interrupt.done();
-            yield QueryEvent::Done(outcome);
+            yield Step::Event(QueryEvent::Done(outcome));
+        }
+        .boxed();
+        let columns = match steps.next().await {
+            Some(Ok(Step::Columns(columns))) => columns,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Step::Event(_))) | None => {
+                return Err(Error::internal("sqlite: a result without its columns"));
+            }
         };
+        let events = steps.map(|step| match step {
+            Ok(Step::Event(event)) => Ok(event),
+            Ok(Step::Columns(_)) => Err(Error::internal("sqlite: columns given twice")),
+            Err(e) => Err(e),
+        });
         Ok(QueryStream {
             columns,
             events: events.boxed(),
@@ -546,6 +583,66 @@ mod tests {
         ] {
             assert!(!changes_rows(sql), "{sql}");
         }
+    }
+
+    /// The columns come with the first row, or from the statement cache
+    /// after a result without rows, even when the statement removed what
+    /// it named.
+    #[tokio::test]
+    async fn query_columns_with_and_without_rows() {
+        let config = ConnectionConfig::from_url("sqlite:///:memory:").unwrap();
+        let db = SqliteBackend::new(&config, PoolSettings::default()).unwrap();
+        db.connect().await.unwrap();
+        let names = |columns: &[Column]| -> Vec<String> {
+            columns.iter().map(|c| c.name.clone()).collect()
+        };
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, d DATE)", &[])
+            .await
+            .unwrap();
+        let stream = db
+            .query(
+                "INSERT INTO t (d) VALUES (?) RETURNING id, d",
+                &[Value::Text("2024-02-29".into())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(names(&stream.columns), ["id", "d"]);
+        assert_eq!(stream.columns[1].declared_type, "DATE");
+        let events: Vec<QueryEvent> = stream.events.map(|e| e.unwrap()).collect().await;
+        assert_eq!(
+            events,
+            [
+                QueryEvent::Row(vec![
+                    Value::Int(1),
+                    Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap())
+                ]),
+                QueryEvent::Done(ExecuteOutcome {
+                    rows_affected: 1,
+                    last_insert_id: Some(1)
+                }),
+            ]
+        );
+        let empty = db.query("SELECT id, d FROM t WHERE id > 5", &[]).await.unwrap();
+        assert_eq!(names(&empty.columns), ["id", "d"]);
+        // `:memory:` is one connection: the unread result gives it back.
+        drop(empty);
+        let dropped = db.query("DROP TABLE t", &[]).await.unwrap();
+        assert!(dropped.columns.is_empty());
+        let events: Vec<QueryEvent> = dropped.events.map(|e| e.unwrap()).collect().await;
+        assert_eq!(events, [QueryEvent::Done(ExecuteOutcome::default())]);
+        let error = db
+            .query("SELECT * FROM t", &[])
+            .await
+            .err()
+            .expect("the table is gone");
+        assert!(error.message().contains("no such table"), "{}", error.message());
+        // An error on the first step is the call's error, not a stream's.
+        let error = db
+            .query("SELECT abs(-9223372036854775807 - 1)", &[])
+            .await
+            .err()
+            .expect("integer overflow");
+        assert!(error.message().contains("overflow"), "{}", error.message());
     }
 
     #[tokio::test]
