@@ -622,7 +622,10 @@ mod tests {
                 }),
             ]
         );
-        let empty = db.query("SELECT id, d FROM t WHERE id > 5", &[]).await.unwrap();
+        let empty = db
+            .query("SELECT id, d FROM t WHERE id > 5", &[])
+            .await
+            .unwrap();
         assert_eq!(names(&empty.columns), ["id", "d"]);
         // `:memory:` is one connection: the unread result gives it back.
         drop(empty);
@@ -635,7 +638,11 @@ mod tests {
             .await
             .err()
             .expect("the table is gone");
-        assert!(error.message().contains("no such table"), "{}", error.message());
+        assert!(
+            error.message().contains("no such table"),
+            "{}",
+            error.message()
+        );
         // An error on the first step is the call's error, not a stream's.
         let error = db
             .query("SELECT abs(-9223372036854775807 - 1)", &[])
