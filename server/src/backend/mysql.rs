@@ -13,7 +13,7 @@
 
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
-    sqlx_common::{PoolSlot, map_sqlx_error},
+    sqlx_common::{PoolSlot, map_sqlx_error, ping_if_idle},
 };
 use crate::{
     migrate::{MigrationSession, StoreDialect},
@@ -442,6 +442,8 @@ impl DatabaseInterface for MySqlBackend {
         let pool = MySqlPoolOptions::new()
             .acquire_timeout(self.settings.acquire_timeout)
             .max_connections(self.settings.max_connections.max(1))
+            .test_before_acquire(false)
+            .before_acquire(ping_if_idle)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if ansi_quotes {

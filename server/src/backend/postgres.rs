@@ -11,7 +11,7 @@
 
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
-    sqlx_common::{PoolSlot, map_sqlx_error},
+    sqlx_common::{PoolSlot, map_sqlx_error, ping_if_idle},
 };
 use crate::{
     migrate::{MigrationSession, StoreDialect},
@@ -506,6 +506,8 @@ impl DatabaseInterface for PostgresBackend {
             .max_connections(self.settings.max_connections.max(1))
             .acquire_timeout(self.settings.acquire_timeout)
             .after_connect(|conn, _| Box::pin(on_connect(conn)))
+            .test_before_acquire(false)
+            .before_acquire(ping_if_idle)
             .connect_with(self.options.clone())
             .await
             .map_err(pg_error)?;

@@ -3,7 +3,10 @@
 use super::WaitGuard;
 use iadb::{Error, ErrorKind};
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
 /// How an engine's error codes map to iadb error kinds beyond what sqlx's
 /// own classification tells.
@@ -49,6 +52,31 @@ pub(crate) fn map_sqlx_error(e: sqlx::Error, classify: CodeClassifier) -> Error 
         sqlx::Error::Protocol(p) => Error::internal(format!("protocol error: {p}")),
         other => Error::internal(other.to_string()),
     }
+}
+
+/// A pooled connection that went back to the pool less than this long ago is
+/// handed out without a ping. Under load, calls reuse connections within
+/// microseconds, and skipping the ping saves them a round trip to the engine
+/// each (45–65 µs of a PostgreSQL point select here). A connection idle
+/// longer is pinged first, and one that fails the ping is closed and
+/// replaced. This is pgbouncer's `server_check_delay`, whose default is 30 s,
+/// with a shorter delay.
+pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The pools' `before_acquire` hook (with sqlx's `test_before_acquire` off):
+/// pings a connection only when it has been idle for [`PING_AFTER_IDLE`] or
+/// longer. A failed ping makes sqlx close the connection and hand out
+/// another (or open a new one).
+pub(crate) fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for < PING_AFTER_IDLE {
+            return Ok(true);
+        }
+        Ok(conn.ping().await.is_ok())
+    })
 }
 
 /// The pool of a sqlx adapter: empty until `connect`, emptied by
