@@ -304,7 +304,11 @@ impl DatabaseInterface for SqliteBackend {
                 Error::unavailable(format!("cannot create folder {}: {e}", path.display()))
             })?;
         }
+        // No ping before a connection is handed out: an embedded database's
+        // connection does not drop, and the ping is a trip to its worker
+        // thread on every call.
         let mut pool_options = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .acquire_timeout(self.settings.acquire_timeout)
             .max_connections(self.settings.max_connections.max(1));
         if self.memory {
