@@ -233,8 +233,8 @@ async fn main() {
     // Measured from a task on the runtime's workers, as a service's handler
     // calls its database, not from `block_on` on the main thread: there,
     // every socket wake-up crosses from a worker to the main thread, which
-    // adds about 35 µs to each gRPC round trip on the 2-core machine and
-    // much less to the driver's calls.
+    // adds about 35 µs to each gRPC round trip on the 2-core machine. The
+    // driver's calls run in the same task.
     let run = tokio::spawn(async {
         sqlite().await;
         match std::env::var("IADB_TEST_POSTGRES_URL") {
