@@ -57,7 +57,7 @@ pub(crate) fn map_sqlx_error(e: sqlx::Error, classify: CodeClassifier) -> Error 
 /// A pooled connection that went back to the pool less than this long ago is
 /// handed out without a ping. Under load, calls reuse connections within
 /// microseconds, and skipping the ping saves them a round trip to the engine
-/// each (45–65 µs of a PostgreSQL point select here). A connection idle
+/// each (50–70 µs of a PostgreSQL point select here). A connection idle
 /// longer is pinged first, and one that fails the ping is closed and
 /// replaced. This is pgbouncer's `server_check_delay`, whose default is 30 s,
 /// with a shorter delay.
