@@ -32,33 +32,46 @@ async fn one_int(db: &RemoteDatabase, sql: &str) -> i64 {
     }
 }
 
+/// A server with one pooled connection to `url`. `id_sql` names the
+/// connection (the engine's session id), `kill` ends it from outside while
+/// it sits idle, and the next call, after more than the ping delay, must
+/// get a new connection and succeed.
+async fn killed_while_idle_is_replaced<Kill, Killed>(url: &str, id_sql: &str, kill: Kill)
+where
+    Kill: FnOnce(i64) -> Killed,
+    Killed: Future<Output = ()>,
+{
+    let server = TestServer::start(&["--database-url", url, "--pool-max", "1"]);
+    let db = client_without_retry(&server).await;
+    let first = one_int(&db, id_sql).await;
+    // Reused at once, without a new login.
+    assert_eq!(one_int(&db, id_sql).await, first);
+    kill(first).await;
+    tokio::time::sleep(IDLE).await;
+    let second = one_int(&db, id_sql).await;
+    assert_ne!(second, first, "the killed connection was handed out again");
+    assert_eq!(one_int(&db, "SELECT 41 + 1").await, 42);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connection_killed_while_idle_is_replaced() {
     let Ok(url) = std::env::var("IADB_TEST_POSTGRES_URL") else {
         skip("postgresql", "IADB_TEST_POSTGRES_URL is not set");
         return;
     };
-    let server = TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
-    let db = client_without_retry(&server).await;
-    let pid_sql = "SELECT pg_backend_pid()::int8";
-    let first = one_int(&db, pid_sql).await;
-    // Reused at once, without a new login.
-    assert_eq!(one_int(&db, pid_sql).await, first);
-
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("direct connection");
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1::int4)")
-        .bind(first as i32)
-        .fetch_one(&admin)
-        .await
-        .expect("terminate the server's connection");
-    assert!(killed, "pg_terminate_backend found no backend {first}");
-
-    tokio::time::sleep(IDLE).await;
-    let second = one_int(&db, pid_sql).await;
-    assert_ne!(second, first, "the killed connection was handed out again");
-    assert_eq!(one_int(&db, "SELECT 41 + 1").await, 42);
+    let admin_url = url.clone();
+    killed_while_idle_is_replaced(&url, "SELECT pg_backend_pid()::int8", |pid| async move {
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("direct connection");
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1::int4)")
+            .bind(pid as i32)
+            .fetch_one(&admin)
+            .await
+            .expect("terminate the server's connection");
+        assert!(killed, "pg_terminate_backend found no backend {pid}");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,22 +80,19 @@ async fn mysql_connection_killed_while_idle_is_replaced() {
         skip("mysql", "IADB_TEST_MYSQL_URL is not set");
         return;
     };
-    let server = TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
-    let db = client_without_retry(&server).await;
-    let id_sql = "SELECT CAST(CONNECTION_ID() AS SIGNED)";
-    let first = one_int(&db, id_sql).await;
-    assert_eq!(one_int(&db, id_sql).await, first);
-
-    let admin = sqlx::MySqlPool::connect(&url)
-        .await
-        .expect("direct connection");
-    sqlx::query(&format!("KILL CONNECTION {first}"))
-        .execute(&admin)
-        .await
-        .expect("kill the server's connection");
-
-    tokio::time::sleep(IDLE).await;
-    let second = one_int(&db, id_sql).await;
-    assert_ne!(second, first, "the killed connection was handed out again");
-    assert_eq!(one_int(&db, "SELECT 41 + 1").await, 42);
+    let admin_url = url.clone();
+    killed_while_idle_is_replaced(
+        &url,
+        "SELECT CAST(CONNECTION_ID() AS SIGNED)",
+        |id| async move {
+            let admin = sqlx::MySqlPool::connect(&admin_url)
+                .await
+                .expect("direct connection");
+            sqlx::query(&format!("KILL CONNECTION {id}"))
+                .execute(&admin)
+                .await
+                .expect("kill the server's connection");
+        },
+    )
+    .await;
 }
