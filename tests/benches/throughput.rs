@@ -152,6 +152,7 @@ async fn point_selects<DB: sqlx::Database>(
     for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
     for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64, String, f64): sqlx::FromRow<'r, DB::Row>,
 {
     let direct_sql = if engine == "postgresql" {
         sql.replace('?', "$1")
@@ -163,16 +164,20 @@ async fn point_selects<DB: sqlx::Database>(
     for i in 0..POINT_SELECTS {
         let id = (i as i64 * 7919) % 100_000 + 1;
         let started = Instant::now();
-        db.fetch_one(sql, &[Value::Int(id)])
+        let row = db
+            .fetch_one(sql, &[Value::Int(id)])
             .await
             .expect("point select");
+        assert!(row.is_some(), "id {id} is in the table");
         through.push(started.elapsed());
         let started = Instant::now();
-        sqlx::query(&direct_sql)
+        // Decoded, as iadb decodes every value it sends.
+        let row: Option<(i64, String, f64)> = sqlx::query_as(&direct_sql)
             .bind(id)
             .fetch_optional(pool)
             .await
             .expect("direct");
+        assert!(row.is_some(), "id {id} is in the table");
         direct.push(started.elapsed());
     }
     let (a, b) = (median(through), median(direct));
@@ -208,7 +213,7 @@ async fn postgres(url: &str) {
         .await
         .expect("drop");
     db.execute(
-        "CREATE TABLE bench_points AS SELECT x::int8 AS id, 'label-' || x AS label, x * 0.25 AS score FROM generate_series(1, 100000) AS g(x)",
+        "CREATE TABLE bench_points AS SELECT x::int8 AS id, 'label-' || x AS label, x * 0.25::float8 AS score FROM generate_series(1, 100000) AS g(x)",
         &[],
     )
     .await
