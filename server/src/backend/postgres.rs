@@ -134,8 +134,19 @@ fn declared_type(value: &Value) -> Option<PgTypeInfo> {
 
 /// Rewrites placeholders, checks the count, and prefixes the SQL with its
 /// parameter type signature so each signature gets its own cached statement.
+/// The most parameters one PostgreSQL statement takes: the wire protocol
+/// counts them in 16 bits.
+const MAX_PARAMS: usize = u16::MAX as usize;
+
 fn prepare_text<'a>(sql: &'a str, params: &[Value]) -> Result<(Cow<'a, str>, Vec<PgTypeInfo>)> {
     check_sql(sql)?;
+    if params.len() > MAX_PARAMS {
+        // Caught here: sqlx would refuse it as a protocol error (INTERNAL).
+        return Err(Error::invalid_argument(format!(
+            "PostgreSQL takes at most {MAX_PARAMS} parameters in one statement; {} given",
+            params.len()
+        )));
+    }
     let (rewritten, count) = rewrite_numbered(sql);
     // SQL written with `$n` has no `?`: PostgreSQL itself checks its count.
     if count > 0 || params.is_empty() || !sql.contains('$') {
