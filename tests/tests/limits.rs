@@ -6,7 +6,7 @@
 //! refuses more than 65535 placeholders, and SQLite more than 32766
 //! variables.
 
-use iadb::{DatabaseInterface, ErrorKind, Value};
+use iadb::{ErrorKind, Value};
 use iadb_tests::{Engine, Target};
 
 async fn too_many_parameters(engine: Engine, n: usize, reason: &str) {
@@ -17,15 +17,13 @@ async fn too_many_parameters(engine: Engine, n: usize, reason: &str) {
         let error =
             t.db.fetch_all(&sql, &params)
                 .await
-                .err()
-                .expect("too many parameters are refused");
+                .expect_err("too many parameters are refused");
         assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error:?}");
         assert!(error.message().contains(reason), "{}", error.message());
         let error =
             t.db.execute(&sql, &params)
                 .await
-                .err()
-                .expect("too many parameters are refused");
+                .expect_err("too many parameters are refused");
         assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error:?}");
         let row =
             t.db.fetch_one("SELECT ? AS x", &[Value::Int(7)])
