@@ -287,8 +287,19 @@ async fn health_rpc_reports_pool_figures() {
     assert!(main.pool_idle <= main.pool_size);
     // Figures are read before the health query runs; the first query opened
     // a connection (start-up migrations used a detached one), so now there
-    // is one, idle.
-    let again = db.health(false).await.unwrap().remove(0);
+    // is one, idle. sqlx gives a connection back to its pool in a task of
+    // its own, so the figures settle a moment after the call that used it
+    // has answered: read them again until they do, for at most 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        let health = db.health(false).await.unwrap().remove(0);
+        if (health.pool_size >= 1 && health.pool_idle == health.pool_size)
+            || Instant::now() > deadline
+        {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         again.pool_size >= 1 && again.pool_idle == again.pool_size,
         "{again:?}"
