@@ -145,3 +145,35 @@ impl Error {
         self.kind == ErrorKind::Unavailable
     }
 }
+
+/// Longest piece of a caller's input (a database or table name, a keyword)
+/// echoed into an error message or a log line, in bytes.
+pub const ECHO_MAX_BYTES: usize = 200;
+
+/// `text` as it may be echoed into a message: whole when short, else its
+/// first [`ECHO_MAX_BYTES`] (cut on a character) and how long it was, so a
+/// 10 MB name never becomes a 10 MB error or log line.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= ECHO_MAX_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut cut = ECHO_MAX_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}... ({} bytes)", &text[..cut], text.len()))
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+
+    #[test]
+    fn long_input_is_clipped_on_a_character() {
+        assert_eq!(clip("default"), "default");
+        let long = "é".repeat(1_000_000);
+        let clipped = clip(&long);
+        assert!(clipped.len() < ECHO_MAX_BYTES + 40, "{}", clipped.len());
+        assert!(clipped.ends_with("... (2000000 bytes)"), "{clipped}");
+    }
+}

@@ -53,6 +53,10 @@ pub struct PoolStatus {
     pub max: u32,
     /// Calls waiting for a connection right now (the pool is exhausted).
     pub waiting: u32,
+    /// Connections found inside a transaction when handed out again, and
+    /// rolled back, since the pool opened (a statement slipped past the
+    /// pooled-call checks; each one is a bug to report).
+    pub rolled_back: u64,
 }
 
 /// Quotes an identifier for SQL (`"name"`, inner quotes doubled), the form

@@ -7,6 +7,7 @@
 //! the two sides live in one module (`convert`), and so does the mapping of
 //! errors to gRPC status codes (`status`).
 
+pub mod codec;
 mod config;
 pub mod convert;
 mod error;
@@ -25,7 +26,7 @@ pub mod proto {
 }
 
 pub use config::{ConnectionConfig, DatabaseType, UrlError};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{ECHO_MAX_BYTES, Error, ErrorKind, Result, clip};
 pub use interface::{
     DatabaseInterface, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, RowStream,
     collect_query_result, create_table_sql, quote_identifier,

@@ -100,6 +100,17 @@ pub struct Cli {
     /// Largest request message accepted, in bytes.
     #[arg(long, env = "IADB_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Seconds a streamed result may wait for its client to read before it
+    /// is ended (RESOURCE_EXHAUSTED) and its connection freed.
+    #[arg(long, env = "IADB_STREAM_STALL_TIMEOUT_SECS")]
+    pub stream_stall_timeout_secs: Option<u64>,
+    /// Most calls running at once per database (default: --pool-max).
+    #[arg(long, env = "IADB_MAX_CONCURRENT_CALLS")]
+    pub max_concurrent_calls: Option<usize>,
+    /// Most calls waiting for a turn per database; more are
+    /// RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "IADB_MAX_QUEUED_CALLS")]
+    pub max_queued_calls: Option<usize>,
     /// Apply system and app migrations to every database before serving
     /// (`--migrate=false` to skip).
     #[arg(long, env = "IADB_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -142,6 +153,12 @@ pub struct EnvironmentFile {
     pub max_sql_bytes: Option<usize>,
     /// Largest request accepted.
     pub max_request_bytes: Option<usize>,
+    /// Seconds a stream may wait for its client to read.
+    pub stream_stall_timeout_secs: Option<u64>,
+    /// Most calls running at once per database.
+    pub max_concurrent_calls: Option<usize>,
+    /// Most calls waiting for a turn per database.
+    pub max_queued_calls: Option<usize>,
     /// Seconds between health checks.
     pub health_interval_secs: Option<u64>,
     /// Address of the Prometheus endpoint.
@@ -200,6 +217,15 @@ pub struct Limits {
     pub max_sql_bytes: usize,
     /// Largest request message accepted (and largest response message sent).
     pub max_message_bytes: usize,
+    /// How long a stream waits for its client to read before it is ended.
+    pub stream_stall_timeout: Duration,
+    /// Most calls running at once per database (by default the pool's
+    /// size, so calls wait in line here rather than inside the pool).
+    pub max_concurrent_calls: usize,
+    /// Most calls waiting for a turn per database.
+    pub max_queued_calls: usize,
+    /// How long a call waits for its turn (the pool's acquire timeout).
+    pub queue_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -209,6 +235,10 @@ impl Default for Limits {
             batch_bytes: 1024 * 1024,
             max_sql_bytes: 1024 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
+            stream_stall_timeout: Duration::from_secs(30),
+            max_concurrent_calls: PoolSettings::default().max_connections as usize,
+            max_queued_calls: 64,
+            queue_timeout: PoolSettings::default().acquire_timeout,
         }
     }
 }
@@ -291,20 +321,21 @@ impl Settings {
 
         let defaults = Limits::default();
         let pool_defaults = PoolSettings::default();
+        let pool = PoolSettings {
+            max_connections: cli
+                .pool_max
+                .or(file_env.pool_max)
+                .unwrap_or(pool_defaults.max_connections),
+            acquire_timeout: cli
+                .pool_timeout_secs
+                .or(file_env.pool_timeout_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(pool_defaults.acquire_timeout),
+        };
         Ok(Settings {
             listen,
             databases,
-            pool: PoolSettings {
-                max_connections: cli
-                    .pool_max
-                    .or(file_env.pool_max)
-                    .unwrap_or(pool_defaults.max_connections),
-                acquire_timeout: cli
-                    .pool_timeout_secs
-                    .or(file_env.pool_timeout_secs)
-                    .map(Duration::from_secs)
-                    .unwrap_or(pool_defaults.acquire_timeout),
-            },
+            pool,
             limits: Limits {
                 batch_rows: cli
                     .batch_rows
@@ -324,6 +355,22 @@ impl Settings {
                     .max_request_bytes
                     .or(file_env.max_request_bytes)
                     .unwrap_or(defaults.max_message_bytes),
+                stream_stall_timeout: cli
+                    .stream_stall_timeout_secs
+                    .or(file_env.stream_stall_timeout_secs)
+                    .map_or(defaults.stream_stall_timeout, |s| {
+                        Duration::from_secs(s.max(1))
+                    }),
+                max_concurrent_calls: cli
+                    .max_concurrent_calls
+                    .or(file_env.max_concurrent_calls)
+                    .unwrap_or(pool.max_connections as usize)
+                    .max(1),
+                max_queued_calls: cli
+                    .max_queued_calls
+                    .or(file_env.max_queued_calls)
+                    .unwrap_or(defaults.max_queued_calls),
+                queue_timeout: pool.acquire_timeout,
             },
             migrate: cli.migrate,
             migrate_options: crate::migrate::MigrateOptions {

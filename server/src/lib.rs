@@ -7,6 +7,7 @@
 //! `metrics` is the Prometheus endpoint.
 //! Adapters live in `backend`, one module per engine behind its feature.
 
+mod admission;
 pub mod backend;
 pub mod config;
 pub mod metrics;

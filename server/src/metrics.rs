@@ -7,8 +7,10 @@
 //!   until the last row was sent);
 //! - `rows_streamed_total{database}`: rows sent by FetchAll and FetchOne;
 //! - `pool_connections{database}`, `pool_idle_connections{database}`,
-//!   `pool_max_connections{database}`, `pool_waiting{database}`: read from
-//!   the pools at scrape time;
+//!   `pool_max_connections{database}`, `pool_waiting{database}`,
+//!   `pool_transactions_rolled_back{database}` (connections found inside a
+//!   transaction and rolled back before reuse): read from the pools at
+//!   scrape time;
 //! - `database_up{database}`: 1 while the background health check passes.
 //!
 //! The `database` label is only ever a configured name (unknown names count
@@ -70,6 +72,7 @@ pub struct Metrics {
     pool_idle: Family<DatabaseLabel, Gauge>,
     pool_max: Family<DatabaseLabel, Gauge>,
     pool_waiting: Family<DatabaseLabel, Gauge>,
+    pool_rolled_back: Family<DatabaseLabel, Gauge>,
     up: Family<DatabaseLabel, Gauge>,
 }
 
@@ -123,6 +126,11 @@ impl Metrics {
             "pool_waiting",
             "Calls waiting for a free connection",
         );
+        let pool_rolled_back = gauge(
+            &mut registry,
+            "pool_transactions_rolled_back",
+            "Pooled connections found inside a transaction and rolled back since start (a bug to report)",
+        );
         let up = gauge(
             &mut registry,
             "database_up",
@@ -137,6 +145,7 @@ impl Metrics {
             pool_idle,
             pool_max,
             pool_waiting,
+            pool_rolled_back,
             up,
         }
     }
@@ -203,6 +212,9 @@ impl Metrics {
             self.pool_waiting
                 .get_or_create(&label)
                 .set(i64::from(status.waiting));
+            self.pool_rolled_back
+                .get_or_create(&label)
+                .set(i64::try_from(status.rolled_back).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;

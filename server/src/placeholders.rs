@@ -122,6 +122,171 @@ pub fn split_statements(sql: &str, dialect: Dialect) -> Vec<&str> {
     statements
 }
 
+/// What a call's SQL holds, as far as the checks made before it runs need
+/// to know: how many top-level statements, and the first statement that
+/// controls a transaction, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatementShape {
+    /// Top-level statements (the `;`-separated pieces of a compound body,
+    /// such as a trigger's `BEGIN ... END`, count as one with it).
+    pub statements: usize,
+    /// The leading words (upper-cased, e.g. `BEGIN`, `START TRANSACTION`,
+    /// `SET autocommit`) of the first statement that begins, ends or
+    /// marks a transaction.
+    pub transaction_control: Option<String>,
+}
+
+/// Reads the top-level statements of `sql` and finds the ones that control a
+/// transaction (`BEGIN`, `START TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`,
+/// `ABORT`, `SAVEPOINT`, `RELEASE`, MySQL `XA` and `SET autocommit`).
+///
+/// A statement that opens a compound body (`CREATE TRIGGER ... BEGIN`,
+/// `BEGIN ATOMIC`, a MySQL stored program) runs until the `END` that closes
+/// it, so the `;` inside the body do not start new statements and its
+/// `COMMIT`s (inside a procedure) are not the caller's. MySQL's executable
+/// comments (`/*! ... */`, MariaDB's `/*M! ... */`) are read as code.
+pub fn statement_shape(sql: &str, dialect: Dialect) -> StatementShape {
+    let mut reader = ShapeReader {
+        dialect,
+        shape: StatementShape::default(),
+        depth: 0,
+        piece: Piece::default(),
+    };
+    for token in Lexer::new(sql, dialect) {
+        let text = &sql[token.start..token.end];
+        match token.kind {
+            Kind::Semicolon => reader.end_piece(),
+            Kind::Whitespace => {}
+            Kind::Comment => {
+                if let Some(inner) = executable_comment(text, dialect) {
+                    inner
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .filter(|w| !w.is_empty())
+                        .for_each(|word| reader.piece.word(word));
+                }
+            }
+            Kind::Code => reader.piece.word(text),
+            Kind::Placeholder | Kind::EscapedQuestion | Kind::Quoted => {
+                reader.piece.has_code = true
+            }
+        }
+    }
+    reader.end_piece();
+    reader.shape
+}
+
+/// The state of [`statement_shape`]'s walk.
+struct ShapeReader {
+    dialect: Dialect,
+    shape: StatementShape,
+    /// How many compound bodies (`BEGIN ... END`) the current piece is in.
+    depth: usize,
+    piece: Piece,
+}
+
+/// One `;`-separated piece of SQL, as far as it has been read.
+#[derive(Default)]
+struct Piece {
+    has_code: bool,
+    /// The first few words, upper-cased.
+    words: Vec<String>,
+    /// `BEGIN` words in it (each may open a compound body).
+    begins: usize,
+    mentions_autocommit: bool,
+}
+
+impl Piece {
+    fn word(&mut self, word: &str) {
+        self.has_code = true;
+        if !word.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+            return;
+        }
+        if word.eq_ignore_ascii_case("BEGIN") {
+            self.begins += 1;
+        }
+        if word.eq_ignore_ascii_case("autocommit") {
+            self.mentions_autocommit = true;
+        }
+        if self.words.len() < 3 {
+            self.words.push(word.to_ascii_uppercase());
+        }
+    }
+
+    fn first(&self) -> Option<&str> {
+        self.words.first().map(String::as_str)
+    }
+
+    fn second(&self) -> Option<&str> {
+        self.words.get(1).map(String::as_str)
+    }
+}
+
+impl ShapeReader {
+    fn end_piece(&mut self) {
+        let piece = std::mem::take(&mut self.piece);
+        if !piece.has_code {
+            return;
+        }
+        if self.depth == 0 {
+            self.shape.statements += 1;
+            if self.shape.transaction_control.is_none() {
+                self.shape.transaction_control = transaction_control(&piece, self.dialect);
+            }
+            // Only a definition opens a body; a leading `BEGIN` here is a
+            // transaction.
+            if piece.first() == Some("CREATE") {
+                self.depth += piece.begins;
+            }
+        } else {
+            self.depth += piece.begins;
+            let closes = piece.first() == Some("END")
+                && !matches!(
+                    piece.second(),
+                    Some("IF" | "LOOP" | "WHILE" | "CASE" | "REPEAT" | "FOR")
+                );
+            if closes {
+                self.depth -= 1;
+            }
+        }
+    }
+}
+
+/// The text inside a MySQL executable comment (`/*!50001 ... */`,
+/// `/*M!100100 ... */`), without its version number; `None` for any other
+/// comment or dialect.
+fn executable_comment(text: &str, dialect: Dialect) -> Option<&str> {
+    if dialect != Dialect::MySql {
+        return None;
+    }
+    let body = text
+        .strip_prefix("/*!")
+        .or_else(|| text.strip_prefix("/*M!"))?;
+    let body = body.strip_suffix("*/").unwrap_or(body);
+    Some(body.trim_start_matches(|c: char| c.is_ascii_digit()))
+}
+
+/// Whether a statement whose leading words are `words` controls a
+/// transaction, and if so how to name it in an error.
+fn transaction_control(piece: &Piece, dialect: Dialect) -> Option<String> {
+    let first = piece.first()?;
+    let second = piece.second();
+    let named = match first {
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => first.to_owned(),
+        "START" if second == Some("TRANSACTION") => "START TRANSACTION".to_owned(),
+        // `END` and `ABORT` end a transaction in SQLite and PostgreSQL.
+        "END" if dialect != Dialect::MySql => first.to_owned(),
+        "ABORT" if matches!(dialect, Dialect::Postgres | Dialect::DuckDb) => first.to_owned(),
+        "PREPARE" if second == Some("TRANSACTION") => "PREPARE TRANSACTION".to_owned(),
+        "XA" if dialect == Dialect::MySql => first.to_owned(),
+        // `SET autocommit = 0` leaves the connection inside a transaction.
+        "SET" if dialect == Dialect::MySql && piece.mentions_autocommit => {
+            "SET autocommit".to_owned()
+        }
+        _ => return None,
+    };
+    Some(named)
+}
+
 /// Longest statement fingerprint kept, in bytes; longer ones are cut at a
 /// character boundary and end in `...`.
 pub const FINGERPRINT_MAX_BYTES: usize = 240;
@@ -450,6 +615,136 @@ mod tests {
 
     fn pg(sql: &str) -> String {
         rewrite_numbered(sql).0.into_owned()
+    }
+
+    // ---- statement shapes -----------------------------------------------
+
+    fn shape(sql: &str, dialect: Dialect) -> (usize, Option<String>) {
+        let StatementShape {
+            statements,
+            transaction_control,
+        } = statement_shape(sql, dialect);
+        (statements, transaction_control)
+    }
+
+    #[test]
+    fn shape_counts_top_level_statements() {
+        for dialect in ALL {
+            assert_eq!(shape("SELECT ?", dialect), (1, None));
+            assert_eq!(shape("SELECT ?;", dialect), (1, None));
+            assert_eq!(shape("SELECT ?; -- done\n", dialect), (1, None));
+            assert_eq!(shape("SELECT ?; DROP TABLE t", dialect), (2, None));
+            assert_eq!(shape("SELECT ';'; SELECT 2", dialect), (2, None));
+            assert_eq!(shape("", dialect), (0, None));
+            assert_eq!(shape(" ;; ; ", dialect), (0, None));
+            assert_eq!(shape("-- only a comment", dialect), (0, None));
+            assert_eq!(shape("/* a */ ; /* b */", dialect), (0, None));
+        }
+    }
+
+    #[test]
+    fn shape_finds_transaction_control_anywhere() {
+        let cases: &[(&str, &str)] = &[
+            ("BEGIN", "BEGIN"),
+            ("begin immediate", "BEGIN"),
+            ("  /* c */ BEGIN TRANSACTION", "BEGIN"),
+            ("COMMIT", "COMMIT"),
+            ("rollback to savepoint a", "ROLLBACK"),
+            ("SAVEPOINT a", "SAVEPOINT"),
+            ("RELEASE SAVEPOINT a", "RELEASE"),
+            ("START TRANSACTION", "START TRANSACTION"),
+            ("SELECT 1; BEGIN", "BEGIN"),
+            ("INSERT INTO t VALUES (1); COMMIT;", "COMMIT"),
+        ];
+        for dialect in ALL {
+            for (sql, named) in cases {
+                assert_eq!(
+                    shape(sql, dialect).1.as_deref(),
+                    Some(*named),
+                    "{sql} ({dialect:?})"
+                );
+            }
+            // Words in literals, identifiers and comments are not statements.
+            assert_eq!(shape("SELECT 'BEGIN'", dialect).1, None);
+            assert_eq!(shape("-- BEGIN\nSELECT 1", dialect).1, None);
+            assert_eq!(shape("SELECT begin_at FROM t", dialect).1, None);
+            assert_eq!(shape("UPDATE t SET committed = 1", dialect).1, None);
+            assert_eq!(shape("START REPLICA", dialect).1, None);
+        }
+        assert_eq!(shape("END", Dialect::Sqlite).1.as_deref(), Some("END"));
+        assert_eq!(
+            shape("ABORT", Dialect::Postgres).1.as_deref(),
+            Some("ABORT")
+        );
+        assert_eq!(
+            shape("PREPARE TRANSACTION 'x'", Dialect::Postgres)
+                .1
+                .as_deref(),
+            Some("PREPARE TRANSACTION")
+        );
+        assert_eq!(
+            shape("XA START 'x'", Dialect::MySql).1.as_deref(),
+            Some("XA")
+        );
+        assert_eq!(
+            shape("SET autocommit = 0", Dialect::MySql).1.as_deref(),
+            Some("SET autocommit")
+        );
+        assert_eq!(
+            shape("SET @@session.autocommit = 0", Dialect::MySql)
+                .1
+                .as_deref(),
+            Some("SET autocommit")
+        );
+        // MySQL runs the text of an executable comment.
+        assert_eq!(
+            shape("/*!40101 START TRANSACTION */", Dialect::MySql)
+                .1
+                .as_deref(),
+            Some("START TRANSACTION")
+        );
+        assert_eq!(
+            shape("/*M!100100 BEGIN */", Dialect::MySql).1.as_deref(),
+            Some("BEGIN")
+        );
+        assert_eq!(
+            shape("/*!40101 SET NAMES utf8 */", Dialect::MySql),
+            (1, None)
+        );
+        // ... and only MySQL does.
+        assert_eq!(shape("/*! BEGIN */ SELECT 1", Dialect::Sqlite).1, None);
+    }
+
+    #[test]
+    fn shape_keeps_a_compound_body_in_its_statement() {
+        let trigger = "CREATE TRIGGER tr AFTER INSERT ON a BEGIN \
+                       INSERT INTO b VALUES (1); UPDATE c SET n = CASE WHEN n > 0 THEN 1 ELSE 2 END; \
+                       END";
+        assert_eq!(shape(trigger, Dialect::Sqlite), (1, None));
+        assert_eq!(
+            shape(&format!("{trigger}; SELECT 1; COMMIT"), Dialect::Sqlite),
+            (3, Some("COMMIT".to_owned()))
+        );
+        let atomic =
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END";
+        assert_eq!(shape(atomic, Dialect::Postgres), (1, None));
+        let procedure = "CREATE PROCEDURE p() BEGIN DECLARE x INT; \
+                         IF x THEN BEGIN SELECT 1; END; END IF; START TRANSACTION; COMMIT; END";
+        assert_eq!(shape(procedure, Dialect::MySql), (1, None));
+        assert_eq!(
+            shape(&format!("{procedure}; BEGIN"), Dialect::MySql),
+            (2, Some("BEGIN".to_owned()))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn shape_never_panics_and_counts_at_most_the_semicolons(sql in "\\PC{0,200}") {
+            for dialect in ALL {
+                let found = statement_shape(&sql, dialect);
+                prop_assert!(found.statements <= sql.matches(';').count() + 1);
+            }
+        }
     }
 
     // ---- fingerprints ---------------------------------------------------

@@ -4,12 +4,14 @@
 //! converts back. Errors become statuses only through `From<iadb::Error>`.
 
 use crate::{
+    admission::{Admission, Turn},
     config::Limits,
     metrics::{ALL_DATABASES, Metrics, UNKNOWN_DATABASE},
     migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
-    placeholders::{Dialect, fingerprint},
+    placeholders::{Dialect, StatementShape, fingerprint, statement_shape},
     registry::Registry,
 };
+use futures::FutureExt;
 use futures::StreamExt;
 use iadb::{
     DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value,
@@ -17,7 +19,10 @@ use iadb::{
     proto::{self, database_server::Database, fetch_all_response::Frame},
 };
 use std::{
+    any::Any,
+    collections::BTreeMap,
     future::Future,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
@@ -35,6 +40,8 @@ const STREAM_CHANNEL_BATCHES: usize = 2;
 #[derive(Clone)]
 pub struct DatabaseService {
     registry: Arc<Registry>,
+    /// Admission per configured database name.
+    admission: Arc<BTreeMap<String, Admission>>,
     limits: Limits,
     migrate_options: MigrateOptions,
     metrics: Metrics,
@@ -48,11 +55,46 @@ impl DatabaseService {
         migrate_options: MigrateOptions,
         metrics: Metrics,
     ) -> Self {
+        let admission = registry
+            .names()
+            .map(|name| {
+                let admission = Admission::new(
+                    limits.max_concurrent_calls,
+                    limits.max_queued_calls,
+                    limits.queue_timeout,
+                );
+                (name.to_owned(), admission)
+            })
+            .collect();
         Self {
             registry,
+            admission: Arc::new(admission),
             limits,
             migrate_options,
             metrics,
+        }
+    }
+
+    /// Waits for a turn on `database` (see [`Admission`]).
+    async fn turn(&self, database: &str) -> Result<Turn, Error> {
+        let name = match self.registry.describe(database) {
+            Some((name, _)) => name,
+            None => return Err(self.unknown(database)),
+        };
+        match self.admission.get(name) {
+            Some(admission) => admission.enter(name).await,
+            None => Err(self.unknown(database)),
+        }
+    }
+
+    /// The error for a database name that is not configured.
+    fn unknown(&self, database: &str) -> Error {
+        match self.registry.get(database) {
+            Err(e) => e,
+            Ok(_) => Error::internal(format!(
+                "database `{}` has no admission control",
+                iadb::clip(database)
+            )),
         }
     }
 
@@ -99,6 +141,14 @@ impl DatabaseService {
         }
     }
 
+    /// The engine behind the database named `database`.
+    fn engine_of(&self, database: &str) -> Result<DatabaseType, Error> {
+        match self.registry.describe(database) {
+            Some((_, engine)) => Ok(engine),
+            None => Err(self.unknown(database)),
+        }
+    }
+
     fn check_sql_size(&self, sql: &str) -> Result<(), Error> {
         if sql.len() > self.limits.max_sql_bytes {
             return Err(Error::new(
@@ -112,6 +162,41 @@ impl DatabaseService {
         }
         Ok(())
     }
+}
+
+/// The rules every statement sent on a pooled call (Execute, ExecuteMany,
+/// FetchAll, FetchOne) follows before it reaches an engine: it holds at
+/// least one statement; a call with parameters runs exactly one; and no
+/// statement begins, ends or marks a transaction, since the connection goes
+/// back to a pool shared by every caller when the call ends.
+fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<(), Error> {
+    let StatementShape {
+        statements,
+        transaction_control,
+    } = statement_shape(sql, dialect_of(engine));
+    if statements == 0 {
+        return Err(Error::invalid_argument(
+            "the SQL holds no statement (only whitespace, comments or `;`)",
+        ));
+    }
+    if let Some(keyword) = transaction_control {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "`{keyword}` is refused on a pooled call: every call runs on its own on a \
+                 connection shared with other callers, so a transaction cannot stay open \
+                 between calls. Send several writes as one ExecuteMany (one transaction); \
+                 multi-statement transactions come with the Batch and Transaction RPCs"
+            ),
+        ));
+    }
+    if params > 0 && statements > 1 {
+        return Err(Error::invalid_argument(format!(
+            "a call with parameters runs exactly one statement, and this SQL holds {statements}; \
+             send one call per statement, or a script without parameters"
+        )));
+    }
+    Ok(())
 }
 
 /// `target_version`: empty for none, else a version number (`3`, `003`,
@@ -166,6 +251,19 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// A stream whose client stopped reading: it is ended so that its pooled
+/// connection serves other callers.
+fn stalled_error(stall: Duration) -> Error {
+    Error::new(
+        ErrorKind::ResourceExhausted,
+        format!(
+            "the client read nothing for {} s, so the stream was ended and its connection \
+             freed (--stream-stall-timeout-secs)",
+            stall.as_secs()
+        ),
+    )
+}
+
 fn deadline_error(limit: Duration) -> Error {
     Error::new(
         ErrorKind::DeadlineExceeded,
@@ -188,6 +286,41 @@ async fn with_timeout<T>(
             .unwrap_or_else(|_| Err(deadline_error(limit))),
         None => work.await,
     }
+}
+
+/// Runs `work`, turning a panic inside it (a bug in an adapter or a driver)
+/// into INTERNAL, so that no panic reaches the caller as a dropped
+/// connection, and a stream never ends short as if it were complete.
+async fn caught<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(panic_error(panic.as_ref())),
+    }
+}
+
+/// A query's events with panics turned into a final INTERNAL error.
+fn caught_events(
+    events: futures::stream::BoxStream<'static, Result<QueryEvent, Error>>,
+) -> futures::stream::BoxStream<'static, Result<QueryEvent, Error>> {
+    AssertUnwindSafe(events)
+        .catch_unwind()
+        .map(|item| item.unwrap_or_else(|panic| Err(panic_error(panic.as_ref()))))
+        .boxed()
+}
+
+/// The error a caller gets for a panic. The panic's own text goes to the
+/// log only (clipped): it may quote a value, and values stay out of errors.
+fn panic_error(panic: &(dyn Any + Send)) -> Error {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = %iadb::clip(text), "a call failed on a bug; it ends with INTERNAL and the server keeps serving");
+    Error::internal(
+        "the server hit a bug while running this call (details are in the server's log); \
+         the call was stopped, nothing of its result is complete, and the server keeps serving",
+    )
 }
 
 fn ms_since(started: Instant) -> f64 {
@@ -255,8 +388,13 @@ impl Database for DatabaseService {
         let result = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
+            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
             let params = params_from_proto(params)?;
-            with_timeout(limit, db.execute(&sql, &params)).await
+            with_timeout(limit, async {
+                let _turn = self.turn(&database).await?;
+                caught(db.execute(&sql, &params)).await
+            })
+            .await
         }
         .instrument(call.span.clone())
         .await;
@@ -287,6 +425,12 @@ impl Database for DatabaseService {
         let result = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
+            let widest = param_sets
+                .iter()
+                .map(|set| set.values.len())
+                .max()
+                .unwrap_or(0);
+            check_pooled_sql(&sql, self.engine_of(&database)?, widest)?;
             let sets = param_sets
                 .into_iter()
                 .enumerate()
@@ -296,7 +440,11 @@ impl Database for DatabaseService {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            with_timeout(limit, db.execute_many(&sql, &sets)).await
+            with_timeout(limit, async {
+                let _turn = self.turn(&database).await?;
+                caught(db.execute_many(&sql, &sets)).await
+            })
+            .await
         }
         .instrument(call.span.clone())
         .await;
@@ -328,29 +476,52 @@ impl Database for DatabaseService {
         let opened = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
+            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
             let params = params_from_proto(params)?;
-            with_timeout(limit, db.query(&sql, &params)).await
+            with_timeout(limit, async {
+                let turn = self.turn(&database).await?;
+                let stream = caught(db.query(&sql, &params)).await?;
+                Ok((stream, turn))
+            })
+            .await
         }
         .instrument(call.span.clone())
         .await;
         if opened.is_err() {
             call.finish(&opened);
         }
-        let stream = opened?;
+        let (stream, turn) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
+        // A stream's final error goes here rather than into the channel,
+        // which may be full (a client that stopped reading): the response
+        // yields it after the last frame, so a stream never ends without
+        // either its summary or its error.
+        let ending = Arc::new(std::sync::Mutex::new(None::<Status>));
         let limits = self.limits;
+        let pump_ending = ending.clone();
         // The pump is not instrumented: entering the span on every wake
         // cost ~7% of the server's CPU on a large stream. Its outcome is
         // logged inside the span by `finish`.
         tokio::spawn(async move {
             let result = pump(stream, &tx, limits, deadline, &call).await;
+            // The engine's cursor and connection are gone now; so is the
+            // call's turn.
+            drop(turn);
             call.finish(&result);
-            if let Err(e) = result {
-                // The client may have left already; nothing more to do then.
-                let _ = tx.send(Err(Status::from(e))).await;
+            if let Err(e) = result
+                && let Ok(mut slot) = pump_ending.lock()
+            {
+                *slot = Some(Status::from(e));
             }
+            // `tx` drops here, after the error is in place.
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let error = futures::stream::once(async move {
+            ending.lock().ok().and_then(|mut slot| slot.take()).map(Err)
+        })
+        .filter_map(std::future::ready);
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).chain(error),
+        )))
     }
 
     async fn fetch_one(
@@ -368,19 +539,26 @@ impl Database for DatabaseService {
         let result = async {
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
+            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
             let params = params_from_proto(params)?;
             with_timeout(limit, async {
-                let QueryStream {
-                    columns,
-                    mut events,
-                } = db.query(&sql, &params).await?;
+                let turn = self.turn(&database).await?;
+                let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
+                let mut events = caught_events(events);
                 let first = match events.next().await.transpose()? {
                     Some(QueryEvent::Row(values)) => Some(values),
                     Some(QueryEvent::Done(_)) | None => None,
                 };
                 if first.is_some() {
-                    // After the answer is sent, see whether the result ends.
-                    tokio::spawn(finish_after_first_row(events).instrument(Span::current()));
+                    // After the answer is sent, see whether the result ends;
+                    // the turn lasts as long as the connection is held.
+                    tokio::spawn(
+                        async move {
+                            finish_after_first_row(events).await;
+                            drop(turn);
+                        }
+                        .instrument(Span::current()),
+                    );
                 }
                 Ok((columns, first))
             })
@@ -412,7 +590,11 @@ impl Database for DatabaseService {
             if table.trim().is_empty() {
                 return Err(Error::invalid_argument("empty table name"));
             }
-            with_timeout(limit, db.table_exists(&table)).await
+            with_timeout(limit, async {
+                let _turn = self.turn(&database).await?;
+                caught(db.table_exists(&table)).await
+            })
+            .await
         }
         .instrument(call.span.clone())
         .await;
@@ -557,18 +739,20 @@ async fn pump(
     deadline: Option<(tokio::time::Instant, Duration)>,
     call: &Call,
 ) -> Result<(), Error> {
-    let QueryStream {
-        columns,
-        mut events,
-    } = stream;
+    let QueryStream { columns, events } = stream;
+    let mut events = caught_events(events);
+    let stall = limits.stream_stall_timeout;
     let send = |frame: Frame| async {
         let rows = match &frame {
             Frame::Batch(batch) => batch.rows.len() as u64,
             _ => 0,
         };
-        tx.send(Ok(proto::FetchAllResponse { frame: Some(frame) }))
-            .await
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "client left the stream"))?;
+        let frame = proto::FetchAllResponse { frame: Some(frame) };
+        match tokio::time::timeout(stall, tx.send(Ok(frame))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Error::new(ErrorKind::Cancelled, "client left the stream")),
+            Err(_) => return Err(stalled_error(stall)),
+        }
         call.metrics.add_rows(&call.database, rows);
         Ok(())
     };
@@ -641,6 +825,69 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_call() -> Call {
+        Call {
+            rpc: "FetchAll",
+            database: "default".to_owned(),
+            started: Instant::now(),
+            span: Span::none(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn panicking_events(
+        rows: i64,
+    ) -> futures::stream::BoxStream<'static, Result<QueryEvent, Error>> {
+        let rows =
+            futures::stream::iter((0..rows).map(|i| Ok(QueryEvent::Row(vec![Value::Int(i)]))));
+        let boom =
+            futures::stream::poll_fn(|_| -> std::task::Poll<Option<Result<QueryEvent, Error>>> {
+                panic!("decoding a value failed (as PostgreSQL's infinity dates once did)")
+            });
+        rows.chain(boom).boxed()
+    }
+
+    /// Case 2: a panic while a result streams ends the stream with
+    /// INTERNAL after the rows already read, and no summary: never a short
+    /// result that looks complete.
+    #[tokio::test]
+    async fn a_panic_in_a_stream_ends_it_with_internal_and_no_summary() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let stream = QueryStream {
+            columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
+            events: panicking_events(3),
+        };
+        let result = pump(stream, &tx, Limits::default(), None, &test_call()).await;
+        let error = result.expect_err("the panic is an error");
+        assert_eq!(error.kind(), ErrorKind::Internal);
+        assert!(!error.message().contains("infinity"), "{}", error.message());
+        drop(tx);
+        let mut rows = 0;
+        while let Some(frame) = rx.recv().await {
+            match frame.expect("frames").frame {
+                Some(Frame::Header(_)) => {}
+                Some(Frame::Batch(batch)) => rows += batch.rows.len(),
+                Some(Frame::Summary(_)) => panic!("a summary after a panic"),
+                None => panic!("an empty frame"),
+            }
+        }
+        assert_eq!(rows, 3);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_call_is_internal() {
+        let result: Result<(), Error> = caught(async { panic!("bug") }).await;
+        assert_eq!(result.expect_err("panic").kind(), ErrorKind::Internal);
+        let mut events = caught_events(panicking_events(1));
+        assert!(matches!(events.next().await, Some(Ok(QueryEvent::Row(_)))));
+        let error = events.next().await.expect("an item").expect_err("panic");
+        assert_eq!(error.kind(), ErrorKind::Internal);
+        assert!(
+            events.next().await.is_none(),
+            "the stream ends after a panic"
+        );
+    }
 
     #[test]
     fn grpc_timeout_header() {

@@ -225,9 +225,14 @@ pub fn in_ci() -> bool {
 }
 
 /// Prints that a test is skipped, or fails it in CI.
+///
+/// The notice is written to the process's stderr directly: libtest
+/// captures `eprintln!` of a passing test and would swallow it, so a
+/// skipped engine would look like a passed one.
 pub fn skip(what: &str, why: &str) {
+    use std::io::Write as _;
     assert!(!in_ci(), "{what}: {why} (CI=true: nothing may be skipped)");
-    eprintln!("SKIPPED {what}: {why}");
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}: {why}");
 }
 
 /// A database under test: an adapter in this process, or the gRPC client of a

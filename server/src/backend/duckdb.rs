@@ -307,6 +307,7 @@ impl ConnectionPool {
             idle: u32::try_from(lock(&self.idle).len()).unwrap_or(u32::MAX),
             max: self.max,
             waiting: self.waiting.load(Ordering::Relaxed),
+            rolled_back: 0,
         }
     }
 }

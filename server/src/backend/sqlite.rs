@@ -87,12 +87,38 @@ impl SqliteBackend {
         let mut conn = self.pool.acquire(sqlite_error).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = stop.clone();
-        conn.lock_handle()
-            .await
-            .map_err(sqlite_error)?
-            .set_progress_handler(PROGRESS_OPS, move || !seen.load(Ordering::Relaxed));
+        let in_transaction = {
+            let mut handle = conn.lock_handle().await.map_err(sqlite_error)?;
+            handle.set_progress_handler(PROGRESS_OPS, move || !seen.load(Ordering::Relaxed));
+            in_transaction(&mut handle)
+        };
+        if in_transaction {
+            // The second line of defence: pooled calls refuse transaction
+            // control, so this is a statement that slipped past; whatever it
+            // left open is not the next caller's.
+            tracing::warn!("a pooled SQLite connection was inside a transaction; rolled back");
+            self.pool.count_rollback();
+            rollback(&mut conn).await.map_err(sqlite_error)?;
+        }
         Ok((conn, Interrupt(Some(stop))))
     }
+}
+
+/// Rolls back the connection's open transaction. Boxed: an `Executor`
+/// call inline in `acquire` trips rustc's higher-ranked lifetime check on
+/// the async trait methods that await `acquire`.
+fn rollback(
+    conn: &mut sqlx::SqliteConnection,
+) -> futures::future::BoxFuture<'_, std::result::Result<(), sqlx::Error>> {
+    Box::pin(async move { conn.execute("ROLLBACK").await.map(|_| ()) })
+}
+
+/// Whether the connection is inside a transaction (not in autocommit mode).
+fn in_transaction(handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>) -> bool {
+    // SAFETY: the handle is locked for the duration of the call, so the
+    // pointer is a live, open connection that no other thread uses; the
+    // function only reads the connection's autocommit flag.
+    unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0 }
 }
 
 /// SQLite virtual machine steps between two looks at the interrupt flag

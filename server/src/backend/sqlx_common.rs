@@ -86,6 +86,8 @@ pub(crate) struct PoolSlot<DB: sqlx::Database> {
     /// Calls inside [`PoolSlot::acquire`] right now (sqlx does not count
     /// its waiters).
     waiting: std::sync::Arc<AtomicU32>,
+    /// Connections found inside a transaction and rolled back.
+    rolled_back: std::sync::atomic::AtomicU64,
 }
 
 impl<DB: sqlx::Database> PoolSlot<DB> {
@@ -94,7 +96,14 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
         Self {
             pool: std::sync::RwLock::new(None),
             waiting: Default::default(),
+            rolled_back: Default::default(),
         }
+    }
+
+    /// Counts a connection that was found inside a transaction and rolled
+    /// back (reported as `pool_transactions_rolled_back_total`).
+    pub(crate) fn count_rollback(&self) {
+        self.rolled_back.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection from the open pool, counted as waiting until it comes;
@@ -148,6 +157,7 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
             idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
             max: pool.options().get_max_connections(),
             waiting: self.waiting.load(Ordering::Relaxed),
+            rolled_back: self.rolled_back.load(Ordering::Relaxed),
         })
     }
 }
