@@ -1,0 +1,582 @@
+//! Faults under load, as an operator meets them: the engine restarted while
+//! clients write, the server killed while clients write, and clients that
+//! open a large stream and vanish. What must hold: no write the server
+//! acknowledged is lost, errors while the engine is away are UNAVAILABLE, the
+//! server serves again soon after the engine is back, and abandoned streams
+//! give back their connections and their memory.
+//!
+//! Every loop is bounded in count and time; the figures go to stderr
+//! directly, so they are visible even when the tests pass.
+
+use futures::StreamExt;
+use iadb::{DatabaseInterface, Error, ErrorKind, Value};
+use iadb_client::{RemoteDatabase, RetryPolicy};
+use iadb_tests::{TestServer, harness::skip, pg_cluster::PgCluster};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// Writes one line to stderr (libtest swallows `eprintln!` of a passing
+/// test; a direct write is not captured).
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A client that neither retries nor hides an error, with a deadline per
+/// call so no call of a test can hang.
+async fn plain_client(server: &TestServer) -> RemoteDatabase {
+    let db = RemoteDatabase::new(server.endpoint.clone())
+        .with_retry(RetryPolicy::none())
+        .with_timeout(Duration::from_secs(20));
+    db.connect().await.expect("connect to test server");
+    db
+}
+
+/// Polls `ready` every 20 ms until it holds or `limit` passes; whether it
+/// held.
+async fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if ready() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ready()
+}
+
+fn int(v: Option<&Value>) -> i64 {
+    match v {
+        Some(Value::Int(n)) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL restarted mid-load
+
+/// Phases of the restart test, as the writers see them.
+const BEFORE: u8 = 0;
+const RESTARTING: u8 = 1;
+const AFTER: u8 = 2;
+const STOP: u8 = 3;
+
+/// Inserts each writer makes at most (the test stops them much earlier).
+const MAX_INSERTS_PER_WRITER: i64 = 20_000;
+
+/// What one writer saw.
+#[derive(Default)]
+struct WriterLog {
+    /// `n` of every acknowledged insert.
+    acked: Vec<i64>,
+    /// `n`, phase when sent, error, of every failed insert.
+    failed: Vec<(i64, u8, Error)>,
+    /// When the first insert sent after the restart returned succeeded.
+    first_ok_after_restart: Option<Instant>,
+}
+
+/// A throwaway cluster is restarted (`pg_ctl restart -m fast`) while four
+/// writers insert numbered rows through iadb. Errors while it is away are
+/// UNAVAILABLE; every writer succeeds again within 5 s of the cluster being
+/// back; every acknowledged insert is in the table afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
+    const WRITERS: i64 = 4;
+    let cluster = match tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("cluster start-up task")
+    {
+        Ok(cluster) => Arc::new(cluster),
+        Err(why) => {
+            skip("throwaway postgresql cluster (fault test)", &why);
+            return;
+        }
+    };
+    let url = cluster.url();
+    let server = TestServer::start(&["--database-url", &url, "--pool-max", "8"]);
+    let setup = plain_client(&server).await;
+    setup
+        .execute(
+            "CREATE TABLE acked (task INT NOT NULL, n INT NOT NULL, PRIMARY KEY (task, n))",
+            &[],
+        )
+        .await
+        .expect("create the table");
+
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let acked_total = Arc::new(AtomicUsize::new(0));
+    let recovered = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for task in 0..WRITERS {
+        let db = plain_client(&server).await;
+        let phase = phase.clone();
+        let acked_total = acked_total.clone();
+        let recovered = recovered.clone();
+        writers.push(tokio::spawn(async move {
+            let mut log = WriterLog::default();
+            for n in 0..MAX_INSERTS_PER_WRITER {
+                let sent_in = phase.load(Ordering::Acquire);
+                if sent_in == STOP {
+                    break;
+                }
+                let result = db
+                    .execute(
+                        "INSERT INTO acked (task, n) VALUES (?, ?)",
+                        &[Value::Int(task), Value::Int(n)],
+                    )
+                    .await;
+                match result {
+                    Ok(_) => {
+                        log.acked.push(n);
+                        acked_total.fetch_add(1, Ordering::AcqRel);
+                        if sent_in == AFTER && log.first_ok_after_restart.is_none() {
+                            log.first_ok_after_restart = Some(Instant::now());
+                            recovered.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    Err(e) => {
+                        log.failed.push((n, sent_in, e));
+                        // Not a hot loop while the engine is away.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            log
+        }));
+    }
+
+    // Load running: 200 acknowledged inserts before the restart.
+    let warm = wait_for(Duration::from_secs(30), || {
+        acked_total.load(Ordering::Acquire) >= 200
+    })
+    .await;
+    assert!(
+        warm,
+        "only {} inserts acknowledged in 30 s before the restart",
+        acked_total.load(Ordering::Acquire)
+    );
+    let acked_before = acked_total.load(Ordering::Acquire);
+    phase.store(RESTARTING, Ordering::Release);
+    let restart_started = Instant::now();
+    let restarting = cluster.clone();
+    tokio::task::spawn_blocking(move || restarting.restart_fast())
+        .await
+        .expect("restart task")
+        .expect("pg_ctl restart -m fast");
+    let back = Instant::now();
+    phase.store(AFTER, Ordering::Release);
+
+    // Every writer succeeds again (5 s asserted below; waited for up to 15 s
+    // so the figure is known when it is too slow).
+    let all_recovered = wait_for(Duration::from_secs(15), || {
+        recovered.load(Ordering::Acquire) == WRITERS as usize
+    })
+    .await;
+    // Then 200 more inserts after the restart, so they are checked too.
+    let after_target = acked_total.load(Ordering::Acquire) + 200;
+    let more = wait_for(Duration::from_secs(15), || {
+        acked_total.load(Ordering::Acquire) >= after_target
+    })
+    .await;
+    phase.store(STOP, Ordering::Release);
+    let mut logs = Vec::new();
+    for writer in writers {
+        logs.push(writer.await.expect("writer task"));
+    }
+
+    // What the table holds, read on a connection of this test's own.
+    let direct = sqlx::PgPool::connect(&url)
+        .await
+        .expect("direct connection to the throwaway cluster");
+    let present: BTreeSet<(i64, i64)> =
+        sqlx::query_as::<_, (i32, i32)>("SELECT task, n FROM acked")
+            .fetch_all(&direct)
+            .await
+            .expect("read the table")
+            .into_iter()
+            .map(|(t, n)| (i64::from(t), i64::from(n)))
+            .collect();
+    direct.close().await;
+
+    let mut acked = 0usize;
+    let mut lost = Vec::new();
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unexpected = Vec::new();
+    let mut failed_but_committed = 0usize;
+    let mut slowest_recovery = Duration::ZERO;
+    for (task, log) in logs.iter().enumerate() {
+        let task = task as i64;
+        acked += log.acked.len();
+        lost.extend(
+            log.acked
+                .iter()
+                .filter(|n| !present.contains(&(task, **n)))
+                .map(|n| (task, *n)),
+        );
+        for (n, sent_in, e) in &log.failed {
+            *codes.entry(format!("{:?}", e.kind())).or_default() += 1;
+            if e.kind() != ErrorKind::Unavailable {
+                unexpected.push(format!(
+                    "task {task} n {n} (phase {sent_in}): {:?}: {}",
+                    e.kind(),
+                    e.message()
+                ));
+            }
+            if present.contains(&(task, *n)) {
+                failed_but_committed += 1;
+            }
+        }
+        if let Some(at) = log.first_ok_after_restart {
+            slowest_recovery = slowest_recovery.max(at.saturating_duration_since(back));
+        }
+    }
+    report(&format!(
+        "postgres restart mid-load: restart took {} ms (pg_ctl), every writer succeeded again {} ms after the cluster was back; acknowledged {acked} inserts ({acked_before} before the restart), {} rows present, failed calls by code {codes:?}, failed but committed {failed_but_committed}",
+        back.duration_since(restart_started).as_millis(),
+        slowest_recovery.as_millis(),
+        present.len(),
+    ));
+    assert!(lost.is_empty(), "acknowledged inserts lost: {lost:?}");
+    assert!(
+        all_recovered,
+        "not every writer succeeded again within 15 s after the restart ({} of {WRITERS})\nserver log:\n{}",
+        recovered.load(Ordering::Acquire),
+        server.log_text()
+    );
+    assert!(
+        slowest_recovery <= Duration::from_secs(5),
+        "a writer needed {} ms after the restart to succeed again",
+        slowest_recovery.as_millis()
+    );
+    assert!(
+        more,
+        "fewer than 200 inserts acknowledged after the restart"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "errors during the restart that are not UNAVAILABLE:\n{}",
+        unexpected.join("\n")
+    );
+    // A row can be present that was never acknowledged (committed, then the
+    // answer was lost), never the other way round.
+    assert!(present.len() >= acked, "{} < {acked}", present.len());
+}
+
+// ---------------------------------------------------------------------------
+// The server SIGKILLed during a SQLite write load
+
+/// Rows per ExecuteMany batch in the kill test.
+const BATCH: i64 = 10;
+
+/// What one writer of the kill test saw: acknowledged `n` (single inserts)
+/// or batch numbers, and what was in flight when the server died.
+#[derive(Default)]
+struct KillLog {
+    acked: Vec<i64>,
+    in_flight: Option<i64>,
+    errors: Vec<Error>,
+}
+
+/// Four writers (two inserting single rows, two inserting batches of ten
+/// rows with ExecuteMany) write through a server that is then SIGKILLed.
+/// Afterwards `PRAGMA integrity_check` is ok, every acknowledged row is
+/// there, no batch is there in part, and a new server serves the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_server_killed_mid_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("killed.db");
+    let url = format!("sqlite:///{}", path.display());
+    let server = TestServer::start(&["--database-url", &url]);
+    let setup = plain_client(&server).await;
+    setup
+        .execute(
+            "CREATE TABLE acked (task INTEGER NOT NULL, n INTEGER NOT NULL, batch INTEGER, PRIMARY KEY (task, n))",
+            &[],
+        )
+        .await
+        .expect("create the table");
+
+    let acked_rows = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for task in 0..4i64 {
+        let db = plain_client(&server).await;
+        let acked_rows = acked_rows.clone();
+        let batched = task >= 2;
+        writers.push(tokio::spawn(async move {
+            let mut log = KillLog::default();
+            for i in 0..MAX_INSERTS_PER_WRITER {
+                log.in_flight = Some(i);
+                let result = if batched {
+                    let sets: Vec<Vec<Value>> = (0..BATCH)
+                        .map(|k| vec![Value::Int(task), Value::Int(i * BATCH + k), Value::Int(i)])
+                        .collect();
+                    db.execute_many("INSERT INTO acked (task, n, batch) VALUES (?, ?, ?)", &sets)
+                        .await
+                } else {
+                    db.execute(
+                        "INSERT INTO acked (task, n) VALUES (?, ?)",
+                        &[Value::Int(task), Value::Int(i)],
+                    )
+                    .await
+                };
+                match result {
+                    Ok(_) => {
+                        log.in_flight = None;
+                        log.acked.push(i);
+                        let rows: usize = if batched { BATCH as usize } else { 1 };
+                        acked_rows.fetch_add(rows, Ordering::AcqRel);
+                    }
+                    Err(e) => {
+                        log.errors.push(e);
+                        // The server is gone (or the test failed): stop.
+                        break;
+                    }
+                }
+            }
+            log
+        }));
+    }
+
+    let warm = wait_for(Duration::from_secs(30), || {
+        acked_rows.load(Ordering::Acquire) >= 3_000
+    })
+    .await;
+    assert!(warm, "the write load did not get going");
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL failed");
+    let mut logs = Vec::new();
+    for writer in writers {
+        let log = tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("writers stop within 30 s of the kill")
+            .expect("writer task");
+        logs.push(log);
+    }
+    drop(server);
+
+    // The file as SQLite itself sees it after the crash.
+    let (integrity, present) = {
+        let conn = rusqlite::Connection::open(&path).expect("open the database file");
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        let mut stmt = conn
+            .prepare("SELECT task, n, batch FROM acked")
+            .expect("prepare");
+        let present: Vec<(i64, i64, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        (integrity, present)
+    };
+    let rows: BTreeSet<(i64, i64)> = present.iter().map(|(t, n, _)| (*t, *n)).collect();
+    let mut batch_sizes: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for (task, _, batch) in &present {
+        if let Some(b) = batch {
+            *batch_sizes.entry((*task, *b)).or_default() += 1;
+        }
+    }
+
+    let mut lost = Vec::new();
+    let mut acked_total = 0i64;
+    let mut in_flight_committed = 0;
+    for (task, log) in logs.iter().enumerate() {
+        let task = task as i64;
+        let batched = task >= 2;
+        for i in &log.acked {
+            if batched {
+                acked_total += BATCH;
+                if batch_sizes.get(&(task, *i)) != Some(&BATCH) {
+                    lost.push(format!("task {task} batch {i}"));
+                }
+            } else {
+                acked_total += 1;
+                if !rows.contains(&(task, *i)) {
+                    lost.push(format!("task {task} row {i}"));
+                }
+            }
+        }
+        if let Some(i) = log.in_flight {
+            let there = if batched {
+                batch_sizes.contains_key(&(task, i))
+            } else {
+                rows.contains(&(task, i))
+            };
+            in_flight_committed += usize::from(there);
+        }
+        assert!(
+            !log.errors.is_empty(),
+            "task {task} never saw the server go away"
+        );
+    }
+    let partial: Vec<_> = batch_sizes
+        .iter()
+        .filter(|(_, size)| **size != BATCH)
+        .collect();
+    report(&format!(
+        "sqlite SIGKILL mid-load: {acked_total} rows acknowledged, {} present after the crash, {in_flight_committed} of 4 in-flight writes committed without an answer, integrity_check: {integrity}",
+        rows.len()
+    ));
+    assert_eq!(integrity, "ok");
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(partial.is_empty(), "batches present in part: {partial:?}");
+
+    // A new server on the same file serves it, rows included.
+    let server = TestServer::start(&["--database-url", &url]);
+    let db = plain_client(&server).await;
+    let row = db
+        .fetch_one("SELECT COUNT(*) AS n FROM acked", &[])
+        .await
+        .expect("count after restart")
+        .expect("one row");
+    assert_eq!(int(row.get("n")), rows.len() as i64);
+}
+
+// ---------------------------------------------------------------------------
+// 200 clients that open a large stream and vanish
+
+/// A result far larger than any buffer on the way: the server cannot have
+/// finished it before the client leaves.
+const ENDLESS: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x, printf('%0200d', x) AS payload FROM c";
+
+/// Waits (at most `limit`) until the default database's pool is idle: every
+/// open connection idle and nobody waiting. Returns the last figures.
+async fn pool_idle_within(db: &RemoteDatabase, limit: Duration) -> (bool, (u32, u32, u32)) {
+    let started = Instant::now();
+    loop {
+        let h = db
+            .health(false)
+            .await
+            .expect("health answers")
+            .into_iter()
+            .next()
+            .expect("one database");
+        let figures = (h.pool_idle, h.pool_size, h.pool_waiting);
+        if h.pool_idle == h.pool_size && h.pool_waiting == 0 {
+            return (true, figures);
+        }
+        if started.elapsed() > limit {
+            return (false, figures);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 200 clients, each on a connection of its own, open a FetchAll on a
+/// result of 100 million rows, read nothing, and vanish (drop the stream
+/// and the connection). Afterwards the pool is idle again within 10 s and
+/// the server's resident memory is back near its baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_stream_clients_leave_the_pool_idle_and_memory_near_baseline() {
+    const CLIENTS: usize = 200;
+    const BOUND_MIB: u64 = 64;
+    let server = TestServer::start(&["--database-url", "sqlite:///./vanish.db"]);
+    let db = plain_client(&server).await;
+    let rss_start = server.proc_status_kib("VmRSS").expect("VmRSS");
+    // Warm up: one stream read a little, then dropped, so the baseline has
+    // the pool's connection and the runtime's buffers in it.
+    {
+        let mut rows = db.fetch_stream(ENDLESS, &[]).await.expect("open").rows;
+        for _ in 0..1_000 {
+            rows.next().await.expect("a row").expect("row ok");
+        }
+    }
+    let (idle, figures) = pool_idle_within(&db, Duration::from_secs(10)).await;
+    assert!(idle, "pool not idle after the warm-up: {figures:?}");
+    let rss_baseline = server.proc_status_kib("VmRSS").expect("VmRSS");
+
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let endpoint = server.endpoint.clone();
+        clients.spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+            let mut client = iadb::proto::database_client::DatabaseClient::new(channel);
+            let opened = tokio::time::timeout(
+                Duration::from_secs(90),
+                client.fetch_all(iadb::proto::FetchAllRequest {
+                    database: String::new(),
+                    sql: ENDLESS.to_owned(),
+                    params: vec![],
+                    options: None,
+                }),
+            )
+            .await;
+            // The stream (unread), the client and its connection go here.
+            match opened {
+                Ok(Ok(_stream)) => Ok(()),
+                Ok(Err(status)) => Err(format!("{:?}", status.code())),
+                Err(_) => Err("no answer in 90 s".to_owned()),
+            }
+        });
+    }
+    let mut opened = 0usize;
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(outcome) = clients.join_next().await {
+        match outcome.expect("client task") {
+            Ok(()) => opened += 1,
+            Err(code) => *refused.entry(code).or_default() += 1,
+        }
+    }
+    let all_gone = started.elapsed();
+    let rss_peak = server.proc_status_kib("VmHWM").expect("VmHWM");
+    let (idle, figures) = pool_idle_within(&db, Duration::from_secs(10)).await;
+    let idle_after = started.elapsed();
+    // Memory may be given back a moment after the connections: the lowest
+    // of a few readings over at most 5 s.
+    let mut rss_after = u64::MAX;
+    for _ in 0..25 {
+        rss_after = rss_after.min(server.proc_status_kib("VmRSS").expect("VmRSS"));
+        if rss_after <= rss_baseline + 8 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    report(&format!(
+        "{CLIENTS} vanished stream clients: {opened} opened a stream, refused {refused:?}, all gone after {} ms, pool idle {} ms after the start (idle/size/waiting {figures:?}); server RSS at start {} MiB, baseline {} MiB, peak {} MiB, after {} MiB (bound baseline + {BOUND_MIB} MiB)",
+        all_gone.as_millis(),
+        idle_after.as_millis(),
+        rss_start / 1024,
+        rss_baseline / 1024,
+        rss_peak / 1024,
+        rss_after / 1024,
+    ));
+    assert!(
+        idle,
+        "pool not idle 10 s after the clients left: {figures:?}"
+    );
+    // Only a refusal of admission control is an acceptable answer to a
+    // client the server cannot take now.
+    assert!(
+        refused.keys().all(|code| code == "ResourceExhausted"),
+        "clients refused with {refused:?}"
+    );
+    assert!(opened >= 10, "only {opened} clients opened a stream");
+    assert!(
+        rss_after < rss_baseline + BOUND_MIB * 1024,
+        "server RSS {} MiB after, baseline {} MiB",
+        rss_after / 1024,
+        rss_baseline / 1024
+    );
+    // And it serves.
+    let row = db
+        .fetch_one("SELECT 41 + 1 AS n", &[])
+        .await
+        .expect("serves after the clients left")
+        .expect("a row");
+    assert_eq!(int(row.get("n")), 42);
+}
