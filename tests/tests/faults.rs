@@ -580,3 +580,190 @@ async fn vanished_stream_clients_leave_the_pool_idle_and_memory_near_baseline() 
         .expect("a row");
     assert_eq!(int(row.get("n")), 42);
 }
+
+// ---------------------------------------------------------------------------
+// 20 clients that open a large stream and never read
+
+/// 20 clients, each on a connection of its own, open a FetchAll on a
+/// result of 100 million rows and never read it, but stay connected; the
+/// pool has 10 connections. The server ends a stream whose client has not
+/// read for `--stream-stall-timeout-secs` (2 s here) and frees its
+/// connection, so 20 FetchOne calls from other clients are all answered
+/// within 15 s (an admission-control RESOURCE_EXHAUSTED is retried after
+/// 100 ms), the standard health service says SERVING throughout (a busy
+/// pool is not a sick engine), and every stalled stream, read at last,
+/// ends in an error status, never in a short success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_do_not_starve_the_rest() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    const STALLED: usize = 20;
+    const OTHERS: usize = 20;
+    let server = TestServer::start(&[
+        "--database-url",
+        "sqlite:///./stall.db",
+        "--pool-max",
+        "10",
+        "--stream-stall-timeout-secs",
+        "2",
+        "--health-interval-secs",
+        "1",
+    ]);
+    let db = plain_client(&server).await;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let endpoint = server.endpoint.clone();
+        let opened = opened.clone();
+        // Each task ends holding its unread stream (or the refusal).
+        stalled.push(tokio::spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+            let mut client = iadb::proto::database_client::DatabaseClient::new(channel);
+            let stream = client
+                .fetch_all(iadb::proto::FetchAllRequest {
+                    database: String::new(),
+                    sql: ENDLESS.to_owned(),
+                    params: vec![],
+                    options: None,
+                })
+                .await
+                .map(tonic::Response::into_inner);
+            opened.fetch_add(1, Ordering::AcqRel);
+            (client, stream)
+        }));
+    }
+    // The pool is full of streams nobody reads.
+    let saturated = wait_for(Duration::from_secs(10), || {
+        opened.load(Ordering::Acquire) >= 10
+    })
+    .await;
+    assert!(
+        saturated,
+        "only {} streams opened",
+        opened.load(Ordering::Acquire)
+    );
+
+    // The others are served.
+    let started = Instant::now();
+    let mut others = tokio::task::JoinSet::new();
+    for i in 0..OTHERS as i64 {
+        let db = plain_client(&server).await;
+        others.spawn(async move {
+            let mut refusals = 0;
+            loop {
+                match db.fetch_one("SELECT ? + 1 AS n", &[Value::Int(i)]).await {
+                    Ok(Some(row)) if row.get("n") == Some(&Value::Int(i + 1)) => {
+                        return Ok((Instant::now(), refusals));
+                    }
+                    Ok(other) => return Err(format!("client {i}: {other:?}")),
+                    Err(e)
+                        if e.kind() == ErrorKind::ResourceExhausted
+                            && started.elapsed() < Duration::from_secs(15) =>
+                    {
+                        refusals += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => {
+                        return Err(format!("client {i}: {:?}: {}", e.kind(), e.message()));
+                    }
+                }
+            }
+        });
+    }
+    // Meanwhile the standard health service says SERVING.
+    let mut health = HealthClient::new(server.channel().await);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let status = tokio::time::timeout(
+            Duration::from_secs(5),
+            health.check(HealthCheckRequest {
+                service: String::new(),
+            }),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|r| r.into_inner().status());
+        statuses.push(status);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut served = Vec::new();
+    let mut failed = Vec::new();
+    let mut refusals = 0;
+    while let Some(outcome) = tokio::time::timeout(Duration::from_secs(30), others.join_next())
+        .await
+        .expect("every other client answered within 30 s")
+    {
+        match outcome.expect("client task") {
+            Ok((at, refused)) => {
+                served.push(at.duration_since(started));
+                refusals += refused;
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    served.sort();
+    // Every stalled stream ended by the server: the pool is idle again.
+    let (idle, figures) = pool_idle_within(&db, Duration::from_secs(20)).await;
+    report(&format!(
+        "{STALLED} clients that never read: the other {OTHERS} clients were answered after {:?} (slowest), {refusals} RESOURCE_EXHAUSTED retried, {} failed; standard health during: {statuses:?}; pool idle afterwards: {idle} {figures:?}",
+        served.last(),
+        failed.len()
+    ));
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        served
+            .last()
+            .is_some_and(|slowest| *slowest <= Duration::from_secs(15)),
+        "the other clients waited {:?}",
+        served.last()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == Some(ServingStatus::Serving)),
+        "standard health while the pool was busy: {statuses:?}"
+    );
+    assert!(idle, "stalled streams still hold connections: {figures:?}");
+
+    // Read at last, each stalled stream ends in an error status.
+    let mut endings: BTreeMap<String, usize> = BTreeMap::new();
+    for task in stalled {
+        let (_client, stream) = task.await.expect("stalled client task");
+        let ending = match stream {
+            Err(status) => format!("refused {:?}", status.code()),
+            Ok(mut stream) => {
+                let mut ending = "more than 100,000 frames".to_owned();
+                for _ in 0..100_000 {
+                    match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+                        Ok(Ok(Some(_))) => continue,
+                        Ok(Ok(None)) => {
+                            ending = "ended OK".to_owned();
+                            break;
+                        }
+                        Ok(Err(status)) => {
+                            ending = format!("{:?}", status.code());
+                            break;
+                        }
+                        Err(_) => {
+                            ending = "no frame for 10 s".to_owned();
+                            break;
+                        }
+                    }
+                }
+                ending
+            }
+        };
+        *endings.entry(ending).or_default() += 1;
+    }
+    report(&format!("stalled streams ended: {endings:?}"));
+    assert!(
+        endings.keys().all(|e| !e.starts_with("ended OK")
+            && !e.starts_with("more than")
+            && !e.starts_with("no frame")),
+        "{endings:?}"
+    );
+}
