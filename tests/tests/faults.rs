@@ -189,6 +189,14 @@ async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
     for writer in writers {
         logs.push(writer.await.expect("writer task"));
     }
+    // The Health RPC runs its query now: healthy again, and idle.
+    let health = setup
+        .health(false)
+        .await
+        .expect("Health after the restart")
+        .into_iter()
+        .next()
+        .expect("one database");
 
     // What the table holds, read on a connection of this test's own.
     let direct = sqlx::PgPool::connect(&url)
@@ -206,7 +214,8 @@ async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
 
     let mut acked = 0usize;
     let mut lost = Vec::new();
-    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    // Failed calls by code: how many, and the first one's message.
+    let mut codes: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut unexpected = Vec::new();
     let mut failed_but_committed = 0usize;
     let mut slowest_recovery = Duration::ZERO;
@@ -220,7 +229,10 @@ async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
                 .map(|n| (task, *n)),
         );
         for (n, sent_in, e) in &log.failed {
-            *codes.entry(format!("{:?}", e.kind())).or_default() += 1;
+            codes
+                .entry(format!("{:?}", e.kind()))
+                .or_insert_with(|| (0, e.message().chars().take(120).collect()))
+                .0 += 1;
             if e.kind() != ErrorKind::Unavailable {
                 unexpected.push(format!(
                     "task {task} n {n} (phase {sent_in}): {:?}: {}",
@@ -243,6 +255,7 @@ async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
         present.len(),
     ));
     assert!(lost.is_empty(), "acknowledged inserts lost: {lost:?}");
+    assert!(health.healthy, "after the restart: {health:?}");
     assert!(
         all_recovered,
         "not every writer succeeded again within 15 s after the restart ({} of {WRITERS})\nserver log:\n{}",
