@@ -87,6 +87,26 @@ struct WriterLog {
 /// back; every acknowledged insert is in the table afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
+    outage_mid_load("restart", |cluster| cluster.restart_fast()).await;
+}
+
+/// The same with the cluster down for 3 s (`pg_ctl stop -m fast`, then
+/// `pg_ctl start`): calls meanwhile find no engine at all, and fail
+/// UNAVAILABLE or wait for it; none fails otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_for_three_seconds_mid_load_loses_no_acknowledged_write() {
+    outage_mid_load("3 s down", |cluster| {
+        cluster.stop_fast()?;
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.start_again()
+    })
+    .await;
+}
+
+/// Four writers insert numbered rows through a server in front of a
+/// throwaway cluster; after 200 acknowledged inserts, `outage` (run on a
+/// blocking thread) takes the cluster away and brings it back.
+async fn outage_mid_load(what: &str, outage: fn(&PgCluster) -> Result<(), String>) {
     const WRITERS: i64 = 4;
     let cluster = match tokio::task::spawn_blocking(PgCluster::start)
         .await
@@ -164,11 +184,11 @@ async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
     let acked_before = acked_total.load(Ordering::Acquire);
     phase.store(RESTARTING, Ordering::Release);
     let restart_started = Instant::now();
-    let restarting = cluster.clone();
-    tokio::task::spawn_blocking(move || restarting.restart_fast())
+    let away = cluster.clone();
+    tokio::task::spawn_blocking(move || outage(&away))
         .await
-        .expect("restart task")
-        .expect("pg_ctl restart -m fast");
+        .expect("outage task")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let back = Instant::now();
     phase.store(AFTER, Ordering::Release);
 
@@ -249,7 +269,7 @@ async fn postgres_restarted_mid_load_loses_no_acknowledged_write() {
         }
     }
     report(&format!(
-        "postgres restart mid-load: restart took {} ms (pg_ctl), every writer succeeded again {} ms after the cluster was back; acknowledged {acked} inserts ({acked_before} before the restart), {} rows present, failed calls by code {codes:?}, failed but committed {failed_but_committed}",
+        "postgres {what} mid-load: the outage took {} ms (pg_ctl), every writer succeeded again {} ms after the cluster was back; acknowledged {acked} inserts ({acked_before} before the outage), {} rows present, failed calls by code {codes:?}, failed but committed {failed_but_committed}",
         back.duration_since(restart_started).as_millis(),
         slowest_recovery.as_millis(),
         present.len(),
