@@ -1,9 +1,10 @@
-//! Faults under load, as an operator meets them: the engine restarted while
-//! clients write, the server killed while clients write, and clients that
-//! open a large stream and vanish. What must hold: no write the server
-//! acknowledged is lost, errors while the engine is away are UNAVAILABLE, the
-//! server serves again soon after the engine is back, and abandoned streams
-//! give back their connections and their memory.
+//! Faults under load, as an operator meets them: the engine restarted or
+//! stopped while clients write, the server killed while clients write,
+//! clients that open a large stream and vanish, and clients that open one
+//! and never read. What must hold: no write the server acknowledged is
+//! lost, errors while the engine is away are UNAVAILABLE, the server serves
+//! again soon after the engine is back, abandoned streams give back their
+//! connections and their memory, and stalled ones do not starve the rest.
 //!
 //! Every loop is bounded in count and time; the figures go to stderr
 //! directly, so they are visible even when the tests pass.
