@@ -419,3 +419,274 @@ mod tests {
         assert!(!format!("{d:?}").contains("tok123"));
     }
 }
+
+/// Property tests: no string makes `from_url` panic, and the parts of a
+/// generated valid URL come back as they were put in. The runs use a fixed
+/// seed (the same inputs each time) and print how many inputs were tried.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::{
+        prelude::*,
+        test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
+    };
+    use std::{
+        io::Write,
+        sync::atomic::{AtomicU64, Ordering},
+    };
+
+    /// Runs `test` on `cases` inputs of `strategy` with a fixed seed, fails
+    /// with the smallest failing input, and reports the count on stderr.
+    fn check<S: Strategy>(
+        name: &str,
+        cases: u32,
+        strategy: S,
+        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    ) where
+        S::Value: fmt::Debug,
+    {
+        let config = Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+        let tried = AtomicU64::new(0);
+        let result = runner.run(&strategy, |value| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            test(value)
+        });
+        let _ = writeln!(
+            std::io::stderr(),
+            "property {name}: {} inputs tried",
+            tried.load(Ordering::Relaxed)
+        );
+        if let Err(e) = result {
+            panic!("property {name} failed: {e}");
+        }
+    }
+
+    /// Everything but letters and digits, percent-encoded: decoding gives
+    /// the text back exactly.
+    fn encode(s: &str) -> String {
+        utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    }
+
+    /// File paths keep `/`, `.`, `-` and `_` as they are.
+    const PATH_SET: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_');
+
+    fn query_of(options: &BTreeMap<String, String>) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in options {
+            q.append_pair(k, v);
+        }
+        q.finish()
+    }
+
+    fn options() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map("[a-z_]{1,10}", "\\PC{0,16}", 0..4)
+    }
+
+    /// Strings near the URL grammar as well as anything at all.
+    fn any_url_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "\\PC{0,60}",
+            "(sqlite|postgresql|postgres|mysql|mariadb|duckdb|cloudflare_d1|d1|x|)(:|://|:///|:////)[a-zA-Z0-9:/@?=&%#\\[\\]. _+-]{0,50}",
+            "(postgresql|mysql|cloudflare_d1)://[a-z@:%0-9\\[\\]]{0,12}(:[0-9]{0,7})?(/[^/?#]{0,10}){0,3}(\\?[a-z=&%]{0,20})?",
+        ]
+    }
+
+    #[test]
+    fn from_url_never_panics() {
+        check("from_url never panics", 4096, any_url_text(), |text| {
+            if let Ok(c) = ConnectionConfig::from_url(&text) {
+                // Everything a caller may do with a parsed config.
+                let _ = (c.redacted_url(), format!("{c:?}"), c.is_memory());
+            }
+            Ok(())
+        });
+    }
+
+    #[derive(Debug, Clone)]
+    struct NetworkUrl {
+        scheme: &'static str,
+        user: String,
+        password: Option<String>,
+        host: String,
+        port: Option<u16>,
+        database: String,
+        options: BTreeMap<String, String>,
+    }
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9]{0,8}){0,3}",
+            (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+                .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+            Just("::1".to_owned()),
+            Just("2001:db8::8a2e:370:7334".to_owned()),
+        ]
+    }
+
+    fn network_url() -> impl Strategy<Value = NetworkUrl> {
+        (
+            prop_oneof![
+                Just("postgresql"),
+                Just("postgres"),
+                Just("mysql"),
+                Just("mariadb")
+            ],
+            "\\PC{0,12}",
+            proptest::option::of("\\PC{1,16}"),
+            host(),
+            proptest::option::of(any::<u16>()),
+            "[^/]{0,16}".prop_filter("not a dot segment", |d| d != "." && d != ".."),
+            options(),
+        )
+            .prop_map(|(scheme, user, password, host, port, database, options)| {
+                NetworkUrl {
+                    scheme,
+                    user,
+                    password,
+                    host,
+                    port,
+                    database,
+                    options,
+                }
+            })
+    }
+
+    impl NetworkUrl {
+        fn text(&self) -> String {
+            let mut out = format!("{}://", self.scheme);
+            if !self.user.is_empty() || self.password.is_some() {
+                out.push_str(&encode(&self.user));
+                if let Some(p) = &self.password {
+                    out.push(':');
+                    out.push_str(&encode(p));
+                }
+                out.push('@');
+            }
+            if self.host.contains(':') {
+                out.push_str(&format!("[{}]", self.host));
+            } else {
+                out.push_str(&self.host);
+            }
+            if let Some(port) = self.port {
+                out.push_str(&format!(":{port}"));
+            }
+            out.push('/');
+            out.push_str(&encode(&self.database));
+            if !self.options.is_empty() {
+                out.push('?');
+                out.push_str(&query_of(&self.options));
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn network_urls_give_back_their_parts() {
+        check("network URL round trip", 2048, network_url(), |u| {
+            let text = u.text();
+            let c = ConnectionConfig::from_url(&text)
+                .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            let expected_type = DatabaseType::from_scheme(u.scheme).expect("known scheme");
+            let default_port = if expected_type == DatabaseType::Postgresql {
+                5432
+            } else {
+                3306
+            };
+            prop_assert_eq!(c.db_type, expected_type, "{}", text);
+            prop_assert_eq!(c.host.as_deref(), Some(u.host.as_str()), "{}", text);
+            prop_assert_eq!(c.port, Some(u.port.unwrap_or(default_port)), "{}", text);
+            prop_assert_eq!(
+                c.username.as_deref(),
+                Some(u.user.as_str()).filter(|s| !s.is_empty()),
+                "{}",
+                text
+            );
+            prop_assert_eq!(c.password(), u.password.as_deref(), "{}", text);
+            prop_assert_eq!(
+                c.database.as_deref(),
+                Some(u.database.as_str()).filter(|s| !s.is_empty()),
+                "{}",
+                text
+            );
+            prop_assert_eq!(&c.options, &u.options, "{}", text);
+            prop_assert_eq!(c.path.as_deref(), None);
+            prop_assert_eq!(c.url(), text.as_str());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn passwords_and_tokens_never_show() {
+        let strategy = (
+            network_url(),
+            "[A-Za-z0-9]{8,20}",
+            "[A-Za-z0-9]{1,20}",
+            "[A-Za-z0-9]{8,20}",
+        );
+        check(
+            "password and token redaction",
+            1024,
+            strategy,
+            |(mut u, password, d1_id, token)| {
+                // A password no other part of the URL can contain by chance.
+                let password = format!("SeCrEt{password}");
+                u.password = Some(password.clone());
+                let c = ConnectionConfig::from_url(&u.text())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let shown = format!("{c:?}");
+                prop_assert!(!c.redacted_url().contains(&password));
+                prop_assert!(!shown.contains(&password));
+                let token = format!("ToKeN{token}");
+                let d1 = format!("cloudflare_d1://{d1_id}?account_id=acc&api_token={token}");
+                let c = ConnectionConfig::from_url(&d1)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(c.host.as_deref(), Some(d1_id.as_str()));
+                prop_assert_eq!(c.option("api_token"), Some(token.as_str()));
+                let shown = format!("{c:?}");
+                prop_assert!(!c.redacted_url().contains(&token));
+                prop_assert!(!shown.contains(&token));
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn file_urls_give_back_their_parts() {
+        let strategy = (
+            prop_oneof![Just("sqlite"), Just("duckdb")],
+            "\\PC{1,40}",
+            options(),
+        );
+        check(
+            "file URL round trip",
+            2048,
+            strategy,
+            |(scheme, path, options)| {
+                let mut text = format!("{scheme}:///{}", utf8_percent_encode(&path, PATH_SET));
+                if !options.is_empty() {
+                    text.push('?');
+                    text.push_str(&query_of(&options));
+                }
+                let c = ConnectionConfig::from_url(&text)
+                    .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+                prop_assert_eq!(c.path.as_deref(), Some(path.as_str()), "{}", text);
+                prop_assert_eq!(&c.options, &options, "{}", text);
+                prop_assert_eq!(c.is_memory(), path == ":memory:");
+                prop_assert_eq!(c.host.as_deref(), None);
+                Ok(())
+            },
+        );
+    }
+}

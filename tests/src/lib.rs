@@ -7,5 +7,6 @@ pub mod conformance;
 pub mod d1_fake;
 pub mod dialect;
 pub mod harness;
+pub mod pg_cluster;
 
 pub use harness::{Engine, Target, TestServer};
