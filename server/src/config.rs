@@ -67,26 +67,39 @@ pub enum ConfigError {
     about = "iadb: one gRPC API in front of SQLite, PostgreSQL, MySQL/MariaDB, DuckDB and Cloudflare D1"
 )]
 pub struct Cli {
+    /// Without a subcommand the server serves.
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
     /// Address to listen on.
     #[arg(long, env = "IADB_LISTEN")]
     pub listen: Option<String>,
     /// URL of the default database.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub database_url: Option<String>,
     /// A named database, NAME=URL; repeatable.
-    #[arg(long = "database", value_name = "NAME=URL")]
+    #[arg(long = "database", value_name = "NAME=URL", global = true)]
     pub databases: Vec<String>,
     /// TOML config file with one table of settings per environment.
-    #[arg(long, env = "IADB_CONFIG")]
+    #[arg(long, env = "IADB_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Which environment of the config file to use.
-    #[arg(long, env = "ENVIRONMENT", default_value = "development")]
+    #[arg(
+        long,
+        env = "ENVIRONMENT",
+        default_value = "development",
+        global = true
+    )]
     pub environment: String,
     /// Most connections per database pool.
     #[arg(long, env = "IADB_POOL_MAX")]
     pub pool_max: Option<u32>,
     /// Seconds a call waits for a pooled connection before UNAVAILABLE.
-    #[arg(long, env = "IADB_POOL_TIMEOUT_SECS")]
+    #[arg(long, env = "IADB_POOL_TIMEOUT_SECS", global = true)]
     pub pool_timeout_secs: Option<u64>,
     /// Most rows in one streamed batch.
     #[arg(long, env = "IADB_BATCH_ROWS")]
@@ -117,19 +130,104 @@ pub struct Cli {
     pub migrate: bool,
     /// A folder of app migrations, `PATH` (default database) or
     /// `NAME=PATH`; repeatable, also per database.
-    #[arg(long = "app-migrations", value_name = "[NAME=]PATH")]
+    #[arg(long = "app-migrations", value_name = "[NAME=]PATH", global = true)]
     pub app_migrations: Vec<String>,
     /// Seconds to wait for another replica's migration lock.
-    #[arg(long, env = "IADB_MIGRATE_LOCK_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "IADB_MIGRATE_LOCK_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
     pub migrate_lock_timeout_secs: u64,
+    /// Refuse to start while any database cannot be reached (by default the
+    /// server starts, reports it NOT_SERVING and connects it when it
+    /// answers).
+    #[arg(long, env = "IADB_REQUIRE_ALL_DATABASES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_all_databases: bool,
     /// Seconds between health checks of every database (standard health
-    /// service status).
+    /// service status); databases that are down are retried as often.
     #[arg(long, env = "IADB_HEALTH_INTERVAL_SECS")]
     pub health_interval_secs: Option<u64>,
     /// Address of the Prometheus endpoint (`GET /metrics`), e.g.
     /// 127.0.0.1:9464; none by default.
     #[arg(long, env = "IADB_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+}
+
+/// What `iadb-server` does other than serve.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Runs one migration action on one database and exits, without
+    /// serving: status, plan, apply, rollback, validate, repair, baseline
+    /// (repair works when start-up migrations refuse). App migration folders
+    /// come from `--app-migrations`, as for serving.
+    Migrate(MigrateCommand),
+}
+
+/// `iadb-server migrate ACTION [--db NAME] [--target N] ...`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrateCommand {
+    /// The action.
+    #[arg(value_enum)]
+    pub action: MigrateActionName,
+    /// The database to act on.
+    #[arg(long = "db", value_name = "NAME", default_value = DEFAULT_DATABASE_NAME)]
+    pub db: String,
+    /// Target version: apply up to it, roll back to it, baseline at it.
+    #[arg(long)]
+    pub target: Option<u64>,
+    /// Applied migrations without a file are not an error.
+    #[arg(long)]
+    pub allow_missing: bool,
+    /// Pending migrations older than the newest applied one may be applied.
+    #[arg(long)]
+    pub allow_out_of_order: bool,
+}
+
+/// The actions of the Migrate RPC, as command-line words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateActionName {
+    /// Every migration with its state.
+    Status,
+    /// The pending migrations and their SQL.
+    Plan,
+    /// Applies what is pending (app migrations up to `--target`).
+    Apply,
+    /// Runs undo files down to `--target`.
+    Rollback,
+    /// Checks applied migrations against the files.
+    Validate,
+    /// Deletes failed/pending rows, realigns changed checksums.
+    Repair,
+    /// Marks app migrations up to `--target` applied without running them.
+    Baseline,
+}
+
+impl MigrateCommand {
+    /// The runner's action; rollback and baseline need `--target`.
+    pub fn action(&self) -> Result<crate::migrate::MigrateAction, iadb::Error> {
+        use crate::migrate::MigrateAction as A;
+        let need = |what: &str| {
+            self.target
+                .ok_or_else(|| iadb::Error::invalid_argument(format!("{what} needs --target")))
+        };
+        Ok(match self.action {
+            MigrateActionName::Status => A::Status,
+            MigrateActionName::Plan => A::Plan,
+            MigrateActionName::Apply => A::Apply {
+                target: self.target,
+            },
+            MigrateActionName::Rollback => A::Rollback {
+                target: need("rollback")?,
+            },
+            MigrateActionName::Validate => A::Validate,
+            MigrateActionName::Repair => A::Repair,
+            MigrateActionName::Baseline => A::Baseline {
+                target: need("baseline")?,
+            },
+        })
+    }
 }
 
 /// One environment of the config file.
@@ -163,6 +261,8 @@ pub struct EnvironmentFile {
     pub health_interval_secs: Option<u64>,
     /// Address of the Prometheus endpoint.
     pub metrics_listen: Option<String>,
+    /// Refuse to start while a database cannot be reached.
+    pub require_all_databases: Option<bool>,
 }
 
 /// The config file: `[environments.NAME]` tables.
@@ -202,6 +302,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Whether to apply migrations at start-up.
     pub migrate: bool,
+    /// Whether a database that cannot be reached stops the start.
+    pub require_all_databases: bool,
     /// How strict start-up and RPC migration runs are.
     pub migrate_options: crate::migrate::MigrateOptions,
 }
@@ -373,6 +475,10 @@ impl Settings {
                 queue_timeout: pool.acquire_timeout,
             },
             migrate: cli.migrate,
+            // The flag (or its variable) wins when given; clap cannot say
+            // whether `false` was given or defaulted, so `true` from either wins.
+            require_all_databases: cli.require_all_databases
+                || file_env.require_all_databases.unwrap_or(false),
             migrate_options: crate::migrate::MigrateOptions {
                 lock_timeout: Duration::from_secs(cli.migrate_lock_timeout_secs),
                 ..Default::default()
@@ -460,6 +566,37 @@ mod tests {
         secret.config = None;
         let err = Settings::from_cli(&secret).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn require_all_databases_and_the_migrate_subcommand_parse() {
+        assert!(!cli(&[]).require_all_databases);
+        assert!(cli(&["--require-all-databases"]).require_all_databases);
+        assert!(!cli(&["--require-all-databases=false"]).require_all_databases);
+        // A flag before the subcommand does not swallow its name.
+        let c = cli(&[
+            "--require-all-databases",
+            "migrate",
+            "repair",
+            "--db",
+            "pg",
+            "--database-url",
+            "sqlite:///./a.db",
+            "--app-migrations",
+            "./m",
+        ]);
+        let Some(ServerCommand::Migrate(m)) = &c.command else {
+            panic!("{c:?}");
+        };
+        assert_eq!(m.db, "pg");
+        assert_eq!(m.action().unwrap(), crate::migrate::MigrateAction::Repair);
+        assert_eq!(c.database_url.as_deref(), Some("sqlite:///./a.db"));
+        assert_eq!(c.app_migrations, ["./m"]);
+        let rollback = cli(&["migrate", "rollback"]);
+        let Some(ServerCommand::Migrate(m)) = &rollback.command else {
+            panic!("{rollback:?}");
+        };
+        assert!(m.action().unwrap_err().message().contains("--target"));
     }
 
     #[test]

@@ -17,16 +17,17 @@ mod registry;
 mod server;
 mod service;
 
-pub use config::{Cli, ConfigError, Settings};
-pub use registry::Registry;
-pub use server::{BoundServer, OVERALL_HEALTH_SERVICE, shutdown_signal};
+pub use config::{Cli, ConfigError, MigrateCommand, ServerCommand, Settings};
+pub use registry::{Registry, StartupPolicy};
+pub use server::{BoundServer, OVERALL_HEALTH_SERVICE, migrate_once, shutdown_signal};
 pub use service::DatabaseService;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 /// The `iadb-server` program: parse flags, bind, print the address, serve
-/// until SIGINT/SIGTERM. Exit code 2 for bad configuration, 1 for failures.
+/// until SIGINT/SIGTERM; or, with `migrate ACTION`, run that migration
+/// action and exit. Exit code 2 for bad configuration, 1 for failures.
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -55,6 +56,9 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(ServerCommand::Migrate(command)) = &cli.command {
+        return runtime.block_on(run_migrate_command(&settings, command));
+    }
     runtime.block_on(async {
         let server = match BoundServer::bind(settings).await {
             Ok(s) => s,
@@ -79,4 +83,41 @@ pub fn main_entry() -> ExitCode {
             }
         }
     })
+}
+
+/// `iadb-server migrate ACTION`: the report on stdout, one migration a line
+/// (`version type state applied_at checksum_ok filename`), then what changed.
+async fn run_migrate_command(settings: &Settings, command: &MigrateCommand) -> ExitCode {
+    let report = match server::migrate_once(settings, command).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("iadb-server migrate: {}", e.message());
+            return if e.kind() == iadb::ErrorKind::InvalidArgument {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    let plan = command.action == config::MigrateActionName::Plan;
+    for m in &report.migrations {
+        let applied_at = if m.applied_at.is_empty() {
+            "-"
+        } else {
+            m.applied_at.as_str()
+        };
+        println!(
+            "{}\t{}\t{}\t{}\tchecksum_ok={}\t{}",
+            m.version, m.migration_type, m.state, applied_at, m.checksum_ok, m.filename
+        );
+        if plan {
+            println!("-- {}\n{}", m.filename, m.sql.trim_end());
+        }
+    }
+    if report.changed.is_empty() {
+        println!("changed: nothing");
+    } else {
+        println!("changed: {}", report.changed.join(", "));
+    }
+    ExitCode::SUCCESS
 }

@@ -3,7 +3,10 @@
 //! endpoint, graceful shutdown.
 
 use crate::{
-    config::Settings, metrics::Metrics, migrate::MigrateAction, registry::Registry,
+    config::{MigrateCommand, Settings},
+    metrics::Metrics,
+    migrate::{MigrateOptions, MigrateReport},
+    registry::{Registry, StartupPolicy},
     service::DatabaseService,
 };
 use iadb::{Error, proto::database_server::DatabaseServer};
@@ -24,36 +27,30 @@ pub struct BoundServer {
 }
 
 impl BoundServer {
-    /// Connects every database and binds the listen address.
+    /// Connects every database (one that is down is served later, unless
+    /// `--require-all-databases`), runs start-up migrations, and binds the
+    /// listen address.
     pub async fn bind(settings: Settings) -> Result<Self, Error> {
-        let registry = Arc::new(Registry::connect(&settings.databases, settings.pool).await?);
-        if settings.migrate {
-            for spec in &settings.databases {
-                let report = registry
-                    .migrate(
-                        &spec.name,
-                        MigrateAction::Apply { target: None },
-                        settings.migrate_options,
-                        Vec::new(),
-                    )
-                    .await
-                    .map_err(|e| {
-                        Error::new(
-                            e.kind(),
-                            format!("migrating database `{}`: {}", spec.name, e.message()),
-                        )
-                    })?;
-                if !report.changed.is_empty() {
-                    info!(database = %spec.name, applied = ?report.changed, "migrations applied");
-                }
-            }
-        }
+        let registry = Arc::new(Registry::new(
+            &settings.databases,
+            settings.pool,
+            StartupPolicy {
+                migrate: settings.migrate,
+                migrate_options: settings.migrate_options,
+            },
+        )?);
+        registry.start_all(settings.require_all_databases).await?;
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
-            Error::unavailable(format!("cannot listen on {}: {e}", settings.listen))
+            Error::unavailable(format!(
+                "cannot listen on {}: {e} (choose another address with --listen)",
+                settings.listen
+            ))
         })?;
         let metrics_listener = match settings.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                Error::unavailable(format!("cannot listen on {addr} (metrics): {e}"))
+                Error::unavailable(format!(
+                    "cannot listen on {addr} (metrics): {e} (choose another address with --metrics-listen)"
+                ))
             })?),
             None => None,
         };
@@ -115,6 +112,9 @@ impl BoundServer {
             metrics.clone(),
             last,
         ));
+        // Databases that are down are retried in a task of their own, so a
+        // connect attempt that hangs does not hold up the health rounds.
+        let connector = tokio::spawn(keep_connecting(registry.clone(), settings.health_interval));
         // Both reflection versions: grpcurl and many tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -152,6 +152,7 @@ impl BoundServer {
             .await
             .map_err(|e| Error::internal(format!("server: {e}")));
         checker.abort();
+        connector.abort();
         if let Some(task) = metrics_task {
             task.abort();
         }
@@ -179,6 +180,20 @@ async fn keep_health_current(
     }
 }
 
+/// Every `interval`, connects the databases that are down and re-runs the
+/// start-up migrations that failed ([`Registry::retry_not_ready`]).
+async fn keep_connecting(registry: Arc<Registry>, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    // An attempt that took long is not followed by a burst of others.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Start-up has just tried every database.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        registry.retry_not_ready().await;
+    }
+}
+
 /// One round of health checks: sets each database's standard health status,
 /// the overall one, and the `database_up` gauge; logs changes.
 async fn check_all(
@@ -190,11 +205,10 @@ async fn check_all(
     let mut all = true;
     let names: Vec<String> = registry.names().map(str::to_owned).collect();
     for name in names {
-        let healthy = registry
-            .check(&name)
-            .await
-            .map(|h| h.healthy)
-            .unwrap_or(false);
+        let (healthy, message) = registry.check(&name).await.map_or_else(
+            |e| (false, e.message().to_owned()),
+            |h| (h.healthy, h.message),
+        );
         all &= healthy;
         metrics.set_up(&name, healthy);
         let status = if healthy {
@@ -206,7 +220,7 @@ async fn check_all(
             if healthy {
                 info!(database = %name, "health: SERVING");
             } else {
-                warn!(database = %name, "health: NOT_SERVING");
+                warn!(database = %name, cause = %message, "health: NOT_SERVING");
             }
         }
         reporter.set_service_status(&name, status).await;
@@ -219,6 +233,36 @@ async fn check_all(
     reporter
         .set_service_status(OVERALL_HEALTH_SERVICE, overall)
         .await;
+}
+
+/// `iadb-server migrate ACTION`: connects the one database named in
+/// `command` (no start-up migrations, nothing served), runs the action as
+/// the Migrate RPC would, with the app folders of `--app-migrations`, and
+/// closes.
+pub async fn migrate_once(
+    settings: &Settings,
+    command: &MigrateCommand,
+) -> Result<MigrateReport, Error> {
+    let action = command.action()?;
+    let registry = Registry::new(
+        &settings.databases,
+        settings.pool,
+        StartupPolicy {
+            migrate: false,
+            migrate_options: settings.migrate_options,
+        },
+    )?;
+    registry.connect_only(&command.db).await?;
+    let options = MigrateOptions {
+        allow_missing: command.allow_missing,
+        allow_out_of_order: command.allow_out_of_order,
+        ..settings.migrate_options
+    };
+    let result = registry
+        .migrate(&command.db, action, options, Vec::new())
+        .await;
+    registry.close().await;
+    result
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

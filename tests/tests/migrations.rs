@@ -6,8 +6,8 @@ use iadb::{ErrorKind, Value};
 use iadb_server::{
     backend::{Backend, PoolSettings, backend_for},
     migrate::{
-        MigrateAction, MigrateOptions, MigrateReport, Migrator, source, store::MigrationStore,
-        system_migrations,
+        MigrateAction, MigrateOptions, MigrateReport, MigrationType, Migrator, source,
+        store::MigrationStore, system_migrations,
     },
 };
 use iadb_tests::{Engine, harness::skip};
@@ -479,6 +479,103 @@ async fn two_hundred_migrations(f: Fixture) {
     );
 }
 
+/// App migrations sent in a request (not in any folder of the server) are
+/// recorded with that origin: a later run without them neither refuses nor
+/// calls them missing. A server file that went away still is missing.
+async fn sent_migrations_are_not_missing_later(f: Fixture) {
+    let sent = source::parse(
+        vec![source::MigrationFile {
+            filename: "V1__sent.sql".into(),
+            content: b"CREATE TABLE mig_sent (id INTEGER);\n".to_vec(),
+        }],
+        MigrationType::App,
+    )
+    .unwrap();
+    let migrator = Migrator::new(system_migrations().unwrap(), Vec::new()).with_sent(sent);
+    let mut store = MigrationStore::new(f.backend.migration_session().await.unwrap());
+    let report = migrator
+        .run(
+            &mut store,
+            MigrateAction::Apply { target: None },
+            MigrateOptions::default(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(
+        changed(&report),
+        ["V001__iadb_settings.sql", "V1__sent.sql"]
+    );
+    // A run of the server's own (empty) folder: nothing refused.
+    let again = f.apply().await.unwrap();
+    assert!(again.changed.is_empty(), "{:?}", again.changed);
+    let status = f
+        .run(MigrateAction::Status, MigrateOptions::default())
+        .await
+        .unwrap();
+    let sent_state: Vec<(&str, &str)> = status
+        .migrations
+        .iter()
+        .filter(|m| m.migration_type == MigrationType::App)
+        .map(|m| (m.filename.as_str(), m.state.as_str()))
+        .collect();
+    assert_eq!(sent_state, [("V1__sent.sql", "applied")]);
+    // A file of the server that went away is still missing.
+    f.write("V2__file.sql", "CREATE TABLE mig_file (id INTEGER);\n");
+    assert_eq!(changed(&f.apply().await.unwrap()), ["V2__file.sql"]);
+    f.remove("V2__file.sql");
+    let err = f.apply().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(
+        err.message().contains("V2__file.sql") && err.message().contains("no file"),
+        "{}",
+        err.message()
+    );
+}
+
+/// A tracking table created before the `origin` column: read-only runs read
+/// it as it is, the next changing run adds the column, and rows written
+/// after say where they came from.
+async fn tracking_table_from_before_origin_gains_it(f: Fixture) {
+    let (key, kind, name) = if f.engine == Engine::Mysql {
+        ("VARCHAR(32)", "VARCHAR(16)", "VARCHAR(255)")
+    } else {
+        ("TEXT", "TEXT", "TEXT")
+    };
+    let old = format!(
+        "CREATE TABLE ia_migrations (version {key} NOT NULL, filename {name} NOT NULL, \
+         migration_type {kind} NOT NULL CHECK (migration_type IN ('system', 'app')), \
+         description TEXT NOT NULL, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, \
+         checksum {name} NOT NULL, \
+         state {kind} NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'pending', 'failed')), \
+         execution_ms BIGINT NOT NULL DEFAULT 0, error_message TEXT, \
+         PRIMARY KEY (version, migration_type))"
+    );
+    f.backend.execute(&old, &[]).await.unwrap();
+    f.write("V1__a.sql", "CREATE TABLE mig_a (id INTEGER);\n");
+    let status = f
+        .run(MigrateAction::Status, MigrateOptions::default())
+        .await
+        .unwrap();
+    assert!(status.migrations.iter().all(|m| m.state == "pending"));
+    assert_eq!(
+        changed(&f.apply().await.unwrap()),
+        ["V001__iadb_settings.sql", "V1__a.sql"]
+    );
+    let origins: Vec<String> = f
+        .backend
+        .fetch_all(
+            "SELECT origin FROM ia_migrations ORDER BY migration_type DESC, version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get_index(0).map(Value::to_string).unwrap_or_default())
+        .collect();
+    assert_eq!(origins, ["server", "server"]);
+}
+
 macro_rules! scenarios {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -486,7 +583,8 @@ macro_rules! scenarios {
             scenarios!(@each $engine; fresh_apply_then_nothing, failure_half_way_is_recorded_and_blocks,
                 checksums_refuse_edits_but_not_crlf, out_of_order_and_missing,
                 rollback_runs_undo_files_in_reverse, baseline_marks_without_running,
-                concurrent_runners_apply_once, two_hundred_migrations);
+                concurrent_runners_apply_once, two_hundred_migrations,
+                sent_migrations_are_not_missing_later, tracking_table_from_before_origin_gains_it);
         }
     };
     (@each $engine:expr; $($case:ident),*) => {

@@ -194,6 +194,7 @@ async fn unreachable_database_at_startup_fails_with_its_name() {
             "127.0.0.1:0",
             "--database-url",
             "sqlite:////proc/iadb-cannot-create/x.db",
+            "--require-all-databases",
         ])
         .current_dir(dir.path())
         .env("IADB_POOL_TIMEOUT_SECS", "2")
@@ -215,6 +216,7 @@ fn unreachable_engine_at_startup_fails_without_leaking_credentials() {
             "127.0.0.1:0",
             "--database-url",
             "postgresql://u:hunter2@127.0.0.1:9/db",
+            "--require-all-databases",
         ])
         .current_dir(dir.path())
         .env("IADB_POOL_TIMEOUT_SECS", "2")

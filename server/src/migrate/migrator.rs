@@ -4,9 +4,12 @@
 use super::{
     MigrateError,
     migration::{Migration, MigrationType},
-    store::{AppliedMigration, MigrationStore},
+    store::{AppliedMigration, MigrationOrigin, MigrationStore},
 };
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,8 @@ pub struct MigrateReport {
 #[derive(Debug, Clone, Default)]
 pub struct Migrator {
     migrations: Vec<Migration>,
+    /// The app migrations sent in a request (recorded with that origin).
+    sent: BTreeSet<Key>,
 }
 
 type Key = (MigrationType, u64);
@@ -104,7 +109,31 @@ impl Migrator {
     pub fn new(system: Vec<Migration>, app: Vec<Migration>) -> Self {
         let mut migrations: Vec<Migration> = system.into_iter().chain(app).collect();
         migrations.sort_by_key(|m| (m.migration_type, m.version));
-        Self { migrations }
+        Self {
+            migrations,
+            sent: BTreeSet::new(),
+        }
+    }
+
+    /// Adds app migrations sent in a request: they run as the others, and
+    /// their rows record that they came from a request, so a later run
+    /// without them does not call them missing.
+    pub fn with_sent(mut self, sent: Vec<Migration>) -> Self {
+        for m in sent {
+            self.sent.insert((m.migration_type, m.version));
+            self.migrations.push(m);
+        }
+        self.migrations
+            .sort_by_key(|m| (m.migration_type, m.version));
+        self
+    }
+
+    fn origin(&self, m: &Migration) -> MigrationOrigin {
+        if self.sent.contains(&(m.migration_type, m.version)) {
+            MigrationOrigin::Request
+        } else {
+            MigrationOrigin::Server
+        }
     }
 
     /// The migrations, system first, by version.
@@ -170,7 +199,7 @@ impl Migrator {
                     if !wanted || applied.contains_key(&(m.migration_type, m.version)) {
                         continue;
                     }
-                    if let Err(e) = store.apply(m).await {
+                    if let Err(e) = store.apply(m, self.origin(m)).await {
                         return Err(MigrateError::Failed {
                             filename: m.filename.clone(),
                             applied: changed,
@@ -244,7 +273,7 @@ impl Migrator {
                         && m.version <= target
                         && !applied.contains_key(&(m.migration_type, m.version))
                     {
-                        store.record(m, "applied").await?;
+                        store.record(m, "applied", self.origin(m)).await?;
                         changed.push(m.filename.clone());
                     }
                 }
@@ -288,7 +317,8 @@ impl Migrator {
                 });
             }
             match self.find(row.migration_type, row.version) {
-                None if !options.allow_missing => {
+                // Sent in a request: the server never had its file.
+                None if !options.allow_missing && row.origin != MigrationOrigin::Request => {
                     return Err(MigrateError::Missing {
                         filename: row.filename.clone(),
                         version: row.version,
@@ -356,15 +386,22 @@ impl Migrator {
             .collect();
         for row in applied.values() {
             if self.find(row.migration_type, row.version).is_none() {
+                // A migration sent in a request is as applied as its row
+                // says; only a server file that went away is missing.
+                let sent = row.origin == MigrationOrigin::Request;
                 states.push(MigrationState {
                     version: row.version,
                     description: row.description.clone(),
                     migration_type: row.migration_type,
                     filename: row.filename.clone(),
-                    state: "missing".to_owned(),
+                    state: if sent {
+                        row.state.clone()
+                    } else {
+                        "missing".to_owned()
+                    },
                     applied_at: row.applied_at.clone(),
                     checksum: row.checksum.clone(),
-                    checksum_ok: false,
+                    checksum_ok: sent,
                     sql: String::new(),
                 });
             }

@@ -14,6 +14,29 @@ pub const TRACKING_TABLE: &str = "ia_migrations";
 /// How long a lease-row lock (SQLite, DuckDB, D1) lasts if its holder dies.
 pub const LEASE: Duration = Duration::from_secs(300);
 
+/// Where an applied migration came from, stored in `ia_migrations.origin`.
+///
+/// A migration sent in a `Migrate` request has no file on the server; its
+/// row says so, and a later run without it does not call it missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigrationOrigin {
+    /// Embedded in the server (system) or from a folder given at start-up.
+    /// Rows written before the column existed read as this.
+    Server,
+    /// Sent in a `Migrate` request.
+    Request,
+}
+
+impl MigrationOrigin {
+    /// The name stored in `ia_migrations.origin`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Request => "request",
+        }
+    }
+}
+
 /// A row of `ia_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {
@@ -33,6 +56,8 @@ pub struct AppliedMigration {
     pub applied_at: String,
     /// How long it ran.
     pub execution_ms: i64,
+    /// Where it came from.
+    pub origin: MigrationOrigin,
 }
 
 impl AppliedMigration {
@@ -58,8 +83,20 @@ fn create_tracking_table(dialect: StoreDialect) -> String {
          state {kind} NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'pending', 'failed')), \
          execution_ms BIGINT NOT NULL DEFAULT 0, \
          error_message {text}, \
+         origin {kind}, \
          PRIMARY KEY (version, migration_type))"
     )
+}
+
+/// Adds the `origin` column to a tracking table created before it existed
+/// (nullable: older rows read as [`MigrationOrigin::Server`]).
+fn add_origin_column(dialect: StoreDialect) -> String {
+    let kind = if dialect == StoreDialect::MySql {
+        "VARCHAR(16)"
+    } else {
+        "TEXT"
+    };
+    format!("ALTER TABLE {TRACKING_TABLE} ADD COLUMN origin {kind}")
 }
 
 fn create_lock_table(dialect: StoreDialect) -> String {
@@ -94,6 +131,8 @@ pub struct MigrationStore {
     owner: String,
     locked: bool,
     lease_table_ready: bool,
+    /// The tracking table has its `origin` column.
+    has_origin: bool,
 }
 
 impl MigrationStore {
@@ -111,6 +150,7 @@ impl MigrationStore {
             owner,
             locked: false,
             lease_table_ready: false,
+            has_origin: false,
         }
     }
 
@@ -127,15 +167,24 @@ impl MigrationStore {
 
     /// Creates the tracking table if missing. Two sessions creating it at
     /// once can collide on PostgreSQL even with IF NOT EXISTS; the loser
-    /// finds it created and goes on.
+    /// finds it created and goes on. A table from before the `origin`
+    /// column gets it when the lock is held (a changing run); a read-only
+    /// run reads such a table as it is.
     pub async fn ensure_table(&mut self) -> Result<(), MigrateError> {
         let sql = create_tracking_table(self.dialect());
         match self.session.run_script(&sql).await {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                Ok(self.session.run_script(&sql).await?)
-            }
-            other => Ok(other?),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => self.session.run_script(&sql).await?,
+            other => other?,
         }
+        let probe = format!("SELECT origin FROM {TRACKING_TABLE} WHERE 1 = 0");
+        self.has_origin = self.session.fetch(&probe, &[]).await.is_ok();
+        if !self.has_origin && self.locked {
+            self.session
+                .run_script(&add_origin_column(self.dialect()))
+                .await?;
+            self.has_origin = true;
+        }
+        Ok(())
     }
 
     /// Takes the database-wide migration lock, waiting at most `timeout`.
@@ -262,8 +311,9 @@ impl MigrationStore {
     /// Every row of the tracking table.
     pub async fn applied(&mut self) -> Result<Vec<AppliedMigration>, MigrateError> {
         let sql = format!(
-            "SELECT version, migration_type, filename, description, checksum, state, {}, execution_ms FROM {TRACKING_TABLE}",
-            applied_at_text(self.dialect())
+            "SELECT version, migration_type, filename, description, checksum, state, {}, execution_ms, {} FROM {TRACKING_TABLE}",
+            applied_at_text(self.dialect()),
+            if self.has_origin { "origin" } else { "NULL" }
         );
         let rows = self.session.fetch(&sql, &[]).await?;
         let text = |v: Option<&Value>| match v {
@@ -291,13 +341,26 @@ impl MigrationStore {
                     state: text(row.get(5)),
                     applied_at: text(row.get(6)),
                     execution_ms: row.get(7).and_then(Value::as_i64).unwrap_or(0),
+                    origin: match row.get(8) {
+                        Some(Value::Text(t)) if t == MigrationOrigin::Request.as_str() => {
+                            MigrationOrigin::Request
+                        }
+                        _ => MigrationOrigin::Server,
+                    },
                 })
             })
             .collect()
     }
 
-    fn row_params(m: &Migration, state: &str, ms: i64) -> Vec<Value> {
-        vec![
+    /// Inserts the tracking row of `m`.
+    async fn insert_row(
+        &mut self,
+        m: &Migration,
+        state: &str,
+        ms: i64,
+        origin: MigrationOrigin,
+    ) -> Result<(), Error> {
+        let mut params = vec![
             Value::Text(m.version.to_string()),
             Value::Text(m.filename.clone()),
             Value::Text(m.migration_type.as_str().to_owned()),
@@ -305,17 +368,24 @@ impl MigrationStore {
             Value::Text(m.checksum.clone()),
             Value::Text(state.to_owned()),
             Value::Int(ms),
-        ]
+        ];
+        let sql = if self.has_origin {
+            params.push(Value::Text(origin.as_str().to_owned()));
+            "INSERT INTO ia_migrations (version, filename, migration_type, description, checksum, state, execution_ms, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        } else {
+            "INSERT INTO ia_migrations (version, filename, migration_type, description, checksum, state, execution_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        };
+        self.session.execute(sql, &params).await.map(|_| ())
     }
 
-    const INSERT_ROW: &'static str = "INSERT INTO ia_migrations (version, filename, migration_type, description, checksum, state, execution_ms) VALUES (?, ?, ?, ?, ?, ?, ?)";
-
     /// Records `m` in `state` without running it (baseline, pending rows).
-    pub async fn record(&mut self, m: &Migration, state: &str) -> Result<(), MigrateError> {
-        self.session
-            .execute(Self::INSERT_ROW, &Self::row_params(m, state, 0))
-            .await?;
-        Ok(())
+    pub async fn record(
+        &mut self,
+        m: &Migration,
+        state: &str,
+        origin: MigrationOrigin,
+    ) -> Result<(), MigrateError> {
+        Ok(self.insert_row(m, state, 0, origin).await?)
     }
 
     async fn set_state(
@@ -344,7 +414,11 @@ impl MigrationStore {
     /// the file allows it, the script and its row commit together; otherwise
     /// (MySQL, D1, `-- iadb:no-transaction`) the row is written as pending
     /// first, so a failure leaves a visible failed row rather than a silent half.
-    pub async fn apply(&mut self, m: &Migration) -> Result<Duration, MigrateError> {
+    pub async fn apply(
+        &mut self,
+        m: &Migration,
+        origin: MigrationOrigin,
+    ) -> Result<Duration, MigrateError> {
         let started = Instant::now();
         let transactional = !m.no_transaction && self.has_transactions();
         if transactional {
@@ -352,9 +426,7 @@ impl MigrationStore {
             let run = async {
                 self.session.run_script(&m.sql).await?;
                 let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-                self.session
-                    .execute(Self::INSERT_ROW, &Self::row_params(m, "applied", ms))
-                    .await?;
+                self.insert_row(m, "applied", ms, origin).await?;
                 self.session.run_script("COMMIT").await
             };
             if let Err(e) = run.await {
@@ -362,14 +434,12 @@ impl MigrationStore {
                 // Nothing of it remains; record the failure so the next run
                 // refuses until it is repaired.
                 let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-                self.session
-                    .execute(Self::INSERT_ROW, &Self::row_params(m, "failed", ms))
-                    .await?;
+                self.insert_row(m, "failed", ms, origin).await?;
                 self.set_state(m, "failed", ms, Some(e.message())).await?;
                 return Err(MigrateError::Engine(e));
             }
         } else {
-            self.record(m, "pending").await?;
+            self.record(m, "pending", origin).await?;
             let result = self.session.run_script(&m.sql).await;
             let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             match result {
