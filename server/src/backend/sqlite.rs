@@ -52,8 +52,13 @@ impl SqliteBackend {
             .as_deref()
             .ok_or_else(|| Error::invalid_argument("sqlite URL has no path"))?;
         let memory = config.is_memory();
+        let read_only = config.option("mode") == Some("ro");
         let mut options = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(sqlite_error)?
+        } else if read_only {
+            // Setting the journal mode writes to the file: a read-only
+            // database is opened as it is, and never created.
+            SqliteConnectOptions::new().filename(path)
         } else {
             SqliteConnectOptions::new()
                 .filename(path)
@@ -61,7 +66,6 @@ impl SqliteBackend {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
         };
-        let read_only = config.option("mode") == Some("ro");
         options = options
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
