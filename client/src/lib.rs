@@ -1,13 +1,21 @@
 //! iadb-client: [`RemoteDatabase`], the [`DatabaseInterface`] over gRPC, so a
 //! Rust program uses a remote iadb server exactly as it would a local adapter.
 //!
-//! Reads (`FetchAll`, `FetchOne`, `TableExists`, `Health`) are retried with
-//! exponential backoff when the server answers UNAVAILABLE; writes
-//! (`Execute`, `ExecuteMany`) are not, since a write that reached the engine
-//! before the connection failed must not be applied twice.
+//! Retries are honest about writes. Reads (`query`/`fetch_*` over `FetchAll`,
+//! `FetchOne`, `TableExists`, `Health`) are retried with exponential backoff
+//! on UNAVAILABLE. Writes (`execute`, `execute_many`, `execute_query`,
+//! `migrate`) are retried only when the request never left this client (the
+//! connection to the server could not be made): an UNAVAILABLE that arrives
+//! after the request was sent may come from a write that was committed, and
+//! is returned as it is.
+//!
+//! Deadlines (`with_timeout`) cover the whole call, retries and every frame
+//! of a stream included. When the deadline passes the call ends with
+//! DEADLINE_EXCEEDED, whether the server's status or this client's own
+//! timer noticed it first (never CANCELLED).
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use iadb::{
     Column, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Result,
@@ -17,9 +25,12 @@ use iadb::{
 use std::{
     future::Future,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint},
+};
 
 pub use iadb;
 
@@ -27,7 +38,8 @@ pub use iadb;
 /// value, a request with large parameters).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// How reads are retried when the server answers UNAVAILABLE.
+/// How calls are retried: reads on UNAVAILABLE, writes only when their
+/// request never left the client (see the crate's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0 disables retrying).
@@ -64,6 +76,113 @@ impl RetryPolicy {
             .with_max_times(self.max_retries)
             .with_jitter()
     }
+}
+
+/// What a call may do to the database, which decides when it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// Changes nothing: retried on any UNAVAILABLE.
+    Read,
+    /// May change data: retried only when the request never left the client.
+    Write,
+}
+
+/// A failed attempt of a call.
+struct Failure {
+    error: Error,
+    /// The request never left this client: the connection to the server
+    /// could not be made, so nothing can have been applied.
+    unsent: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            unsent: false,
+        }
+    }
+}
+
+impl Failure {
+    /// The error of a gRPC status, for a call whose deadline is `deadline`.
+    ///
+    /// tonic reports the expiry of the client's own timer (the `grpc-timeout`
+    /// it sends) as CANCELLED "Timeout expired"; that, or any CANCELLED once
+    /// the deadline has passed, is the deadline and is DEADLINE_EXCEEDED.
+    fn from_status(status: Status, deadline: Option<Deadline>) -> Self {
+        let mut unsent = false;
+        let mut timer_expired = false;
+        let mut source = std::error::Error::source(&status);
+        while let Some(e) = source {
+            unsent |= e.is::<tonic::ConnectError>();
+            timer_expired |= e.is::<tonic::TimeoutExpired>();
+            source = e.source();
+        }
+        if let Some(deadline) = deadline
+            && (timer_expired || (status.code() == Code::Cancelled && deadline.passed()))
+        {
+            return deadline.exceeded().into();
+        }
+        Self {
+            error: Error::from(status),
+            unsent: unsent && !timer_expired,
+        }
+    }
+
+    /// Whether another attempt may be made.
+    fn retryable(&self, call: Call) -> bool {
+        self.error.kind() == ErrorKind::Unavailable && (call == Call::Read || self.unsent)
+    }
+}
+
+/// The deadline of one call: when it started and how long it may take.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn passed(self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// Time left, or DEADLINE_EXCEEDED when there is none.
+    fn remaining(self) -> Result<Duration> {
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(self.exceeded()),
+        }
+    }
+
+    fn exceeded(self) -> Error {
+        Error::new(
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "deadline exceeded: the call did not finish within {} ms",
+                self.timeout.as_millis()
+            ),
+        )
+    }
+}
+
+/// Awaits one exchange with the server, bounded by `deadline`: whichever
+/// timer notices it first, a passed deadline is DEADLINE_EXCEEDED.
+async fn exchange<T>(
+    deadline: Option<Deadline>,
+    answer: impl Future<Output = std::result::Result<T, Status>>,
+) -> std::result::Result<T, Failure> {
+    let answer = match deadline {
+        Some(d) => {
+            match tokio::time::timeout_at(tokio::time::Instant::from_std(d.at), answer).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(d.exceeded().into()),
+            }
+        }
+        None => answer.await,
+    };
+    answer.map_err(|status| Failure::from_status(status, deadline))
 }
 
 /// A database behind an iadb server.
@@ -107,7 +226,8 @@ impl RemoteDatabase {
     }
 
     /// Gives every call this deadline (sent to the server, which stops the
-    /// query when it passes).
+    /// query when it passes). It covers the whole call: retries, and every
+    /// frame of a stream. A passed deadline is always DEADLINE_EXCEEDED.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -119,7 +239,8 @@ impl RemoteDatabase {
         self
     }
 
-    /// How reads are retried.
+    /// How calls are retried (reads on UNAVAILABLE, writes only when their
+    /// request never left the client).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -138,23 +259,54 @@ impl RemoteDatabase {
             .ok_or_else(|| Error::unavailable("not connected: call connect() first"))
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(t) = self.timeout {
-            request.set_timeout(t);
-        }
-        request
+    /// The deadline of a call starting now, if calls have one.
+    fn deadline(&self) -> Option<Deadline> {
+        self.timeout.map(|timeout| Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        })
     }
 
-    /// Runs a read, retrying UNAVAILABLE answers per the retry policy.
-    async fn read<T, F, Fut>(&self, call: F) -> Result<T>
+    /// A request carrying the time left before `deadline`.
+    fn request<T>(&self, message: T, deadline: Option<Deadline>) -> Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        if let Some(d) = deadline {
+            request.set_timeout(d.remaining()?);
+        }
+        Ok(request)
+    }
+
+    /// Runs the attempts of one call: retried per the retry policy while
+    /// [`Failure::retryable`] for `call` and the deadline leaves time.
+    async fn run<T, F, Fut>(
+        &self,
+        call: Call,
+        deadline: Option<Deadline>,
+        mut attempt: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output = std::result::Result<T, Failure>>,
     {
-        call.retry(self.retry.backoff())
-            .when(Error::is_retryable)
-            .await
+        let mut delays = self.retry.backoff().build();
+        loop {
+            let failure = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            let delay = if failure.retryable(call) {
+                delays.next()
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                return Err(failure.error);
+            };
+            if deadline.is_some_and(|d| Instant::now() + delay >= d.at) {
+                return Err(failure.error);
+            }
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// The server's health report for this database (or, with `all`, every
@@ -165,81 +317,116 @@ impl RemoteDatabase {
         } else {
             self.database.clone()
         };
-        self.read(|| async {
+        let deadline = self.deadline();
+        self.run(Call::Read, deadline, || async {
             let mut client = self.client()?;
-            let response = client
-                .health(self.request(proto::HealthRequest {
+            let request = self.request(
+                proto::HealthRequest {
                     database: database.clone(),
-                }))
-                .await?;
+                },
+                deadline,
+            )?;
+            let response = exchange(deadline, client.health(request)).await?;
             Ok(response.into_inner().databases)
         })
         .await
     }
 
     /// Runs a migration action on this database (`files`: app migrations
-    /// sent with the request, in addition to the server's own).
+    /// sent with the request, in addition to the server's own). A write:
+    /// retried only when the request never left the client.
     pub async fn migrate(&self, request: proto::MigrateRequest) -> Result<proto::MigrateResponse> {
-        let mut client = self.client()?;
         let request = proto::MigrateRequest {
             database: self.database.clone(),
             ..request
         };
-        Ok(client.migrate(self.request(request)).await?.into_inner())
+        let deadline = self.deadline();
+        self.run(Call::Write, deadline, || async {
+            let mut client = self.client()?;
+            let request = self.request(request.clone(), deadline)?;
+            Ok(exchange(deadline, client.migrate(request))
+                .await?
+                .into_inner())
+        })
+        .await
     }
 
-    /// Opens a FetchAll stream and reads its header; with `retry`,
-    /// UNAVAILABLE answers before the header are retried.
-    async fn open_stream(&self, sql: &str, params: &[Value], retry: bool) -> Result<QueryStream> {
-        let open = || async {
-            let mut client = self.client()?;
-            let mut inbound = client
-                .fetch_all(self.request(proto::FetchAllRequest {
-                    database: self.database.clone(),
-                    sql: sql.to_owned(),
-                    params: Self::params(params),
-                    options: None,
-                }))
-                .await?
-                .into_inner();
-            match inbound.message().await? {
-                Some(proto::FetchAllResponse {
-                    frame: Some(Frame::Header(header)),
-                }) => {
-                    let columns: Arc<[Column]> =
-                        header.columns.into_iter().map(Column::from).collect();
-                    Ok((columns, inbound))
+    /// Opens a FetchAll stream and reads its header; `call` says how a
+    /// failure before the header is retried. The stream is an error, never
+    /// a short success, unless it ends with its summary.
+    async fn open_stream(&self, sql: &str, params: &[Value], call: Call) -> Result<QueryStream> {
+        let deadline = self.deadline();
+        let (columns, mut inbound) = self
+            .run(call, deadline, || async {
+                let mut client = self.client()?;
+                let request = self.request(
+                    proto::FetchAllRequest {
+                        database: self.database.clone(),
+                        sql: sql.to_owned(),
+                        params: Self::params(params),
+                        options: None,
+                    },
+                    deadline,
+                )?;
+                let mut inbound = exchange(deadline, client.fetch_all(request))
+                    .await?
+                    .into_inner();
+                match exchange(deadline, inbound.message()).await? {
+                    Some(proto::FetchAllResponse {
+                        frame: Some(Frame::Header(header)),
+                    }) => {
+                        let columns: Arc<[Column]> =
+                            header.columns.into_iter().map(Column::from).collect();
+                        Ok((columns, inbound))
+                    }
+                    Some(_) => Err(Error::internal(
+                        "result stream broken: it did not start with a header",
+                    )
+                    .into()),
+                    None => Err(Error::internal(
+                        "result stream broken: it ended without a header or a summary",
+                    )
+                    .into()),
                 }
-                _ => Err(Error::internal("stream did not start with a header")),
-            }
-        };
-        let (columns, mut inbound) = if retry {
-            self.read(open).await?
-        } else {
-            open().await?
-        };
+            })
+            .await?;
         let events = async_stream::try_stream! {
-            let mut finished = false;
-            while let Some(message) = inbound.message().await.map_err(Error::from)? {
-                match message.frame {
-                    Some(Frame::Batch(batch)) => {
+            let mut rows: u64 = 0;
+            let mut summary = None;
+            while let Some(message) = exchange(deadline, inbound.message())
+                .await
+                .map_err(|f| f.error)?
+            {
+                match (message.frame, summary.is_some()) {
+                    (Some(Frame::Batch(batch)), false) => {
                         for row in batch.rows {
+                            rows += 1;
                             yield QueryEvent::Row(Vec::<Value>::try_from(row)?);
                         }
                     }
-                    Some(Frame::Summary(summary)) => {
-                        finished = true;
-                        yield QueryEvent::Done(ExecuteOutcome {
-                            rows_affected: summary.rows_affected,
-                            last_insert_id: None,
-                        });
-                    }
-                    _ => Err(Error::internal("unexpected frame in a result stream"))?,
+                    (Some(Frame::Summary(s)), false) => summary = Some(s),
+                    _ => Err(Error::internal(
+                        "result stream broken: unexpected frame after the header",
+                    ))?,
                 }
             }
-            if !finished {
-                Err(Error::new(ErrorKind::Unavailable, "result stream ended without a summary"))?;
+            let summary = match summary {
+                Some(summary) => summary,
+                None => Err(Error::internal(format!(
+                    "result stream broken: it ended after {rows} rows without its summary, \
+                     so the result may be incomplete"
+                )))?,
+            };
+            if summary.row_count != rows {
+                Err(Error::internal(format!(
+                    "result stream broken: its summary counts {} rows but {rows} arrived",
+                    summary.row_count
+                )))?;
             }
+            yield QueryEvent::Done(ExecuteOutcome {
+                rows_affected: summary.rows_affected,
+                last_insert_id: None,
+            });
         };
         Ok(QueryStream {
             columns,
@@ -289,89 +476,112 @@ impl DatabaseInterface for RemoteDatabase {
         self.client.read().map(|c| c.is_some()).unwrap_or(false)
     }
 
+    /// A read: retried on UNAVAILABLE before the header arrives. Send a
+    /// statement that writes (`INSERT ... RETURNING` too) with
+    /// `execute_query` or `execute`, which are not retried once sent.
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
-        self.open_stream(sql, params, true).await
+        self.open_stream(sql, params, Call::Read).await
     }
 
-    /// Not retried, unlike the fetches: the statement may be a write, and a
-    /// write that reached the engine before the connection failed must not
-    /// run twice.
+    /// Retried only when the request never left the client, unlike the
+    /// fetches: the statement may be a write, and a write that reached the
+    /// engine before the connection failed must not run twice.
     async fn execute_query(&self, sql: &str, params: &[Value]) -> iadb::QueryResult {
-        let started = std::time::Instant::now();
-        iadb::collect_query_result(self.open_stream(sql, params, false).await, started).await
+        let started = Instant::now();
+        iadb::collect_query_result(self.open_stream(sql, params, Call::Write).await, started).await
     }
 
     async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<iadb::Row>> {
-        self.read(|| async {
+        let deadline = self.deadline();
+        self.run(Call::Read, deadline, || async {
             let mut client = self.client()?;
-            let response = client
-                .fetch_one(self.request(proto::FetchOneRequest {
+            let request = self.request(
+                proto::FetchOneRequest {
                     database: self.database.clone(),
                     sql: sql.to_owned(),
                     params: Self::params(params),
                     options: None,
-                }))
+                },
+                deadline,
+            )?;
+            let response = exchange(deadline, client.fetch_one(request))
                 .await?
                 .into_inner();
             let columns: Arc<[Column]> = response.columns.into_iter().map(Column::from).collect();
-            response
+            let row = response
                 .row
-                .map(|row| Ok(iadb::Row::new(columns, Vec::<Value>::try_from(row)?)))
-                .transpose()
+                .map(|row| Ok::<_, Error>(iadb::Row::new(columns, Vec::<Value>::try_from(row)?)))
+                .transpose()?;
+            Ok(row)
         })
         .await
     }
 
+    /// Retried only when the request never left the client.
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
-        let mut client = self.client()?;
-        let response = client
-            .execute(self.request(proto::ExecuteRequest {
-                database: self.database.clone(),
-                sql: sql.to_owned(),
-                params: Self::params(params),
-                options: None,
-            }))
-            .await?
-            .into_inner();
-        Ok(ExecuteOutcome {
-            rows_affected: response.rows_affected,
-            last_insert_id: response.last_insert_id,
-        })
-    }
-
-    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
-        let mut client = self.client()?;
-        let response = client
-            .execute_many(
-                self.request(proto::ExecuteManyRequest {
+        let deadline = self.deadline();
+        self.run(Call::Write, deadline, || async {
+            let mut client = self.client()?;
+            let request = self.request(
+                proto::ExecuteRequest {
                     database: self.database.clone(),
                     sql: sql.to_owned(),
-                    param_sets: param_sets
-                        .iter()
-                        .map(|set| proto::Row {
-                            values: Self::params(set),
-                        })
-                        .collect(),
+                    params: Self::params(params),
                     options: None,
-                }),
-            )
-            .await?
-            .into_inner();
-        Ok(ExecuteOutcome {
-            rows_affected: response.rows_affected,
-            last_insert_id: None,
+                },
+                deadline,
+            )?;
+            let response = exchange(deadline, client.execute(request))
+                .await?
+                .into_inner();
+            Ok(ExecuteOutcome {
+                rows_affected: response.rows_affected,
+                last_insert_id: response.last_insert_id,
+            })
         })
+        .await
+    }
+
+    /// Retried only when the request never left the client.
+    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
+        let message = proto::ExecuteManyRequest {
+            database: self.database.clone(),
+            sql: sql.to_owned(),
+            param_sets: param_sets
+                .iter()
+                .map(|set| proto::Row {
+                    values: Self::params(set),
+                })
+                .collect(),
+            options: None,
+        };
+        let deadline = self.deadline();
+        self.run(Call::Write, deadline, || async {
+            let mut client = self.client()?;
+            let request = self.request(message.clone(), deadline)?;
+            let response = exchange(deadline, client.execute_many(request))
+                .await?
+                .into_inner();
+            Ok(ExecuteOutcome {
+                rows_affected: response.rows_affected,
+                last_insert_id: None,
+            })
+        })
+        .await
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
-        self.read(|| async {
+        let deadline = self.deadline();
+        self.run(Call::Read, deadline, || async {
             let mut client = self.client()?;
-            let response = client
-                .table_exists(self.request(proto::TableExistsRequest {
+            let request = self.request(
+                proto::TableExistsRequest {
                     database: self.database.clone(),
                     table: table.to_owned(),
-                }))
-                .await?;
+                },
+                deadline,
+            )?;
+            let response = exchange(deadline, client.table_exists(request)).await?;
             Ok(response.into_inner().exists)
         })
         .await

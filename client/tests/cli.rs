@@ -350,3 +350,71 @@ async fn deploy_health_checks_pass_on_a_serving_server() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "status: SERVING\n");
     }
 }
+
+/// A gRPC server that accepts every call and never answers, so that only the
+/// client's own deadline can end a call (no race with a server timer).
+#[derive(Clone)]
+struct Silent;
+
+impl tonic::server::NamedService for Silent {
+    const NAME: &'static str = "iadb.v1.Database";
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Silent {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+            Ok(tonic::codegen::http::Response::new(
+                tonic::body::Body::empty(),
+            ))
+        })
+    }
+}
+
+/// Issue 10, case 7: a passed deadline is DEADLINE_EXCEEDED with a non-zero
+/// exit, every time (it was CANCELLED when the client's timer fired first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passed_deadline_is_deadline_exceeded_and_exits_non_zero() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Silent)
+            .serve_with_incoming(incoming),
+    );
+    for args in [
+        ["query", "SELECT 1"],
+        ["exec", "INSERT INTO t VALUES (1)"],
+        ["query", "SELECT 2"],
+    ] {
+        let started = std::time::Instant::now();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+        command
+            .args(["--server", endpoint.as_str(), "--timeout-ms", "300"])
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("(deadline exceeded)"), "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    server.abort();
+}

@@ -12,6 +12,7 @@
 //! files record absolute source paths: two clones sharing one target
 //! directory (CI does that) must not read each other's.
 
+use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -182,8 +183,11 @@ fn cpp_client_example_and_tests() {
     assert!(rss > 0, "{line}");
 
     // The client's tests.
+    // With the fake server that misbehaves on purpose for the fault tests.
+    let fake = FakeServer::start();
     let mut tests = Command::new(build.join("bin/client_test"));
     tests.env("IADB_ADDR", &addr);
+    tests.env("IADB_FAKE_ADDR", fake.addr.to_string());
     let out = run(tests, Duration::from_secs(300));
     println!("{}", out.stdout);
     assert!(
@@ -198,7 +202,7 @@ fn cpp_client_example_and_tests() {
         .and_then(|rest| rest.strip_suffix(" passed, 0 failed"))
         .and_then(|n| n.parse::<u32>().ok());
     assert!(
-        counts.is_some_and(|n| n >= 9),
+        counts.is_some_and(|n| n >= 12),
         "unexpected closing line {last:?}\n{}",
         out.show("client_test")
     );

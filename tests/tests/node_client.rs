@@ -6,6 +6,7 @@
 //! installed: `npm ci --prefix client/node`. Without them the test is skipped
 //! with a notice, except in CI (`CI=true`), where it fails.
 
+use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,11 +129,18 @@ fn node_client_example_and_suite() {
         );
     }
 
-    // The library's suite.
+    // The library's suite, and its tests against the fake server that
+    // misbehaves on purpose (faults.test.js).
+    let fake = FakeServer::start();
     let tests = bounded("node")
-        .args(["--test", "dist/test/client.test.js"])
+        .args([
+            "--test",
+            "dist/test/client.test.js",
+            "dist/test/faults.test.js",
+        ])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)
+        .env("IADB_FAKE_ADDR", fake.addr.to_string())
         .output()
         .expect("run node --test dist/test/client.test.js");
     let stdout = String::from_utf8_lossy(&tests.stdout);

@@ -5,6 +5,7 @@
 //! `pip install ./client/python pytest pytest-asyncio`. Without them the test
 //! is skipped with a notice, except in CI (`CI=true`), where it fails.
 
+use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{in_ci, repo_root, server_binary, skip};
 use std::process::Command;
 
@@ -50,9 +51,12 @@ fn python_client_suite() {
         "test server binary {} is missing (it is built with the tests)",
         server.display()
     );
+    // The fake server that misbehaves on purpose (test_faults.py).
+    let fake = FakeServer::start();
     println!(
-        "running {python} -m pytest client/python/tests -q (IADB_SERVER_BIN={})",
-        server.display()
+        "running {python} -m pytest client/python/tests -q (IADB_SERVER_BIN={}, IADB_FAKE_ADDR={})",
+        server.display(),
+        fake.addr
     );
     let out = Command::new(&python)
         .args([
@@ -67,6 +71,7 @@ fn python_client_suite() {
         ])
         .current_dir(&root)
         .env("IADB_SERVER_BIN", &server)
+        .env("IADB_FAKE_ADDR", fake.addr.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run pytest");

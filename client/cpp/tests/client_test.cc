@@ -321,6 +321,73 @@ void TestUnreachable() {
   CHECK_CODE(none.TableExists("t"), grpc::StatusCode::UNAVAILABLE);
 }
 
+// ------------------------------------------------ against the fake server
+// IADB_FAKE_ADDR is a fake server that misbehaves on purpose
+// (tests/src/fake_server.rs): `truncate N` ends a stream after N rows
+// without its summary, `hang` never answers, `unavailable TAG` counts the
+// call and answers UNAVAILABLE, FetchOne `count METHOD TAG` reads a count.
+
+std::optional<iadb::Client> Fake() {
+  const char* env = std::getenv("IADB_FAKE_ADDR");
+  if (env == nullptr || *env == '\0') {
+    std::printf("  (skipped: IADB_FAKE_ADDR is not set)\n");
+    return std::nullopt;
+  }
+  iadb::Client client(env);
+  client.set_timeout(std::chrono::seconds(30));
+  return client;
+}
+
+std::int64_t Count(iadb::Client& db, const std::string& key) {
+  std::optional<iadb::Row> row = db.FetchOne("count " + key);
+  CHECK(row.has_value());
+  const iadb::Value& n = (*row)[std::string_view("n")];
+  CHECK(std::holds_alternative<std::int64_t>(n));
+  return std::get<std::int64_t>(n);
+}
+
+// Case 2: a stream cut short is an error, after the rows that arrived.
+void TestStreamWithoutSummary() {
+  std::optional<iadb::Client> db = Fake();
+  if (!db) return;
+  std::uint64_t seen = 0;
+  const auto on_row = [&seen](const iadb::Row&) { ++seen; };
+  CHECK_EQ(db->FetchAll("rows 250", {}, on_row).row_count, std::uint64_t{250});
+  seen = 0;
+  try {
+    db->FetchAll("truncate 250", {}, on_row);
+    CHECK(false);
+  } catch (const iadb::Error& e) {
+    CHECK_EQ(e.code(), grpc::StatusCode::INTERNAL);
+    CHECK(e.message().find("without a summary") != std::string::npos);
+  }
+  CHECK_EQ(seen, std::uint64_t{250});
+  CHECK_CODE(db->FetchAll("miscount 3", {}, on_row), grpc::StatusCode::INTERNAL);
+  CHECK_CODE(db->FetchAll("batch-first", {}, on_row), grpc::StatusCode::INTERNAL);
+}
+
+// Case 7: only the client's deadline can end these calls (the fake never
+// answers), and it is DEADLINE_EXCEEDED every time.
+void TestOwnDeadline() {
+  std::optional<iadb::Client> db = Fake();
+  if (!db) return;
+  db->set_timeout(std::chrono::milliseconds(200));
+  for (int i = 0; i < 5; ++i) {
+    CHECK_CODE(db->Execute("hang"), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  CHECK_CODE(db->FetchOne("hang"), grpc::StatusCode::DEADLINE_EXCEEDED);
+  CHECK_CODE(db->FetchAll("header-then-hang", {}, [](const iadb::Row&) {}),
+             grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+// Case 8: the client does not send a write again after UNAVAILABLE.
+void TestUnavailableWriteSentOnce() {
+  std::optional<iadb::Client> db = Fake();
+  if (!db) return;
+  CHECK_CODE(db->Execute("unavailable cpp-w1"), grpc::StatusCode::UNAVAILABLE);
+  CHECK_EQ(Count(*db, "Execute cpp-w1"), std::int64_t{1});
+}
+
 }  // namespace
 
 int main() {
@@ -334,6 +401,9 @@ int main() {
       {"errors", TestErrors},
       {"health", TestHealth},
       {"unreachable", TestUnreachable},
+      {"stream_without_summary", TestStreamWithoutSummary},
+      {"own_deadline", TestOwnDeadline},
+      {"unavailable_write_sent_once", TestUnavailableWriteSentOnce},
   };
   std::printf("iadb C++ client tests against %s\n", Address().c_str());
   int passed = 0;

@@ -84,7 +84,10 @@ export class IadbError extends Error {
     this.sqlstate = sqlstate;
   }
 
-  /** Whether the same call may succeed later (UNAVAILABLE). */
+  /**
+   * Whether the same call may succeed later (UNAVAILABLE). Safe to act on
+   * for a read; a write answered UNAVAILABLE may have been committed.
+   */
   get retryable(): boolean {
     return this.code === grpc.status.UNAVAILABLE;
   }

@@ -30,21 +30,25 @@ async def with_retry(
     max_retries: int = c.DEFAULT_RETRIES,
     base_delay: float = c.DEFAULT_BASE_DELAY,
     max_delay: float = c.DEFAULT_MAX_DELAY,
+    write: bool = False,
 ) -> T:
     """Awaits ``call()``, retrying on ``DatabaseError`` UNAVAILABLE.
 
+    For a read (the default) every UNAVAILABLE is retried. With
+    ``write=True`` only an UNAVAILABLE whose request never reached the
+    server is (``DatabaseError.never_sent``): a write that reached the
+    engine before the connection dropped may have been applied.
+
     Waits ``base_delay * 2**n`` (capped at ``max_delay``) before retry ``n``;
     after ``max_retries`` retries the last error is raised. Any other error
-    is raised at once. Retrying a write is only safe when applying it twice
-    is harmless: a write that reached the engine before the connection
-    dropped may have been applied.
+    is raised at once.
     """
     attempt = 0
     while True:
         try:
             return await call()
         except DatabaseError as e:
-            if not e.retryable or attempt >= max_retries:
+            if not e.retryable_for(write) or attempt >= max_retries:
                 raise
         await asyncio.sleep(c.backoff_delay(attempt, base_delay, max_delay))
         attempt += 1
@@ -67,6 +71,7 @@ class RowStream:
         self._call = None
         self._reader = c.FrameReader()
         self._finished = False
+        self._error: Optional[DatabaseError] = None
 
     @property
     def columns(self) -> Optional[List[str]]:
@@ -79,20 +84,37 @@ class RowStream:
     def __aiter__(self) -> "RowStream":
         return self
 
+    def _fail(self, error: DatabaseError) -> DatabaseError:
+        """Ends the stream with `error` (raised again by later reads)."""
+        self._finished = True
+        self._error = error
+        if self._call is not None and not self._call.done():
+            self._call.cancel()
+        return error
+
     async def _read(self) -> bool:
-        """Feeds the next frame; False at the end of the stream."""
+        """Feeds the next frame; False at the (complete) end of the stream.
+
+        Raises ``DatabaseError`` for an error status, and INTERNAL for a
+        stream that breaks the protocol or ends without its summary.
+        """
+        if self._error is not None:
+            raise self._error
         if self._call is None:
             self._call = self._db._stub_or_raise().FetchAll(
                 self._request, timeout=self._timeout, metadata=self._db._metadata)
         try:
             frame = await self._call.read()
         except grpc.RpcError as e:
-            self._finished = True
-            raise from_rpc_error(e) from None
-        if frame is grpc.aio.EOF:
-            self._finished = True
-            return False
-        self._reader.feed(frame)
+            raise self._fail(from_rpc_error(e)) from None
+        try:
+            if frame is grpc.aio.EOF:
+                self._finished = True
+                self._reader.check_end()
+                return False
+            self._reader.feed(frame)
+        except DatabaseError as e:
+            raise self._fail(e) from None
         return True
 
     async def __anext__(self) -> Dict[str, Any]:
@@ -101,11 +123,9 @@ class RowStream:
             row = reader.next_row()
             if row is not None:
                 return row
-            if self._finished:
-                raise StopAsyncIteration
-            if not await self._read():
-                if reader.columns is None:
-                    raise DatabaseError(grpc.StatusCode.INTERNAL, "stream ended without a header")
+            if self._error is not None:
+                raise self._error
+            if self._finished or not await self._read():
                 raise StopAsyncIteration
 
     async def start(self) -> List[str]:
@@ -246,18 +266,25 @@ class Database(c.ClientSettings):
     # --- seed-style API (QueryResult, never raises for server errors) ------
 
     async def execute_query(self, sql: str, params: Params = None) -> QueryResult:
-        """Runs any statement: rows for a query, rows affected otherwise."""
+        """Runs any statement: rows for a query, rows affected otherwise.
+
+        A result stream cut short (it ended without its summary) is a failed
+        result (``success=False``, INTERNAL), never a short list of rows.
+        """
         request = c.fetch_all_request(self.database, sql, params)
         self._stub_or_raise()
         start = time.perf_counter()
-        stream = RowStream(self, request, self.timeout)
-        data = []
         try:
-            async with stream:
-                async for row in stream:
-                    data.append(row)
+            return await self._run_query(request, start)
         except DatabaseError as e:
             return c.failed_result(e, _ms(start))
+
+    async def _run_query(self, request: pb.FetchAllRequest, start: float) -> QueryResult:
+        stream = RowStream(self, request, self.timeout)
+        data = []
+        async with stream:
+            async for row in stream:
+                data.append(row)
         return stream._reader.result(data, _ms(start))
 
     async def execute_many(self, sql: str, params_list: Sequence[Params]) -> QueryResult:
@@ -282,17 +309,29 @@ class Database(c.ClientSettings):
         max_retries: int = c.DEFAULT_RETRIES,
         base_delay: float = c.DEFAULT_BASE_DELAY,
         max_delay: float = c.DEFAULT_MAX_DELAY,
+        idempotent: bool = False,
     ) -> QueryResult:
-        """``execute_query``, retried with exponential backoff on UNAVAILABLE.
+        """``execute_query``, retried with exponential backoff while it is safe.
+
+        The statement may be a write, so by default it is repeated only when
+        its request never reached the server (no connection could be made):
+        an UNAVAILABLE that arrives after the request was sent may come from
+        a write that was committed, and is returned as it is. Pass
+        ``idempotent=True`` when running the statement twice is harmless (a
+        read, an upsert) to retry every UNAVAILABLE.
 
         Waits ``base_delay * 2**n`` (capped at ``max_delay``) before retry
         ``n``; other errors are returned at once. Returns the last result.
         """
-        c.fetch_all_request(self.database, sql, params)  # TypeError before any call
+        request = c.fetch_all_request(self.database, sql, params)  # TypeError before any call
+        self._stub_or_raise()
+        start = time.perf_counter()
         attempt = 0
         while True:
-            result = await self.execute_query(sql, params)
-            if result.success or result.error_code != grpc.StatusCode.UNAVAILABLE or attempt >= max_retries:
-                return result
+            try:
+                return await self._run_query(request, start)
+            except DatabaseError as e:
+                if not e.retryable_for(write=not idempotent) or attempt >= max_retries:
+                    return c.failed_result(e, _ms(start))
             await asyncio.sleep(c.backoff_delay(attempt, base_delay, max_delay))
             attempt += 1

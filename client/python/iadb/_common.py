@@ -155,6 +155,12 @@ def failed_result(e: DatabaseError, elapsed_ms: float) -> QueryResult:
                        error_code=e.code, sqlstate=e.sqlstate)
 
 
+def broken(what: str) -> DatabaseError:
+    """The error of a FetchAll stream that breaks the protocol: INTERNAL (a
+    server fault; not UNAVAILABLE, which would invite repeating a write)."""
+    return DatabaseError(grpc.StatusCode.INTERNAL, "result stream broken: " + what)
+
+
 class FrameReader:
     """Follows one FetchAll stream: header, batches, summary.
 
@@ -162,7 +168,8 @@ class FrameReader:
     holds more than the current batch (at most 1024 rows or 1 MiB).
     """
 
-    __slots__ = ("columns", "row_count", "rows_affected", "server_time_ms", "_batch", "_next", "done")
+    __slots__ = ("columns", "row_count", "rows_affected", "server_time_ms", "_batch", "_next", "done",
+                 "_received")
 
     def __init__(self) -> None:
         self.columns: Optional[List[str]] = None
@@ -172,21 +179,45 @@ class FrameReader:
         self._batch = None
         self._next = 0
         self.done = False
+        self._received = 0
 
     def feed(self, frame: pb.FetchAllResponse) -> None:
         which = frame.WhichOneof("frame")
+        if self.done:
+            raise broken("a frame came after the summary")
         if which == "header":
+            if self.columns is not None:
+                raise broken("a second header")
             self.columns = [c.name for c in frame.header.columns]
         elif which == "batch":
             if self.columns is None:
-                raise DatabaseError(grpc.StatusCode.INTERNAL, "stream did not start with a header")
+                raise broken("it did not start with a header")
             self._batch = frame.batch.rows
             self._next = 0
+            self._received += len(frame.batch.rows)
         elif which == "summary":
+            if self.columns is None:
+                raise broken("it did not start with a header")
+            if frame.summary.row_count != self._received:
+                raise broken("its summary counts %d rows but %d arrived"
+                             % (frame.summary.row_count, self._received))
             self.row_count = frame.summary.row_count
             self.rows_affected = frame.summary.rows_affected
             self.server_time_ms = frame.summary.execution_time_ms
             self.done = True
+
+    def check_end(self) -> None:
+        """At the end of the stream (status OK): raises unless it was complete.
+
+        A stream that ends without its summary is an error, never a short
+        result: the server stopped sending (a crash, a bug) and rows may be
+        missing.
+        """
+        if self.columns is None:
+            raise broken("it ended without a header")
+        if not self.done:
+            raise broken("it ended after %d rows without its summary, so the result may be incomplete"
+                         % self._received)
 
     def next_row(self) -> Optional[Dict[str, Any]]:
         """The next buffered row, or None when the current batch is used up."""

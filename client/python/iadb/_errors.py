@@ -8,6 +8,15 @@ import grpc
 
 SQLSTATE_METADATA_KEY = "iadb-sqlstate"
 
+# How gRPC words a call that failed before it reached any server: no
+# connection could be made, so the request was never sent (and a write in it
+# cannot have been applied).
+_UNSENT_PREFIXES = (
+    "failed to connect to all addresses",
+    "dns resolution failed",
+    "cannot reach iadb server",
+)
+
 
 class DatabaseError(Exception):
     """A call that the server (or the transport) answered with an error.
@@ -39,8 +48,24 @@ class DatabaseError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether the same call may succeed later (UNAVAILABLE)."""
+        """Whether a *read* may be repeated (UNAVAILABLE).
+
+        Not a licence to repeat a write: an UNAVAILABLE that arrives after
+        the request reached the server may come from a write that was
+        committed (the engine went away before the answer). For writes see
+        ``never_sent``.
+        """
         return self.code == grpc.StatusCode.UNAVAILABLE
+
+    @property
+    def never_sent(self) -> bool:
+        """Whether the request certainly never reached a server (no
+        connection could be made), so that even a write may be repeated."""
+        return self.code == grpc.StatusCode.UNAVAILABLE and self.message.lower().startswith(_UNSENT_PREFIXES)
+
+    def retryable_for(self, write: bool) -> bool:
+        """``retryable`` for a read, ``never_sent`` for a write."""
+        return self.never_sent if write else self.retryable
 
 
 def _sqlstate(metadata) -> Optional[str]:

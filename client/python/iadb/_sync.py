@@ -28,14 +28,16 @@ def with_retry_sync(
     max_retries: int = c.DEFAULT_RETRIES,
     base_delay: float = c.DEFAULT_BASE_DELAY,
     max_delay: float = c.DEFAULT_MAX_DELAY,
+    write: bool = False,
 ) -> T:
-    """``with_retry`` for plain functions: retries ``call()`` on UNAVAILABLE."""
+    """``with_retry`` for plain functions: retries ``call()`` on UNAVAILABLE
+    (with ``write=True`` only when the request never reached the server)."""
     attempt = 0
     while True:
         try:
             return call()
         except DatabaseError as e:
-            if not e.retryable or attempt >= max_retries:
+            if not e.retryable_for(write) or attempt >= max_retries:
                 raise
         time.sleep(c.backoff_delay(attempt, base_delay, max_delay))
         attempt += 1
@@ -51,6 +53,7 @@ class SyncRowStream:
         self._call = None
         self._reader = c.FrameReader()
         self._finished = False
+        self._error: Optional[DatabaseError] = None
 
     @property
     def columns(self) -> Optional[List[str]]:
@@ -63,8 +66,22 @@ class SyncRowStream:
     def __iter__(self) -> "SyncRowStream":
         return self
 
+    def _fail(self, error: DatabaseError) -> DatabaseError:
+        """Ends the stream with `error` (raised again by later reads)."""
+        self._finished = True
+        self._error = error
+        if self._call is not None:
+            self._call.cancel()
+        return error
+
     def _read(self) -> bool:
-        """Feeds the next frame; False at the end of the stream."""
+        """Feeds the next frame; False at the (complete) end of the stream.
+
+        Raises ``DatabaseError`` for an error status, and INTERNAL for a
+        stream that breaks the protocol or ends without its summary.
+        """
+        if self._error is not None:
+            raise self._error
         if self._call is None:
             self._call = self._db._stub_or_raise().FetchAll(
                 self._request, timeout=self._timeout, metadata=self._db._metadata)
@@ -72,11 +89,17 @@ class SyncRowStream:
             frame = next(self._call)
         except StopIteration:
             self._finished = True
+            try:
+                self._reader.check_end()
+            except DatabaseError as e:
+                raise self._fail(e) from None
             return False
         except grpc.RpcError as e:
-            self._finished = True
-            raise from_rpc_error(e) from None
-        self._reader.feed(frame)
+            raise self._fail(from_rpc_error(e)) from None
+        try:
+            self._reader.feed(frame)
+        except DatabaseError as e:
+            raise self._fail(e) from None
         return True
 
     def __next__(self) -> Dict[str, Any]:
@@ -84,9 +107,9 @@ class SyncRowStream:
             row = self._reader.next_row()
             if row is not None:
                 return row
+            if self._error is not None:
+                raise self._error
             if self._finished or not self._read():
-                if self._reader.columns is None:
-                    raise DatabaseError(grpc.StatusCode.INTERNAL, "stream ended without a header")
                 raise StopIteration
 
     def start(self) -> List[str]:
@@ -195,12 +218,15 @@ class SyncDatabase(c.ClientSettings):
         request = c.fetch_all_request(self.database, sql, params)
         self._stub_or_raise()
         start = time.perf_counter()
-        stream = SyncRowStream(self, request, self.timeout)
         try:
-            with stream:
-                data = list(stream)
+            return self._run_query(request, start)
         except DatabaseError as e:
             return c.failed_result(e, _ms(start))
+
+    def _run_query(self, request: pb.FetchAllRequest, start: float) -> QueryResult:
+        stream = SyncRowStream(self, request, self.timeout)
+        with stream:
+            data = list(stream)
         return stream._reader.result(data, _ms(start))
 
     def execute_many(self, sql: str, params_list: Sequence[Params]) -> QueryResult:
@@ -221,12 +247,20 @@ class SyncDatabase(c.ClientSettings):
         max_retries: int = c.DEFAULT_RETRIES,
         base_delay: float = c.DEFAULT_BASE_DELAY,
         max_delay: float = c.DEFAULT_MAX_DELAY,
+        idempotent: bool = False,
     ) -> QueryResult:
-        c.fetch_all_request(self.database, sql, params)
+        """See ``Database.execute_with_retry``: by default repeated only when
+        the request never reached the server; ``idempotent=True`` retries
+        every UNAVAILABLE."""
+        request = c.fetch_all_request(self.database, sql, params)
+        self._stub_or_raise()
+        start = time.perf_counter()
         attempt = 0
         while True:
-            result = self.execute_query(sql, params)
-            if result.success or result.error_code != grpc.StatusCode.UNAVAILABLE or attempt >= max_retries:
-                return result
+            try:
+                return self._run_query(request, start)
+            except DatabaseError as e:
+                if not e.retryable_for(write=not idempotent) or attempt >= max_retries:
+                    return c.failed_result(e, _ms(start))
             time.sleep(c.backoff_delay(attempt, base_delay, max_delay))
             attempt += 1

@@ -127,3 +127,13 @@ def sdb(server):
 def table():
     """A table name no other test uses."""
     return "t_" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def fake_address():
+    """`IADB_FAKE_ADDR`: the fake server that misbehaves on purpose
+    (`iadb-fake-server`, started by tests/tests/python_client.rs)."""
+    address = os.environ.get("IADB_FAKE_ADDR")
+    if not address:
+        pytest.skip("IADB_FAKE_ADDR is not set (run through `cargo test --test python_client`)")
+    return address

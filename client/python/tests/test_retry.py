@@ -70,13 +70,15 @@ async def test_execute_with_retry_against_a_stopped_server(fresh_server):
     fresh_server.stop()
 
     attempts = []
-    original = db.execute_query
+    original = db._run_query
 
-    async def counting(sql, params=None):
+    async def counting(request, start):
         attempts.append(time.perf_counter())
-        return await original(sql, params)
+        return await original(request, start)
 
-    db.execute_query = counting
+    # Refused connections: the request never left, so even a possible write
+    # is retried.
+    db._run_query = counting
     start = time.perf_counter()
     r = await db.execute_with_retry("SELECT 1", max_retries=3, base_delay=0.05, max_delay=1.0)
     elapsed = time.perf_counter() - start
