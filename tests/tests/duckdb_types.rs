@@ -8,6 +8,7 @@
 //! iadb refuses are checked to fail with INVALID_ARGUMENT naming the column.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use futures::StreamExt;
 use iadb::{ErrorKind, Value};
 use iadb_tests::{Engine, Target};
 
@@ -488,6 +489,141 @@ async fn json_with_or_without_the_extension(t: &Target) {
     }
 }
 
+/// Types nested more than 64 levels deep (`INTEGER[][]...[]`) are refused
+/// with INVALID_ARGUMENT before anything walks them; 120 levels used to
+/// overflow the stack of whatever process decoded the result (this test's,
+/// directly; the server's, remotely). Values nested up to the limit come
+/// back whole, and the server keeps serving.
+async fn deep_nesting_is_refused_not_a_crash(t: &Target) {
+    let deep = |levels: usize| format!("INTEGER{}", "[]".repeat(levels));
+    let refused = |err: &iadb::Error, what: &str| {
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidArgument,
+            "{what}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("more than 64 levels"),
+            "{what}: {}",
+            err.message()
+        );
+    };
+    let sql = format!("SELECT NULL::{} AS v", deep(120));
+    refused(
+        &t.db.fetch_all(&sql, &[]).await.expect_err("120 levels"),
+        "FetchAll",
+    );
+    refused(
+        &t.db.fetch_one(&sql, &[]).await.expect_err("120 levels"),
+        "FetchOne",
+    );
+    refused(
+        &t.db.execute(&sql, &[]).await.expect_err("120 levels"),
+        "Execute",
+    );
+    // A table with such a column: every SELECT * is refused, naming it.
+    let table = t.table("deep");
+    t.db.execute(
+        &format!("CREATE TABLE {table} (id INTEGER, v {})", deep(120)),
+        &[],
+    )
+    .await
+    .expect("DuckDB holds the type");
+    t.db.execute(&format!("INSERT INTO {table} (id) VALUES (1)"), &[])
+        .await
+        .expect("insert");
+    for _ in 0..2 {
+        let err =
+            t.db.fetch_all(&format!("SELECT * FROM {table}"), &[])
+                .await
+                .expect_err("SELECT * of a 120-level column");
+        refused(&err, "SELECT *");
+        assert!(err.message().contains("column 2"), "{}", err.message());
+    }
+    let row =
+        t.db.fetch_one(&format!("SELECT id FROM {table}"), &[])
+            .await
+            .expect("the other columns read")
+            .expect("row");
+    assert_eq!(row.get("id"), Some(&Value::Int(1)));
+
+    // 64 levels: lists, structs and maps come back whole, as JSON.
+    let list = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+    let stream =
+        t.db.fetch_stream(&format!("SELECT {list} AS v"), &[])
+            .await
+            .expect("64 levels of LIST");
+    assert_eq!(stream.columns[0].declared_type, deep(64));
+    let rows: Vec<_> = stream.rows.collect().await;
+    let row = rows[0].as_ref().expect("row");
+    assert_eq!(row.get("v"), Some(&Value::Json(list.clone())));
+    let structs = format!("{}1{}", "{'a': ".repeat(64), "}".repeat(64));
+    let row =
+        t.db.fetch_one(&format!("SELECT {structs} AS v"), &[])
+            .await
+            .expect("64 levels of STRUCT")
+            .expect("row");
+    let json = format!("{}1{}", r#"{"a":"#.repeat(64), "}".repeat(64));
+    assert_eq!(row.get("v"), Some(&Value::Json(json)));
+    let maps = format!("{}1{}", "MAP {'k': ".repeat(64), "}".repeat(64));
+    let row =
+        t.db.fetch_one(&format!("SELECT {maps} AS v"), &[])
+            .await
+            .expect("64 levels of MAP")
+            .expect("row");
+    let json = format!("{}1{}", r#"{"k":"#.repeat(64), "}".repeat(64));
+    assert_eq!(row.get("v"), Some(&Value::Json(json)));
+    // One level more is refused, values or not.
+    let list = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+    refused(
+        &t.db
+            .fetch_all(&format!("SELECT {list} AS v"), &[])
+            .await
+            .expect_err("65 levels"),
+        "65 levels",
+    );
+    let row =
+        t.db.fetch_one("SELECT 1 AS one", &[])
+            .await
+            .expect("still serving")
+            .expect("row");
+    assert_eq!(row.get("one"), Some(&Value::Int(1)));
+}
+
+/// Leap seconds: DuckDB has none, and binding one used to store the next
+/// second (`23:59:60` became `24:00:00`); it is refused instead. Dates past
+/// chrono's range fail naming the column and the row, never a made-up text.
+async fn leap_seconds_and_out_of_range_dates(t: &Target) {
+    let leap = NaiveTime::from_hms_nano_opt(23, 59, 59, 1_000_000_000).expect("leap second");
+    for value in [
+        Value::Time(leap),
+        Value::DateTime(date().and_time(leap)),
+        Value::TimestampTz(date().and_time(leap).and_utc()),
+    ] {
+        let err =
+            t.db.fetch_all("SELECT ? AS v", std::slice::from_ref(&value))
+                .await
+                .expect_err("a leap second is refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains("leap second"), "{}", err.message());
+    }
+    let err =
+        t.db.fetch_all(
+            "SELECT CASE WHEN i < 3 THEN DATE '2020-01-01' ELSE DATE '5881580-07-10' END AS d \
+             FROM range(1, 6) AS r(i)",
+            &[],
+        )
+        .await
+        .expect_err("a date past the year 262142");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("row 3") && err.message().contains("`d`"),
+        "{}",
+        err.message()
+    );
+}
+
 async fn run(target: Option<Target>) {
     let Some(t) = target else {
         return;
@@ -496,6 +632,8 @@ async fn run(target: Option<Target>) {
     every_value_kind_binds(&t).await;
     json_with_or_without_the_extension(&t).await;
     special_values_and_refused_types(&t).await;
+    deep_nesting_is_refused_not_a_crash(&t).await;
+    leap_seconds_and_out_of_range_dates(&t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,4 +644,69 @@ async fn duckdb_types_direct() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_types_remote() {
     run(Target::remote(Engine::Duckdb).await).await;
+}
+
+/// A statement with 20,000 parameters under a 2 s deadline: the caller gets
+/// DEADLINE_EXCEEDED, and the work stops with it. DuckDB forgets an
+/// interrupt sent while a statement is being prepared or bound, so the
+/// server kept working for minutes and held the only pooled connection;
+/// now the interrupt is repeated until DuckDB lets go, and the next call on
+/// a pool of one is served within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_work_frees_the_pool_slot() {
+    use iadb::DatabaseInterface as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match Engine::Duckdb.url(&dir) {
+        Ok(url) => url,
+        Err(why) => {
+            iadb_tests::harness::skip("duckdb", &why);
+            return;
+        }
+    };
+    let server = iadb_tests::TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
+    let impatient = iadb_client::RemoteDatabase::new(server.endpoint.clone())
+        .with_timeout(std::time::Duration::from_secs(2))
+        .with_retry(iadb_client::RetryPolicy::none());
+    impatient.connect().await.expect("connect");
+    let patient = iadb_client::RemoteDatabase::new(server.endpoint.clone())
+        .with_timeout(std::time::Duration::from_secs(60))
+        .with_retry(iadb_client::RetryPolicy::none());
+    patient.connect().await.expect("connect");
+    let (sql, params) = heavy_statement(20_000);
+    let started = std::time::Instant::now();
+    let err = impatient
+        .fetch_all(&sql, &params)
+        .await
+        .expect_err("20,000 parameters take longer than 2 s");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::DeadlineExceeded,
+        "after {:?}: {}",
+        started.elapsed(),
+        err.message()
+    );
+    let deadline_at = std::time::Instant::now();
+    let row = patient
+        .fetch_one("SELECT 1 AS one", &[])
+        .await
+        .expect("the pool's only connection is free again")
+        .expect("row");
+    let freed = deadline_at.elapsed();
+    assert_eq!(row.get("one"), Some(&Value::Int(1)));
+    println!(
+        "next call served {} ms after DEADLINE_EXCEEDED",
+        freed.as_millis()
+    );
+    assert!(
+        freed < std::time::Duration::from_secs(5),
+        "the abandoned statement held the pool for {freed:?}"
+    );
+}
+
+/// `SELECT ... WHERE x IN (?, ?, ...)` with `count` parameters.
+fn heavy_statement(count: usize) -> (String, Vec<Value>) {
+    let marks = vec!["?"; count].join(", ");
+    let sql = format!("SELECT count(*) AS n FROM range(1000) AS r(x) WHERE x IN ({marks})");
+    let params = (0_i64..).take(count).map(Value::Int).collect();
+    (sql, params)
 }

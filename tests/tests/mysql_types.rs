@@ -401,10 +401,86 @@ async fn dropped_stream_stops_the_query(t: &Target) {
     }
 }
 
+/// Leap seconds: MySQL and MariaDB store none. Bound as a parameter, a
+/// leap second went as second 59 plus a million microseconds and came back
+/// as another time (`00:00:00`); it is refused instead. As a result the
+/// server never produces one: `23:59:60` cast to TIME is its NULL, and a
+/// TIME column refuses it, never a silent midnight.
+async fn leap_seconds_are_refused_never_changed(t: &Target) {
+    let leap = NaiveTime::from_hms_nano_opt(23, 59, 59, 1_000_000_000).expect("leap second");
+    let day = NaiveDate::from_ymd_opt(2016, 12, 31).expect("date");
+    let table = t.table("leap");
+    t.db.execute(
+        &format!("CREATE TABLE {table} (t TIME(6), d DATETIME(6), ts TIMESTAMP(6) NULL)"),
+        &[],
+    )
+    .await
+    .expect("create");
+    for (column, value) in [
+        ("t", Value::Time(leap)),
+        ("d", Value::DateTime(day.and_time(leap))),
+        ("ts", Value::TimestampTz(day.and_time(leap).and_utc())),
+    ] {
+        for sql in [
+            "SELECT ? AS v".to_owned(),
+            format!("INSERT INTO {table} ({column}) VALUES (?)"),
+        ] {
+            let err =
+                t.db.execute(&sql, std::slice::from_ref(&value))
+                    .await
+                    .expect_err("a leap second is refused");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::InvalidArgument,
+                "{sql}: {}",
+                err.message()
+            );
+            assert!(
+                err.message().contains("parameter 1") && err.message().contains("leap second"),
+                "{}",
+                err.message()
+            );
+        }
+    }
+    let row =
+        t.db.fetch_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
+            .await
+            .expect("count")
+            .expect("row");
+    assert_eq!(row.get("n"), Some(&Value::Int(0)), "nothing was stored");
+    let row =
+        t.db.fetch_one("SELECT CAST('23:59:60' AS TIME) AS v", &[])
+            .await
+            .expect("cast")
+            .expect("row");
+    assert_eq!(row.get("v"), Some(&Value::Null), "not a silent midnight");
+    let err =
+        t.db.execute(&format!("INSERT INTO {table} (t) VALUES ('23:59:60')"), &[])
+            .await
+            .expect_err("strict mode refuses it");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.message());
+    // The last microsecond before it is kept exactly.
+    let before = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("time");
+    t.db.execute(
+        &format!("INSERT INTO {table} (t) VALUES (?)"),
+        &[Value::Time(before)],
+    )
+    .await
+    .expect("insert");
+    let row =
+        t.db.fetch_one(&format!("SELECT t FROM {table}"), &[])
+            .await
+            .expect("select")
+            .expect("row");
+    assert_eq!(row.get("t"), Some(&Value::Time(before)));
+    drop_tables(t, &[&table]).await;
+}
+
 async fn all(t: &Target) {
     column_types_round_trip(t).await;
     parameters_without_a_column(t).await;
     unstorable_parameters_are_refused(t).await;
+    leap_seconds_are_refused_never_changed(t).await;
     insert_id_and_names(t).await;
     dropped_stream_stops_the_query(t).await;
 }

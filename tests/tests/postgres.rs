@@ -435,3 +435,165 @@ async fn streaming_a_million_rows_keeps_server_memory_flat() {
     );
     assert!(peak_mib < BOUND_MIB, "server peak RSS {peak_mib} MiB");
 }
+
+/// `infinity` and `-infinity` dates and timestamps come back as that text
+/// (as DuckDB's do), and `24:00:00` (a valid PostgreSQL time, and what it
+/// makes of `23:59:60`) too: they used to panic inside sqlx's decoding (the
+/// stream ended after 2,048 rows with status OK) or wrap to midnight. A
+/// value past the years chrono holds fails the call with INVALID_ARGUMENT
+/// naming the column and the row, after the rows before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinity_and_out_of_range_dates_and_times() {
+    for target in [
+        Target::direct(Engine::Postgres).await,
+        Target::remote(Engine::Postgres).await,
+    ] {
+        let Some(t) = target else { return };
+        let rows =
+            t.db.fetch_all(
+                "SELECT CASE WHEN i < 3000 THEN date '2020-01-01' ELSE 'infinity'::date END AS d \
+                 FROM generate_series(1, 5000) i",
+                &[],
+            )
+            .await
+            .expect("infinity reads");
+        assert_eq!(rows.len(), 5000, "every row, none lost");
+        let day = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("date");
+        assert_eq!(rows[2998].get("d"), Some(&Value::Date(day)));
+        assert_eq!(rows[2999].get("d"), Some(&Value::Text("infinity".into())));
+
+        let row =
+            t.db.fetch_one(
+                "SELECT '-infinity'::date AS d, 'infinity'::timestamp AS ts, \
+                 '-infinity'::timestamptz AS tz, time '24:00:00' AS t, time '23:59:60' AS leap, \
+                 timetz '24:00:00+01:02:03' AS ttz, timetz '12:30:00-05:30' AS noon, \
+                 timestamp '2016-12-31 23:59:60' AS leap_ts",
+                &[],
+            )
+            .await
+            .expect("special values read")
+            .expect("row");
+        let text = |s: &str| Some(Value::Text(s.into()));
+        assert_eq!(row.get("d").cloned(), text("-infinity"));
+        assert_eq!(row.get("ts").cloned(), text("infinity"));
+        assert_eq!(row.get("tz").cloned(), text("-infinity"));
+        assert_eq!(row.get("t").cloned(), text("24:00:00"), "not midnight");
+        assert_eq!(row.get("leap").cloned(), text("24:00:00"), "not midnight");
+        assert_eq!(row.get("ttz").cloned(), text("24:00:00+01:02:03"));
+        assert_eq!(row.get("noon").cloned(), text("12:30:00-05:30"));
+        // PostgreSQL itself stores this leap second as the next second.
+        let next = chrono::NaiveDate::from_ymd_opt(2017, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("timestamp");
+        assert_eq!(row.get("leap_ts"), Some(&Value::DateTime(next)));
+
+        // Past chrono's years (262142): the rows before it, then the error.
+        for (sql, column) in [
+            (
+                "SELECT CASE WHEN i < 3000 THEN date '2020-01-01' ELSE date '5874897-12-31' END AS d \
+                 FROM generate_series(1, 5000) i",
+                "`d`",
+            ),
+            (
+                "SELECT CASE WHEN i < 3000 THEN timestamp '2020-01-01' \
+                 ELSE timestamp '294276-12-31 23:59:59' END AS ts FROM generate_series(1, 5000) i",
+                "`ts`",
+            ),
+        ] {
+            let mut stream = t.db.fetch_stream(sql, &[]).await.expect("stream").rows;
+            let mut read = 0;
+            let err = loop {
+                match stream.next().await {
+                    Some(Ok(_)) => read += 1,
+                    Some(Err(e)) => break e,
+                    None => panic!("{column}: the stream ended after {read} rows without an error"),
+                }
+            };
+            assert_eq!(read, 2999, "{column}: the rows before the bad one");
+            assert_eq!(
+                err.kind(),
+                iadb::ErrorKind::InvalidArgument,
+                "{}",
+                err.message()
+            );
+            assert!(
+                err.message().contains("row 3000") && err.message().contains(column),
+                "{}",
+                err.message()
+            );
+        }
+        let err =
+            t.db.fetch_one("SELECT date '5874897-12-31' AS far", &[])
+                .await
+                .expect_err("FetchOne of a date past the year 262142");
+        assert_eq!(
+            err.kind(),
+            iadb::ErrorKind::InvalidArgument,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("row 1") && err.message().contains("`far`"),
+            "{}",
+            err.message()
+        );
+        let row =
+            t.db.fetch_one("SELECT 1 AS one", &[])
+                .await
+                .expect("still serving")
+                .expect("row");
+        assert_eq!(row.get("one"), Some(&Value::Int(1)));
+    }
+}
+
+/// A leap second bound as a parameter is refused: PostgreSQL has none and
+/// stored it as the next second, which read back as `00:00:00`. A decimal
+/// with an exponent near 2^63 is INVALID_ARGUMENT (sqlx's encoding
+/// overflowed on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leap_second_and_huge_exponent_parameters_are_refused() {
+    for target in [
+        Target::direct(Engine::Postgres).await,
+        Target::remote(Engine::Postgres).await,
+    ] {
+        let Some(t) = target else { return };
+        let leap =
+            chrono::NaiveTime::from_hms_nano_opt(23, 59, 59, 1_000_000_000).expect("leap second");
+        let day = chrono::NaiveDate::from_ymd_opt(2016, 12, 31).expect("date");
+        for value in [
+            Value::Time(leap),
+            Value::DateTime(day.and_time(leap)),
+            Value::TimestampTz(day.and_time(leap).and_utc()),
+            Value::Decimal("1e9223372036854775807".into()),
+            Value::Decimal("1e-9223372036854775808".into()),
+        ] {
+            let err =
+                t.db.fetch_all("SELECT ? AS v", std::slice::from_ref(&value))
+                    .await
+                    .expect_err("refused");
+            assert_eq!(
+                err.kind(),
+                iadb::ErrorKind::InvalidArgument,
+                "{value:?}: {}",
+                err.message()
+            );
+            assert!(err.message().contains("parameter 1"), "{}", err.message());
+        }
+        // A leap second one tenth in: the same.
+        let leap_and_a_bit =
+            chrono::NaiveTime::from_hms_nano_opt(23, 59, 59, 1_100_000_000).expect("leap second");
+        let err =
+            t.db.execute("SELECT ?::time", &[Value::Time(leap_and_a_bit)])
+                .await
+                .expect_err("refused");
+        assert_eq!(err.kind(), iadb::ErrorKind::InvalidArgument);
+        // The second before it goes through untouched.
+        let before = chrono::NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("time");
+        let row =
+            t.db.fetch_one("SELECT ? AS v", &[Value::Time(before)])
+                .await
+                .expect("time")
+                .expect("row");
+        assert_eq!(row.get("v"), Some(&Value::Time(before)));
+    }
+}

@@ -83,7 +83,7 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -349,10 +349,27 @@ impl Drop for PooledConnection {
 
 /// Where a call's blocking worker is, shared with the caller's side so that
 /// the caller leaving interrupts DuckDB only while it is working for it.
+///
+/// One interrupt is not always enough: DuckDB clears a pending interrupt
+/// when a statement starts its transaction, and notices one only at its
+/// checkpoints (between optimizer passes, between data chunks), so a caller
+/// that leaves while a statement is being prepared or bound (a statement
+/// with 20,000 parameters spends seconds there) would be forgotten. So once
+/// the caller has left, the interrupt is sent again every
+/// [`REINTERRUPT_EVERY`] until the worker is out of DuckDB, and binding
+/// stops between parameters.
 struct CallState {
     interrupt: Arc<InterruptHandle>,
     phase: Mutex<Phase>,
+    /// The caller left (also in `phase`; here for a lock-free check per
+    /// parameter).
+    abandoned: AtomicBool,
 }
+
+/// How often an abandoned call's statement is interrupted again.
+const REINTERRUPT_EVERY: Duration = Duration::from_millis(20);
+/// For how long at most (a statement DuckDB cannot stop is left to finish).
+const REINTERRUPT_FOR: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 struct Phase {
@@ -367,7 +384,13 @@ impl CallState {
         Arc::new(Self {
             interrupt: conn.interrupt_handle(),
             phase: Mutex::new(Phase::default()),
+            abandoned: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the caller has left.
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// The worker is about to call DuckDB; false if the caller already left.
@@ -390,10 +413,25 @@ impl CallState {
         !phase.interrupted
     }
 
-    /// The caller left: interrupt the statement if DuckDB is running it.
-    fn abandon(&self) {
+    /// The caller left: interrupt the statement if DuckDB is running it;
+    /// whether the worker is still busy with the call.
+    fn abandon(&self) -> bool {
+        self.abandoned.store(true, Ordering::Relaxed);
         let mut phase = lock(&self.phase);
         phase.abandoned = true;
+        self.interrupt_if_in_engine(&mut phase);
+        !phase.finished
+    }
+
+    /// Interrupts the statement again if DuckDB is still running it; false
+    /// once the worker is done with the call.
+    fn reinterrupt(&self) -> bool {
+        let mut phase = lock(&self.phase);
+        self.interrupt_if_in_engine(&mut phase);
+        !phase.finished
+    }
+
+    fn interrupt_if_in_engine(&self, phase: &mut Phase) {
         if phase.in_engine && !phase.finished {
             // Under the lock, so the worker cannot finish and lend the
             // connection to another call in between.
@@ -404,12 +442,28 @@ impl CallState {
 }
 
 /// Held by the caller's side of a call; dropping it before the call is over
-/// abandons it.
+/// abandons it, and keeps interrupting the statement until DuckDB lets go.
 struct AbandonOnDrop(Arc<CallState>);
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        self.0.abandon();
+        if !self.0.abandon() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let call = self.0.clone();
+        runtime.spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(REINTERRUPT_EVERY);
+            while started.elapsed() < REINTERRUPT_FOR {
+                tick.tick().await;
+                if !call.reinterrupt() {
+                    break;
+                }
+            }
+        });
     }
 }
 
@@ -427,7 +481,7 @@ fn panic_error(panic: Box<dyn Any + Send>) -> Error {
 async fn run_call<T, F>(conn: PooledConnection, work: F) -> Result<T>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    F: FnOnce(&Connection, &CallState) -> Result<T> + Send + 'static,
 {
     let call = CallState::new(conn.get()?);
     let guard = AbandonOnDrop(call.clone());
@@ -437,7 +491,7 @@ where
             conn.reuse = call.finish();
             return Err(Error::new(ErrorKind::Cancelled, "the call was abandoned"));
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| conn.get().and_then(work)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| conn.get().and_then(|c| work(c, &call))));
         conn.reuse = call.finish() && outcome.is_ok();
         drop(conn);
         outcome.unwrap_or_else(|panic| Err(panic_error(panic)))
@@ -530,13 +584,40 @@ fn in_set(index: usize, e: Error) -> Error {
 // ---------------------------------------------------------------------------
 // Parameters.
 
-/// A parameter as DuckDB binds it (see the table in docs/types/duckdb.md).
-struct Param<'a>(&'a Value);
+/// A parameter as DuckDB binds it (see the table in docs/types/duckdb.md),
+/// with the call it is bound for: binding stops between parameters once
+/// that call's caller has left.
+struct Param<'a> {
+    value: &'a Value,
+    call: Option<&'a CallState>,
+}
+
+/// `params` for DuckDB to bind, for `call` (if any).
+fn bind_params<'a>(params: &'a [Value], call: Option<&'a CallState>) -> impl duckdb::Params + 'a {
+    params_from_iter(params.iter().map(move |value| Param { value, call }))
+}
 
 impl ToSql for Param<'_> {
     fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
         let bad = |what: String| duckdb::Error::ToSqlConversionFailure(what.into());
-        Ok(match self.0 {
+        if self.call.is_some_and(CallState::is_abandoned) {
+            return Err(bad("the call was abandoned".into()));
+        }
+        let nanos = match self.value {
+            Value::Time(t) => t.nanosecond(),
+            Value::DateTime(t) => t.nanosecond(),
+            Value::TimestampTz(t) => t.nanosecond(),
+            _ => 0,
+        };
+        if nanos >= 1_000_000_000 {
+            // chrono's leap second: DuckDB has none and would store the
+            // next second (`24:00:00` for a time) instead.
+            return Err(bad(
+                "a leap second (second 60) cannot be stored by DuckDB, which would turn it into the next second"
+                    .into(),
+            ));
+        }
+        Ok(match self.value {
             Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
             Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Boolean(*b)),
             Value::Int(n) => ToSqlOutput::Borrowed(ValueRef::BigInt(*n)),
@@ -627,6 +708,66 @@ struct TypeDesc {
 
 /// DuckDB's C API id of TIMESTAMP_TZ_NS, newer than the crate's enum.
 const RAW_TIMESTAMP_TZ_NS: u32 = 42;
+
+/// The deepest a result column's type may nest LIST, ARRAY, STRUCT, MAP and
+/// UNION types (`INTEGER[]` is one level, `INTEGER[][]` two). Describing
+/// and decoding a type walks it one level per call, so a deeper column is
+/// refused with INVALID_ARGUMENT, before the statement runs, rather than
+/// let that walk (or the driver's) exhaust the thread's stack.
+const MAX_TYPE_DEPTH: usize = 64;
+
+/// How many levels of LIST, ARRAY, STRUCT, MAP and UNION `t` nests (0 for a
+/// plain type), walked without recursion; the count stops just past
+/// [`MAX_TYPE_DEPTH`].
+fn nesting_depth(t: LogicalTypeHandle) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(t, 0usize)];
+    while let Some((t, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if deepest > MAX_TYPE_DEPTH {
+            break;
+        }
+        if matches!(
+            t.id(),
+            LogicalTypeId::List
+                | LogicalTypeId::Array
+                | LogicalTypeId::Map
+                | LogicalTypeId::Struct
+                | LogicalTypeId::Union
+        ) {
+            for i in 0..t.num_children() {
+                pending.push((t.child(i), depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+fn too_deep(column: &str) -> Error {
+    Error::invalid_argument(format!(
+        "{column} nests LIST, ARRAY, STRUCT, MAP or UNION types more than {MAX_TYPE_DEPTH} levels deep, which iadb does not return; cast it in the query (e.g. to VARCHAR) or return its parts"
+    ))
+}
+
+/// Refuses a prepared statement, before it runs, if a column of its result
+/// nests deeper than [`MAX_TYPE_DEPTH`] (the name of a column is known only
+/// once it ran, so the column is named by position).
+fn check_result_depth(stmt: &Statement<'_>) -> Result<()> {
+    for i in 0..stmt.column_count() {
+        if nesting_depth(stmt.column_logical_type(i)) > MAX_TYPE_DEPTH {
+            return Err(too_deep(&format!("result column {}", i + 1)));
+        }
+    }
+    Ok(())
+}
+
+/// Prepares `sql` (running every statement of a script but the last) and
+/// checks the result's columns before anything else walks their types.
+fn prepare_checked<'c>(conn: &'c Connection, sql: &str) -> Result<Statement<'c>> {
+    let stmt = conn.prepare(sql).map_err(map_duckdb_error)?;
+    check_result_depth(&stmt)?;
+    Ok(stmt)
+}
 
 impl TypeDesc {
     fn of(t: &LogicalTypeHandle) -> Self {
@@ -845,6 +986,11 @@ impl ResultLayout {
         let mut types = Vec::with_capacity(count);
         for i in 0..count {
             let name = stmt.column_name(i).map_err(map_duckdb_error)?.clone();
+            // Checked before the statement ran too; its types may have
+            // changed if it was bound again against a changed schema.
+            if nesting_depth(stmt.column_logical_type(i)) > MAX_TYPE_DEPTH {
+                return Err(too_deep(&format!("column `{name}`")));
+            }
             let arrow = stmt.column_type(i);
             let desc = TypeDesc::of(&stmt.column_logical_type(i));
             let sql_type = desc.sql_name(&arrow);
@@ -876,7 +1022,9 @@ impl ResultLayout {
             && !returns_rows(sql)
     }
 
-    fn decode_row(&self, chunk: &StructArray, row: usize) -> Result<Vec<Value>> {
+    /// Row `row` of `chunk`, the `number`th of the result (from 1, which an
+    /// error names, with the column).
+    fn decode_row(&self, chunk: &StructArray, row: usize, number: u64) -> Result<Vec<Value>> {
         self.types
             .iter()
             .enumerate()
@@ -884,8 +1032,8 @@ impl ResultLayout {
                 decode_value(chunk.column(i).as_ref(), row, desc).map_err(|why| {
                     let column = &self.columns[i];
                     Error::invalid_argument(format!(
-                        "column `{}` ({}): {why}",
-                        column.name, column.declared_type
+                        "row {number}: column `{}` ({}): {why}; cast it in the query (e.g. CAST({} AS VARCHAR))",
+                        column.name, column.declared_type, column.name
                     ))
                 })
             })
@@ -997,7 +1145,7 @@ fn decode_value(array: &dyn Array, row: usize, desc: &TypeDesc) -> DecodeResult<
                 _ => Value::Bytes(bytes.to_vec()),
             }
         }
-        D::Date32 => match date_at(primitive::<Date32Type>(array, row)?) {
+        D::Date32 => match date_at(primitive::<Date32Type>(array, row)?)? {
             Ok(d) => Value::Date(d),
             Err(special) => Value::Text(special),
         },
@@ -1160,15 +1308,18 @@ fn uuid_text(bytes: &[u8]) -> DecodeResult<String> {
     ))
 }
 
-/// A DATE; DuckDB's `infinity` and `-infinity` (and anything chrono cannot
-/// hold) as their text.
-fn date_at(days: i32) -> std::result::Result<NaiveDate, String> {
+/// A DATE; DuckDB's `infinity` and `-infinity` as their text. A date
+/// chrono cannot hold (past the year 262142) is an error.
+fn date_at(days: i32) -> DecodeResult<std::result::Result<NaiveDate, String>> {
     match days {
-        i32::MAX => Err("infinity".into()),
-        d if d == -i32::MAX => Err("-infinity".into()),
-        d => unix_epoch_date()
-            .checked_add_signed(chrono::Duration::days(i64::from(d)))
-            .ok_or_else(|| format!("{d} days from 1970-01-01")),
+        i32::MAX => Ok(Err("infinity".into())),
+        d if d == -i32::MAX => Ok(Err("-infinity".into())),
+        d => chrono::Duration::try_days(i64::from(d))
+            .and_then(|days| unix_epoch_date().checked_add_signed(days))
+            .map(Ok)
+            .ok_or_else(|| {
+                format!("the date {d} days from 1970-01-01 is outside the years iadb carries (-262143 to 262142)")
+            }),
     }
 }
 
@@ -1364,7 +1515,7 @@ fn write_json(
             }
         }
         D::Date32 => {
-            let text = match date_at(primitive::<Date32Type>(array, row)?) {
+            let text = match date_at(primitive::<Date32Type>(array, row)?)? {
                 Ok(d) => d.format("%Y-%m-%d").to_string(),
                 Err(special) => special,
             };
@@ -1587,11 +1738,11 @@ fn produce_rows(
     if !call.enter() {
         return Ok(Flow::Stopped);
     }
-    let mut stmt = conn.prepare(sql).map_err(map_duckdb_error)?;
+    let mut stmt = prepare_checked(conn, sql)?;
     // Executes in streaming mode; the returned iterator is not used: rows
     // are pulled chunk by chunk with `step` below.
     let executed = stmt
-        .stream_arrow(params_from_iter(params.iter().map(Param)))
+        .stream_arrow(bind_params(params, Some(call)))
         .map_err(map_duckdb_error)?;
     drop(executed);
     call.leave();
@@ -1608,6 +1759,7 @@ fn produce_rows(
         return Ok(Flow::Stopped);
     }
     let mut outcome = ExecuteOutcome::default();
+    let mut number = 0u64;
     loop {
         if !call.enter() {
             return Ok(Flow::Stopped);
@@ -1619,14 +1771,16 @@ fn produce_rows(
         };
         if changed_rows {
             for row in 0..chunk.len() {
-                if let Value::Int(n) = layout.decode_row(&chunk, row)?[0] {
+                number += 1;
+                if let Value::Int(n) = layout.decode_row(&chunk, row, number)?[0] {
                     outcome.rows_affected += u64::try_from(n).unwrap_or(0);
                 }
             }
             continue;
         }
         for row in 0..chunk.len() {
-            let values = layout.decode_row(&chunk, row)?;
+            number += 1;
+            let values = layout.decode_row(&chunk, row, number)?;
             if rows.blocking_send(Ok(QueryEvent::Row(values))).is_err() {
                 return Ok(Flow::Stopped);
             }
@@ -1637,17 +1791,20 @@ fn produce_rows(
 
 /// Runs `sql` once per parameter set inside the caller's transaction; the
 /// error of a failing set names its index.
-fn apply_sets(conn: &Connection, sql: &str, param_sets: &[Vec<Value>]) -> Result<u64> {
+fn apply_sets(
+    conn: &Connection,
+    call: &CallState,
+    sql: &str,
+    param_sets: &[Vec<Value>],
+) -> Result<u64> {
     let mut rows_affected = 0u64;
     if param_sets.is_empty() {
         return Ok(rows_affected);
     }
-    let mut stmt = conn
-        .prepare(sql)
-        .map_err(|e| in_set(0, map_duckdb_error(e)))?;
+    let mut stmt = prepare_checked(conn, sql).map_err(|e| in_set(0, e))?;
     for (index, params) in param_sets.iter().enumerate() {
         let changed = stmt
-            .execute(params_from_iter(params.iter().map(Param)))
+            .execute(bind_params(params, Some(call)))
             .map_err(|e| in_set(index, map_duckdb_error(e)))?;
         rows_affected += changed as u64;
     }
@@ -1657,16 +1814,19 @@ fn apply_sets(conn: &Connection, sql: &str, param_sets: &[Vec<Value>]) -> Result
 /// Every row of a statement, decoded (for the migration runner, whose
 /// queries return a handful of rows).
 fn fetch_rows(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
-    let mut stmt = conn.prepare(sql).map_err(map_duckdb_error)?;
+    let mut stmt = prepare_checked(conn, sql)?;
     let executed = stmt
-        .stream_arrow(params_from_iter(params.iter().map(Param)))
+        .stream_arrow(bind_params(params, None))
         .map_err(map_duckdb_error)?;
     drop(executed);
     let layout = ResultLayout::of(&stmt)?;
     let mut rows = Vec::new();
     while let Some(chunk) = stmt.step().map_err(map_duckdb_error)? {
         for row in 0..chunk.len() {
-            rows.push(layout.decode_row(&chunk, row)?);
+            let number = u64::try_from(rows.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
+            rows.push(layout.decode_row(&chunk, row, number)?);
         }
     }
     Ok(rows)
@@ -1719,9 +1879,9 @@ impl MigrationSession for DuckDbSession {
         check_param_count(sql, Dialect::DuckDb, params.len())?;
         let (sql, params) = (sql.to_owned(), params.to_vec());
         self.run(move |conn| {
-            let mut stmt = conn.prepare(&sql).map_err(map_duckdb_error)?;
+            let mut stmt = prepare_checked(conn, &sql)?;
             let changed = stmt
-                .execute(params_from_iter(params.iter().map(Param)))
+                .execute(bind_params(&params, None))
                 .map_err(map_duckdb_error)?;
             Ok(changed as u64)
         })
@@ -1835,12 +1995,12 @@ impl DatabaseInterface for DuckDbBackend {
         check_param_count(sql, Dialect::DuckDb, params.len())?;
         let conn = self.acquire().await?;
         let (sql, params) = (sql.to_owned(), params.to_vec());
-        run_call(conn, move |conn| {
+        run_call(conn, move |conn, call| {
             // With no parameters the text may be a script: `prepare` runs
             // every statement but the last, which runs here.
-            let mut stmt = conn.prepare(&sql).map_err(map_duckdb_error)?;
+            let mut stmt = prepare_checked(conn, &sql)?;
             let changed = stmt
-                .execute(params_from_iter(params.iter().map(Param)))
+                .execute(bind_params(&params, Some(call)))
                 .map_err(map_duckdb_error)?;
             Ok(ExecuteOutcome {
                 rows_affected: changed as u64,
@@ -1857,10 +2017,10 @@ impl DatabaseInterface for DuckDbBackend {
         }
         let conn = self.acquire().await?;
         let (sql, param_sets) = (sql.to_owned(), param_sets.to_vec());
-        run_call(conn, move |conn| {
+        run_call(conn, move |conn, call| {
             conn.execute_batch("BEGIN TRANSACTION")
                 .map_err(map_duckdb_error)?;
-            let applied = apply_sets(conn, &sql, &param_sets).and_then(|rows_affected| {
+            let applied = apply_sets(conn, call, &sql, &param_sets).and_then(|rows_affected| {
                 conn.execute_batch("COMMIT").map_err(map_duckdb_error)?;
                 Ok(rows_affected)
             });
@@ -1915,10 +2075,10 @@ impl DatabaseInterface for DuckDbBackend {
         };
         let sql = format!("SELECT 1 FROM information_schema.tables WHERE {filter} LIMIT 1");
         let conn = self.acquire().await?;
-        run_call(conn, move |conn| {
-            let mut stmt = conn.prepare(&sql).map_err(map_duckdb_error)?;
+        run_call(conn, move |conn, call| {
+            let mut stmt = prepare_checked(conn, &sql)?;
             let mut rows = stmt
-                .query(params_from_iter(params.iter().map(Param)))
+                .query(bind_params(&params, Some(call)))
                 .map_err(map_duckdb_error)?;
             Ok(rows.next().map_err(map_duckdb_error)?.is_some())
         })

@@ -20,7 +20,7 @@ use crate::{
     placeholders::Dialect,
 };
 use async_trait::async_trait;
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use futures::StreamExt;
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
@@ -231,6 +231,20 @@ fn bind_all(params: &[Value]) -> Result<MySqlArguments> {
     let mut args = MySqlArguments::default();
     for (i, p) in params.iter().enumerate() {
         let n = i + 1;
+        let nanos = match p {
+            Value::Time(t) => t.nanosecond(),
+            Value::DateTime(t) => t.nanosecond(),
+            Value::TimestampTz(t) => t.nanosecond(),
+            _ => 0,
+        };
+        if nanos >= 1_000_000_000 {
+            // chrono's leap second: the protocol would carry it as second
+            // 59 plus a million microseconds, which the server turns into
+            // another time; MySQL stores no leap seconds.
+            return Err(Error::invalid_argument(format!(
+                "parameter {n}: a leap second (second 60) cannot be stored by MySQL or MariaDB"
+            )));
+        }
         let added = match p {
             // A NULL typed as a binary string: MariaDB refuses a NULL of
             // a numeric type for a GEOMETRY column, a string fits them all.
@@ -269,9 +283,25 @@ fn bind_all(params: &[Value]) -> Result<MySqlArguments> {
     Ok(args)
 }
 
+/// Names the row (the `number`th of the result, from 1) in a decode error.
+fn at_row(e: Error, number: u64) -> Error {
+    e.in_context(format_args!("row {number}"))
+}
+
 /// Reads column `i` of `row` by the type the engine reported for it in this
-/// result (not the prepared statement's guess).
+/// result (not the prepared statement's guess); an error names the column.
 fn decode_value(row: &MySqlRow, i: usize) -> Result<Value> {
+    decode_column(row, i).map_err(|e| {
+        let name = row.columns().get(i).map(|c| c.name()).unwrap_or("?");
+        if e.message().contains(&format!("`{name}`")) {
+            e
+        } else {
+            e.in_context(format_args!("column `{name}`"))
+        }
+    })
+}
+
+fn decode_column(row: &MySqlRow, i: usize) -> Result<Value> {
     let raw = row.try_get_raw(i).map_err(mysql_error)?;
     let type_info = raw.type_info();
     let type_name = type_info.name();
@@ -498,6 +528,7 @@ impl DatabaseInterface for MySqlBackend {
         let events = async_stream::try_stream! {
             let mut stream_conn = StreamConnection { conn: Some(conn), finished: false };
             let mut outcome = ExecuteOutcome::default();
+            let mut row_number = 0u64;
             if let Some(conn) = stream_conn.conn.as_mut() {
                 let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
                 while let Some(item) = results.next().await {
@@ -509,9 +540,10 @@ impl DatabaseInterface for MySqlBackend {
                             }
                         }
                         Either::Right(row) => {
+                            row_number += 1;
                             let mut values = Vec::with_capacity(width);
                             for i in 0..row.len() {
-                                values.push(decode_value(&row, i)?);
+                                values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
                             }
                             yield QueryEvent::Row(values);
                         }
@@ -634,7 +666,12 @@ impl MigrationSession for MySqlSession {
             .await
             .map_err(mysql_error)?;
         rows.iter()
-            .map(|row| (0..row.len()).map(|i| decode_value(row, i)).collect())
+            .zip(1..)
+            .map(|(row, number)| {
+                (0..row.len())
+                    .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
+                    .collect()
+            })
             .collect()
     }
 }

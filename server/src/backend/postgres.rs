@@ -170,10 +170,31 @@ fn prepare_text<'a>(sql: &'a str, params: &[Value]) -> Result<(Cow<'a, str>, Vec
 fn bind_all(params: &[Value], types: &[PgTypeInfo]) -> Result<PgArguments> {
     let mut args = PgArguments::default();
     for (i, (value, ty)) in params.iter().zip(types).enumerate() {
-        bind_one(&mut args, value, ty)
+        refuse_leap_second(value)
+            .and_then(|()| bind_one(&mut args, value, ty))
             .map_err(|e| Error::invalid_argument(format!("parameter {}: {e}", i + 1)))?;
     }
     Ok(args)
+}
+
+/// A time with a leap second (second 60, chrono's nanoseconds past one
+/// billion): PostgreSQL has none and would store the next second (for a
+/// time, `24:00:00`), so it is refused rather than changed.
+fn refuse_leap_second(value: &Value) -> std::result::Result<(), String> {
+    use chrono::Timelike;
+    let nanos = match value {
+        Value::Time(t) => t.nanosecond(),
+        Value::DateTime(t) => t.nanosecond(),
+        Value::TimestampTz(t) => t.nanosecond(),
+        _ => 0,
+    };
+    if nanos >= 1_000_000_000 {
+        return Err(
+            "a leap second (second 60) cannot be stored by PostgreSQL, which would turn it into the next second"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn parse_text<T: FromStr>(s: &str, ty: &str) -> std::result::Result<T, String> {
@@ -183,6 +204,27 @@ fn parse_text<T: FromStr>(s: &str, ty: &str) -> std::result::Result<T, String> {
             s.chars().take(64).collect::<String>()
         )
     })
+}
+
+/// The largest decimal exponent (`1e1000000`) a decimal parameter may have:
+/// NUMERIC holds at most 131072 digits before the point and 16383 after,
+/// and sqlx's encoding overflows (a panic) on exponents near 2^63.
+const MAX_DECIMAL_EXPONENT: u64 = 1_000_000;
+
+fn parse_numeric(s: &str, ty: &str) -> std::result::Result<BigDecimal, String> {
+    if let Some((_, exponent)) = s.trim().split_once(['e', 'E']) {
+        let magnitude = exponent
+            .trim_start_matches(['+', '-'])
+            .trim_start_matches('0');
+        let small =
+            magnitude.len() <= 7 && magnitude.parse::<u64>().unwrap_or(0) <= MAX_DECIMAL_EXPONENT;
+        if !small {
+            return Err(format!(
+                "the exponent of this {ty} is outside PostgreSQL's NUMERIC range"
+            ));
+        }
+    }
+    parse_text(s, ty)
 }
 
 fn bind_one(
@@ -203,7 +245,7 @@ fn bind_one(
         (Value::Text(s), "INT8") => args.add(parse_text::<i64>(s, "bigint")?),
         (Value::Text(s), "FLOAT4") => args.add(parse_text::<f32>(s, "real")?),
         (Value::Text(s), "FLOAT8") => args.add(parse_text::<f64>(s, "double precision")?),
-        (Value::Text(s), "NUMERIC") => args.add(parse_text::<BigDecimal>(s, "numeric")?),
+        (Value::Text(s), "NUMERIC") => args.add(parse_numeric(s, "numeric")?),
         (Value::Text(s), "BOOL") => args.add(parse_text::<bool>(s, "boolean")?),
         (Value::Text(s), "DATE") => args.add(parse_text::<NaiveDate>(s, "date")?),
         (Value::Text(s), "TIME") => args.add(parse_text::<NaiveTime>(s, "time")?),
@@ -233,7 +275,7 @@ fn bind_one(
         (Value::Int(n), _) => args.add(*n),
         (Value::Float(f), _) => args.add(*f),
         (Value::Bytes(b), _) => args.add(b.clone()),
-        (Value::Decimal(d), _) => args.add(parse_text::<BigDecimal>(d, "decimal")?),
+        (Value::Decimal(d), _) => args.add(parse_numeric(d, "decimal")?),
         (Value::Date(d), _) => args.add(*d),
         (Value::Time(t), _) => args.add(*t),
         (Value::DateTime(t), _) => args.add(*t),
@@ -271,6 +313,14 @@ impl sqlx::Encode<'_, Postgres> for TextAs {
     fn produces(&self) -> Option<PgTypeInfo> {
         Some(self.1.clone())
     }
+}
+
+/// Every value of `row`, the `number`th of its result (from 1); an error
+/// names the row and the column.
+fn decode_row(row: &PgRow, number: u64) -> Result<Vec<Value>> {
+    (0..row.len())
+        .map(|i| decode_value(row, i).map_err(|e| e.in_context(format_args!("row {number}"))))
+        .collect()
 }
 
 /// Reads column `i` of `row` by its PostgreSQL type.
@@ -325,10 +375,17 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
             Value::Text(row.try_get_unchecked(i).map_err(get)?)
         }
         "BYTEA" => Value::Bytes(row.try_get_unchecked(i).map_err(get)?),
-        "DATE" => Value::Date(row.try_get_unchecked(i).map_err(get)?),
-        "TIME" => Value::Time(row.try_get_unchecked(i).map_err(get)?),
-        "TIMESTAMP" => Value::DateTime(row.try_get_unchecked(i).map_err(get)?),
-        "TIMESTAMPTZ" => Value::TimestampTz(row.try_get_unchecked(i).map_err(get)?),
+        // Read from their binary form here: sqlx's chrono decoding panics
+        // on `infinity` and turns `24:00:00` into midnight.
+        "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ" | "TIMETZ" => decode_temporal(&raw, name)
+            .map_err(|why| {
+                Error::invalid_argument(format!(
+                    "column `{}` ({}): {why}; cast it in the query (e.g. `{}::text`)",
+                    column(),
+                    name.to_lowercase(),
+                    column()
+                ))
+            })?,
         "UUID" => Value::Text(
             row.try_get_unchecked::<Uuid, _>(i)
                 .map_err(get)?
@@ -343,18 +400,6 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
             let v: sqlx::postgres::types::PgInterval = row.try_get_unchecked(i).map_err(get)?;
             Value::Text(format_interval(v.months, v.days, v.microseconds))
         }
-        "TIMETZ" => {
-            let v: sqlx::postgres::types::PgTimeTz = row.try_get_unchecked(i).map_err(get)?;
-            let offset = v.offset.local_minus_utc();
-            let sign = if offset < 0 { '-' } else { '+' };
-            let offset = offset.unsigned_abs();
-            Value::Text(format!(
-                "{}{sign}{:02}:{:02}",
-                v.time.format("%H:%M:%S%.f"),
-                offset / 3600,
-                offset % 3600 / 60
-            ))
-        }
         _ => match type_info.kind() {
             // An enum's binary form is its label.
             PgTypeKind::Enum(_) => Value::Text(row.try_get_unchecked(i).map_err(get)?),
@@ -364,6 +409,121 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
             _ => return Err(unmappable(column(), name)),
         },
     })
+}
+
+/// Days from 0001-01-01 (day 1) to 2000-01-01, PostgreSQL's epoch.
+const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120;
+/// Seconds from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// A DATE, TIME, TIMETZ, TIMESTAMP or TIMESTAMPTZ from its binary form.
+/// `infinity` and `-infinity` (dates and timestamps) and `24:00:00` (times)
+/// come back as that text, as DuckDB's do; a value chrono cannot hold (a year
+/// past 262142) is an error, for the caller to name the column.
+fn decode_temporal(
+    raw: &sqlx::postgres::PgValueRef<'_>,
+    name: &str,
+) -> std::result::Result<Value, String> {
+    use sqlx::postgres::PgValueFormat;
+    let bytes = raw.as_bytes().map_err(|e| e.to_string())?;
+    if raw.format() == PgValueFormat::Text {
+        // Results are read in binary; text would only come from a simple
+        // query. PostgreSQL's own text, whatever the value.
+        return std::str::from_utf8(bytes)
+            .map(|t| Value::Text(t.to_owned()))
+            .map_err(|e| e.to_string());
+    }
+    let wrong_size = || format!("unexpected {}-byte binary {name} value", bytes.len());
+    let int64 = |at: usize| -> std::result::Result<i64, String> {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_be_bytes)
+            .ok_or_else(wrong_size)
+    };
+    match name {
+        "DATE" => {
+            let days = bytes
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(i32::from_be_bytes)
+                .ok_or_else(wrong_size)?;
+            Ok(match days {
+                i32::MAX => Value::Text("infinity".into()),
+                i32::MIN => Value::Text("-infinity".into()),
+                days => Value::Date(
+                    days.checked_add(PG_EPOCH_DAYS_FROM_CE)
+                        .and_then(NaiveDate::from_num_days_from_ce_opt)
+                        .ok_or_else(|| {
+                            format!("the date {days} days from 2000-01-01 is outside the years iadb carries (-262143 to 262142)")
+                        })?,
+                ),
+            })
+        }
+        "TIMESTAMP" | "TIMESTAMPTZ" => {
+            let micros = int64(0)?;
+            let instant = match micros {
+                i64::MAX => return Ok(Value::Text("infinity".into())),
+                i64::MIN => return Ok(Value::Text("-infinity".into())),
+                us => PG_EPOCH_UNIX_SECONDS
+                    .checked_mul(1_000_000)
+                    .and_then(|epoch| us.checked_add(epoch))
+                    .and_then(DateTime::from_timestamp_micros)
+                    .ok_or_else(|| {
+                        format!("the timestamp {us} µs from 2000-01-01 is outside the years iadb carries (-262143 to 262142)")
+                    })?,
+            };
+            Ok(if name == "TIMESTAMP" {
+                Value::DateTime(instant.naive_utc())
+            } else {
+                Value::TimestampTz(instant)
+            })
+        }
+        "TIME" => Ok(match time_of_day(int64(0)?)? {
+            Ok(t) => Value::Time(t),
+            Err(text) => Value::Text(text),
+        }),
+        "TIMETZ" => {
+            let time = match time_of_day(int64(0)?)? {
+                Ok(t) => t.format("%H:%M:%S%.f").to_string(),
+                Err(text) => text,
+            };
+            let west = bytes
+                .get(8..12)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(i32::from_be_bytes)
+                .ok_or_else(wrong_size)?;
+            // PostgreSQL counts the offset west of UTC; it is printed east.
+            let east = -i64::from(west);
+            let sign = if east < 0 { '-' } else { '+' };
+            let east = east.unsigned_abs();
+            let mut text = format!("{time}{sign}{:02}:{:02}", east / 3600, east % 3600 / 60);
+            if east % 60 != 0 {
+                text.push_str(&format!(":{:02}", east % 60));
+            }
+            Ok(Value::Text(text))
+        }
+        other => Err(format!("{other} is not a date or time type")),
+    }
+}
+
+/// A TIME's microseconds since midnight as a time of day; `24:00:00`, which
+/// PostgreSQL allows (and makes of `23:59:60`) and a time of day cannot be,
+/// as that text.
+fn time_of_day(micros: i64) -> std::result::Result<std::result::Result<NaiveTime, String>, String> {
+    if micros == MICROS_PER_DAY {
+        return Ok(Err("24:00:00".into()));
+    }
+    let out_of_range = || format!("the time {micros} µs after midnight is out of range");
+    if !(0..MICROS_PER_DAY).contains(&micros) {
+        return Err(out_of_range());
+    }
+    let secs = u32::try_from(micros / 1_000_000).map_err(|_| out_of_range())?;
+    let nanos = u32::try_from(micros % 1_000_000 * 1_000).map_err(|_| out_of_range())?;
+    NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
+        .map(Ok)
+        .ok_or_else(out_of_range)
 }
 
 fn unmappable(column: &str, type_name: &str) -> Error {
@@ -545,6 +705,7 @@ impl DatabaseInterface for PostgresBackend {
         let events = async_stream::try_stream! {
             let mut guard = StatementConnection { conn: Some(conn), finished: false };
             let mut outcome = ExecuteOutcome::default();
+            let mut row_number = 0u64;
             {
                 let conn = guard.conn.as_mut().ok_or_else(|| Error::internal("connection gone"))?;
                 let mut results = conn.fetch_many(sqlx::query_with(&text, args));
@@ -552,11 +713,8 @@ impl DatabaseInterface for PostgresBackend {
                     match item.map_err(pg_error)? {
                         Either::Left(done) => outcome.rows_affected += done.rows_affected(),
                         Either::Right(row) => {
-                            let mut values = Vec::with_capacity(row.len());
-                            for i in 0..row.len() {
-                                values.push(decode_value(&row, i)?);
-                            }
-                            yield QueryEvent::Row(values);
+                            row_number += 1;
+                            yield QueryEvent::Row(decode_row(&row, row_number)?);
                         }
                     }
                 }
@@ -676,7 +834,8 @@ impl MigrationSession for PostgresSession {
             .await
             .map_err(pg_error)?;
         rows.iter()
-            .map(|row| (0..row.len()).map(|i| decode_value(row, i)).collect())
+            .zip(1..)
+            .map(|(row, number)| decode_row(row, number))
             .collect()
     }
 }
