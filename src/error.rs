@@ -18,7 +18,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// Credentials without the right to do this.
     PermissionDenied,
-    /// The engine cannot be reached or the pool is exhausted; safe to retry.
+    /// The engine cannot be reached or the pool is exhausted. Safe to retry
+    /// for a read; a write may have been applied (see the README's table).
     Unavailable,
     /// The deadline passed before the work finished.
     DeadlineExceeded,

@@ -117,6 +117,10 @@ pub struct Cli {
     /// is ended (RESOURCE_EXHAUSTED) and its connection freed.
     #[arg(long, env = "IADB_STREAM_STALL_TIMEOUT_SECS")]
     pub stream_stall_timeout_secs: Option<u64>,
+    /// Seconds that SIGTERM or SIGINT waits for in-flight calls and streams
+    /// before the server stops them and exits.
+    #[arg(long, env = "IADB_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
     /// Most calls running at once per database (default: --pool-max).
     #[arg(long, env = "IADB_MAX_CONCURRENT_CALLS")]
     pub max_concurrent_calls: Option<usize>,
@@ -339,7 +343,7 @@ impl Default for Limits {
             max_message_bytes: 64 * 1024 * 1024,
             stream_stall_timeout: Duration::from_secs(30),
             max_concurrent_calls: PoolSettings::default().max_connections as usize,
-            max_queued_calls: 64,
+            max_queued_calls: 512,
             queue_timeout: PoolSettings::default().acquire_timeout,
         }
     }

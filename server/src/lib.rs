@@ -59,7 +59,8 @@ pub fn main_entry() -> ExitCode {
     if let Some(ServerCommand::Migrate(command)) = &cli.command {
         return runtime.block_on(run_migrate_command(&settings, command));
     }
-    runtime.block_on(async {
+    let grace = std::time::Duration::from_secs(cli.shutdown_grace_secs);
+    let code = runtime.block_on(async {
         let server = match BoundServer::bind(settings).await {
             Ok(s) => s,
             Err(e) => {
@@ -75,14 +76,42 @@ pub fn main_entry() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        match server.serve(shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("iadb-server: {}", e.message());
-                ExitCode::FAILURE
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let _ = signalled.send(());
+        };
+        // In-flight work gets `grace` after the signal; past it the server
+        // stops waiting (a statement that ignores interrupts, a stream
+        // nobody reads) rather than outlive its orchestrator's patience.
+        let grace_over = async move {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = server.serve(shutdown) => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("iadb-server: {}", e.message());
+                    ExitCode::FAILURE
+                }
+            },
+            () = grace_over => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight calls did not finish within the grace period \
+                     (--shutdown-grace-secs); stopping them"
+                );
+                ExitCode::SUCCESS
             }
         }
-    })
+    });
+    // Blocking engine work (a DuckDB statement) is not waited for without
+    // end: dropping the runtime would.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// `iadb-server migrate ACTION`: the report on stdout, one migration a line

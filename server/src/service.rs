@@ -176,7 +176,7 @@ fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<()
     } = statement_shape(sql, dialect_of(engine));
     if statements == 0 {
         return Err(Error::invalid_argument(
-            "the SQL holds no statement (only whitespace, comments or `;`)",
+            "empty SQL: it holds no statement (only whitespace, comments or `;`)",
         ));
     }
     if let Some(keyword) = transaction_control {

@@ -386,3 +386,36 @@ async fn a_sqlite_connection_left_in_a_transaction_is_rolled_back_before_reuse()
         .expect("insert");
     assert_eq!(db.pool_status().expect("pool").rolled_back, 1);
 }
+
+/// Case 6: SIGTERM stops the server within its grace period even while work
+/// is running: here a stream that its client never reads (it would hold the
+/// server until the stall timeout, 30 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_within_its_grace_period() {
+    use iadb::DatabaseInterface;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite:///{}", dir.path().join("grace.db").display());
+    let mut server =
+        iadb_tests::TestServer::start(&["--database-url", &url, "--shutdown-grace-secs", "1"]);
+    let client = server.client("").await;
+    let big = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) \
+               SELECT x, printf('%0100d', x) AS pad FROM c";
+    let _unread = client.fetch_stream(big, &[]).await.expect("stream opens");
+    let started = Instant::now();
+    let status = server
+        .terminate(Duration::from_secs(20))
+        .expect("the server exits within its grace period, not after the stall timeout");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        server.log_text().contains("grace period"),
+        "{}",
+        server.log_text()
+    );
+}

@@ -200,6 +200,11 @@ async fn pool_waiting_counts_calls_blocked_on_a_full_pool() {
             "1",
             "--pool-timeout-secs",
             "20",
+            // More calls may run than the pool has connections, so the
+            // second call waits inside the pool (by default it would wait
+            // for its turn in admission control, before the pool).
+            "--max-concurrent-calls",
+            "4",
         ],
         &[("RUST_LOG", "info")],
     );
