@@ -131,7 +131,14 @@ Error ToError(const grpc::Status& status, const grpc::ClientContext& ctx) {
   if (sqlstate.empty()) {
     sqlstate = FindMetadata(ctx.GetServerInitialMetadata(), "iadb-sqlstate");
   }
-  return Error(status.error_code(), status.error_message(), sqlstate);
+  // A tonic server answers its own deadline timer with CANCELLED "Timeout
+  // expired", at the same instant as ours: either way the deadline passed.
+  grpc::StatusCode code = status.error_code();
+  if (code == grpc::StatusCode::CANCELLED &&
+      status.error_message() == "Timeout expired") {
+    code = grpc::StatusCode::DEADLINE_EXCEEDED;
+  }
+  return Error(code, status.error_message(), sqlstate);
 }
 
 Error ProtocolError(const std::string& what) {

@@ -550,6 +550,8 @@ fn migrate_subcommand_repairs_what_blocks_the_start() {
 /// Read-only URLs start: migrations are skipped for them, with a notice,
 /// and reads work.
 #[tokio::test]
+// Without DuckDB the argument list is never extended.
+#[cfg_attr(not(feature = "duckdb"), allow(unused_mut, clippy::useless_vec))]
 async fn read_only_urls_start_without_migrations() {
     let data = tempfile::tempdir().unwrap();
     let sqlite_path = data.path().join("ro.db");

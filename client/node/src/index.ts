@@ -113,7 +113,12 @@ function toIadbError(e: unknown): unknown {
     const v = values[0];
     sqlstate = typeof v === "string" ? v : v.toString("utf8");
   }
-  return new IadbError(e.code, e.details ?? e.message, sqlstate);
+  const details = e.details ?? e.message;
+  // A tonic server answers its own deadline timer with CANCELLED "Timeout
+  // expired", at the same instant as ours: either way the deadline passed.
+  const code =
+    e.code === grpc.status.CANCELLED && details === "Timeout expired" ? grpc.status.DEADLINE_EXCEEDED : e.code;
+  return new IadbError(code, details, sqlstate);
 }
 
 // ---------------------------------------------------------------------------

@@ -88,6 +88,11 @@ def from_rpc_error(e: grpc.RpcError) -> DatabaseError:
         message = ""
     if not message:
         message = "server answered %s" % getattr(code, "name", code)
+    if code == grpc.StatusCode.CANCELLED and message == "Timeout expired":
+        # A tonic server answers its own deadline timer with CANCELLED
+        # "Timeout expired", at the same instant as our timer: either way
+        # the call's deadline passed, and that is DEADLINE_EXCEEDED.
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
     sqlstate = None
     for getter in ("trailing_metadata", "initial_metadata"):
         try:
