@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod d1_fake;
 pub mod dialect;
+pub mod engine_proxy;
 pub mod fake_server;
 pub mod harness;
 pub mod pg_cluster;

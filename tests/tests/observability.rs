@@ -4,19 +4,20 @@
 
 use futures::StreamExt;
 use iadb::{ConnectionConfig, DatabaseInterface, ErrorKind, Value};
-use iadb_tests::{TestServer, harness::skip};
+use iadb_tests::{
+    TestServer,
+    engine_proxy::{EngineProxy, health_status, wait_for},
+    harness::skip,
+};
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpSocket, TcpStream},
-    task::{JoinHandle, JoinSet},
+    net::TcpStream,
 };
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
 /// Waits (at most 10 s) for the server's log to name its metrics address.
 fn metrics_addr(server: &TestServer) -> SocketAddr {
@@ -300,93 +301,6 @@ async fn spans_carry_the_statement_fingerprint_never_values() {
     }
 }
 
-/// A TCP proxy in front of an engine, to take it away and bring it back
-/// without touching the engine other tests use.
-struct Proxy {
-    port: u16,
-    upstream: SocketAddr,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let mut proxy = Self {
-            port: 0,
-            upstream,
-            task: None,
-        };
-        proxy.resume().await;
-        proxy
-    }
-
-    /// Listens again (on the same port once it has one) and forwards.
-    async fn resume(&mut self) {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-        socket
-            .bind(SocketAddr::from(([127, 0, 0, 1], self.port)))
-            .expect("bind proxy port");
-        let listener: TcpListener = socket.listen(64).expect("listen");
-        self.port = listener.local_addr().expect("proxy address").port();
-        let upstream = self.upstream;
-        self.task = Some(tokio::spawn(async move {
-            // Dropping the set (when this task is aborted) aborts every
-            // connection: the engine is gone for the server.
-            let mut connections = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    /// Stops listening and cuts every connection.
-    async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-}
-
-async fn health_status(
-    health: &mut HealthClient<tonic::transport::Channel>,
-    service: &str,
-) -> Option<ServingStatus> {
-    health
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner().status())
-}
-
-/// Polls (every 100 ms, at most `limit`) until `service` reports `want`;
-/// returns how long it took.
-async fn wait_for(
-    health: &mut HealthClient<tonic::transport::Channel>,
-    service: &str,
-    want: ServingStatus,
-    limit: Duration,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let status = health_status(health, service).await;
-        if status == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{service:?} did not become {want:?} within {limit:?} (last: {status:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // Multi-threaded: the proxy keeps forwarding while the test thread blocks on
 // the server process starting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +320,7 @@ async fn health_follows_a_stopped_and_restarted_engine() {
         .expect("resolve PostgreSQL host")
         .next()
         .expect("an address");
-    let mut proxy = Proxy::start(upstream).await;
+    let mut proxy = EngineProxy::start(0, upstream);
     let from = format!("{host}:{port}");
     let to = format!("127.0.0.1:{}", proxy.port);
     assert!(url.contains(&from), "expected {from} in the URL");
@@ -464,7 +378,7 @@ async fn health_follows_a_stopped_and_restarted_engine() {
         "{body}"
     );
 
-    proxy.resume().await;
+    proxy.resume();
     let up = wait_for(&mut health, "pg", ServingStatus::Serving, limit).await;
     wait_for(&mut health, "", ServingStatus::Serving, limit).await;
     let row = pg

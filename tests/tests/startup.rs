@@ -7,59 +7,23 @@
 
 use futures::StreamExt;
 use iadb::{ConnectionConfig, DatabaseInterface, ErrorKind, Value};
-use iadb_tests::{TestServer, harness::skip};
+use iadb_tests::{
+    TestServer,
+    engine_proxy::{EngineProxy, health_status, wait_for},
+    harness::skip,
+};
 use std::{
     net::SocketAddr,
     path::Path,
     process::Command,
     time::{Duration, Instant},
 };
-use tokio::{
-    net::{TcpListener, TcpSocket, TcpStream},
-    task::{JoinHandle, JoinSet},
-};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
 /// A loopback port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
-}
-
-async fn health_status(
-    health: &mut HealthClient<tonic::transport::Channel>,
-    service: &str,
-) -> Option<ServingStatus> {
-    health
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner().status())
-}
-
-/// Polls (every 100 ms, at most `limit`) until `service` reports `want`.
-async fn wait_for(
-    health: &mut HealthClient<tonic::transport::Channel>,
-    service: &str,
-    want: ServingStatus,
-    limit: Duration,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let status = health_status(health, service).await;
-        if status == Some(want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{service:?} did not become {want:?} within {limit:?} (last: {status:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs the server binary with `args` to its exit (bounded: it is killed
@@ -203,39 +167,6 @@ fn require_all_databases_exits_with_the_cause() {
     }
 }
 
-/// A TCP proxy to PostgreSQL on a port chosen before it listens.
-struct Proxy {
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    fn start(port: u16, upstream: SocketAddr) -> Self {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-        socket
-            .bind(SocketAddr::from(([127, 0, 0, 1], port)))
-            .expect("bind proxy port");
-        let listener: TcpListener = socket.listen(64).expect("listen");
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Self { task }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// PostgreSQL comes up after the server started: within a few health
 /// intervals the database turns SERVING, its pending start-up migrations
 /// have run, and calls succeed.
@@ -290,7 +221,7 @@ async fn database_that_comes_up_later_is_connected_and_migrated() {
         health_status(&mut health, "pg").await,
         Some(ServingStatus::NotServing)
     );
-    let _proxy = Proxy::start(port, upstream);
+    let _proxy = EngineProxy::start(port, upstream);
     let up = wait_for(
         &mut health,
         "pg",
