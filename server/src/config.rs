@@ -117,6 +117,18 @@ pub struct Cli {
     /// is ended (RESOURCE_EXHAUSTED) and its connection freed.
     #[arg(long, env = "IADB_STREAM_STALL_TIMEOUT_SECS")]
     pub stream_stall_timeout_secs: Option<u64>,
+    /// Seconds a transaction may wait for its client's next request before
+    /// it is rolled back (default 60).
+    #[arg(long, env = "IADB_TRANSACTION_IDLE_TIMEOUT_SECS")]
+    pub transaction_idle_timeout_secs: Option<u64>,
+    /// Seconds a transaction may last in all before it is rolled back
+    /// (default 600).
+    #[arg(long, env = "IADB_TRANSACTION_MAX_SECS")]
+    pub transaction_max_secs: Option<u64>,
+    /// Most bytes the rows of one Batch may take in its response (default
+    /// 4 MiB, gRPC's usual receive limit).
+    #[arg(long, env = "IADB_MAX_BATCH_RESULT_BYTES")]
+    pub max_batch_result_bytes: Option<usize>,
     /// Seconds that SIGTERM or SIGINT waits for in-flight calls and streams
     /// before the server stops them and exits.
     #[arg(long, env = "IADB_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
@@ -257,6 +269,12 @@ pub struct EnvironmentFile {
     pub max_request_bytes: Option<usize>,
     /// Seconds a stream may wait for its client to read.
     pub stream_stall_timeout_secs: Option<u64>,
+    /// Seconds a transaction may wait for its client's next request.
+    pub transaction_idle_timeout_secs: Option<u64>,
+    /// Seconds a transaction may last in all.
+    pub transaction_max_secs: Option<u64>,
+    /// Most bytes the rows of one Batch may take.
+    pub max_batch_result_bytes: Option<usize>,
     /// Most calls running at once per database.
     pub max_concurrent_calls: Option<usize>,
     /// Most calls waiting for a turn per database.
@@ -325,6 +343,12 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// How long a stream waits for its client to read before it is ended.
     pub stream_stall_timeout: Duration,
+    /// How long a transaction waits for its client's next request.
+    pub transaction_idle_timeout: Duration,
+    /// How long a transaction may last in all.
+    pub transaction_max_life: Duration,
+    /// Most bytes the rows of one Batch may take.
+    pub batch_result_bytes: usize,
     /// Most calls running at once per database (by default the pool's
     /// size, so calls wait in line here rather than inside the pool).
     pub max_concurrent_calls: usize,
@@ -342,6 +366,9 @@ impl Default for Limits {
             max_sql_bytes: 1024 * 1024,
             max_message_bytes: 64 * 1024 * 1024,
             stream_stall_timeout: Duration::from_secs(30),
+            transaction_idle_timeout: Duration::from_secs(60),
+            transaction_max_life: Duration::from_secs(600),
+            batch_result_bytes: 4 * 1024 * 1024,
             max_concurrent_calls: PoolSettings::default().max_connections as usize,
             max_queued_calls: 512,
             queue_timeout: PoolSettings::default().acquire_timeout,
@@ -467,6 +494,22 @@ impl Settings {
                     .map_or(defaults.stream_stall_timeout, |s| {
                         Duration::from_secs(s.max(1))
                     }),
+                transaction_idle_timeout: cli
+                    .transaction_idle_timeout_secs
+                    .or(file_env.transaction_idle_timeout_secs)
+                    .map_or(defaults.transaction_idle_timeout, |s| {
+                        Duration::from_secs(s.max(1))
+                    }),
+                transaction_max_life: cli
+                    .transaction_max_secs
+                    .or(file_env.transaction_max_secs)
+                    .map_or(defaults.transaction_max_life, |s| {
+                        Duration::from_secs(s.max(1))
+                    }),
+                batch_result_bytes: cli
+                    .max_batch_result_bytes
+                    .or(file_env.max_batch_result_bytes)
+                    .unwrap_or(defaults.batch_result_bytes),
                 max_concurrent_calls: cli
                     .max_concurrent_calls
                     .or(file_env.max_concurrent_calls)

@@ -16,6 +16,7 @@ pub mod placeholders;
 mod registry;
 mod server;
 mod service;
+mod transaction;
 
 pub use config::{Cli, ConfigError, MigrateCommand, ServerCommand, Settings};
 pub use registry::{Registry, StartupPolicy};

@@ -11,7 +11,14 @@
 //!   `pool_transactions_rolled_back{database}` (connections found inside a
 //!   transaction and rolled back before reuse): read from the pools at
 //!   scrape time;
-//! - `database_up{database}`: 1 while the background health check passes.
+//! - `database_up{database}`: 1 while the background health check passes;
+//! - `transactions_open{database}`: Transaction streams open now;
+//! - `transaction_duration_seconds{database}`: from begin to the end;
+//! - `transactions_ended_total{database, outcome}`: `committed`, or the
+//!   cause of a rollback: `client` (asked for), `error` (a statement or the
+//!   commit failed), `stream_ended` (the stream ended or broke without a
+//!   commit), `deadline`, `idle_timeout`, `max_life`, `protocol` (a request
+//!   out of turn).
 //!
 //! The `database` label is only ever a configured name (unknown names count
 //! as `(unknown)`; a Health call about every database as `(all)`), so a
@@ -47,6 +54,12 @@ struct LatencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    database: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DatabaseLabel {
     database: String,
 }
@@ -74,6 +87,9 @@ pub struct Metrics {
     pool_waiting: Family<DatabaseLabel, Gauge>,
     pool_rolled_back: Family<DatabaseLabel, Gauge>,
     up: Family<DatabaseLabel, Gauge>,
+    transactions_open: Family<DatabaseLabel, Gauge>,
+    transaction_duration: Family<DatabaseLabel, Histogram, fn() -> Histogram>,
+    transactions_ended: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,8 +152,30 @@ impl Metrics {
             "database_up",
             "1 while the background health check of the database passes",
         );
+        let transactions_open = gauge(
+            &mut registry,
+            "transactions_open",
+            "Transaction streams open now",
+        );
+        let transaction_duration: Family<DatabaseLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "transaction_duration",
+            "Transactions from begin to their end",
+            Unit::Seconds,
+            transaction_duration.clone(),
+        );
+        let transactions_ended = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "transactions_ended",
+            "Transactions ended, by outcome: committed, or the cause of the rollback",
+            transactions_ended.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            transactions_open,
+            transaction_duration,
+            transactions_ended,
             requests,
             latency,
             rows,
@@ -182,6 +220,33 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Counts a transaction that began on `database`.
+    pub fn transaction_opened(&self, database: &str) {
+        self.transactions_open
+            .get_or_create(&DatabaseLabel {
+                database: database.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the end of a transaction on `database` that lasted
+    /// `elapsed`: `committed` or the cause of its rollback.
+    pub fn transaction_ended(&self, database: &str, outcome: &'static str, elapsed: Duration) {
+        let label = DatabaseLabel {
+            database: database.to_owned(),
+        };
+        self.transactions_open.get_or_create(&label).dec();
+        self.transaction_duration
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+        self.transactions_ended
+            .get_or_create(&OutcomeLabels {
+                database: database.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Sets whether `database` passed its last health check.

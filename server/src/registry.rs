@@ -354,6 +354,15 @@ impl Registry {
         Ok(self.entry(name)?.backend.clone())
     }
 
+    /// The adapter of `name` for a session or a batch; fails at once with
+    /// the cause while the database is not ready, as [`Registry::get`]'s
+    /// calls do.
+    pub fn ready_backend(&self, name: &str) -> Result<Arc<dyn Backend>> {
+        let entry = self.entry(name)?;
+        entry.readiness.admit()?;
+        Ok(entry.backend.clone())
+    }
+
     fn entry(&self, name: &str) -> Result<&Entry> {
         self.named_entry(name).map(|(_, e)| e)
     }

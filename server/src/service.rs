@@ -5,11 +5,13 @@
 
 use crate::{
     admission::{Admission, Turn},
+    backend::session::RowSink,
     config::Limits,
     metrics::{ALL_DATABASES, Metrics, UNKNOWN_DATABASE},
     migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
     placeholders::{Dialect, StatementShape, fingerprint, statement_shape},
     registry::Registry,
+    transaction,
 };
 use futures::FutureExt;
 use futures::StreamExt;
@@ -76,7 +78,7 @@ impl DatabaseService {
     }
 
     /// Waits for a turn on `database` (see [`Admission`]).
-    async fn turn(&self, database: &str) -> Result<Turn, Error> {
+    pub(crate) async fn turn(&self, database: &str) -> Result<Turn, Error> {
         let name = match self.registry.describe(database) {
             Some((name, _)) => name,
             None => return Err(self.unknown(database)),
@@ -141,6 +143,21 @@ impl DatabaseService {
         }
     }
 
+    /// The server's limits.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The configured databases.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Where calls are recorded.
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// The engine behind the database named `database`.
     fn engine_of(&self, database: &str) -> Result<DatabaseType, Error> {
         match self.registry.describe(database) {
@@ -149,7 +166,7 @@ impl DatabaseService {
         }
     }
 
-    fn check_sql_size(&self, sql: &str) -> Result<(), Error> {
+    pub(crate) fn check_sql_size(&self, sql: &str) -> Result<(), Error> {
         if sql.len() > self.limits.max_sql_bytes {
             return Err(Error::new(
                 ErrorKind::ResourceExhausted,
@@ -164,12 +181,29 @@ impl DatabaseService {
     }
 }
 
-/// The rules every statement sent on a pooled call (Execute, ExecuteMany,
-/// FetchAll, FetchOne) follows before it reaches an engine: it holds at
-/// least one statement; a call with parameters runs exactly one; and no
-/// statement begins, ends or marks a transaction, since the connection goes
-/// back to a pool shared by every caller when the call ends.
-fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<(), Error> {
+/// Where a statement runs, which decides the rules it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Execute, ExecuteMany, FetchAll, FetchOne: a connection shared with
+    /// every caller.
+    Pooled,
+    /// One statement of a Batch.
+    Batch,
+    /// A statement inside a Transaction stream.
+    Transaction,
+}
+
+/// The rules every statement follows before it reaches an engine: it holds
+/// at least one statement; a statement with parameters is exactly one; and
+/// none begins, ends or marks a transaction: a pooled call's connection
+/// goes back to a pool shared by every caller when the call ends, and a
+/// batch's or a transaction stream's transaction is the server's to end.
+pub(crate) fn check_statement(
+    sql: &str,
+    engine: DatabaseType,
+    params: usize,
+    place: Place,
+) -> Result<(), Error> {
     let StatementShape {
         statements,
         transaction_control,
@@ -180,23 +214,39 @@ fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<()
         ));
     }
     if let Some(keyword) = transaction_control {
+        let why = match place {
+            Place::Pooled => {
+                "is refused on a pooled call: every call runs on its own on a connection \
+                 shared with other callers, so a transaction cannot stay open between calls. \
+                 Send several statements as one Batch (one transaction, one round trip), or \
+                 open a Transaction stream (the Transaction RPC) to run them interactively"
+            }
+            Place::Batch => {
+                "is refused in a Batch: the batch is one transaction already, committed when \
+                 every statement succeeded and rolled back otherwise"
+            }
+            Place::Transaction => {
+                "is refused inside a Transaction stream: the stream is the transaction; end \
+                 it with its commit or rollback message"
+            }
+        };
         return Err(Error::new(
             ErrorKind::FailedPrecondition,
-            format!(
-                "`{keyword}` is refused on a pooled call: every call runs on its own on a \
-                 connection shared with other callers, so a transaction cannot stay open \
-                 between calls. Send several writes as one ExecuteMany (one transaction); \
-                 multi-statement transactions come with the Batch and Transaction RPCs"
-            ),
+            format!("`{keyword}` {why}"),
         ));
     }
     if params > 0 && statements > 1 {
         return Err(Error::invalid_argument(format!(
-            "a call with parameters runs exactly one statement, and this SQL holds {statements}; \
-             send one call per statement, or a script without parameters"
+            "a statement with parameters is exactly one statement, and this SQL holds \
+             {statements}; send one statement per call, or a script without parameters"
         )));
     }
     Ok(())
+}
+
+/// [`check_statement`] for a pooled call.
+fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<(), Error> {
+    check_statement(sql, engine, params, Place::Pooled)
 }
 
 /// `target_version`: empty for none, else a version number (`3`, `003`,
@@ -695,7 +745,115 @@ impl Database for DatabaseService {
         call.finish(&result);
         Ok(Response::new(proto::HealthResponse { databases: result? }))
     }
+
+    async fn batch(
+        &self,
+        request: Request<proto::BatchRequest>,
+    ) -> Result<Response<proto::BatchResponse>, Status> {
+        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let proto::BatchRequest {
+            database,
+            statements,
+            read_only,
+            options: _,
+        } = request.into_inner();
+        let call = self.begin("Batch", &database, None);
+        let result = async {
+            let engine = self.engine_of(&database)?;
+            let backend = self.registry.ready_backend(&database)?;
+            if statements.is_empty() {
+                return Err(Error::invalid_argument(
+                    "a batch needs at least one statement",
+                ));
+            }
+            let mut list = Vec::with_capacity(statements.len());
+            for (index, proto::Statement { sql, params }) in statements.into_iter().enumerate() {
+                let at = |e: Error| e.in_context(format_args!("statement {index}"));
+                self.check_sql_size(&sql).map_err(at)?;
+                check_statement(&sql, engine, params.len(), Place::Batch).map_err(at)?;
+                list.push((sql, params_from_proto(params).map_err(at)?));
+            }
+            let result_limit = self.limits.batch_result_bytes;
+            with_timeout(limit, async {
+                let _turn = self.turn(&database).await?;
+                caught(backend.batch(&list, read_only, result_limit)).await
+            })
+            .await
+        }
+        .instrument(call.span.clone())
+        .await;
+        call.finish(&result);
+        let results = result?
+            .into_iter()
+            .map(|r| proto::StatementResult {
+                rows_affected: r.outcome.rows_affected,
+                last_insert_id: r.outcome.last_insert_id,
+                columns: r.columns.iter().cloned().map(Into::into).collect(),
+                rows: r.rows.into_iter().map(proto::Row::from).collect(),
+            })
+            .collect();
+        Ok(Response::new(proto::BatchResponse {
+            results,
+            execution_time_ms: ms_since(call.started),
+        }))
+    }
+
+    type TransactionStream = TransactionStream;
+
+    async fn transaction(
+        &self,
+        request: Request<tonic::Streaming<proto::TransactionRequest>>,
+    ) -> Result<Response<Self::TransactionStream>, Status> {
+        let deadline = call_timeout(&request, None);
+        let inbound: transaction::Inbound = request.into_inner().boxed();
+        let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
+        // As FetchAll's: the final error follows the last answer.
+        let ending = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let pump_ending = ending.clone();
+        let service = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let driven = AssertUnwindSafe(transaction::drive(&service, inbound, &tx, deadline))
+                .catch_unwind()
+                .await;
+            let ended = match driven {
+                Ok(ended) => ended,
+                Err(panic) => transaction::Ended {
+                    database: None,
+                    outcome: "error",
+                    result: Err(panic_error(panic.as_ref())),
+                    lasted: None,
+                },
+            };
+            let call = match &ended.database {
+                Some(name) => service.begin("Transaction", name, None),
+                None => {
+                    service.begin_labelled("Transaction", UNKNOWN_DATABASE.to_owned(), None, None)
+                }
+            };
+            let call = Call { started, ..call };
+            call.span.in_scope(|| {
+                debug!(outcome = ended.outcome, lasted_ms = ?ended.lasted.map(|d| d.as_millis()), "transaction ended")
+            });
+            call.finish(&ended.result);
+            if let Err(e) = ended.result
+                && let Ok(mut slot) = pump_ending.lock()
+            {
+                *slot = Some(Status::from(e));
+            }
+        });
+        let error = futures::stream::once(async move {
+            ending.lock().ok().and_then(|mut slot| slot.take()).map(Err)
+        })
+        .filter_map(std::future::ready);
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).chain(error),
+        )))
+    }
 }
+
+type TransactionStream =
+    Pin<Box<dyn futures::Stream<Item = Result<proto::TransactionResponse, Status>> + Send>>;
 
 /// How long FetchOne waits, after it answered, for the rest of its result
 /// to end, and how many more rows it reads meanwhile.
@@ -729,6 +887,106 @@ async fn finish_after_first_row(
     }
 }
 
+/// Sends a result as frames on a stream: one header, row batches bounded by
+/// row count and size, one summary. Each send waits at most the stall
+/// timeout for a client that stopped reading.
+pub(crate) struct FrameSink<'a, M> {
+    tx: &'a mpsc::Sender<Result<M, Status>>,
+    wrap: fn(Frame) -> M,
+    limits: Limits,
+    metrics: &'a Metrics,
+    database: &'a str,
+    batch: Vec<proto::Row>,
+    batch_bytes: usize,
+    /// Rows taken so far.
+    pub(crate) row_count: u64,
+}
+
+impl<'a, M: Send + 'static> FrameSink<'a, M> {
+    pub(crate) fn new(
+        tx: &'a mpsc::Sender<Result<M, Status>>,
+        wrap: fn(Frame) -> M,
+        limits: Limits,
+        metrics: &'a Metrics,
+        database: &'a str,
+    ) -> Self {
+        Self {
+            tx,
+            wrap,
+            limits,
+            metrics,
+            database,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            row_count: 0,
+        }
+    }
+
+    async fn send(&mut self, frame: Frame) -> Result<(), Error> {
+        let rows = match &frame {
+            Frame::Batch(batch) => batch.rows.len() as u64,
+            _ => 0,
+        };
+        let stall = self.limits.stream_stall_timeout;
+        match tokio::time::timeout(stall, self.tx.send(Ok((self.wrap)(frame)))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Error::new(ErrorKind::Cancelled, "client left the stream")),
+            Err(_) => return Err(stalled_error(stall)),
+        }
+        self.metrics.add_rows(self.database, rows);
+        Ok(())
+    }
+
+    /// Sends the rows taken and not sent yet.
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.send(Frame::Batch(proto::RowBatch { rows })).await
+    }
+
+    /// Sends the last rows and the summary.
+    pub(crate) async fn finish(
+        &mut self,
+        rows_affected: u64,
+        started: Instant,
+    ) -> Result<(), Error> {
+        self.flush().await?;
+        let summary = proto::ResultSummary {
+            row_count: self.row_count,
+            rows_affected,
+            execution_time_ms: ms_since(started),
+        };
+        self.send(Frame::Summary(summary)).await
+    }
+}
+
+#[tonic::async_trait]
+impl<M: Send + 'static> RowSink for FrameSink<'_, M> {
+    async fn columns(&mut self, columns: Arc<[iadb::Column]>) -> Result<(), Error> {
+        let columns = columns.iter().cloned().map(Into::into).collect();
+        self.send(Frame::Header(proto::ResultHeader { columns }))
+            .await
+    }
+
+    async fn row(&mut self, values: Vec<Value>) -> Result<(), Error> {
+        self.row_count += 1;
+        self.batch_bytes += values.iter().map(Value::encoded_len_hint).sum::<usize>() + 2;
+        self.batch.push(values.into());
+        if self.batch.len() >= self.limits.batch_rows || self.batch_bytes >= self.limits.batch_bytes
+        {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+fn fetch_frame(frame: Frame) -> proto::FetchAllResponse {
+    proto::FetchAllResponse { frame: Some(frame) }
+}
+
 /// Reads the engine's events into bounded batches and sends them: header,
 /// batches, summary. Returns when the result ends, the client leaves (a
 /// failed send), or the deadline passes.
@@ -741,28 +999,8 @@ async fn pump(
 ) -> Result<(), Error> {
     let QueryStream { columns, events } = stream;
     let mut events = caught_events(events);
-    let stall = limits.stream_stall_timeout;
-    let send = |frame: Frame| async {
-        let rows = match &frame {
-            Frame::Batch(batch) => batch.rows.len() as u64,
-            _ => 0,
-        };
-        let frame = proto::FetchAllResponse { frame: Some(frame) };
-        match tokio::time::timeout(stall, tx.send(Ok(frame))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Error::new(ErrorKind::Cancelled, "client left the stream")),
-            Err(_) => return Err(stalled_error(stall)),
-        }
-        call.metrics.add_rows(&call.database, rows);
-        Ok(())
-    };
-    send(Frame::Header(proto::ResultHeader {
-        columns: columns.iter().cloned().map(Into::into).collect(),
-    }))
-    .await?;
-    let mut batch: Vec<proto::Row> = Vec::new();
-    let mut batch_bytes = 0usize;
-    let mut row_count = 0u64;
+    let mut sink = FrameSink::new(tx, fetch_frame, limits, &call.metrics, &call.database);
+    sink.columns(columns).await?;
     let mut rows_affected = 0u64;
     loop {
         let next = async {
@@ -778,48 +1016,18 @@ async fn pump(
                 .unwrap_or_else(|_| Err(deadline_error(limit))),
             None => next.await,
         };
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                // Rows already read go out before the error status.
-                if !batch.is_empty() {
-                    send(Frame::Batch(proto::RowBatch { rows: batch })).await?;
-                }
-                return Err(e);
-            }
-        };
         match event {
-            Some(Ok(QueryEvent::Row(values))) => {
-                row_count += 1;
-                batch_bytes += values.iter().map(Value::encoded_len_hint).sum::<usize>() + 2;
-                batch.push(values.into());
-                if batch.len() >= limits.batch_rows || batch_bytes >= limits.batch_bytes {
-                    send(Frame::Batch(proto::RowBatch {
-                        rows: std::mem::take(&mut batch),
-                    }))
-                    .await?;
-                    batch_bytes = 0;
-                }
-            }
-            Some(Ok(QueryEvent::Done(outcome))) => rows_affected = outcome.rows_affected,
-            Some(Err(e)) => {
-                if !batch.is_empty() {
-                    send(Frame::Batch(proto::RowBatch { rows: batch })).await?;
-                }
+            Ok(Some(Ok(QueryEvent::Row(values)))) => sink.row(values).await?,
+            Ok(Some(Ok(QueryEvent::Done(outcome)))) => rows_affected = outcome.rows_affected,
+            Ok(Some(Err(e))) | Err(e) => {
+                // Rows already read go out before the error status.
+                sink.flush().await?;
                 return Err(e);
             }
-            None => break,
+            Ok(None) => break,
         }
     }
-    if !batch.is_empty() {
-        send(Frame::Batch(proto::RowBatch { rows: batch })).await?;
-    }
-    send(Frame::Summary(proto::ResultSummary {
-        row_count,
-        rows_affected,
-        execution_time_ms: ms_since(call.started),
-    }))
-    .await
+    sink.finish(rows_affected, call.started).await
 }
 
 #[cfg(test)]

@@ -318,6 +318,23 @@ impl Database for Fake {
         };
         self.unary("Health", &request.get_ref().database, ok).await
     }
+
+    async fn batch(
+        &self,
+        _request: Request<proto::BatchRequest>,
+    ) -> Result<Response<proto::BatchResponse>, Status> {
+        Err(Status::unimplemented("the fake server has no Batch"))
+    }
+
+    type TransactionStream =
+        Pin<Box<dyn Stream<Item = Result<proto::TransactionResponse, Status>> + Send>>;
+
+    async fn transaction(
+        &self,
+        _request: Request<tonic::Streaming<proto::TransactionRequest>>,
+    ) -> Result<Response<Self::TransactionStream>, Status> {
+        Err(Status::unimplemented("the fake server has no Transaction"))
+    }
 }
 
 /// Serves the fake on `listener` until the process ends.

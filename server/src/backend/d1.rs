@@ -900,6 +900,14 @@ impl Backend for D1Backend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
         Ok(Box::new(D1Session(self.client()?)))
     }
+
+    async fn session(&self) -> Result<Box<dyn super::session::Session>> {
+        Err(super::session::no_sessions(
+            iadb::DatabaseType::CloudflareD1,
+            "D1's REST API has no sessions (each request stands alone); use Batch, which \
+             D1 runs as one transaction",
+        ))
+    }
 }
 
 #[cfg(test)]

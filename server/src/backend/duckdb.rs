@@ -2091,6 +2091,13 @@ impl Backend for DuckDbBackend {
     async fn migration_session(&self) -> Result<Box<dyn crate::migrate::MigrationSession>> {
         self.open_migration_session().await
     }
+
+    async fn session(&self) -> Result<Box<dyn super::session::Session>> {
+        Err(super::session::no_sessions(
+            iadb::DatabaseType::Duckdb,
+            "not built yet",
+        ))
+    }
 }
 
 #[cfg(test)]

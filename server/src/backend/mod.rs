@@ -2,7 +2,10 @@
 //! [`DatabaseInterface`], behind its cargo feature.
 
 use crate::migrate::MigrationSession;
-use iadb::{ConnectionConfig, DatabaseInterface, DatabaseType, Error, Result};
+use iadb::{
+    ConnectionConfig, DatabaseInterface, DatabaseType, Error, ExecuteOutcome, Result, Value,
+};
+use session::{CollectSink, Session, TxOptions};
 use std::{sync::Arc, time::Duration};
 
 #[cfg(feature = "d1")]
@@ -13,6 +16,7 @@ mod duckdb;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod session;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -54,6 +58,61 @@ pub trait Backend: DatabaseInterface {
     /// A dedicated connection for one migration run (locks are held per
     /// session, so the run keeps one connection throughout).
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>>;
+
+    /// A pooled connection held for a series of statements (a transaction
+    /// or a batch); it goes back to the pool when the session is dropped.
+    async fn session(&self) -> Result<Box<dyn Session>>;
+
+    /// Runs `statements` in one transaction, all or nothing, stopping at
+    /// the first that fails (its error names its 0-based index). The rows
+    /// of all statements together are bounded by `result_limit` bytes.
+    async fn batch(
+        &self,
+        statements: &[(String, Vec<Value>)],
+        read_only: bool,
+        result_limit: usize,
+    ) -> Result<Vec<StatementResult>> {
+        let mut session = self.session().await?;
+        session
+            .begin(TxOptions {
+                read_only,
+                ..TxOptions::default()
+            })
+            .await?;
+        let mut results = Vec::with_capacity(statements.len());
+        let mut budget = result_limit;
+        for (index, (sql, params)) in statements.iter().enumerate() {
+            let mut sink = CollectSink::new(budget);
+            let outcome = match session.query(sql, params, &mut sink).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // A failed rollback closes the connection (the session
+                    // is dropped inside its transaction): nothing is kept.
+                    let _ = session.rollback().await;
+                    return Err(e.in_context(format_args!("statement {index}")));
+                }
+            };
+            budget = budget.saturating_sub(sink.bytes);
+            results.push(StatementResult {
+                outcome,
+                columns: sink.columns,
+                rows: sink.rows,
+            });
+        }
+        session.commit().await?;
+        Ok(results)
+    }
+}
+
+/// What one statement of a batch did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementResult {
+    /// Rows changed and the last insert id.
+    pub outcome: ExecuteOutcome,
+    /// The result's columns (empty for a statement without rows).
+    pub columns: Arc<[iadb::Column]>,
+    /// The result's rows.
+    pub rows: Vec<Vec<Value>>,
 }
 
 /// Builds the adapter for `config`'s engine (not yet connected).

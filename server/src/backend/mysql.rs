@@ -13,7 +13,8 @@
 
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
-    sqlx_common::{PoolSlot, map_sqlx_error, ping_if_idle},
+    session::{Isolation, RowSink, Session, TxOptions},
+    sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle},
 };
 use crate::{
     migrate::{MigrationSession, StoreDialect},
@@ -21,10 +22,10 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use iadb::{
-    Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
-    QueryEvent, QueryStream, Result, Value,
+    Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
+    PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
 use sqlx::{
     Arguments, Column as _, Connection, Either, Executor, MySql, Row as _, Statement as _,
@@ -465,6 +466,173 @@ fn same_name(found: &Value, wanted: &str, case_sensitive: bool) -> bool {
     }
 }
 
+/// Runs one statement (without parameters: a script) on `conn`.
+async fn execute_on(
+    conn: &mut sqlx::MySqlConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    check_param_count(sql, Dialect::MySql, params.len())?;
+    let done = if params.is_empty() {
+        // No parameters: the text may be a script of several statements
+        // (and may hold statements MySQL cannot prepare).
+        conn.execute(sqlx::raw_sql(sql)).await
+    } else {
+        conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
+    }
+    .map_err(mysql_error)?;
+    Ok(ExecuteOutcome {
+        rows_affected: done.rows_affected(),
+        last_insert_id: last_insert_id(done.last_insert_id()),
+    })
+}
+
+/// Runs `sql` once per parameter set on `conn`, in a transaction of its
+/// own (a savepoint inside an open one).
+async fn execute_many_on(
+    conn: &mut sqlx::MySqlConnection,
+    sql: &str,
+    param_sets: &[Vec<Value>],
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    let mut tx = conn.begin().await.map_err(mysql_error)?;
+    let mut outcome = ExecuteOutcome::default();
+    for (index, params) in param_sets.iter().enumerate() {
+        let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
+        check_param_count(sql, Dialect::MySql, params.len()).map_err(at)?;
+        let done = tx
+            .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
+            .await
+            .map_err(|e| at(mysql_error(e)))?;
+        outcome.rows_affected += done.rows_affected();
+        if let Some(id) = last_insert_id(done.last_insert_id()) {
+            outcome.last_insert_id = Some(id);
+        }
+    }
+    tx.commit().await.map_err(mysql_error)?;
+    Ok(outcome)
+}
+
+/// Runs one statement on `conn` and sends its columns and rows to `sink`.
+async fn query_into(
+    conn: &mut sqlx::MySqlConnection,
+    sql: &str,
+    params: &[Value],
+    sink: &mut dyn RowSink,
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    check_param_count(sql, Dialect::MySql, params.len())?;
+    let args = bind_all(params)?;
+    let columns: Arc<[Column]> = {
+        let statement = conn.prepare(sql).await.map_err(mysql_error)?;
+        statement
+            .columns()
+            .iter()
+            .map(|c| Column::new(c.name(), declared_type(c)))
+            .collect()
+    };
+    let width = columns.len();
+    sink.columns(columns).await?;
+    let mut outcome = ExecuteOutcome::default();
+    let mut row_number = 0u64;
+    let mut results = conn.fetch_many(sqlx::query_with(sql, args));
+    while let Some(item) = results.next().await {
+        match item.map_err(mysql_error)? {
+            Either::Left(done) => {
+                outcome.rows_affected += done.rows_affected();
+                if let Some(id) = last_insert_id(done.last_insert_id()) {
+                    outcome.last_insert_id = Some(id);
+                }
+            }
+            Either::Right(row) => {
+                row_number += 1;
+                let mut values = Vec::with_capacity(width);
+                for i in 0..row.len() {
+                    values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
+                }
+                sink.row(values).await?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// MySQL and MariaDB for the generic session.
+pub(crate) struct MySqlEngine;
+
+impl SqlxEngine for MySqlEngine {
+    type DB = MySql;
+    type Guard = ();
+    const ENGINE: DatabaseType = DatabaseType::Mysql;
+
+    fn map_error(e: sqlx::Error) -> Error {
+        mysql_error(e)
+    }
+
+    fn begin_plan(options: &TxOptions) -> Result<BeginPlan> {
+        options.check_immediate(DatabaseType::Mysql)?;
+        // `SET TRANSACTION` (without GLOBAL or SESSION) applies to the next
+        // transaction only, so nothing outlives this one.
+        let before = match options.isolation {
+            Isolation::Default => None,
+            level @ (Isolation::ReadCommitted
+            | Isolation::RepeatableRead
+            | Isolation::Serializable) => {
+                Some(format!("SET TRANSACTION ISOLATION LEVEL {}", level.sql()))
+            }
+            other @ Isolation::Snapshot => {
+                return Err(other.refused(
+                    DatabaseType::Mysql,
+                    "READ COMMITTED, REPEATABLE READ and SERIALIZABLE",
+                ));
+            }
+        };
+        let begin = if options.read_only {
+            "START TRANSACTION READ ONLY"
+        } else {
+            "START TRANSACTION"
+        };
+        Ok(BeginPlan {
+            before,
+            begin: begin.to_owned(),
+            after: None,
+        })
+    }
+
+    fn query_into<'a>(
+        conn: &'a mut sqlx::MySqlConnection,
+        sql: &'a str,
+        params: &'a [Value],
+        sink: &'a mut dyn RowSink,
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(query_into(conn, sql, params, sink))
+    }
+
+    fn execute_on<'a>(
+        conn: &'a mut sqlx::MySqlConnection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_on(conn, sql, params))
+    }
+
+    fn execute_many_on<'a>(
+        conn: &'a mut sqlx::MySqlConnection,
+        sql: &'a str,
+        param_sets: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_many_on(conn, sql, param_sets))
+    }
+
+    fn run_script<'a>(
+        conn: &'a mut sqlx::MySqlConnection,
+        sql: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
+        Box::pin(async move { conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()) })
+    }
+}
+
 #[async_trait]
 impl DatabaseInterface for MySqlBackend {
     async fn connect(&self) -> Result<()> {
@@ -563,39 +731,13 @@ impl DatabaseInterface for MySqlBackend {
         check_sql(sql)?;
         check_param_count(sql, Dialect::MySql, params.len())?;
         let mut conn = self.pool.acquire(mysql_error).await?;
-        let done = if params.is_empty() {
-            // No parameters: the text may be a script of several statements
-            // (and may hold statements MySQL cannot prepare).
-            conn.execute(sqlx::raw_sql(sql)).await
-        } else {
-            conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
-        }
-        .map_err(mysql_error)?;
-        Ok(ExecuteOutcome {
-            rows_affected: done.rows_affected(),
-            last_insert_id: last_insert_id(done.last_insert_id()),
-        })
+        execute_on(&mut conn, sql, params).await
     }
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         let mut conn = self.pool.acquire(mysql_error).await?;
-        let mut tx = conn.begin().await.map_err(mysql_error)?;
-        let mut outcome = ExecuteOutcome::default();
-        for (index, params) in param_sets.iter().enumerate() {
-            let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-            check_param_count(sql, Dialect::MySql, params.len()).map_err(at)?;
-            let done = tx
-                .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
-                .await
-                .map_err(|e| at(mysql_error(e)))?;
-            outcome.rows_affected += done.rows_affected();
-            if let Some(id) = last_insert_id(done.last_insert_id()) {
-                outcome.last_insert_id = Some(id);
-            }
-        }
-        tx.commit().await.map_err(mysql_error)?;
-        Ok(outcome)
+        execute_many_on(&mut conn, sql, param_sets).await
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
@@ -681,6 +823,11 @@ impl Backend for MySqlBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
         let conn = self.pool.acquire(mysql_error).await?;
         Ok(Box::new(MySqlSession(conn.detach())))
+    }
+
+    async fn session(&self) -> Result<Box<dyn Session>> {
+        let conn = self.pool.acquire(mysql_error).await?;
+        Ok(Box::new(SqlxSession::<MySqlEngine>::new(conn, ())))
     }
 }
 

@@ -11,7 +11,8 @@
 
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
-    sqlx_common::{PoolSlot, map_sqlx_error, ping_if_idle},
+    session::{Isolation, RowSink, Session, TxOptions},
+    sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle},
 };
 use crate::{
     migrate::{MigrationSession, StoreDialect},
@@ -19,10 +20,10 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use iadb::{
-    Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
-    QueryEvent, QueryStream, Result, Value,
+    Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
+    PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
 use sqlx::{
     Arguments, Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo,
@@ -670,6 +671,150 @@ async fn prepare(
     Ok((columns, bind_all(params, &resolved)?))
 }
 
+/// Runs one statement (without parameters: a script) on `conn`.
+async fn execute_on(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<ExecuteOutcome> {
+    let (text, types) = prepare_text(sql, params)?;
+    let done = if params.is_empty() {
+        // No parameters: the text may be a script of several statements.
+        conn.execute(sqlx::raw_sql(&text)).await.map_err(pg_error)?
+    } else {
+        let (_, args) = prepare(conn, &text, &types, params).await?;
+        conn.execute(sqlx::query_with(&text, args))
+            .await
+            .map_err(pg_error)?
+    };
+    Ok(ExecuteOutcome {
+        rows_affected: done.rows_affected(),
+        last_insert_id: None,
+    })
+}
+
+/// Runs `sql` once per parameter set on `conn`, in a transaction of its
+/// own (a savepoint inside an open one).
+async fn execute_many_on(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    param_sets: &[Vec<Value>],
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    let mut tx = conn.begin().await.map_err(pg_error)?;
+    let mut outcome = ExecuteOutcome::default();
+    for (index, params) in param_sets.iter().enumerate() {
+        let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
+        let (text, types) = prepare_text(sql, params).map_err(at)?;
+        let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
+        let done = tx
+            .execute(sqlx::query_with(&text, args))
+            .await
+            .map_err(|e| at(pg_error(e)))?;
+        outcome.rows_affected += done.rows_affected();
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(outcome)
+}
+
+/// Runs one statement on `conn` and sends its columns and rows to `sink`.
+async fn query_into(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    params: &[Value],
+    sink: &mut dyn RowSink,
+) -> Result<ExecuteOutcome> {
+    let (text, types) = prepare_text(sql, params)?;
+    let (columns, args) = prepare(conn, &text, &types, params).await?;
+    sink.columns(columns).await?;
+    let mut outcome = ExecuteOutcome::default();
+    let mut row_number = 0u64;
+    let mut results = conn.fetch_many(sqlx::query_with(&text, args));
+    while let Some(item) = results.next().await {
+        match item.map_err(pg_error)? {
+            Either::Left(done) => outcome.rows_affected += done.rows_affected(),
+            Either::Right(row) => {
+                row_number += 1;
+                sink.row(decode_row(&row, row_number)?).await?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// PostgreSQL for the generic session.
+pub(crate) struct PostgresEngine;
+
+impl SqlxEngine for PostgresEngine {
+    type DB = Postgres;
+    type Guard = ();
+    const ENGINE: DatabaseType = DatabaseType::Postgresql;
+
+    fn map_error(e: sqlx::Error) -> Error {
+        pg_error(e)
+    }
+
+    fn begin_plan(options: &TxOptions) -> Result<BeginPlan> {
+        options.check_immediate(DatabaseType::Postgresql)?;
+        let mut begin = String::from("BEGIN");
+        match options.isolation {
+            Isolation::Default => {}
+            level @ (Isolation::ReadCommitted
+            | Isolation::RepeatableRead
+            | Isolation::Serializable) => {
+                begin.push_str(" ISOLATION LEVEL ");
+                begin.push_str(level.sql());
+            }
+            other @ Isolation::Snapshot => {
+                return Err(other.refused(
+                    DatabaseType::Postgresql,
+                    "READ COMMITTED, REPEATABLE READ (its snapshot isolation) and SERIALIZABLE",
+                ));
+            }
+        }
+        if options.read_only {
+            begin.push_str(" READ ONLY");
+        }
+        Ok(BeginPlan {
+            before: None,
+            begin,
+            after: None,
+        })
+    }
+
+    fn query_into<'a>(
+        conn: &'a mut sqlx::PgConnection,
+        sql: &'a str,
+        params: &'a [Value],
+        sink: &'a mut dyn RowSink,
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(query_into(conn, sql, params, sink))
+    }
+
+    fn execute_on<'a>(
+        conn: &'a mut sqlx::PgConnection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_on(conn, sql, params))
+    }
+
+    fn execute_many_on<'a>(
+        conn: &'a mut sqlx::PgConnection,
+        sql: &'a str,
+        param_sets: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_many_on(conn, sql, param_sets))
+    }
+
+    fn run_script<'a>(
+        conn: &'a mut sqlx::PgConnection,
+        sql: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
+        Box::pin(async move { conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()) })
+    }
+}
+
 #[async_trait]
 impl DatabaseInterface for PostgresBackend {
     async fn connect(&self) -> Result<()> {
@@ -729,51 +874,16 @@ impl DatabaseInterface for PostgresBackend {
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
-        let (text, types) = prepare_text(sql, params)?;
         let mut statement = StatementConnection::new(self.acquire().await?);
-        let conn = statement.connection()?;
-        let done = async {
-            if params.is_empty() {
-                // No parameters: the text may be a script of several statements.
-                conn.execute(sqlx::raw_sql(&text)).await.map_err(pg_error)
-            } else {
-                let (_, args) = prepare(conn, &text, &types, params).await?;
-                conn.execute(sqlx::query_with(&text, args))
-                    .await
-                    .map_err(pg_error)
-            }
-        }
-        .await;
+        let done = execute_on(statement.connection()?, sql, params).await;
         // Ended, well or not: the connection can go back to the pool.
         statement.finished = true;
-        let done = done?;
-        Ok(ExecuteOutcome {
-            rows_affected: done.rows_affected(),
-            last_insert_id: None,
-        })
+        done
     }
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
-        check_sql(sql)?;
         let mut statement = StatementConnection::new(self.acquire().await?);
-        let conn = statement.connection()?;
-        let outcome = async {
-            let mut tx = conn.begin().await.map_err(pg_error)?;
-            let mut outcome = ExecuteOutcome::default();
-            for (index, params) in param_sets.iter().enumerate() {
-                let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-                let (text, types) = prepare_text(sql, params).map_err(at)?;
-                let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
-                let done = tx
-                    .execute(sqlx::query_with(&text, args))
-                    .await
-                    .map_err(|e| at(pg_error(e)))?;
-                outcome.rows_affected += done.rows_affected();
-            }
-            tx.commit().await.map_err(pg_error)?;
-            Ok(outcome)
-        }
-        .await;
+        let outcome = execute_many_on(statement.connection()?, sql, param_sets).await;
         // Committed or rolled back: the connection can go back to the pool.
         statement.finished = true;
         outcome
@@ -845,6 +955,11 @@ impl Backend for PostgresBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
         let conn = self.acquire().await?.detach();
         Ok(Box::new(PostgresSession(conn)))
+    }
+
+    async fn session(&self) -> Result<Box<dyn Session>> {
+        let conn = self.acquire().await?;
+        Ok(Box::new(SqlxSession::<PostgresEngine>::new(conn, ())))
     }
 }
 

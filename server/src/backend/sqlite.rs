@@ -4,7 +4,8 @@
 
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
-    sqlx_common::{PoolSlot, map_sqlx_error},
+    session::{Isolation, RowSink, Session, TxOptions},
+    sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error},
 };
 use crate::{
     migrate::{MigrationSession, StoreDialect},
@@ -12,11 +13,12 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use iadb::{
-    Column, ConnectionConfig, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, PoolStatus,
-    QueryEvent, QueryStream, Result, Value,
+    Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
+    PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
+use sqlx::TransactionManager as _;
 use sqlx::pool::PoolConnection;
 use sqlx::{
     Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
@@ -136,7 +138,7 @@ const PROGRESS_OPS: i32 = 10_000;
 /// connection.
 ///
 /// [`done`]: Interrupt::done
-struct Interrupt(Option<Arc<AtomicBool>>);
+pub(crate) struct Interrupt(Option<Arc<AtomicBool>>);
 
 impl Interrupt {
     /// The statement ended: nothing to stop.
@@ -323,6 +325,214 @@ fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
     }
 }
 
+/// Runs one statement (without parameters: a script) on `conn`.
+async fn execute_on(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    check_param_count(sql, Dialect::Sqlite, params.len())?;
+    let done = if params.is_empty() {
+        // No parameters: the text may be a script of several statements.
+        conn.execute(sqlx::raw_sql(sql)).await
+    } else {
+        conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
+    };
+    let done = done.map_err(sqlite_error)?;
+    if !changes_rows(sql) {
+        return Ok(ExecuteOutcome::default());
+    }
+    Ok(ExecuteOutcome {
+        rows_affected: done.rows_affected(),
+        last_insert_id: (done.rows_affected() > 0).then(|| done.last_insert_rowid()),
+    })
+}
+
+/// Runs `sql` once per parameter set on `conn`, in a transaction of its
+/// own (a savepoint inside an open one).
+async fn execute_many_on(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    param_sets: &[Vec<Value>],
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    let mut tx = conn.begin().await.map_err(sqlite_error)?;
+    let mut outcome = ExecuteOutcome::default();
+    for (index, params) in param_sets.iter().enumerate() {
+        let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
+        check_param_count(sql, Dialect::Sqlite, params.len()).map_err(at)?;
+        let done = tx
+            .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
+            .await
+            .map_err(|e| at(sqlite_error(e)))?;
+        outcome.rows_affected += done.rows_affected();
+        if done.rows_affected() > 0 {
+            outcome.last_insert_id = Some(done.last_insert_rowid());
+        }
+    }
+    tx.commit().await.map_err(sqlite_error)?;
+    Ok(outcome)
+}
+
+/// Runs one statement on `conn` and sends its columns and rows to `sink`.
+async fn query_into(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    params: &[Value],
+    sink: &mut dyn RowSink,
+) -> Result<ExecuteOutcome> {
+    check_sql(sql)?;
+    check_param_count(sql, Dialect::Sqlite, params.len())?;
+    let args = bind_all(params)?;
+    let dml = changes_rows(sql);
+    let mut outcome = ExecuteOutcome::default();
+    let mut declared: Option<Vec<String>> = None;
+    {
+        let mut results = conn.fetch_many(sqlx::query_with(sql, args));
+        while let Some(item) = results.next().await {
+            match item.map_err(sqlite_error)? {
+                Either::Left(done) if dml => {
+                    outcome.rows_affected += done.rows_affected();
+                    if done.rows_affected() > 0 {
+                        outcome.last_insert_id = Some(done.last_insert_rowid());
+                    }
+                }
+                Either::Left(_) => {}
+                Either::Right(row) => {
+                    if declared.is_none() {
+                        let columns = columns_of(row.columns());
+                        declared = Some(columns.iter().map(|c| c.declared_type.clone()).collect());
+                        sink.columns(columns).await?;
+                    }
+                    let types = declared.as_deref().unwrap_or_default();
+                    let mut values = Vec::with_capacity(types.len());
+                    for (i, ty) in types.iter().enumerate() {
+                        values.push(decode_value(&row, i, ty)?);
+                    }
+                    sink.row(values).await?;
+                }
+            }
+        }
+    }
+    if declared.is_none() {
+        let statement = conn.prepare(sql).await.map_err(sqlite_error)?;
+        sink.columns(columns_of(statement.columns())).await?;
+    }
+    Ok(outcome)
+}
+
+/// SQLite for the generic session.
+pub(crate) struct SqliteEngine;
+
+impl SqlxEngine for SqliteEngine {
+    type DB = sqlx::Sqlite;
+    type Guard = Interrupt;
+    const ENGINE: DatabaseType = DatabaseType::Sqlite;
+
+    fn map_error(e: sqlx::Error) -> Error {
+        sqlite_error(e)
+    }
+
+    fn begin_plan(options: &TxOptions) -> Result<BeginPlan> {
+        match options.isolation {
+            Isolation::Default | Isolation::Serializable => {}
+            other => {
+                return Err(other.refused(DatabaseType::Sqlite, "SERIALIZABLE (its only level)"));
+            }
+        }
+        let begin = if options.immediate {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN DEFERRED"
+        };
+        Ok(if options.read_only {
+            // SQLite has no read-only transactions; `query_only` refuses
+            // every write on the connection until it is turned off again.
+            BeginPlan {
+                before: Some("PRAGMA query_only = ON".to_owned()),
+                begin: begin.to_owned(),
+                after: Some("PRAGMA query_only = OFF"),
+            }
+        } else {
+            BeginPlan {
+                before: None,
+                begin: begin.to_owned(),
+                after: None,
+            }
+        })
+    }
+
+    fn query_into<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        sql: &'a str,
+        params: &'a [Value],
+        sink: &'a mut dyn RowSink,
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(query_into(conn, sql, params, sink))
+    }
+
+    fn execute_on<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_on(conn, sql, params))
+    }
+
+    fn execute_many_on<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        sql: &'a str,
+        param_sets: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_many_on(conn, sql, param_sets))
+    }
+
+    fn run_script<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        sql: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
+        Box::pin(async move { conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()) })
+    }
+
+    /// The statement left running is stopped (the guard's flag), and the
+    /// connection gets a handler that never stops, so that the rollback
+    /// itself runs to its end.
+    fn settle<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        guard: Interrupt,
+        in_transaction: bool,
+        after: Option<&'static str>,
+    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
+        drop(guard);
+        Box::pin(async move {
+            conn.lock_handle()
+                .await?
+                .set_progress_handler(PROGRESS_OPS, || true);
+            if in_transaction
+                && let Err(e) =
+                    <sqlx::Sqlite as sqlx::Database>::TransactionManager::rollback(conn).await
+                && !is_autocommit(conn).await?
+            {
+                // (SQLite may have rolled back by itself already.)
+                return Err(e);
+            }
+            if let Some(after) = after {
+                conn.execute(sqlx::raw_sql(after)).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Whether the connection is outside any transaction.
+async fn is_autocommit(
+    conn: &mut sqlx::SqliteConnection,
+) -> std::result::Result<bool, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    Ok(!in_transaction(&mut handle))
+}
+
 #[async_trait]
 impl DatabaseInterface for SqliteBackend {
     async fn connect(&self) -> Result<()> {
@@ -444,52 +654,18 @@ impl DatabaseInterface for SqliteBackend {
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let args = if params.is_empty() {
-            None
-        } else {
-            Some(bind_all(params)?)
-        };
         let (conn, interrupt) = self.acquire().await?;
         let mut armed = Armed { interrupt, conn };
-        let done = match args {
-            // No parameters: the text may be a script of several statements.
-            None => armed.conn.execute(sqlx::raw_sql(sql)).await,
-            Some(args) => armed.conn.execute(sqlx::query_with(sql, args)).await,
-        };
+        let outcome = execute_on(&mut armed.conn, sql, params).await;
         armed.interrupt.done();
-        let done = done.map_err(sqlite_error)?;
-        if !changes_rows(sql) {
-            return Ok(ExecuteOutcome::default());
-        }
-        Ok(ExecuteOutcome {
-            rows_affected: done.rows_affected(),
-            last_insert_id: (done.rows_affected() > 0).then(|| done.last_insert_rowid()),
-        })
+        outcome
     }
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         let (conn, interrupt) = self.acquire().await?;
         let mut armed = Armed { interrupt, conn };
-        let outcome = async {
-            let mut tx = armed.conn.begin().await.map_err(sqlite_error)?;
-            let mut outcome = ExecuteOutcome::default();
-            for (index, params) in param_sets.iter().enumerate() {
-                let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-                check_param_count(sql, Dialect::Sqlite, params.len()).map_err(at)?;
-                let done = tx
-                    .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
-                    .await
-                    .map_err(|e| at(sqlite_error(e)))?;
-                outcome.rows_affected += done.rows_affected();
-                if done.rows_affected() > 0 {
-                    outcome.last_insert_id = Some(done.last_insert_rowid());
-                }
-            }
-            tx.commit().await.map_err(sqlite_error)?;
-            Ok(outcome)
-        }
-        .await;
+        let outcome = execute_many_on(&mut armed.conn, sql, param_sets).await;
         armed.interrupt.done();
         outcome
     }
@@ -591,6 +767,11 @@ impl Backend for SqliteBackend {
             SessionConnection::Detached(conn.detach())
         };
         Ok(Box::new(SqliteSession(conn)))
+    }
+
+    async fn session(&self) -> Result<Box<dyn Session>> {
+        let (conn, interrupt) = self.acquire().await?;
+        Ok(Box::new(SqlxSession::<SqliteEngine>::new(conn, interrupt)))
     }
 }
 

@@ -1,7 +1,13 @@
-//! What the sqlx-based adapters share: mapping sqlx errors to iadb errors.
+//! What the sqlx-based adapters share: mapping sqlx errors to iadb errors,
+//! the pool slot, and the generic [`SqlxSession`].
 
-use super::WaitGuard;
-use iadb::{Error, ErrorKind};
+use super::{
+    WaitGuard,
+    session::{RowSink, Session, TxOptions},
+};
+use futures::future::BoxFuture;
+use iadb::{Error, ErrorKind, ExecuteOutcome, Value};
+use sqlx::TransactionManager as _;
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
 use std::{
     sync::atomic::{AtomicU32, Ordering},
@@ -159,5 +165,258 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
             waiting: self.waiting.load(Ordering::Relaxed),
             rolled_back: self.rolled_back.load(Ordering::Relaxed),
         })
+    }
+}
+
+/// The parts of a sqlx engine that the generic [`SqlxSession`] needs: how
+/// it begins a transaction, and its three statement paths on one
+/// connection (the pooled adapter runs the same functions on a pooled
+/// connection).
+pub(crate) trait SqlxEngine: Send + Sync + 'static {
+    /// The sqlx driver.
+    type DB: sqlx::Database;
+    /// Held for the session's life and dropped before its connection
+    /// (SQLite: the interrupt that stops a statement left running).
+    type Guard: Send;
+    /// The engine.
+    const ENGINE: iadb::DatabaseType;
+    /// The engine's error mapping.
+    fn map_error(e: sqlx::Error) -> Error;
+    /// How a transaction with `options` begins, or INVALID_ARGUMENT for
+    /// options the engine does not have.
+    fn begin_plan(options: &TxOptions) -> Result<BeginPlan, Error>;
+    /// Runs one statement, sending its rows to `sink`.
+    fn query_into<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        sql: &'a str,
+        params: &'a [Value],
+        sink: &'a mut dyn RowSink,
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+    /// Runs one statement (without parameters: a script).
+    fn execute_on<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+    /// Runs one statement per parameter set in a transaction of its own (a
+    /// savepoint inside a session's transaction).
+    fn execute_many_on<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        sql: &'a str,
+        param_sets: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+
+    /// Runs `sql`, without parameters, as a script.
+    fn run_script<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        sql: &'a str,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Brings an abandoned session's connection back to a clean state: its
+    /// guard dropped, its transaction rolled back, `after` run.
+    fn settle<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        guard: Self::Guard,
+        in_transaction: bool,
+        after: Option<&'static str>,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        drop(guard);
+        Box::pin(async move {
+            if in_transaction {
+                <Self::DB as sqlx::Database>::TransactionManager::rollback(conn).await?;
+            }
+            if let Some(after) = after {
+                Self::run_script(conn, after).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The statements that begin a transaction.
+pub(crate) struct BeginPlan {
+    /// Run before the begin (MySQL: `SET TRANSACTION ISOLATION LEVEL ...`,
+    /// which applies to the next transaction only).
+    pub before: Option<String>,
+    /// The begin itself.
+    pub begin: String,
+    /// Run after the transaction ended, to undo `before` where it outlives
+    /// the transaction (SQLite: `PRAGMA query_only = OFF`).
+    pub after: Option<&'static str>,
+}
+
+fn gone() -> Error {
+    Error::internal("the session's connection is gone")
+}
+
+/// How long an abandoned session may take to roll back before its
+/// connection is closed instead.
+const CLEANUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A [`Session`] on one pooled connection of a sqlx engine. The connection
+/// goes back to the pool when the session is dropped, in a known state: a
+/// session dropped with a transaction or a statement unfinished (the caller
+/// left, its deadline passed, a commit failed) is rolled back first by a
+/// task of its own, and its connection is closed instead if that fails or
+/// takes longer than [`CLEANUP_BUDGET`].
+pub(crate) struct SqlxSession<E: SqlxEngine> {
+    held: Option<(sqlx::pool::PoolConnection<E::DB>, E::Guard)>,
+    in_transaction: bool,
+    busy: bool,
+    after: Option<&'static str>,
+}
+
+impl<E: SqlxEngine> SqlxSession<E> {
+    /// A session on `conn`.
+    pub(crate) fn new(conn: sqlx::pool::PoolConnection<E::DB>, guard: E::Guard) -> Self {
+        Self {
+            held: Some((conn, guard)),
+            in_transaction: false,
+            busy: false,
+            after: None,
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut <E::DB as sqlx::Database>::Connection, Error> {
+        match self.held.as_mut() {
+            Some((conn, _)) => Ok(&mut **conn),
+            None => Err(gone()),
+        }
+    }
+
+    /// Ends the transaction with `end` (commit or rollback), then undoes
+    /// what its begin changed on the connection.
+    async fn end(
+        &mut self,
+        end: for<'c> fn(
+            &'c mut <E::DB as sqlx::Database>::Connection,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>>,
+    ) -> Result<(), Error> {
+        if !self.in_transaction {
+            return Err(Error::new(
+                iadb::ErrorKind::FailedPrecondition,
+                "no transaction is open on this session",
+            ));
+        }
+        self.busy = true;
+        end(self.conn()?).await.map_err(E::map_error)?;
+        self.in_transaction = false;
+        if let Some(after) = self.after {
+            E::run_script(self.conn()?, after)
+                .await
+                .map_err(E::map_error)?;
+            self.after = None;
+        }
+        self.busy = false;
+        Ok(())
+    }
+}
+
+impl<E: SqlxEngine> Drop for SqlxSession<E> {
+    fn drop(&mut self) {
+        if !(self.in_transaction || self.busy || self.after.is_some()) {
+            return;
+        }
+        let Some((mut conn, guard)) = self.held.take() else {
+            return;
+        };
+        let (in_transaction, after) = (self.in_transaction, self.after);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            conn.close_on_drop();
+            return;
+        };
+        runtime.spawn(async move {
+            let settled = tokio::time::timeout(
+                CLEANUP_BUDGET,
+                E::settle(&mut conn, guard, in_transaction, after),
+            )
+            .await;
+            if !matches!(settled, Ok(Ok(()))) {
+                tracing::warn!(
+                    "an abandoned session could not be rolled back; its connection is closed"
+                );
+                conn.close_on_drop();
+            }
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl<E: SqlxEngine> Session for SqlxSession<E> {
+    fn engine(&self) -> iadb::DatabaseType {
+        E::ENGINE
+    }
+
+    async fn begin(&mut self, options: TxOptions) -> Result<(), Error> {
+        if self.in_transaction {
+            return Err(Error::new(
+                iadb::ErrorKind::FailedPrecondition,
+                "a transaction is already open on this session",
+            ));
+        }
+        let plan = E::begin_plan(&options)?;
+        // From here on the connection's state is the transaction's.
+        self.busy = true;
+        self.after = plan.after;
+        if let Some(before) = plan.before {
+            E::run_script(self.conn()?, &before)
+                .await
+                .map_err(E::map_error)?;
+        }
+        self.in_transaction = true;
+        <E::DB as sqlx::Database>::TransactionManager::begin(self.conn()?, Some(plan.begin.into()))
+            .await
+            .map_err(E::map_error)?;
+        self.busy = false;
+        Ok(())
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        sink: &mut dyn RowSink,
+    ) -> Result<ExecuteOutcome, Error> {
+        self.busy = true;
+        let result = match self.held.as_mut() {
+            Some((conn, _)) => E::query_into(conn, sql, params, sink).await,
+            None => Err(gone()),
+        };
+        self.busy = false;
+        result
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome, Error> {
+        self.busy = true;
+        let result = match self.held.as_mut() {
+            Some((conn, _)) => E::execute_on(conn, sql, params).await,
+            None => Err(gone()),
+        };
+        self.busy = false;
+        result
+    }
+
+    async fn execute_many(
+        &mut self,
+        sql: &str,
+        param_sets: &[Vec<Value>],
+    ) -> Result<ExecuteOutcome, Error> {
+        self.busy = true;
+        let result = match self.held.as_mut() {
+            Some((conn, _)) => E::execute_many_on(conn, sql, param_sets).await,
+            None => Err(gone()),
+        };
+        self.busy = false;
+        result
+    }
+
+    async fn commit(&mut self) -> Result<(), Error> {
+        self.end(<E::DB as sqlx::Database>::TransactionManager::commit)
+            .await
+    }
+
+    async fn rollback(&mut self) -> Result<(), Error> {
+        self.end(<E::DB as sqlx::Database>::TransactionManager::rollback)
+            .await
     }
 }

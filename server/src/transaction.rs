@@ -1,0 +1,497 @@
+//! The Transaction RPC: a bidirectional stream that is one transaction on
+//! one pooled connection.
+//!
+//! The first request begins it; every later request is answered in order
+//! before the next one is read (a request that arrives while the previous
+//! one runs is out of turn: FAILED_PRECONDITION, and the transaction is
+//! rolled back). Commit and rollback end it. Every other end rolls it back
+//! and says why in the final status: a statement that failed (its own
+//! status), the request stream that ended or broke (CANCELLED), the call's
+//! deadline (DEADLINE_EXCEEDED), the idle timeout or the maximum life
+//! (ABORTED: the whole transaction may be retried).
+
+use crate::{
+    backend::session::{Isolation, Session, TxOptions},
+    service::{DatabaseService, FrameSink, Place, check_statement},
+};
+use futures::StreamExt;
+use iadb::{
+    DatabaseType, Error, ErrorKind, ExecuteOutcome,
+    convert::params_from_proto,
+    proto::{
+        self, fetch_all_response::Frame, transaction_request::Request as Req,
+        transaction_response::Response as Resp,
+    },
+};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// The requests of one Transaction stream.
+pub(crate) type Inbound =
+    futures::stream::BoxStream<'static, Result<proto::TransactionRequest, Status>>;
+/// Where its answers go.
+pub(crate) type Outbound = mpsc::Sender<Result<proto::TransactionResponse, Status>>;
+
+/// How long the rollback of an ended transaction may take before its
+/// session is dropped instead (which closes the connection).
+const ROLLBACK_BUDGET: Duration = Duration::from_secs(5);
+
+/// How a transaction ended: `committed`, or the cause of its rollback (the
+/// `outcome` label of `iadb_transactions_ended_total`).
+pub(crate) type Outcome = &'static str;
+
+/// Why a wait for the client (or for a statement) ended early.
+enum Interrupted {
+    /// The request stream ended or broke.
+    StreamEnded,
+    /// A request arrived while the previous one was running.
+    OutOfTurn,
+    Deadline,
+    Idle,
+    MaxLife,
+}
+
+impl Interrupted {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Interrupted::StreamEnded => "stream_ended",
+            Interrupted::OutOfTurn => "protocol",
+            Interrupted::Deadline => "deadline",
+            Interrupted::Idle => "idle_timeout",
+            Interrupted::MaxLife => "max_life",
+        }
+    }
+
+    fn error(&self, limits: &Clocks) -> Error {
+        let rolled_back = "the transaction was rolled back";
+        match self {
+            Interrupted::StreamEnded => Error::new(
+                ErrorKind::Cancelled,
+                format!("the request stream ended without commit or rollback; {rolled_back}"),
+            ),
+            Interrupted::OutOfTurn => Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "a request arrived while the previous one was still running; a transaction \
+                     answers one request at a time, in order; {rolled_back}"
+                ),
+            ),
+            Interrupted::Deadline => Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!("the call's deadline passed; {rolled_back}"),
+            ),
+            Interrupted::Idle => Error::new(
+                ErrorKind::Aborted,
+                format!(
+                    "no request for {} s (--transaction-idle-timeout-secs); {rolled_back}",
+                    limits.idle.as_secs()
+                ),
+            ),
+            Interrupted::MaxLife => Error::new(
+                ErrorKind::Aborted,
+                format!(
+                    "the transaction lasted longer than {} s (--transaction-max-secs); \
+                     {rolled_back}",
+                    limits.max_life.as_secs()
+                ),
+            ),
+        }
+    }
+}
+
+/// The time limits of one transaction.
+struct Clocks {
+    idle: Duration,
+    max_life: Duration,
+    /// The end of its life: the maximum life or the call's deadline,
+    /// whichever comes first, and which of the two it is.
+    end: tokio::time::Instant,
+    end_is_deadline: bool,
+}
+
+impl Clocks {
+    fn ended(&self) -> Interrupted {
+        if self.end_is_deadline {
+            Interrupted::Deadline
+        } else {
+            Interrupted::MaxLife
+        }
+    }
+}
+
+/// The isolation level a request asks for.
+fn isolation(level: i32) -> Result<Isolation, Error> {
+    match proto::IsolationLevel::try_from(level) {
+        Ok(proto::IsolationLevel::Unspecified) => Ok(Isolation::Default),
+        Ok(proto::IsolationLevel::ReadCommitted) => Ok(Isolation::ReadCommitted),
+        Ok(proto::IsolationLevel::RepeatableRead) => Ok(Isolation::RepeatableRead),
+        Ok(proto::IsolationLevel::Serializable) => Ok(Isolation::Serializable),
+        Ok(proto::IsolationLevel::Snapshot) => Ok(Isolation::Snapshot),
+        Err(_) => Err(Error::invalid_argument(format!(
+            "unknown isolation level {level}"
+        ))),
+    }
+}
+
+/// Waits for the next request, at most until the idle timeout or the end
+/// of the transaction's life.
+async fn next_request(
+    inbound: &mut Inbound,
+    clocks: &Clocks,
+) -> Result<proto::TransactionRequest, Interrupted> {
+    let idle = tokio::time::sleep(clocks.idle);
+    tokio::select! {
+        next = inbound.next() => match next {
+            Some(Ok(request)) => Ok(request),
+            Some(Err(_)) | None => Err(Interrupted::StreamEnded),
+        },
+        _ = idle => Err(Interrupted::Idle),
+        _ = tokio::time::sleep_until(clocks.end) => Err(clocks.ended()),
+    }
+}
+
+/// Runs `work` (one request) while watching the request stream: a request
+/// out of turn, a stream that ends, or the end of the transaction's life
+/// stops it.
+async fn guarded<T>(
+    work: impl Future<Output = Result<T, Error>>,
+    inbound: &mut Inbound,
+    clocks: &Clocks,
+) -> Result<Result<T, Error>, Interrupted> {
+    tokio::select! {
+        result = work => Ok(result),
+        next = inbound.next() => Err(match next {
+            Some(Ok(_)) => Interrupted::OutOfTurn,
+            Some(Err(_)) | None => Interrupted::StreamEnded,
+        }),
+        _ = tokio::time::sleep_until(clocks.end) => Err(clocks.ended()),
+    }
+}
+
+async fn send(out: &Outbound, response: Resp) -> Result<(), Error> {
+    out.send(Ok(proto::TransactionResponse {
+        response: Some(response),
+    }))
+    .await
+    .map_err(|_| Error::new(ErrorKind::Cancelled, "client left the stream"))
+}
+
+fn fetched(frame: Frame) -> proto::TransactionResponse {
+    proto::TransactionResponse {
+        response: Some(Resp::Fetched(proto::FetchAllResponse {
+            frame: Some(frame),
+        })),
+    }
+}
+
+/// What the service records about a transaction once it ended.
+pub(crate) struct Ended {
+    /// The configured name of its database (None before its begin was read).
+    pub database: Option<String>,
+    pub outcome: Outcome,
+    pub result: Result<(), Error>,
+    /// From begin (None when it never began).
+    pub lasted: Option<Duration>,
+}
+
+/// Runs one Transaction stream to its end.
+pub(crate) async fn drive(
+    service: &DatabaseService,
+    mut inbound: Inbound,
+    out: &Outbound,
+    deadline: Option<Duration>,
+) -> Ended {
+    let limits = service.limits();
+    let started = tokio::time::Instant::now();
+    let (end, end_is_deadline) = match deadline {
+        Some(d) if d < limits.transaction_max_life => (started + d, true),
+        _ => (started + limits.transaction_max_life, false),
+    };
+    let clocks = Clocks {
+        idle: limits.transaction_idle_timeout,
+        max_life: limits.transaction_max_life,
+        end,
+        end_is_deadline,
+    };
+    let mut ended = Ended {
+        database: None,
+        outcome: "error",
+        result: Ok(()),
+        lasted: None,
+    };
+    // The first request: begin.
+    let begin = match next_request(&mut inbound, &clocks).await {
+        Ok(proto::TransactionRequest {
+            request: Some(Req::Begin(begin)),
+        }) => begin,
+        Ok(_) => {
+            ended.result = Err(Error::invalid_argument(
+                "the first request of a Transaction stream must be `begin`",
+            ));
+            return ended;
+        }
+        Err(why) => {
+            ended.outcome = why.outcome();
+            ended.result = Err(why.error(&clocks));
+            return ended;
+        }
+    };
+    let (name, engine) = match service.registry().describe(&begin.database) {
+        Some((name, engine)) => (name.to_owned(), engine),
+        None => {
+            ended.result = service
+                .registry()
+                .ready_backend(&begin.database)
+                .map(|_| ());
+            return ended;
+        }
+    };
+    ended.database = Some(name.clone());
+    let options = match isolation(begin.isolation) {
+        Ok(isolation) => TxOptions {
+            isolation,
+            read_only: begin.read_only,
+            immediate: begin.immediate,
+        },
+        Err(e) => {
+            ended.result = Err(e);
+            return ended;
+        }
+    };
+    // The transaction holds a turn and a connection for its whole life.
+    let opened = guarded(
+        async {
+            let backend = service.registry().ready_backend(&name)?;
+            let turn = service.turn(&name).await?;
+            let mut session = backend.session().await?;
+            session.begin(options).await?;
+            Ok((turn, session))
+        },
+        &mut inbound,
+        &clocks,
+    )
+    .await;
+    let (_turn, mut session) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => {
+            ended.result = Err(e);
+            return ended;
+        }
+        Err(why) => {
+            ended.outcome = why.outcome();
+            ended.result = Err(why.error(&clocks));
+            return ended;
+        }
+    };
+    let began = Instant::now();
+    service.metrics().transaction_opened(&name);
+    let run = run(
+        service,
+        session.as_mut(),
+        engine,
+        &name,
+        &mut inbound,
+        out,
+        &clocks,
+        began,
+    )
+    .await;
+    let (outcome, result) = match run {
+        Ok(outcome) => (outcome, Ok(())),
+        Err((outcome, e)) => {
+            // Rolled back here when the session is idle and answers in
+            // time; otherwise dropping it rolls back (or closes the
+            // connection).
+            if tokio::time::timeout(ROLLBACK_BUDGET, session.rollback())
+                .await
+                .is_err()
+            {
+                tracing::warn!("a transaction's rollback took too long; its connection is closed");
+            }
+            (outcome, Err(e))
+        }
+    };
+    drop(session);
+    let lasted = began.elapsed();
+    service.metrics().transaction_ended(&name, outcome, lasted);
+    Ended {
+        database: Some(name),
+        outcome,
+        result,
+        lasted: Some(lasted),
+    }
+}
+
+/// Answers requests until the transaction ends; returns its outcome, or the
+/// cause of its rollback and the error to end the stream with (the caller
+/// rolls back).
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    service: &DatabaseService,
+    session: &mut dyn Session,
+    engine: DatabaseType,
+    database: &str,
+    inbound: &mut Inbound,
+    out: &Outbound,
+    clocks: &Clocks,
+    began: Instant,
+) -> Result<Outcome, (Outcome, Error)> {
+    let limits = service.limits();
+    let failed = |e: Error| ("error", e.in_context("the transaction was rolled back"));
+    let gone = |e: Error| ("stream_ended", e);
+    send(
+        out,
+        Resp::Begun(proto::TransactionBegun {
+            database: database.to_owned(),
+            engine: engine.to_string(),
+        }),
+    )
+    .await
+    .map_err(gone)?;
+    loop {
+        let request = next_request(inbound, clocks)
+            .await
+            .map_err(|why| (why.outcome(), why.error(clocks)))?;
+        let started = Instant::now();
+        let Some(request) = request.request else {
+            return Err(failed(Error::invalid_argument("an empty request")));
+        };
+        match request {
+            Req::Begin(_) => {
+                return Err((
+                    "protocol",
+                    Error::new(
+                        ErrorKind::FailedPrecondition,
+                        "`begin` inside a transaction: this stream's transaction is open \
+                         already; the transaction was rolled back",
+                    ),
+                ));
+            }
+            Req::Execute(proto::Statement { sql, params }) => {
+                let checked = service
+                    .check_sql_size(&sql)
+                    .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
+                    .and_then(|()| params_from_proto(params).map_err(Error::from));
+                let params = checked.map_err(failed)?;
+                let ExecuteOutcome {
+                    rows_affected,
+                    last_insert_id,
+                } = guarded(session.execute(&sql, &params), inbound, clocks)
+                    .await
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(failed)?;
+                send(
+                    out,
+                    Resp::Executed(proto::ExecuteResponse {
+                        rows_affected,
+                        last_insert_id,
+                        execution_time_ms: ms(started),
+                    }),
+                )
+                .await
+                .map_err(gone)?;
+            }
+            Req::Fetch(proto::Statement { sql, params }) => {
+                let checked = service
+                    .check_sql_size(&sql)
+                    .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
+                    .and_then(|()| params_from_proto(params).map_err(Error::from));
+                let params = checked.map_err(failed)?;
+                let metrics = service.metrics();
+                let mut sink = FrameSink::new(out, fetched, limits, &metrics, database);
+                let fetch = async {
+                    let outcome = session.query(&sql, &params, &mut sink).await;
+                    match outcome {
+                        Ok(outcome) => {
+                            sink.finish(outcome.rows_affected, started).await?;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            // Rows already read go out before the error.
+                            let _ = sink.flush().await;
+                            Err(e)
+                        }
+                    }
+                };
+                guarded(fetch, inbound, clocks)
+                    .await
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(|e| match e.kind() {
+                        ErrorKind::Cancelled => gone(e),
+                        _ => failed(e),
+                    })?;
+            }
+            Req::ExecuteMany(proto::ExecuteManyStatement { sql, param_sets }) => {
+                let widest = param_sets.iter().map(|s| s.values.len()).max().unwrap_or(0);
+                let checked = service
+                    .check_sql_size(&sql)
+                    .and_then(|()| check_statement(&sql, engine, widest, Place::Transaction))
+                    .and_then(|()| {
+                        param_sets
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, row)| {
+                                params_from_proto(row.values).map_err(|e| {
+                                    Error::invalid_argument(format!(
+                                        "parameter set {i}: {}",
+                                        e.message()
+                                    ))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, Error>>()
+                    });
+                let sets = checked.map_err(failed)?;
+                let outcome = guarded(session.execute_many(&sql, &sets), inbound, clocks)
+                    .await
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(failed)?;
+                send(
+                    out,
+                    Resp::ExecutedMany(proto::ExecuteManyResponse {
+                        rows_affected: outcome.rows_affected,
+                        execution_time_ms: ms(started),
+                    }),
+                )
+                .await
+                .map_err(gone)?;
+            }
+            Req::Commit(proto::CommitTransaction {}) => {
+                guarded(session.commit(), inbound, clocks)
+                    .await
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(|e| ("error", e.in_context("the commit failed")))?;
+                // Committed: a client that left before reading this still
+                // has its transaction.
+                let _ = send(
+                    out,
+                    Resp::Ended(proto::TransactionEnded {
+                        committed: true,
+                        execution_time_ms: ms(began),
+                    }),
+                )
+                .await;
+                return Ok("committed");
+            }
+            Req::Rollback(proto::RollbackTransaction {}) => {
+                guarded(session.rollback(), inbound, clocks)
+                    .await
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(|e| ("error", e))?;
+                let _ = send(
+                    out,
+                    Resp::Ended(proto::TransactionEnded {
+                        committed: false,
+                        execution_time_ms: ms(began),
+                    }),
+                )
+                .await;
+                return Ok("client");
+            }
+        }
+    }
+}
+
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
