@@ -778,6 +778,7 @@ impl Backend for SqliteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::session::CollectSink;
 
     #[test]
     fn only_dml_reports_changes() {
@@ -883,5 +884,128 @@ mod tests {
         let result = db.execute_query("CREATE TABLE v (z INTEGER)", &[]).await;
         assert!(result.success);
         assert_eq!((result.rows_affected, result.last_insert_id), (0, None));
+    }
+
+    async fn memory_backend() -> SqliteBackend {
+        let config = ConnectionConfig::from_url("sqlite:///:memory:").unwrap();
+        let db = SqliteBackend::new(&config, PoolSettings::default()).unwrap();
+        db.connect().await.unwrap();
+        db.execute("CREATE TABLE t (x INTEGER)", &[]).await.unwrap();
+        db
+    }
+
+    async fn count(db: &SqliteBackend) -> Vec<Vec<Value>> {
+        db.fetch_all("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.into_values())
+            .collect()
+    }
+
+    /// A session's transaction: its writes are seen inside it, by no one
+    /// else before the commit, and by everyone after; a rollback keeps none.
+    #[tokio::test]
+    async fn session_commit_and_rollback() {
+        let db = memory_backend().await;
+        let mut session = db.session().await.unwrap();
+        session.begin(TxOptions::default()).await.unwrap();
+        let outcome = session
+            .execute("INSERT INTO t VALUES (?)", &[Value::Int(1)])
+            .await
+            .unwrap();
+        assert_eq!(outcome.rows_affected, 1);
+        let mut sink = CollectSink::new(1 << 20);
+        session
+            .query("SELECT x FROM t", &[], &mut sink)
+            .await
+            .unwrap();
+        assert_eq!(sink.rows, vec![vec![Value::Int(1)]]);
+        assert_eq!(sink.columns[0].name, "x");
+        session.commit().await.unwrap();
+        drop(session);
+        assert_eq!(count(&db).await, vec![vec![Value::Int(1)]]);
+
+        let mut session = db.session().await.unwrap();
+        session.begin(TxOptions::default()).await.unwrap();
+        session
+            .execute_many(
+                "INSERT INTO t VALUES (?)",
+                &[vec![Value::Int(2)], vec![Value::Int(3)]],
+            )
+            .await
+            .unwrap();
+        session.rollback().await.unwrap();
+        drop(session);
+        assert_eq!(count(&db).await, vec![vec![Value::Int(1)]]);
+    }
+
+    /// A session dropped inside its transaction is rolled back before its
+    /// connection serves anyone else; on `:memory:` (one connection, which
+    /// is the database) the connection and the committed rows survive.
+    #[tokio::test]
+    async fn a_dropped_session_is_rolled_back_and_its_connection_kept() {
+        let db = memory_backend().await;
+        db.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+        let mut session = db.session().await.unwrap();
+        session
+            .begin(TxOptions {
+                read_only: true,
+                ..TxOptions::default()
+            })
+            .await
+            .unwrap();
+        let refused = session
+            .execute("INSERT INTO t VALUES (2)", &[])
+            .await
+            .expect_err("read-only");
+        assert!(
+            refused.message().contains("readonly")
+                || refused.message().contains("read only")
+                || refused.message().contains("query_only"),
+            "{}",
+            refused.message()
+        );
+        drop(session);
+        // The next call waits for the settled connection (the pool has one).
+        assert_eq!(count(&db).await, vec![vec![Value::Int(1)]]);
+        // And it is writable again: `query_only` was turned off.
+        db.execute("INSERT INTO t VALUES (3)", &[]).await.unwrap();
+        assert_eq!(count(&db).await, vec![vec![Value::Int(2)]]);
+
+        let mut session = db.session().await.unwrap();
+        session.begin(TxOptions::default()).await.unwrap();
+        session.execute("DELETE FROM t", &[]).await.unwrap();
+        drop(session);
+        assert_eq!(count(&db).await, vec![vec![Value::Int(2)]]);
+        assert_eq!(db.pool_status().map(|p| p.rolled_back), Some(0));
+    }
+
+    #[tokio::test]
+    async fn sqlite_refuses_isolation_levels_it_does_not_have() {
+        let db = memory_backend().await;
+        let mut session = db.session().await.unwrap();
+        let refused = session
+            .begin(TxOptions {
+                isolation: Isolation::ReadCommitted,
+                ..TxOptions::default()
+            })
+            .await
+            .expect_err("no read committed on SQLite");
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            refused.message().contains("SERIALIZABLE"),
+            "{}",
+            refused.message()
+        );
+        session
+            .begin(TxOptions {
+                isolation: Isolation::Serializable,
+                immediate: true,
+                ..TxOptions::default()
+            })
+            .await
+            .unwrap();
+        session.commit().await.unwrap();
     }
 }
