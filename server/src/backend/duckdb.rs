@@ -2132,6 +2132,12 @@ impl Session for DuckDbTxSession {
         })
     }
 
+    async fn run_script(&mut self, sql: &str) -> Result<()> {
+        let sql = sql.to_owned();
+        self.run(move |conn, _| conn.execute_batch(&sql).map_err(map_duckdb_error))
+            .await
+    }
+
     async fn commit(&mut self) -> Result<()> {
         self.end("COMMIT").await
     }

@@ -17,7 +17,7 @@ use super::{
     sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle},
 };
 use crate::{
-    migrate::{MigrationSession, StoreDialect},
+    migrate::{MigrationSession, OnSession},
     placeholders::Dialect,
 };
 use async_trait::async_trait;
@@ -772,57 +772,14 @@ impl DatabaseInterface for MySqlBackend {
     }
 }
 
-/// The MySQL side of a migration run: a connection detached from the pool,
-/// so the named lock (`GET_LOCK`) the run takes, and any session state a
-/// migration leaves, end with it instead of reaching other calls.
-pub struct MySqlSession(sqlx::MySqlConnection);
-
-#[async_trait]
-impl MigrationSession for MySqlSession {
-    fn dialect(&self) -> StoreDialect {
-        StoreDialect::MySql
-    }
-
-    async fn run_script(&mut self, sql: &str) -> Result<()> {
-        self.0
-            .execute(sqlx::raw_sql(sql))
-            .await
-            .map_err(mysql_error)?;
-        Ok(())
-    }
-
-    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        check_param_count(sql, Dialect::MySql, params.len())?;
-        let done = self
-            .0
-            .execute(sqlx::query_with(sql, bind_all(params)?))
-            .await
-            .map_err(mysql_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
-        check_param_count(sql, Dialect::MySql, params.len())?;
-        let rows = sqlx::query_with(sql, bind_all(params)?)
-            .fetch_all(&mut self.0)
-            .await
-            .map_err(mysql_error)?;
-        rows.iter()
-            .zip(1..)
-            .map(|(row, number)| {
-                (0..row.len())
-                    .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
-                    .collect()
-            })
-            .collect()
-    }
-}
-
 #[async_trait]
 impl Backend for MySqlBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
+        // Detached: the named lock (`GET_LOCK`) the run takes, and any
+        // session state a migration leaves, end with it.
         let conn = self.pool.acquire(mysql_error).await?;
-        Ok(Box::new(MySqlSession(conn.detach())))
+        let session = SqlxSession::<MySqlEngine>::detached(conn, ());
+        Ok(Box::new(OnSession(Box::new(session))))
     }
 
     async fn session(&self) -> Result<Box<dyn Session>> {

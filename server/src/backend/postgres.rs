@@ -15,7 +15,7 @@ use super::{
     sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle},
 };
 use crate::{
-    migrate::{MigrationSession, StoreDialect},
+    migrate::{MigrationSession, OnSession},
     placeholders::rewrite_numbered,
 };
 use async_trait::async_trait;
@@ -909,52 +909,12 @@ impl DatabaseInterface for PostgresBackend {
     }
 }
 
-/// The PostgreSQL side of a migration run, on a connection detached from
-/// the pool: the advisory lock belongs to this session, and whatever a
-/// failed run leaves behind dies with the connection.
-pub struct PostgresSession(sqlx::PgConnection);
-
-#[async_trait]
-impl MigrationSession for PostgresSession {
-    fn dialect(&self) -> StoreDialect {
-        StoreDialect::Postgres
-    }
-
-    async fn run_script(&mut self, sql: &str) -> Result<()> {
-        self.0.execute(sqlx::raw_sql(sql)).await.map_err(pg_error)?;
-        Ok(())
-    }
-
-    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let (text, types) = prepare_text(sql, params)?;
-        let (_, args) = prepare(&mut self.0, &text, &types, params).await?;
-        let done = self
-            .0
-            .execute(sqlx::query_with(&text, args))
-            .await
-            .map_err(pg_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
-        let (text, types) = prepare_text(sql, params)?;
-        let (_, args) = prepare(&mut self.0, &text, &types, params).await?;
-        let rows = sqlx::query_with(&text, args)
-            .fetch_all(&mut self.0)
-            .await
-            .map_err(pg_error)?;
-        rows.iter()
-            .zip(1..)
-            .map(|(row, number)| decode_row(row, number))
-            .collect()
-    }
-}
-
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        let conn = self.acquire().await?.detach();
-        Ok(Box::new(PostgresSession(conn)))
+        let conn = self.acquire().await?;
+        let session = SqlxSession::<PostgresEngine>::detached(conn, ());
+        Ok(Box::new(OnSession(Box::new(session))))
     }
 
     async fn session(&self) -> Result<Box<dyn Session>> {

@@ -146,6 +146,9 @@ pub trait Session: Send {
         params: &[Value],
         sink: &mut dyn RowSink,
     ) -> Result<ExecuteOutcome>;
+    /// Runs a script of statements without parameters, as written (no
+    /// placeholder rewriting).
+    async fn run_script(&mut self, sql: &str) -> Result<()>;
     /// Runs one statement that returns no rows.
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome>;
     /// Runs one statement once per parameter set, all or nothing (inside a

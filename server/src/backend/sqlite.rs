@@ -8,7 +8,7 @@ use super::{
     sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error},
 };
 use crate::{
-    migrate::{MigrationSession, StoreDialect},
+    migrate::{MigrationSession, OnSession},
     placeholders::Dialect,
 };
 use async_trait::async_trait;
@@ -682,91 +682,19 @@ impl DatabaseInterface for SqliteBackend {
     }
 }
 
-/// A migration run's connection: detached from the pool for a file database
-/// (so nothing it leaves behind reaches other calls), pooled for `:memory:`
-/// (whose one connection is the database).
-enum SessionConnection {
-    Pooled(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    Detached(sqlx::SqliteConnection),
-}
-
-impl std::ops::Deref for SessionConnection {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        match self {
-            SessionConnection::Pooled(c) => c,
-            SessionConnection::Detached(c) => c,
-        }
-    }
-}
-
-impl std::ops::DerefMut for SessionConnection {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        match self {
-            SessionConnection::Pooled(c) => c,
-            SessionConnection::Detached(c) => c,
-        }
-    }
-}
-
-/// The SQLite side of a migration run.
-pub struct SqliteSession(SessionConnection);
-
-#[async_trait]
-impl MigrationSession for SqliteSession {
-    fn dialect(&self) -> StoreDialect {
-        StoreDialect::Sqlite
-    }
-
-    async fn run_script(&mut self, sql: &str) -> Result<()> {
-        self.0
-            .execute(sqlx::raw_sql(sql))
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
-    }
-
-    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let done = self
-            .0
-            .execute(sqlx::query_with(sql, bind_all(params)?))
-            .await
-            .map_err(sqlite_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
-        check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let rows = sqlx::query_with(sql, bind_all(params)?)
-            .fetch_all(&mut *self.0)
-            .await
-            .map_err(sqlite_error)?;
-        rows.iter()
-            .map(|row| {
-                (0..row.len())
-                    .map(|i| {
-                        let declared = row.columns()[i].type_info().name().to_owned();
-                        decode_value(row, i, &declared)
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-}
-
 #[async_trait]
 impl Backend for SqliteBackend {
+    /// Detached from the pool for a file database (so nothing the run
+    /// leaves behind reaches other calls), pooled for `:memory:` (whose one
+    /// connection is the database).
     async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        // A migration run is never interrupted: its handler never fires.
-        let (conn, mut interrupt) = self.acquire().await?;
-        interrupt.done();
-        let conn = if self.memory {
-            SessionConnection::Pooled(conn)
+        let (conn, interrupt) = self.acquire().await?;
+        let session = if self.memory {
+            SqlxSession::<SqliteEngine>::new(conn, interrupt)
         } else {
-            SessionConnection::Detached(conn.detach())
+            SqlxSession::<SqliteEngine>::detached(conn, interrupt)
         };
-        Ok(Box::new(SqliteSession(conn)))
+        Ok(Box::new(OnSession(Box::new(session))))
     }
 
     async fn session(&self) -> Result<Box<dyn Session>> {

@@ -253,6 +253,31 @@ fn gone() -> Error {
 /// connection is closed instead.
 const CLEANUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A session's connection: lent by the pool, or taken out of it.
+enum Held<DB: sqlx::Database> {
+    Pooled(sqlx::pool::PoolConnection<DB>),
+    Detached(DB::Connection),
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Held<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Held::Pooled(c) => c,
+            Held::Detached(c) => c,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Held<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Held::Pooled(c) => c,
+            Held::Detached(c) => c,
+        }
+    }
+}
+
 /// A [`Session`] on one pooled connection of a sqlx engine. The connection
 /// goes back to the pool when the session is dropped, in a known state: a
 /// session dropped with a transaction or a statement unfinished (the caller
@@ -260,17 +285,28 @@ const CLEANUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 /// task of its own, and its connection is closed instead if that fails or
 /// takes longer than [`CLEANUP_BUDGET`].
 pub(crate) struct SqlxSession<E: SqlxEngine> {
-    held: Option<(sqlx::pool::PoolConnection<E::DB>, E::Guard)>,
+    held: Option<(Held<E::DB>, E::Guard)>,
     in_transaction: bool,
     busy: bool,
     after: Option<&'static str>,
 }
 
 impl<E: SqlxEngine> SqlxSession<E> {
-    /// A session on `conn`.
+    /// A session on the pooled `conn`, back to the pool at its end.
     pub(crate) fn new(conn: sqlx::pool::PoolConnection<E::DB>, guard: E::Guard) -> Self {
+        Self::holding(Held::Pooled(conn), guard)
+    }
+
+    /// A session on `conn` taken out of its pool (a migration run: the
+    /// locks it takes and whatever state it leaves end with it), closed at
+    /// its end.
+    pub(crate) fn detached(conn: sqlx::pool::PoolConnection<E::DB>, guard: E::Guard) -> Self {
+        Self::holding(Held::Detached(conn.detach()), guard)
+    }
+
+    fn holding(held: Held<E::DB>, guard: E::Guard) -> Self {
         Self {
-            held: Some((conn, guard)),
+            held: Some((held, guard)),
             in_transaction: false,
             busy: false,
             after: None,
@@ -317,7 +353,8 @@ impl<E: SqlxEngine> Drop for SqlxSession<E> {
         if !(self.in_transaction || self.busy || self.after.is_some()) {
             return;
         }
-        let Some((mut conn, guard)) = self.held.take() else {
+        let Some((Held::Pooled(mut conn), guard)) = self.held.take() else {
+            // A detached connection closes as it drops, which rolls back.
             return;
         };
         let (in_transaction, after) = (self.in_transaction, self.after);
@@ -404,6 +441,16 @@ impl<E: SqlxEngine> Session for SqlxSession<E> {
         self.busy = true;
         let result = match self.held.as_mut() {
             Some((conn, _)) => E::execute_many_on(conn, sql, param_sets).await,
+            None => Err(gone()),
+        };
+        self.busy = false;
+        result
+    }
+
+    async fn run_script(&mut self, sql: &str) -> Result<(), Error> {
+        self.busy = true;
+        let result = match self.held.as_mut() {
+            Some((conn, _)) => E::run_script(conn, sql).await.map_err(E::map_error),
             None => Err(gone()),
         };
         self.busy = false;

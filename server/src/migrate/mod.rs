@@ -15,7 +15,7 @@ pub mod store;
 
 pub use migration::{Migration, MigrationType};
 pub use migrator::{MigrateAction, MigrateOptions, MigrateReport, MigrationState, Migrator};
-pub use session::{MigrationSession, StoreDialect};
+pub use session::{MigrationSession, OnSession, StoreDialect};
 
 use iadb::{Error, ErrorKind};
 

@@ -1,8 +1,9 @@
 //! [`MigrationSession`]: one dedicated connection, the only thing the
 //! migration runner asks of an engine, so the runner is written once.
 
+use crate::backend::session::{CollectSink, Session};
 use async_trait::async_trait;
-use iadb::{Result, Value};
+use iadb::{DatabaseType, Result, Value};
 
 /// SQL dialect details of the tracking table and the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,4 +33,43 @@ pub trait MigrationSession: Send {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
     /// Runs a query; returns its rows.
     async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>>;
+}
+
+impl StoreDialect {
+    /// The dialect of `engine`'s tracking table and lock.
+    pub fn of(engine: DatabaseType) -> Self {
+        match engine {
+            DatabaseType::Sqlite => StoreDialect::Sqlite,
+            DatabaseType::Postgresql => StoreDialect::Postgres,
+            DatabaseType::Mysql => StoreDialect::MySql,
+            DatabaseType::Duckdb => StoreDialect::DuckDb,
+            DatabaseType::CloudflareD1 => StoreDialect::D1,
+        }
+    }
+}
+
+/// A migration run on a [`Session`]: the runner's calls on the same
+/// executor that transactions use.
+pub struct OnSession(pub Box<dyn Session>);
+
+#[async_trait]
+impl MigrationSession for OnSession {
+    fn dialect(&self) -> StoreDialect {
+        StoreDialect::of(self.0.engine())
+    }
+
+    async fn run_script(&mut self, sql: &str) -> Result<()> {
+        self.0.run_script(sql).await
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        Ok(self.0.execute(sql, params).await?.rows_affected)
+    }
+
+    async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+        // The runner's queries read a handful of rows (its tracking table).
+        let mut sink = CollectSink::new(usize::MAX);
+        self.0.query(sql, params, &mut sink).await?;
+        Ok(sink.rows)
+    }
 }
