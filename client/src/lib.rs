@@ -9,6 +9,12 @@
 //! after the request was sent may come from a write that was committed, and
 //! is returned as it is.
 //!
+//! [`RemoteDatabase::batch`] runs statements in one transaction (a write,
+//! unless read-only). [`RemoteDatabase::transaction`] opens an interactive
+//! [`Transaction`]; opening it is retried as a read (nothing has run), but
+//! nothing inside it is, and its commit never is: a commit whose answer is
+//! lost has an unknown outcome, and its error says so.
+//!
 //! Deadlines (`with_timeout`) cover the whole call, retries and every frame
 //! of a stream included. When the deadline passes the call ends with
 //! DEADLINE_EXCEEDED, whether the server's status or this client's own
@@ -33,6 +39,12 @@ use tonic::{
 };
 
 pub use iadb;
+pub use transaction::{
+    Isolation, Statement, StatementResult, Transaction, TransactionOptions, TransactionRows,
+};
+
+pub mod script;
+mod transaction;
 
 /// Largest message the client sends or accepts (a row batch with a large
 /// value, a request with large parameters).

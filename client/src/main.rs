@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::TryStreamExt;
 use iadb::{DatabaseInterface, Error, Row, Value};
-use iadb_client::RemoteDatabase;
+use iadb_client::{
+    Isolation, RemoteDatabase, Statement, StatementResult, TransactionOptions,
+    script::{ScriptDialect, split_statements},
+};
 use std::{process::ExitCode, time::Duration};
 
 #[derive(Parser)]
@@ -56,6 +59,40 @@ enum Command {
         /// Parameters, as for `query`.
         params: Vec<String>,
     },
+    /// Runs the statements of FILE (`-`: stdin), separated by `;`, as one
+    /// Batch: one transaction, one round trip, all or nothing. Prints what
+    /// each statement did. On an error nothing is changed, and the message
+    /// names the statement (`statement N:`, counted from 0).
+    Batch {
+        /// The script (`-` reads stdin).
+        file: String,
+        /// Runs it in a read-only transaction (a statement that writes fails).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Runs the statements of FILE (`-` or nothing: stdin) one by one in
+    /// one interactive transaction (the Transaction RPC) and commits at the
+    /// end. Prints what each statement did as it runs. On an error the
+    /// transaction is rolled back, nothing is changed, and it exits with
+    /// code 1. Unlike `batch` it takes an isolation level, and its results
+    /// stream (no batch-result limit).
+    Tx {
+        /// The script (`-` reads stdin).
+        #[arg(default_value = "-")]
+        file: String,
+        /// Isolation level (the engine's default if not given).
+        #[arg(long, value_enum)]
+        isolation: Option<IsolationArg>,
+        /// A read-only transaction (a statement that writes fails).
+        #[arg(long)]
+        read_only: bool,
+        /// SQLite: take the write lock at once (BEGIN IMMEDIATE).
+        #[arg(long)]
+        immediate: bool,
+        /// Roll back at the end instead of committing (a dry run).
+        #[arg(long)]
+        rollback: bool,
+    },
     /// Lists the tables of the database.
     Tables,
     /// Prints the health of every database (exit 1 if one is unhealthy).
@@ -91,6 +128,81 @@ enum Command {
         #[arg(long)]
         allow_out_of_order: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum IsolationArg {
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+    Snapshot,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(level: IsolationArg) -> Self {
+        match level {
+            IsolationArg::ReadCommitted => Isolation::ReadCommitted,
+            IsolationArg::RepeatableRead => Isolation::RepeatableRead,
+            IsolationArg::Serializable => Isolation::Serializable,
+            IsolationArg::Snapshot => Isolation::Snapshot,
+        }
+    }
+}
+
+/// The text of a script file (`-`: stdin).
+fn read_script(file: &str) -> Result<String, Error> {
+    use std::io::Read as _;
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::invalid_argument(format!("cannot read stdin: {e}")))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file)
+        .map_err(|e| Error::invalid_argument(format!("cannot read {file}: {e}")))
+}
+
+/// The statements of a script, or INVALID_ARGUMENT when it holds none.
+fn script_statements(text: &str, file: &str, engine: &str) -> Result<Vec<String>, Error> {
+    let statements = split_statements(text, ScriptDialect::for_engine(engine));
+    if statements.is_empty() {
+        let name = if file == "-" { "stdin" } else { file };
+        return Err(Error::invalid_argument(format!(
+            "{name} holds no statement (only whitespace, comments or `;`)"
+        )));
+    }
+    Ok(statements)
+}
+
+/// Prints what statement `index` of a script did.
+fn print_statement_result(index: usize, result: &StatementResult) {
+    if result.columns.is_empty() {
+        match result.last_insert_id {
+            Some(id) => println!(
+                "statement {index}: {} row(s) affected, last insert id {id}",
+                result.rows_affected
+            ),
+            None => println!(
+                "statement {index}: {} row(s) affected",
+                result.rows_affected
+            ),
+        }
+    } else {
+        println!("statement {index}:");
+        let columns: Vec<String> = result.columns.iter().map(|c| c.name.clone()).collect();
+        print_table(&columns, &result.rows);
+    }
+}
+
+/// The engine of the client's database, from the server's health report.
+async fn engine_of(db: &RemoteDatabase) -> Result<String, Error> {
+    Ok(db
+        .health(false)
+        .await?
+        .first()
+        .map(|h| h.engine.clone())
+        .unwrap_or_default())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -417,6 +529,55 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     outcome.rows_affected
                 ),
                 None => println!("{} row(s) affected", outcome.rows_affected),
+            }
+        }
+        Command::Batch { file, read_only } => {
+            let text = read_script(&file)?;
+            let engine = engine_of(&db).await?;
+            let statements: Vec<Statement> = script_statements(&text, &file, &engine)?
+                .into_iter()
+                .map(Statement::new)
+                .collect();
+            let results = db.batch(&statements, read_only).await?;
+            for (index, result) in results.iter().enumerate() {
+                print_statement_result(index, result);
+            }
+            println!("committed {} statement(s)", results.len());
+        }
+        Command::Tx {
+            file,
+            isolation,
+            read_only,
+            immediate,
+            rollback,
+        } => {
+            let text = read_script(&file)?;
+            let options = TransactionOptions {
+                isolation: isolation.map(Isolation::from).unwrap_or_default(),
+                read_only,
+                immediate,
+            };
+            let mut tx = db.transaction(options).await?;
+            let statements = match script_statements(&text, &file, tx.engine()) {
+                Ok(statements) => statements,
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e);
+                }
+            };
+            for (index, sql) in statements.iter().enumerate() {
+                let result = tx
+                    .execute_query(sql, &[])
+                    .await
+                    .map_err(|e| e.in_context(format_args!("statement {index}")))?;
+                print_statement_result(index, &result);
+            }
+            if rollback {
+                tx.rollback().await?;
+                println!("rolled back {} statement(s)", statements.len());
+            } else {
+                tx.commit().await?;
+                println!("committed {} statement(s)", statements.len());
             }
         }
         Command::Tables => {

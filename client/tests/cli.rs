@@ -152,6 +152,167 @@ async fn errors_print_the_message_and_exit_non_zero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach iadb server"));
 }
 
+/// `iadb` with `stdin` as its standard input.
+async fn iadb_with_stdin(server: &Server, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+    command
+        .arg("--server")
+        .arg(&server.endpoint)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn count_notes(server: &Server) -> String {
+    let out = iadb(
+        server,
+        &["query", "--csv", "SELECT COUNT(*) AS n FROM notes"],
+    )
+    .await;
+    stdout(&out).lines().nth(1).unwrap_or_default().to_owned()
+}
+
+/// `iadb batch FILE` and `iadb batch -` run a script as one Batch: `;` in
+/// literals and comments does not split it, every statement's result is
+/// printed, and a failing statement leaves nothing and is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_runs_a_script_all_or_nothing() {
+    let server = start_server().await;
+    let created = iadb(
+        &server,
+        &[
+            "exec",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+        ],
+    )
+    .await;
+    stdout(&created);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("notes.sql");
+    std::fs::write(
+        &script,
+        "-- two notes; one query\n\
+         INSERT INTO notes (body) VALUES ('a; b');\n\
+         /* ; */ INSERT INTO notes (body) VALUES ('it''s -- not a comment');\n\
+         SELECT id, body FROM notes ORDER BY id;\n",
+    )
+    .unwrap();
+    let out = iadb(&server, &["batch", script.to_str().unwrap()]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("statement 0: 1 row(s) affected, last insert id 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("statement 1: 1 row(s) affected, last insert id 2"),
+        "{text}"
+    );
+    assert!(text.contains("statement 2:\n"), "{text}");
+    assert!(text.contains("a; b"), "{text}");
+    assert!(text.contains("it's -- not a comment"), "{text}");
+    assert!(text.contains("(2 rows)"), "{text}");
+    assert!(
+        text.trim_end().ends_with("committed 3 statement(s)"),
+        "{text}"
+    );
+
+    // From stdin; the 3rd statement fails: nothing of it stays.
+    let out = iadb_with_stdin(
+        &server,
+        &["batch", "-"],
+        "INSERT INTO notes (body) VALUES ('c'); INSERT INTO notes (body) VALUES ('d');\n\
+         INSERT INTO missing (x) VALUES (1); INSERT INTO notes (body) VALUES ('e')",
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("statement 2:"), "{stderr}");
+    assert!(stderr.contains("no such table: missing"), "{stderr}");
+    assert_eq!(count_notes(&server).await, "2");
+
+    // A script without a statement.
+    let out = iadb_with_stdin(&server, &["batch", "-"], " ; -- nothing\n").await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stdin holds no statement"), "{stderr}");
+}
+
+/// `iadb tx` runs stdin's statements in one Transaction and commits at the
+/// end; an error rolls everything back; `--rollback` is a dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_runs_stdin_in_one_transaction() {
+    let server = start_server().await;
+    let created = iadb(
+        &server,
+        &[
+            "exec",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+        ],
+    )
+    .await;
+    stdout(&created);
+    let out = iadb_with_stdin(
+        &server,
+        &["tx", "--isolation", "serializable"],
+        "INSERT INTO notes (body) VALUES ('x;y');\n\
+         UPDATE notes SET body = body || '!';\n\
+         SELECT body FROM notes;",
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(text.contains("statement 0: 1 row(s) affected"), "{text}");
+    assert!(text.contains("statement 1: 1 row(s) affected"), "{text}");
+    assert!(text.contains("x;y!"), "{text}");
+    assert!(
+        text.trim_end().ends_with("committed 3 statement(s)"),
+        "{text}"
+    );
+    assert_eq!(count_notes(&server).await, "1");
+
+    // The second statement fails: the first is rolled back too.
+    let out = iadb_with_stdin(
+        &server,
+        &["tx"],
+        "INSERT INTO notes (body) VALUES ('z'); SELECT nope FROM notes",
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("statement 1:"), "{stderr}");
+    assert!(stderr.contains("no such column: nope"), "{stderr}");
+    assert_eq!(count_notes(&server).await, "1");
+
+    // A dry run: the statements run, nothing stays.
+    let out = iadb_with_stdin(
+        &server,
+        &["tx", "--rollback"],
+        "INSERT INTO notes (body) VALUES ('w'); SELECT COUNT(*) AS n FROM notes",
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(text.contains("│ 2 │"), "{text}");
+    assert!(
+        text.trim_end().ends_with("rolled back 2 statement(s)"),
+        "{text}"
+    );
+    assert_eq!(count_notes(&server).await, "1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_apply_status_rollback() {
     let server = start_server().await;

@@ -372,7 +372,7 @@ async fn run(
                 let checked = service
                     .check_sql_size(&sql)
                     .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
-                    .and_then(|()| params_from_proto(params).map_err(Error::from));
+                    .and_then(|()| params_from_proto(params));
                 let params = checked.map_err(failed)?;
                 let ExecuteOutcome {
                     rows_affected,
@@ -396,7 +396,7 @@ async fn run(
                 let checked = service
                     .check_sql_size(&sql)
                     .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
-                    .and_then(|()| params_from_proto(params).map_err(Error::from));
+                    .and_then(|()| params_from_proto(params));
                 let params = checked.map_err(failed)?;
                 let metrics = service.metrics();
                 let mut sink = FrameSink::new(out, fetched, limits, &metrics, database);

@@ -27,6 +27,12 @@
 //! METHOD is the RPC's name: Execute, ExecuteMany, FetchAll, FetchOne,
 //! TableExists, Migrate, Health. A call that never answers waits at most
 //! [`HANG`], then ends with ABORTED.
+//!
+//! A Transaction stream reads its command from its begin's `database`:
+//! `unavailable TAG` counts the stream under `Transaction TAG` and answers
+//! its commit (counted under `Commit TAG`) UNAVAILABLE; `record TAG` counts
+//! both and commits. Execute is answered with one row affected; a fetch is
+//! UNIMPLEMENTED.
 
 use futures::{Stream, StreamExt, stream};
 use iadb::proto::{
@@ -331,9 +337,77 @@ impl Database for Fake {
 
     async fn transaction(
         &self,
-        _request: Request<tonic::Streaming<proto::TransactionRequest>>,
+        request: Request<tonic::Streaming<proto::TransactionRequest>>,
     ) -> Result<Response<Self::TransactionStream>, Status> {
-        Err(Status::unimplemented("the fake server has no Transaction"))
+        use proto::{transaction_request::Request as Req, transaction_response::Response as Resp};
+        let mut inbound = request.into_inner();
+        let (out, answers) = futures::channel::mpsc::unbounded();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            let answer = |r: Resp| {
+                let _ = out.unbounded_send(Ok(proto::TransactionResponse { response: Some(r) }));
+            };
+            let fail = |s: Status| {
+                let _ = out.unbounded_send(Err(s));
+            };
+            let tag = match inbound.message().await {
+                Ok(Some(proto::TransactionRequest {
+                    request: Some(Req::Begin(begin)),
+                })) => begin.database,
+                _ => return fail(Status::invalid_argument("fake server: begin first")),
+            };
+            let act = parse(&tag);
+            if let Act::Unavailable(tag) | Act::Record(tag) = &act {
+                fake.count("Transaction", tag);
+            }
+            answer(Resp::Begun(proto::TransactionBegun {
+                database: "default".to_owned(),
+                engine: "fake".to_owned(),
+            }));
+            while let Ok(Some(request)) = inbound.message().await {
+                match request.request {
+                    Some(Req::Execute(_)) => answer(Resp::Executed(proto::ExecuteResponse {
+                        rows_affected: 1,
+                        last_insert_id: None,
+                        execution_time_ms: 0.1,
+                    })),
+                    Some(Req::Commit(_)) => {
+                        match &act {
+                            Act::Unavailable(tag) => {
+                                fake.count("Commit", tag);
+                                fail(Status::unavailable(
+                                    "fake server: the engine went away after the commit arrived",
+                                ));
+                            }
+                            Act::Record(tag) => {
+                                fake.count("Commit", tag);
+                                answer(Resp::Ended(proto::TransactionEnded {
+                                    committed: true,
+                                    execution_time_ms: 0.1,
+                                }));
+                            }
+                            _ => answer(Resp::Ended(proto::TransactionEnded {
+                                committed: true,
+                                execution_time_ms: 0.1,
+                            })),
+                        }
+                        return;
+                    }
+                    Some(Req::Rollback(_)) => {
+                        return answer(Resp::Ended(proto::TransactionEnded {
+                            committed: false,
+                            execution_time_ms: 0.1,
+                        }));
+                    }
+                    _ => {
+                        return fail(Status::unimplemented(
+                            "fake server: a transaction only executes, commits and rolls back",
+                        ));
+                    }
+                }
+            }
+        });
+        Ok(Response::new(answers.boxed()))
     }
 }
 

@@ -290,3 +290,56 @@ async fn write_is_retried_when_its_request_never_left_the_client() {
         "the new server saw the write once"
     );
 }
+
+/// A commit answered UNAVAILABLE (the engine went away after the commit
+/// arrived) may have been committed: the client never sends it again, nor
+/// replays the transaction, and its error says that the outcome is
+/// unknown. The read beside it shows that retries are on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_never_retried() {
+    let fake = FakeServer::spawn().await;
+    let db = RemoteDatabase::new(fake.endpoint.clone())
+        .with_database("unavailable c1")
+        .with_retry(quick_retries(3));
+    db.connect().await.expect("connect to the fake server");
+
+    // Control: a read answered UNAVAILABLE is retried (1 + 3 attempts).
+    let err = bounded("read", db.fetch_one("unavailable r1", &[]))
+        .await
+        .expect_err("every attempt is UNAVAILABLE");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(count(&db, "FetchOne r1").await, 4);
+
+    let mut tx = bounded("begin", db.transaction(Default::default()))
+        .await
+        .expect("begin");
+    let outcome = bounded("execute", tx.execute("insert", &[]))
+        .await
+        .expect("execute inside the transaction");
+    assert_eq!(outcome.rows_affected, 1);
+    let err = bounded("commit", tx.commit())
+        .await
+        .expect_err("the commit is answered UNAVAILABLE");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message().contains("outcome is unknown"),
+        "the error says the commit may have happened: {err}"
+    );
+    assert_eq!(count(&db, "Commit c1").await, 1, "the commit was sent once");
+    assert_eq!(
+        count(&db, "Transaction c1").await,
+        1,
+        "the transaction was not replayed"
+    );
+
+    // A commit answered: committed, sent once.
+    let recorded = RemoteDatabase::new(fake.endpoint.clone())
+        .with_database("record c2")
+        .with_retry(quick_retries(3));
+    recorded.connect().await.expect("connect");
+    let tx = bounded("begin", recorded.transaction(Default::default()))
+        .await
+        .expect("begin");
+    bounded("commit", tx.commit()).await.expect("committed");
+    assert_eq!(count(&db, "Commit c2").await, 1);
+}

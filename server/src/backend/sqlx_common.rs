@@ -322,6 +322,7 @@ impl<E: SqlxEngine> SqlxSession<E> {
 
     /// Ends the transaction with `end` (commit or rollback), then undoes
     /// what its begin changed on the connection.
+    #[allow(clippy::type_complexity)]
     async fn end(
         &mut self,
         end: for<'c> fn(
