@@ -394,18 +394,28 @@ describe("limits (a server of its own)", { skip: SERVER_BIN ? false : "IADB_SERV
     try {
       await makeTable(client, "p");
       for (let i = 0; i < 20; i++) {
-        await client.transaction(async (tx) => {
-          await tx.execute("INSERT INTO p (v) VALUES (?)", [`v${i}`]);
-          if (i === 10) {
-            const during = (await client.health("default"))[0];
-            assert.equal(during.poolSize - during.poolIdle, 1, JSON.stringify(during));
-          }
-        });
+        await client.transaction((tx) => tx.execute("INSERT INTO p (v) VALUES (?)", [`v${i}`]));
       }
       assert.equal((await values(client, "p")).length, 20);
-      const pool = (await client.health("default"))[0];
+      // The server returns a connection just after it answered `ended`.
+      const idle = async () => {
+        let pool = (await client.health("default"))[0];
+        for (let i = 0; i < 50 && pool.poolIdle !== pool.poolSize; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          pool = (await client.health("default"))[0];
+        }
+        return pool;
+      };
+      const pool = await idle();
       assert.equal(pool.poolMax, 2);
       assert.equal(pool.poolIdle, pool.poolSize, JSON.stringify(pool));
+      await client.transaction(async (tx) => {
+        await tx.execute("SELECT 1");
+        const during = (await client.health("default"))[0];
+        assert.equal(during.poolSize - during.poolIdle, 1, JSON.stringify(during));
+      });
+      const after = await idle();
+      assert.equal(after.poolIdle, after.poolSize, JSON.stringify(after));
     } finally {
       client.close();
       server.stop();

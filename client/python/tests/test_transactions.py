@@ -328,19 +328,24 @@ async def test_twenty_transactions_of_every_ending_free_their_connection(small_p
 
 async def test_a_transaction_holds_one_connection_until_it_ends(small_pool_server):
     async with iadb.Database(small_pool_server.address, timeout=30) as db:
+        async def idle():
+            # A connection goes back to the pool just after its call (or
+            # its transaction's `ended`) was answered.
+            for _ in range(50):
+                pool = (await db.health_check()).databases[0]
+                if pool.pool_size == pool.pool_idle:
+                    break
+                await asyncio.sleep(0.05)
+            return pool
+
         await db.fetch_all("SELECT 1")
-        before = (await db.health_check()).databases[0]
+        before = await idle()
+        assert before.pool_size == before.pool_idle, before
         async with db.transaction() as tx:
             await tx.execute("SELECT 1")
             during = (await db.health_check()).databases[0]
             assert during.pool_size - during.pool_idle == 1, (before, during)
-        # The end of the stream and the return of the connection happen
-        # just after the client reads `ended`.
-        for _ in range(50):
-            after = (await db.health_check()).databases[0]
-            if after.pool_size == after.pool_idle:
-                break
-            await asyncio.sleep(0.05)
+        after = await idle()
         assert after.pool_size == after.pool_idle, after
 
 
