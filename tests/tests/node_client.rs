@@ -7,7 +7,7 @@
 //! with a notice, except in CI (`CI=true`), where it fails.
 
 use iadb_tests::fake_server::FakeServer;
-use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
+use iadb_tests::harness::{TestServer, in_ci, repo_root, server_binary, skip};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -129,18 +129,21 @@ fn node_client_example_and_suite() {
         );
     }
 
-    // The library's suite, and its tests against the fake server that
-    // misbehaves on purpose (faults.test.js).
+    // The library's suite, its tests against the fake server that
+    // misbehaves on purpose (faults.test.js), and its batch and transaction
+    // tests, some of which start servers of their own (IADB_SERVER_BIN).
     let fake = FakeServer::start();
     let tests = bounded("node")
         .args([
             "--test",
             "dist/test/client.test.js",
             "dist/test/faults.test.js",
+            "dist/test/transaction.test.js",
         ])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)
         .env("IADB_FAKE_ADDR", fake.addr.to_string())
+        .env("IADB_SERVER_BIN", server_binary())
         .output()
         .expect("run node --test dist/test/client.test.js");
     let stdout = String::from_utf8_lossy(&tests.stdout);

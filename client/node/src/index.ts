@@ -73,8 +73,14 @@ export class IadbError extends Error {
   readonly codeName: string;
   readonly details: string;
   readonly sqlstate: string | undefined;
+  /**
+   * True when a transaction's commit was sent and no answer came back (the
+   * connection was lost, the deadline passed, the server or its engine went
+   * away): it may have been applied or not. Never `retryable`.
+   */
+  readonly commitOutcomeUnknown: boolean;
 
-  constructor(code: number, details: string, sqlstate?: string) {
+  constructor(code: number, details: string, sqlstate?: string, commitOutcomeUnknown = false) {
     const codeName = statusName(code);
     super(`${codeName}: ${details}${sqlstate ? ` (sqlstate ${sqlstate})` : ""}`);
     this.name = "IadbError";
@@ -82,15 +88,45 @@ export class IadbError extends Error {
     this.codeName = codeName;
     this.details = details;
     this.sqlstate = sqlstate;
+    this.commitOutcomeUnknown = commitOutcomeUnknown;
   }
 
   /**
    * Whether the same call may succeed later (UNAVAILABLE). Safe to act on
-   * for a read; a write answered UNAVAILABLE may have been committed.
+   * for a read; a write answered UNAVAILABLE may have been committed. False
+   * for a commit whose outcome is unknown.
    */
   get retryable(): boolean {
-    return this.code === grpc.status.UNAVAILABLE;
+    return this.code === grpc.status.UNAVAILABLE && !this.commitOutcomeUnknown;
   }
+
+  /** The 0-based index of a batch's failing statement (`statement N: ...`). */
+  get statementIndex(): number | undefined {
+    const m = /^statement (\d+): /.exec(this.details);
+    return m ? Number(m[1]) : undefined;
+  }
+}
+
+/** Codes of a commit whose answer never came: it may have been applied. */
+const COMMIT_UNKNOWN_CODES: ReadonlySet<number> = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.CANCELLED,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.UNKNOWN,
+  grpc.status.INTERNAL,
+]);
+
+/** The error that ended a commit, marked when its outcome is unknown. */
+function commitError(e: unknown): unknown {
+  if (e instanceof IadbError && COMMIT_UNKNOWN_CODES.has(e.code) && !e.commitOutcomeUnknown) {
+    return new IadbError(
+      e.code,
+      `the commit's outcome is unknown (it may have been applied): ${e.details}`,
+      e.sqlstate,
+      true,
+    );
+  }
+  return e;
 }
 
 function isServiceError(e: unknown): e is grpc.ServiceError {
@@ -543,6 +579,461 @@ export class RowStream implements AsyncIterable<Row> {
   }
 }
 
+function executeResult(res: Record<string, unknown>, mode: Int64Mode): ExecuteResult {
+  const result: ExecuteResult = {
+    rowsAffected: decodeInt(res.rows_affected ?? "0", mode),
+    executionTimeMs: Number(res.execution_time_ms ?? 0),
+  };
+  if (res._last_insert_id === "last_insert_id" && res.last_insert_id !== undefined) {
+    result.lastInsertId = decodeInt(res.last_insert_id, mode);
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// Batches and transactions
+
+/** One statement of a batch: SQL, `[sql, params]` or `{ sql, params }`. */
+export type BatchStatement = string | readonly [string, (readonly Param[])?] | { sql: string; params?: readonly Param[] };
+
+/** What one statement of a batch did. */
+export interface StatementResult {
+  rowsAffected: number | bigint;
+  /** The id of the last inserted row where the engine has one. */
+  lastInsertId?: number | bigint;
+  /** The columns of a statement that returns rows (else empty). */
+  columns: Column[];
+  /** Its rows (else empty). */
+  rows: Row[];
+}
+
+/** Options of `batch`. */
+export interface BatchOptions extends CallOptions {
+  /** A read-only transaction: a statement that writes fails. */
+  readOnly?: boolean;
+}
+
+/** Isolation levels; each engine accepts the ones it has. */
+export type IsolationLevel = "read_committed" | "repeatable_read" | "serializable" | "snapshot";
+
+const ISOLATION_WIRE: Record<IsolationLevel, string> = {
+  read_committed: "ISOLATION_LEVEL_READ_COMMITTED",
+  repeatable_read: "ISOLATION_LEVEL_REPEATABLE_READ",
+  serializable: "ISOLATION_LEVEL_SERIALIZABLE",
+  snapshot: "ISOLATION_LEVEL_SNAPSHOT",
+};
+
+/** Options of `transaction`. */
+export interface TransactionOptions {
+  /** Absent: the engine's default. */
+  isolation?: IsolationLevel;
+  /** A read-only transaction: a statement that writes fails. */
+  readOnly?: boolean;
+  /** SQLite only: BEGIN IMMEDIATE (take the write lock at once). */
+  immediate?: boolean;
+  /** Deadline of the whole transaction, in milliseconds (default none; the server's limits apply). */
+  timeoutMs?: number;
+}
+
+function encodeStatement(item: BatchStatement, index: number): Record<string, unknown> {
+  let sql: unknown;
+  let params: readonly Param[] | undefined;
+  if (typeof item === "string") {
+    sql = item;
+  } else if (Array.isArray(item)) {
+    [sql, params] = item as readonly [string, (readonly Param[])?];
+  } else if (typeof item === "object" && item !== null) {
+    ({ sql, params } = item as { sql: string; params?: readonly Param[] });
+  }
+  if (typeof sql !== "string") {
+    throw new TypeError(`statement ${index}: a statement is SQL text, [sql, params] or { sql, params }`);
+  }
+  try {
+    return { sql, params: encodeParams(params) };
+  } catch (e) {
+    if (e instanceof TypeError || e instanceof RangeError) {
+      e.message = `statement ${index}: ${e.message}`;
+    }
+    throw e;
+  }
+}
+
+function checkFlag(name: string, v: unknown): boolean {
+  if (v === undefined) {
+    return false;
+  }
+  if (typeof v !== "boolean") {
+    throw new TypeError(`${name} must be a boolean`);
+  }
+  return v;
+}
+
+type Frames = AsyncIterator<Record<string, unknown>>;
+
+/**
+ * The rows of one fetch inside a transaction (`for await`), read from the
+ * transaction's stream as they are consumed. A transaction answers one
+ * request at a time: read the rows (or leave the loop, which reads and
+ * discards the rest) before its next request. A request sent before they
+ * were read discards them, and the iteration then throws.
+ */
+export class TxRowStream implements AsyncIterable<Row> {
+  /** The result's columns, once the header arrived. */
+  columns: Column[] | undefined;
+  /** The summary, once every row was read. */
+  summary: ResultSummary | undefined;
+  private started = false;
+  /** @internal */
+  finished = false;
+  /** @internal */
+  discarded = false;
+
+  /** @internal built by `Transaction.fetchAll` */
+  constructor(
+    private readonly tx: Transaction,
+    private readonly request: Record<string, unknown>,
+    private readonly mode: Int64Mode,
+  ) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<Row> {
+    if (this.started) {
+      throw new Error("a TxRowStream can be iterated once; call fetchAll again");
+    }
+    this.started = true;
+    return this.rows();
+  }
+
+  /** Every row in an array. */
+  async toArray(): Promise<Row[]> {
+    const rows: Row[] = [];
+    for await (const row of this) {
+      rows.push(row);
+    }
+    return rows;
+  }
+
+  private gone(): Error {
+    return new Error("these rows were discarded: the transaction's next request was sent before they were read");
+  }
+
+  /** @internal the next `fetched` frame */
+  async frame(): Promise<Record<string, unknown>> {
+    const res = await this.tx.read("fetched");
+    const frame = res.fetched as Record<string, unknown>;
+    if (frame.frame === "summary") {
+      this.finished = true;
+      this.tx.pending = undefined;
+    }
+    return frame;
+  }
+
+  private draining: Promise<void> | undefined;
+
+  /** @internal reads and drops the frames not read yet (once, whoever asks) */
+  drain(): Promise<void> {
+    this.draining ??= (async () => {
+      while (!this.finished) {
+        await this.frame();
+      }
+    })();
+    return this.draining;
+  }
+
+  private async *rows(): AsyncGenerator<Row, void, undefined> {
+    await this.tx.send(this.request, this);
+    let names: string[] | undefined;
+    let count = 0;
+    try {
+      while (!this.finished) {
+        if (this.discarded) {
+          throw this.gone();
+        }
+        const frame = await this.frame();
+        switch (frame.frame) {
+          case "header":
+            this.columns = decodeColumns((frame.header as { columns?: WireColumn[] }).columns);
+            names = this.columns.map((c) => c.name);
+            break;
+          case "batch":
+            if (names === undefined) {
+              throw this.tx.fail(new IadbError(grpc.status.INTERNAL, "Transaction: a row batch came before the header"));
+            }
+            for (const row of (frame.batch as { rows?: WireRow[] }).rows ?? []) {
+              count++;
+              yield decodeRow(names, row, this.mode);
+              if (this.discarded) {
+                throw this.gone();
+              }
+            }
+            break;
+          case "summary": {
+            const s = frame.summary as Record<string, unknown>;
+            this.summary = {
+              rowCount: decodeInt(s.row_count, this.mode),
+              rowsAffected: decodeInt(s.rows_affected, this.mode),
+              executionTimeMs: Number(s.execution_time_ms ?? 0),
+            };
+            break;
+          }
+          default:
+            break;
+        }
+      }
+    } finally {
+      // Left early: the rest of the result is read and dropped, so that
+      // the transaction can go on.
+      if (!this.finished && !this.discarded && this.tx.isOpen) {
+        this.discarded = true;
+        await this.drain();
+      }
+    }
+    if (this.summary !== undefined && BigInt(this.summary.rowCount) !== BigInt(count)) {
+      throw this.tx.fail(
+        new IadbError(grpc.status.INTERNAL, `Transaction: the summary counts ${this.summary.rowCount} rows but ${count} arrived`),
+      );
+    }
+  }
+}
+
+/**
+ * One interactive transaction: the `tx` of `client.transaction(async (tx) => ...)`.
+ *
+ * Requests are answered one at a time, in order (calls made together wait
+ * for each other). Any error from the server ends the transaction: the
+ * server rolls it back, and every later request rejects with that error.
+ */
+export class Transaction {
+  /** The database's configured name and its engine. */
+  database = "";
+  engine = "";
+  /** True once committed, false once rolled back, undefined while open. */
+  committed: boolean | undefined;
+  /** @internal an unfinished fetch */
+  pending: TxRowStream | undefined;
+  private error: unknown;
+  private ended = false;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  /** @internal built by `IadbClient.transaction` */
+  constructor(
+    private readonly call: grpc.ClientDuplexStream<unknown, unknown>,
+    private readonly frames: Frames,
+    private readonly mode: Int64Mode,
+  ) {
+    // Errors reach the reader; a cancelled call must not surface as an
+    // unhandled 'error' event.
+    call.on("error", () => {});
+  }
+
+  /** Whether requests may still be sent. */
+  get isOpen(): boolean {
+    return !this.ended && this.error === undefined;
+  }
+
+  /** @internal the error that ended it, if any */
+  get failure(): unknown {
+    return this.error;
+  }
+
+  /** @internal ends the transaction with `e` (the server rolled it back) */
+  fail(e: unknown): unknown {
+    if (this.error === undefined) {
+      this.error = e;
+    }
+    this.ended = true;
+    this.committed = e instanceof IadbError && e.commitOutcomeUnknown ? undefined : false;
+    this.call.cancel();
+    return e;
+  }
+
+  private checkOpen(): void {
+    if (this.error !== undefined) {
+      throw this.error;
+    }
+    if (this.ended) {
+      throw new Error(`the transaction has ended (${this.committed ? "committed" : "rolled back"})`);
+    }
+  }
+
+  /** One request at a time: `fn` runs after every earlier one. */
+  private turn<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn);
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  /** @internal the next response, which must be `kind` */
+  async read(kind: string): Promise<Record<string, unknown>> {
+    let next: IteratorResult<Record<string, unknown>>;
+    try {
+      next = await this.frames.next();
+    } catch (e) {
+      throw this.fail(toIadbError(e));
+    }
+    if (next.done) {
+      throw this.fail(new IadbError(grpc.status.INTERNAL, "Transaction: the stream ended before the answer to a request"));
+    }
+    if (next.value.response !== kind) {
+      throw this.fail(
+        new IadbError(grpc.status.INTERNAL, `Transaction: expected \`${kind}\`, got \`${String(next.value.response)}\``),
+      );
+    }
+    return next.value;
+  }
+
+  /** @internal the first answer */
+  async begun(): Promise<void> {
+    const res = await this.read("begun");
+    const begun = res.begun as { database?: string; engine?: string };
+    this.database = begun.database ?? "";
+    this.engine = begun.engine ?? "";
+  }
+
+  private async settle(): Promise<void> {
+    const pending = this.pending;
+    if (pending !== undefined) {
+      pending.discarded = true;
+      await pending.drain();
+      this.pending = undefined;
+    }
+  }
+
+  /** @internal sends `request` in turn (a fetch registers its stream) */
+  send(request: Record<string, unknown>, stream?: TxRowStream): Promise<void> {
+    return this.turn(async () => {
+      await this.settle();
+      this.checkOpen();
+      this.call.write(request);
+      this.pending = stream;
+    });
+  }
+
+  private exchange(request: Record<string, unknown>, kind: string): Promise<Record<string, unknown>> {
+    return this.turn(async () => {
+      await this.settle();
+      this.checkOpen();
+      this.call.write(request);
+      return this.read(kind);
+    });
+  }
+
+  /** Runs one statement that returns no rows. */
+  async execute(sql: string, params?: readonly Param[]): Promise<ExecuteResult> {
+    const request = { execute: { sql, params: encodeParams(params) } };
+    const res = await this.exchange(request, "executed");
+    return executeResult(res.executed as Record<string, unknown>, this.mode);
+  }
+
+  /** Runs one statement once per parameter list. */
+  async executeMany(sql: string, paramSets: readonly (readonly Param[])[]): Promise<ExecuteManyResult> {
+    if (!Array.isArray(paramSets)) {
+      throw new TypeError("paramSets must be an array of parameter arrays");
+    }
+    const request = { execute_many: { sql, param_sets: paramSets.map((set) => ({ values: encodeParams(set) })) } };
+    const res = (await this.exchange(request, "executed_many")).executed_many as Record<string, unknown>;
+    return {
+      rowsAffected: decodeInt(res.rows_affected ?? "0", this.mode),
+      executionTimeMs: Number(res.execution_time_ms ?? 0),
+    };
+  }
+
+  /** Streams a result (`for await`, or `.toArray()`). */
+  fetchAll(sql: string, params?: readonly Param[]): TxRowStream {
+    return new TxRowStream(this, { fetch: { sql, params: encodeParams(params) } }, this.mode);
+  }
+
+  /** The first row, or `null`; the rest of the result is read and dropped. */
+  async fetchOne(sql: string, params?: readonly Param[]): Promise<Row | null> {
+    for await (const row of this.fetchAll(sql, params)) {
+      return row;
+    }
+    return null;
+  }
+
+  /**
+   * Commits and ends the transaction. An error whose answer never came has
+   * `commitOutcomeUnknown` set: the commit may have been applied.
+   */
+  commit(): Promise<void> {
+    return this.turn(async () => {
+      await this.settle();
+      this.checkOpen();
+      this.call.write({ commit: {} });
+      let res: Record<string, unknown>;
+      try {
+        res = await this.read("ended");
+      } catch (e) {
+        this.error = commitError(e);
+        this.committed = this.error instanceof IadbError && this.error.commitOutcomeUnknown ? undefined : false;
+        throw this.error;
+      }
+      if ((res.ended as { committed?: boolean }).committed !== true) {
+        throw this.fail(commitError(new IadbError(grpc.status.INTERNAL, "Transaction: the commit was answered `rolled back`")));
+      }
+      await this.close(true);
+    });
+  }
+
+  /** Rolls back and ends the transaction (nothing to do once an error did). */
+  rollback(): Promise<void> {
+    return this.turn(async () => {
+      if (this.error !== undefined && !(this.error instanceof IadbError && this.error.commitOutcomeUnknown)) {
+        return;
+      }
+      this.checkOpen();
+      if (this.pending !== undefined) {
+        // The rows still coming are not wanted: the call is cancelled, and
+        // the server rolls back a transaction whose stream breaks.
+        this.pending.discarded = true;
+        this.ended = true;
+        this.committed = false;
+        this.call.cancel();
+        return;
+      }
+      this.call.write({ rollback: {} });
+      await this.read("ended");
+      await this.close(false);
+    });
+  }
+
+  /** After `ended`: half-closes and reads the end of the stream. */
+  private async close(committed: boolean): Promise<void> {
+    this.ended = true;
+    this.committed = committed;
+    this.call.end();
+    try {
+      while (!(await this.frames.next()).done) {
+        // Nothing follows `ended`.
+      }
+    } catch {
+      // The transaction ended as answered; the status after it does not change that.
+    }
+  }
+
+  /** @internal after the callback threw: rolls back, never throws */
+  async abandon(): Promise<void> {
+    if (this.isOpen) {
+      try {
+        await this.rollback();
+      } catch {
+        // The server rolls back when the stream breaks.
+      }
+    }
+    this.call.cancel();
+  }
+
+  /** @internal after the callback resolved: commits, or throws what ended it */
+  async finish(): Promise<void> {
+    await this.tail;
+    if (this.error !== undefined) {
+      throw this.error;
+    }
+    if (!this.ended) {
+      await this.commit();
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The client
 
@@ -693,14 +1184,7 @@ export class IadbClient {
   async execute(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<ExecuteResult> {
     const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
     const res = await this.unary<Record<string, unknown>>(this.stub, "Execute", request, opts);
-    const result: ExecuteResult = {
-      rowsAffected: decodeInt(res.rows_affected ?? "0", this.mode),
-      executionTimeMs: Number(res.execution_time_ms ?? 0),
-    };
-    if (res._last_insert_id === "last_insert_id" && res.last_insert_id !== undefined) {
-      result.lastInsertId = decodeInt(res.last_insert_id, this.mode);
-    }
-    return result;
+    return executeResult(res, this.mode);
   }
 
   /** Runs one statement once per parameter list, in one transaction. */
@@ -782,6 +1266,88 @@ export class IadbClient {
   async standardHealth(service = "", opts?: CallOptions): Promise<ServingStatus> {
     const res = await this.unary<{ status?: string }>(this.healthStub, "Check", { service }, opts);
     return (res.status ?? "UNKNOWN") as ServingStatus;
+  }
+
+  /**
+   * Runs statements in one transaction and one round trip: all of them are
+   * applied or none is. Resolves to one result per statement; a failure
+   * rejects with an `IadbError` whose `statementIndex` names the failing
+   * statement (0-based), and nothing was changed.
+   */
+  async batch(statements: readonly BatchStatement[], opts?: BatchOptions): Promise<StatementResult[]> {
+    if (!Array.isArray(statements)) {
+      throw new TypeError("statements must be an array of SQL strings, [sql, params] pairs or { sql, params }");
+    }
+    const request = {
+      database: this.database,
+      statements: statements.map((item, i) => encodeStatement(item, i)),
+      read_only: checkFlag("readOnly", opts?.readOnly),
+      options: this.queryOptions(opts),
+    };
+    const res = await this.unary<{ results?: Record<string, unknown>[] }>(this.stub, "Batch", request, opts);
+    return (res.results ?? []).map((r) => {
+      const columns = decodeColumns(r.columns as WireColumn[] | undefined);
+      const names = columns.map((c) => c.name);
+      const result: StatementResult = {
+        rowsAffected: decodeInt(r.rows_affected ?? "0", this.mode),
+        columns,
+        rows: ((r.rows as WireRow[] | undefined) ?? []).map((row) => decodeRow(names, row, this.mode)),
+      };
+      if (r._last_insert_id === "last_insert_id" && r.last_insert_id !== undefined) {
+        result.lastInsertId = decodeInt(r.last_insert_id, this.mode);
+      }
+      return result;
+    });
+  }
+
+  /**
+   * Runs `fn` in one interactive transaction and resolves to what it
+   * resolves to. The transaction is committed when `fn` resolves, and
+   * rolled back when it throws (the error is rethrown). When a statement
+   * failed and `fn` caught the error and resolved anyway, nothing was
+   * committed and `transaction` rejects with that error.
+   */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    if (typeof fn !== "function") {
+      throw new TypeError("transaction(fn, options): fn is an async function that receives the transaction");
+    }
+    const isolation = options.isolation;
+    if (isolation !== undefined && !(isolation in ISOLATION_WIRE)) {
+      throw new RangeError(
+        `isolation must be one of ${Object.keys(ISOLATION_WIRE).join(", ")} (or absent), not ${JSON.stringify(isolation)}`,
+      );
+    }
+    const begin = {
+      begin: {
+        database: this.database,
+        isolation: isolation === undefined ? "ISOLATION_LEVEL_UNSPECIFIED" : ISOLATION_WIRE[isolation],
+        read_only: checkFlag("readOnly", options.readOnly),
+        immediate: checkFlag("immediate", options.immediate),
+      },
+    };
+    const stub = this.stub as unknown as Record<
+      string,
+      (metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, unknown>
+    >;
+    const call = stub.Transaction.call(this.stub, new grpc.Metadata(), this.callOptions(options));
+    const frames = (call as unknown as AsyncIterable<Record<string, unknown>>)[Symbol.asyncIterator]();
+    const tx = new Transaction(call, frames, this.mode);
+    call.write(begin);
+    try {
+      await tx.begun();
+    } catch (e) {
+      call.cancel();
+      throw e;
+    }
+    let value: T;
+    try {
+      value = await fn(tx);
+    } catch (e) {
+      await tx.abandon();
+      throw e;
+    }
+    await tx.finish();
+    return value;
   }
 
   /** Closes the channel; calls in flight end with CANCELLED. */

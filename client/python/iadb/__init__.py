@@ -9,6 +9,9 @@
 
     with iadb.SyncDatabase("127.0.0.1:50051") as db:
         rows = db.fetch_all("SELECT * FROM people WHERE score > ?", [5])
+        with db.transaction() as tx:         # committed at the end of the block
+            tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", [5, 1])
+            tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", [5, 2])
 """
 
 try:
@@ -21,9 +24,11 @@ except ImportError as _e:  # pragma: no cover - only in a checkout without a bui
     ) from _e
 
 from ._client import Database, RowStream, with_retry
+from ._common import IsolationLevel
 from ._errors import DatabaseError
-from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult
+from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult, StatementResult
 from ._sync import SyncDatabase, SyncRowStream, with_retry_sync
+from ._transaction import SyncTransaction, SyncTxRowStream, Transaction, TxRowStream
 from ._values import Json
 
 __version__ = "0.1.0"
@@ -37,6 +42,12 @@ __all__ = [
     "ExecuteResult",
     "HealthStatus",
     "DatabaseHealth",
+    "StatementResult",
+    "IsolationLevel",
+    "Transaction",
+    "SyncTransaction",
+    "TxRowStream",
+    "SyncTxRowStream",
     "DatabaseError",
     "Json",
     "with_retry",

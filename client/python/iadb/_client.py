@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -13,7 +13,8 @@ from . import _common as c
 from ._errors import DatabaseError, from_rpc_error
 from ._proto import database_pb2 as pb
 from ._proto import database_pb2_grpc as pb_grpc
-from ._result import ExecuteResult, HealthStatus, QueryResult
+from ._result import ExecuteResult, HealthStatus, QueryResult, StatementResult
+from ._transaction import Transaction
 
 T = TypeVar("T")
 
@@ -262,6 +263,41 @@ class Database(c.ClientSettings):
         request = c.fetch_all_request(self.database, sql, params)
         self._stub_or_raise()
         return RowStream(self, request, self.timeout)
+
+    async def batch(self, statements: Sequence[Any], *, read_only: bool = False) -> List[StatementResult]:
+        """Runs statements in one transaction and one round trip: all of
+        them are applied or none is.
+
+        ``statements`` holds SQL strings and ``(sql, params)`` pairs. Returns
+        one ``StatementResult`` per statement, in order (with ``columns`` and
+        ``rows`` for a statement that returns rows). A failure raises
+        ``DatabaseError`` whose ``statement_index`` names the failing
+        statement (0-based); nothing was changed. ``read_only=True`` runs
+        them in a read-only transaction (a write fails).
+        """
+        request = c.batch_request(self.database, statements, read_only)
+        return c.statement_results(await self._unary("Batch", request))
+
+    def transaction(
+        self,
+        isolation: Union[None, str, c.IsolationLevel] = None,
+        *,
+        read_only: bool = False,
+        immediate: bool = False,
+        timeout: Optional[float] = c.CLIENT_TIMEOUT,
+    ) -> Transaction:
+        """An interactive transaction: ``async with db.transaction() as tx:``.
+
+        Leaving the block commits; an exception rolls back and is re-raised.
+        ``isolation``: None (the engine's default), an ``IsolationLevel`` or
+        its name ("read_committed", "repeatable_read", "serializable",
+        "snapshot"). ``read_only``: a write fails. ``immediate``: SQLite's
+        BEGIN IMMEDIATE (the write lock at once). ``timeout`` (seconds): the
+        deadline of the whole transaction (default: the client's).
+        """
+        begin = c.begin_request(self.database, isolation, read_only, immediate)
+        self._stub_or_raise()
+        return Transaction(self, begin, self.timeout if timeout is c.CLIENT_TIMEOUT else timeout)
 
     # --- seed-style API (QueryResult, never raises for server errors) ------
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import enum
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from ._errors import DatabaseError
 from ._proto import database_pb2 as pb
-from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult
+from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult, StatementResult
 from ._values import decode_row, decode_value, encode_params
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -239,3 +240,112 @@ class FrameReader:
                                rows_affected=self.rows_affected)
         return QueryResult(success=True, row_count=self.rows_affected,
                            execution_time_ms=elapsed_ms, rows_affected=self.rows_affected)
+
+
+# --- batches and transactions ---------------------------------------------
+
+
+# `timeout` not given: the client's own.
+CLIENT_TIMEOUT: Any = object()
+
+
+class IsolationLevel(str, enum.Enum):
+    """Transaction isolation levels; each engine accepts the ones it has
+    (another is INVALID_ARGUMENT naming those it accepts). ``None`` where a
+    level is asked for means the engine's default."""
+
+    READ_COMMITTED = "read_committed"
+    REPEATABLE_READ = "repeatable_read"
+    SERIALIZABLE = "serializable"
+    SNAPSHOT = "snapshot"
+
+
+_ISOLATION_WIRE = {
+    IsolationLevel.READ_COMMITTED: pb.ISOLATION_LEVEL_READ_COMMITTED,
+    IsolationLevel.REPEATABLE_READ: pb.ISOLATION_LEVEL_REPEATABLE_READ,
+    IsolationLevel.SERIALIZABLE: pb.ISOLATION_LEVEL_SERIALIZABLE,
+    IsolationLevel.SNAPSHOT: pb.ISOLATION_LEVEL_SNAPSHOT,
+}
+
+
+def isolation_level(value: Union[None, str, IsolationLevel]) -> int:
+    """The wire level of ``None`` (the engine's default), an
+    ``IsolationLevel`` or its name ("read_committed", "REPEATABLE READ")."""
+    if value is None:
+        return pb.ISOLATION_LEVEL_UNSPECIFIED
+    if not isinstance(value, str):
+        raise TypeError("isolation must be an iadb.IsolationLevel, a str or None, not %s"
+                        % type(value).__name__)
+    try:
+        level = IsolationLevel(value.strip().lower().replace(" ", "_").replace("-", "_"))
+    except ValueError:
+        raise ValueError("isolation must be one of %s (or None for the engine's default), not %r"
+                         % (", ".join(repr(l.value) for l in IsolationLevel), value)) from None
+    return _ISOLATION_WIRE[level]
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("%s must be a bool, not %s" % (name, type(value).__name__))
+    return value
+
+
+def begin_request(database: str, isolation, read_only: bool, immediate: bool) -> pb.TransactionRequest:
+    return pb.TransactionRequest(begin=pb.BeginTransaction(
+        database=database,
+        isolation=isolation_level(isolation),
+        read_only=check_flag("read_only", read_only),
+        immediate=check_flag("immediate", immediate),
+    ))
+
+
+def statement(sql: str, params) -> pb.Statement:
+    return pb.Statement(sql=check_sql(sql), params=encode_params(params))
+
+
+def execute_many_statement(sql: str, params_list) -> pb.ExecuteManyStatement:
+    request = execute_many_request("", sql, params_list)
+    return pb.ExecuteManyStatement(sql=request.sql, param_sets=request.param_sets)
+
+
+def batch_request(database: str, statements, read_only: bool) -> pb.BatchRequest:
+    """``statements``: SQL strings and ``(sql, params)`` pairs."""
+    if statements is None or isinstance(statements, (str, bytes, dict)):
+        raise TypeError("statements must be a list of SQL strings or (sql, params) pairs")
+    try:
+        items = list(statements)
+    except TypeError:
+        raise TypeError("statements must be a list of SQL strings or (sql, params) pairs, not %s"
+                        % type(statements).__name__) from None
+    out = []
+    for i, item in enumerate(items):
+        try:
+            if isinstance(item, str):
+                out.append(statement(item, None))
+            elif isinstance(item, (tuple, list)) and len(item) in (1, 2):
+                out.append(statement(item[0], item[1] if len(item) == 2 else None))
+            else:
+                raise TypeError("a statement is a SQL string or a (sql, params) pair, not %s"
+                                % type(item).__name__)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise type(e)("statement %d: %s" % (i, e)) from None
+    return pb.BatchRequest(database=database, statements=out,
+                           read_only=check_flag("read_only", read_only))
+
+
+def statement_results(resp: pb.BatchResponse) -> List[StatementResult]:
+    results = []
+    for r in resp.results:
+        names = [col.name for col in r.columns]
+        results.append(StatementResult(
+            rows_affected=r.rows_affected,
+            last_insert_id=r.last_insert_id if r.HasField("last_insert_id") else None,
+            columns=names,
+            rows=[decode_row(names, row) for row in r.rows],
+        ))
+    return results
+
+
+def protocol_error(what: str) -> DatabaseError:
+    """A Transaction stream that breaks the protocol (a server fault)."""
+    return DatabaseError(grpc.StatusCode.INTERNAL, "transaction stream broken: " + what)

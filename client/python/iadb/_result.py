@@ -50,6 +50,18 @@ class ExecuteResult:
 
 
 @dataclass
+class StatementResult:
+    """What one statement of ``batch`` did: rows affected, the last insert
+    id where the engine has one, and for a statement that returns rows its
+    column names and rows (dicts keyed by column name)."""
+
+    rows_affected: int
+    last_insert_id: Optional[int] = None
+    columns: List[str] = field(default_factory=list)
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class DatabaseHealth:
     """Health of one database, from the ``Health`` RPC."""
 
