@@ -134,38 +134,69 @@ fn isolation(level: i32) -> Result<Isolation, Error> {
     }
 }
 
+/// The requests of one stream, and whether the client may still send more
+/// (a client may half-close its side right after its last request — a
+/// commit, typically — and then only reads).
+pub(crate) struct Requests {
+    inbound: Inbound,
+    open: bool,
+}
+
+impl Requests {
+    pub(crate) fn new(inbound: Inbound) -> Self {
+        Self {
+            inbound,
+            open: true,
+        }
+    }
+}
+
 /// Waits for the next request, at most until the idle timeout or the end
 /// of the transaction's life.
 async fn next_request(
-    inbound: &mut Inbound,
+    requests: &mut Requests,
     clocks: &Clocks,
 ) -> Result<proto::TransactionRequest, Interrupted> {
+    if !requests.open {
+        return Err(Interrupted::StreamEnded);
+    }
     let idle = tokio::time::sleep(clocks.idle);
     tokio::select! {
-        next = inbound.next() => match next {
+        next = requests.inbound.next() => match next {
             Some(Ok(request)) => Ok(request),
-            Some(Err(_)) | None => Err(Interrupted::StreamEnded),
+            Some(Err(_)) | None => {
+                requests.open = false;
+                Err(Interrupted::StreamEnded)
+            }
         },
         _ = idle => Err(Interrupted::Idle),
         _ = tokio::time::sleep_until(clocks.end) => Err(clocks.ended()),
     }
 }
 
-/// Runs `work` (one request) while watching the request stream: a request
-/// out of turn, a stream that ends, or the end of the transaction's life
-/// stops it.
+/// Runs `work` (one statement) while watching the request stream: a
+/// request out of turn, a stream that breaks, or the end of the
+/// transaction's life stops it. A stream the client closed cleanly lets it
+/// finish: the client has sent its last request and waits for the answers.
 async fn guarded<T>(
     work: impl Future<Output = Result<T, Error>>,
-    inbound: &mut Inbound,
+    requests: &mut Requests,
     clocks: &Clocks,
 ) -> Result<Result<T, Error>, Interrupted> {
-    tokio::select! {
-        result = work => Ok(result),
-        next = inbound.next() => Err(match next {
-            Some(Ok(_)) => Interrupted::OutOfTurn,
-            Some(Err(_)) | None => Interrupted::StreamEnded,
-        }),
-        _ = tokio::time::sleep_until(clocks.end) => Err(clocks.ended()),
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return Ok(result),
+            next = requests.inbound.next(), if requests.open => match next {
+                Some(Ok(_)) => return Err(Interrupted::OutOfTurn),
+                Some(Err(_)) => {
+                    requests.open = false;
+                    return Err(Interrupted::StreamEnded);
+                }
+                None => requests.open = false,
+            },
+            _ = tokio::time::sleep_until(clocks.end) => return Err(clocks.ended()),
+        }
     }
 }
 
@@ -198,7 +229,7 @@ pub(crate) struct Ended {
 /// Runs one Transaction stream to its end.
 pub(crate) async fn drive(
     service: &DatabaseService,
-    mut inbound: Inbound,
+    inbound: Inbound,
     out: &Outbound,
     deadline: Option<Duration>,
 ) -> Ended {
@@ -221,7 +252,8 @@ pub(crate) async fn drive(
         lasted: None,
     };
     // The first request: begin.
-    let begin = match next_request(&mut inbound, &clocks).await {
+    let mut requests = Requests::new(inbound);
+    let begin = match next_request(&mut requests, &clocks).await {
         Ok(proto::TransactionRequest {
             request: Some(Req::Begin(begin)),
         }) => begin,
@@ -268,7 +300,7 @@ pub(crate) async fn drive(
             session.begin(options).await?;
             Ok((turn, session))
         },
-        &mut inbound,
+        &mut requests,
         &clocks,
     )
     .await;
@@ -291,7 +323,7 @@ pub(crate) async fn drive(
         session.as_mut(),
         engine,
         &name,
-        &mut inbound,
+        &mut requests,
         out,
         &clocks,
         began,
@@ -332,7 +364,7 @@ async fn run(
     session: &mut dyn Session,
     engine: DatabaseType,
     database: &str,
-    inbound: &mut Inbound,
+    requests: &mut Requests,
     out: &Outbound,
     clocks: &Clocks,
     began: Instant,
@@ -350,7 +382,7 @@ async fn run(
     .await
     .map_err(gone)?;
     loop {
-        let request = next_request(inbound, clocks)
+        let request = next_request(requests, clocks)
             .await
             .map_err(|why| (why.outcome(), why.error(clocks)))?;
         let started = Instant::now();
@@ -377,7 +409,7 @@ async fn run(
                 let ExecuteOutcome {
                     rows_affected,
                     last_insert_id,
-                } = guarded(session.execute(&sql, &params), inbound, clocks)
+                } = guarded(session.execute(&sql, &params), requests, clocks)
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(failed)?;
@@ -414,7 +446,7 @@ async fn run(
                         }
                     }
                 };
-                guarded(fetch, inbound, clocks)
+                guarded(fetch, requests, clocks)
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(|e| match e.kind() {
@@ -442,7 +474,7 @@ async fn run(
                             .collect::<Result<Vec<_>, Error>>()
                     });
                 let sets = checked.map_err(failed)?;
-                let outcome = guarded(session.execute_many(&sql, &sets), inbound, clocks)
+                let outcome = guarded(session.execute_many(&sql, &sets), requests, clocks)
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(failed)?;
@@ -457,9 +489,13 @@ async fn run(
                 .map_err(gone)?;
             }
             Req::Commit(proto::CommitTransaction {}) => {
-                guarded(session.commit(), inbound, clocks)
+                // Never stopped half-way (not by a request out of turn, a
+                // broken stream or the deadline): a commit cut off would
+                // leave its outcome unknown to the server too, and the
+                // driver's state out of step with the connection's.
+                session
+                    .commit()
                     .await
-                    .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(|e| ("error", e.in_context("the commit failed")))?;
                 // Committed: a client that left before reading this still
                 // has its transaction.
@@ -474,10 +510,7 @@ async fn run(
                 return Ok("committed");
             }
             Req::Rollback(proto::RollbackTransaction {}) => {
-                guarded(session.rollback(), inbound, clocks)
-                    .await
-                    .map_err(|why| (why.outcome(), why.error(clocks)))?
-                    .map_err(|e| ("error", e))?;
+                session.rollback().await.map_err(|e| ("error", e))?;
                 let _ = send(
                     out,
                     Resp::Ended(proto::TransactionEnded {

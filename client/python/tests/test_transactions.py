@@ -394,18 +394,11 @@ def test_sync_idle_transaction_is_aborted(idle_server, table):
 # --- the protocol, below the client ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug (server/src/transaction.rs, guarded()): a half-close that follows "
-    "the commit at once interrupts the commit, which is answered CANCELLED 'the request "
-    "stream ended without commit or rollback; the transaction was rolled back' although "
-    "it was often applied; the dropped commit also leaves sqlx's SQLite worker set to skip "
-    "a later implicit rollback, so that connections come back to the pool inside a "
-    "transaction and later Batch/Transaction calls on them fail INTERNAL 'attempted to call "
-    "begin_with at non-zero transaction depth'. The clients here never half-close before "
-    "`ended`."))
 def test_a_commit_followed_at_once_by_a_half_close_is_committed_and_says_so(fresh_server, table):
-    # A server of its own: this bug can leave connections that fail later
-    # transactions (see the report of the same bug).
+    # A half-close right after the commit is a normal gRPC client's way to
+    # say "nothing more": the commit must run to its end and be answered.
+    # (It once cut the commit off, reported CANCELLED for transactions that
+    # were applied, and left pooled connections inside a transaction.)
     server = fresh_server
     import queue
 

@@ -98,25 +98,51 @@ impl SqliteBackend {
             handle.set_progress_handler(PROGRESS_OPS, move || !seen.load(Ordering::Relaxed));
             in_transaction(&mut handle)
         };
-        if in_transaction {
+        if in_transaction || conn.is_in_transaction() {
             // The second line of defence: pooled calls refuse transaction
-            // control, so this is a statement that slipped past; whatever it
-            // left open is not the next caller's.
+            // control, so this is a statement that slipped past (or sqlx's
+            // count of open transactions drifted from SQLite's); whatever
+            // it left open is not the next caller's.
             tracing::warn!("a pooled SQLite connection was inside a transaction; rolled back");
             self.pool.count_rollback();
-            rollback(&mut conn).await.map_err(sqlite_error)?;
+            if let Err(e) = rollback(&mut conn).await {
+                // A connection in a state that cannot be repaired is not
+                // lent again.
+                conn.close_on_drop();
+                return Err(Error::unavailable(format!(
+                    "a pooled connection was left inside a transaction and could not be \
+                     rolled back, so it was closed ({}); retry the call",
+                    sqlite_error(e).message()
+                )));
+            }
         }
         Ok((conn, Interrupt(Some(stop))))
     }
 }
 
-/// Rolls back the connection's open transaction. Boxed: an `Executor`
-/// call inline in `acquire` trips rustc's higher-ranked lifetime check on
-/// the async trait methods that await `acquire`.
+/// Rolls back the connection's open transaction, keeping sqlx's count of
+/// open transactions (which decides between BEGIN and SAVEPOINT later) in
+/// step with SQLite's: each level sqlx counts is rolled back through sqlx
+/// (after a `BEGIN` where SQLite has already ended the transaction, so that
+/// the rollback has one to end), then whatever SQLite still has open.
+/// Boxed: an `Executor` call inline in `acquire` trips rustc's
+/// higher-ranked lifetime check on the async trait methods that await
+/// `acquire`.
 fn rollback(
     conn: &mut sqlx::SqliteConnection,
 ) -> futures::future::BoxFuture<'_, std::result::Result<(), sqlx::Error>> {
-    Box::pin(async move { conn.execute("ROLLBACK").await.map(|_| ()) })
+    Box::pin(async move {
+        while conn.is_in_transaction() {
+            if is_autocommit(conn).await? {
+                conn.execute("BEGIN").await?;
+            }
+            <sqlx::Sqlite as sqlx::Database>::TransactionManager::rollback(conn).await?;
+        }
+        if !is_autocommit(conn).await? {
+            conn.execute("ROLLBACK").await?;
+        }
+        Ok(())
+    })
 }
 
 /// Whether the connection is inside a transaction (not in autocommit mode).
@@ -509,13 +535,8 @@ impl SqlxEngine for SqliteEngine {
             conn.lock_handle()
                 .await?
                 .set_progress_handler(PROGRESS_OPS, || true);
-            if in_transaction
-                && let Err(e) =
-                    <sqlx::Sqlite as sqlx::Database>::TransactionManager::rollback(conn).await
-                && !is_autocommit(conn).await?
-            {
-                // (SQLite may have rolled back by itself already.)
-                return Err(e);
+            if in_transaction {
+                rollback(conn).await?;
             }
             if let Some(after) = after {
                 conn.execute(sqlx::raw_sql(after)).await?;
