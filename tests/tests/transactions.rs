@@ -1,5 +1,5 @@
 //! Batch and Transaction through the Rust client against a real server on
-//! loopback, on SQLite, PostgreSQL and MySQL/MariaDB: what commits, what is
+//! loopback, on SQLite, PostgreSQL, MySQL/MariaDB and DuckDB: what commits, what is
 //! rolled back (explicitly, by a dropped handle, by the idle timeout, by an
 //! error), the connection each one holds and gives back, isolation levels,
 //! and the protocol's refusals.
@@ -68,7 +68,12 @@ async fn setup(engine: Engine, base: &str, args: &[&str]) -> Option<Setup> {
     })
 }
 
-const ENGINES: [Engine; 3] = [Engine::Sqlite, Engine::Postgres, Engine::Mysql];
+const ENGINES: [Engine; 4] = [
+    Engine::Sqlite,
+    Engine::Postgres,
+    Engine::Mysql,
+    Engine::Duckdb,
+];
 
 impl Setup {
     /// Rows in the table, read by a pooled call (committed data only).
@@ -317,6 +322,7 @@ async fn batch_is_all_or_nothing() {
         let code = match engine {
             Engine::Postgres => "23505",
             Engine::Mysql => "23000",
+            Engine::Duckdb => "CONSTRAINT",
             _ => "1555",
         };
         assert_eq!(err.code(), Some(code), "{engine:?}: {err}");
@@ -365,6 +371,7 @@ async fn read_only_transaction_refuses_writes() {
         assert_eq!(err.kind(), kind, "{engine:?}: {err}");
         let code = match engine {
             Engine::Postgres | Engine::Mysql => "25006",
+            Engine::Duckdb => "TRANSACTIONCONTEXT",
             _ => "8",
         };
         assert_eq!(
@@ -604,4 +611,74 @@ async fn repeatable_read_keeps_its_snapshot_read_committed_does_not() {
             tx.commit().await.expect("commit");
         }
     }
+}
+
+/// DuckDB's snapshot isolation: a transaction keeps the snapshot of its
+/// begin, and two transactions that write the same row conflict — the
+/// second writer is ABORTED with DuckDB's code, and only the first write
+/// stays. A level DuckDB does not have is INVALID_ARGUMENT naming SNAPSHOT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_snapshot_isolation_and_write_conflicts() {
+    let Some(s) = setup(Engine::Duckdb, "snapshot", &[]).await else {
+        return;
+    };
+    s.db.execute(
+        &format!("INSERT INTO {} (id, v) VALUES (1, 0)", s.table),
+        &[],
+    )
+    .await
+    .expect("seed");
+    let refused =
+        s.db.transaction(level(Isolation::Serializable))
+            .await
+            .expect_err("no serializable on DuckDB");
+    assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("SNAPSHOT"), "{refused}");
+
+    let count_sql = format!("SELECT COUNT(*) AS c FROM {}", s.table);
+    let mut reader =
+        s.db.transaction(level(Isolation::Snapshot))
+            .await
+            .expect("begin");
+    let first = int(reader
+        .fetch_one(&count_sql, &[])
+        .await
+        .expect("read")
+        .expect("a row")
+        .get("c"));
+    s.db.execute(&s.insert(), &[Value::Int(2), Value::Int(0)])
+        .await
+        .expect("a concurrent commit");
+    let again = int(reader
+        .fetch_one(&count_sql, &[])
+        .await
+        .expect("read again")
+        .expect("a row")
+        .get("c"));
+    assert_eq!((first, again), (1, 1), "the snapshot of the begin");
+    reader.commit().await.expect("commit the reader");
+
+    let update = format!("UPDATE {} SET v = v + 1 WHERE id = 1", s.table);
+    let mut a = s.db.transaction(Default::default()).await.expect("begin a");
+    let mut b = s.db.transaction(Default::default()).await.expect("begin b");
+    a.execute(&update, &[]).await.expect("a writes first");
+    let conflict = match b.execute(&update, &[]).await {
+        Err(e) => e,
+        Ok(_) => b.commit().await.expect_err("b conflicts with a"),
+    };
+    assert_eq!(conflict.kind(), ErrorKind::Aborted, "{conflict}");
+    assert!(
+        conflict.code().is_some(),
+        "DuckDB's code travels: {conflict:?}"
+    );
+    a.commit().await.expect("a commits");
+    let v = int(s
+        .db
+        .fetch_one(&format!("SELECT v FROM {} WHERE id = 1", s.table), &[])
+        .await
+        .expect("read")
+        .expect("a row")
+        .get("v"));
+    assert_eq!(v, 1, "only a's write");
+    s.wait_held(0, "after the conflict").await;
 }

@@ -561,6 +561,10 @@ fn classify_message(message: &str) -> Error {
         "Dependency" | "Sequence" | "Missing Extension" | "Extension Autoloading" => {
             ErrorKind::FailedPrecondition
         }
+        // A write inside a read-only transaction: retrying cannot help.
+        "TransactionContext" if first_line.contains("read-only mode") => {
+            ErrorKind::PermissionDenied
+        }
         "TransactionContext" | "Transaction" => ErrorKind::Aborted,
         "IO" | "HTTP" | "Connection" | "Resource In Use" => ErrorKind::Unavailable,
         "Out of Memory" => ErrorKind::ResourceExhausted,
@@ -2428,6 +2432,17 @@ mod tests {
             ErrorKind::Unavailable
         );
         assert_eq!(classify_message("Catalog Error: x").code(), Some("CATALOG"));
+        assert_eq!(
+            kind("TransactionContext Error: Catalog write-write conflict on alter with \"t\""),
+            ErrorKind::Aborted
+        );
+        assert_eq!(
+            kind(
+                "TransactionContext Error: Cannot write to database \"x\" - transaction is \
+                 launched in read-only mode"
+            ),
+            ErrorKind::PermissionDenied
+        );
     }
 
     #[test]
