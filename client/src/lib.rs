@@ -608,8 +608,9 @@ impl DatabaseInterface for RemoteDatabase {
             .first()
             .map(|h| h.engine.clone())
             .unwrap_or_default();
+        let mysql = engine.parse() == Ok(iadb::DatabaseType::Mysql);
         let sql = iadb::create_table_sql(table, columns, |name| {
-            if engine == "mysql" {
+            if mysql {
                 format!("`{}`", name.replace('`', "``"))
             } else {
                 iadb::quote_identifier(name)

@@ -370,19 +370,21 @@ fn print_csv(columns: &[String], rows: &[Row]) -> Result<(), Error> {
         .map_err(|e| Error::internal(format!("cannot write CSV: {e}")))
 }
 
-/// SQL listing the user's tables on each engine.
+/// SQL listing the user's tables on each engine (an engine this client does
+/// not know is asked as SQLite would be).
 fn tables_sql(engine: &str) -> &'static str {
-    match engine {
-        "postgresql" => {
+    use iadb::DatabaseType;
+    match engine.parse::<DatabaseType>() {
+        Ok(DatabaseType::Postgresql) => {
             "SELECT CASE WHEN table_schema = 'public' THEN table_name ELSE table_schema || '.' || table_name END AS table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
         }
-        "mysql" => {
+        Ok(DatabaseType::Mysql) => {
             "SELECT table_name AS table_name FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY 1"
         }
-        "duckdb" => {
+        Ok(DatabaseType::Duckdb) => {
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
         }
-        _ => {
+        Ok(DatabaseType::Sqlite | DatabaseType::CloudflareD1) | Err(_) => {
             "SELECT name AS table_name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%' ORDER BY 1"
         }
     }

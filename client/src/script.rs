@@ -23,12 +23,16 @@ pub enum ScriptDialect {
 
 impl ScriptDialect {
     /// The dialect of an engine as the server names it (`Health`'s
-    /// `engine`).
+    /// `engine`); an engine this client does not know reads as SQLite.
     pub fn for_engine(engine: &str) -> Self {
-        match engine {
-            "postgresql" | "duckdb" => ScriptDialect::Postgres,
-            "mysql" => ScriptDialect::MySql,
-            _ => ScriptDialect::Sqlite,
+        match engine.parse::<iadb::DatabaseType>() {
+            Ok(iadb::DatabaseType::Postgresql | iadb::DatabaseType::Duckdb) => {
+                ScriptDialect::Postgres
+            }
+            Ok(iadb::DatabaseType::Mysql) => ScriptDialect::MySql,
+            Ok(iadb::DatabaseType::Sqlite | iadb::DatabaseType::CloudflareD1) | Err(_) => {
+                ScriptDialect::Sqlite
+            }
         }
     }
 }

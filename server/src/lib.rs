@@ -10,6 +10,7 @@
 mod admission;
 pub mod backend;
 pub mod config;
+pub mod engine;
 pub mod metrics;
 pub mod migrate;
 pub mod placeholders;

@@ -128,7 +128,8 @@ impl DatabaseService {
         if let Some(sql) = sql
             && !span.is_disabled()
         {
-            let dialect = engine.map_or(Dialect::Sqlite, dialect_of);
+            let dialect =
+                engine.map_or(Dialect::Sqlite, |kind| crate::engine::engine(kind).dialect);
             span.record(
                 "fingerprint",
                 tracing::field::display(fingerprint(sql, dialect)),
@@ -207,7 +208,7 @@ pub(crate) fn check_statement(
     let StatementShape {
         statements,
         transaction_control,
-    } = statement_shape(sql, dialect_of(engine));
+    } = statement_shape(sql, crate::engine::engine(engine).dialect);
     if statements == 0 {
         return Err(Error::invalid_argument(
             "empty SQL: it holds no statement (only whitespace, comments or `;`)",
@@ -375,16 +376,6 @@ fn panic_error(panic: &(dyn Any + Send)) -> Error {
 
 fn ms_since(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
-}
-
-/// The lexical rules of `engine`'s SQL.
-fn dialect_of(engine: DatabaseType) -> Dialect {
-    match engine {
-        DatabaseType::Postgresql => Dialect::Postgres,
-        DatabaseType::Mysql => Dialect::MySql,
-        DatabaseType::Duckdb => Dialect::DuckDb,
-        DatabaseType::Sqlite | DatabaseType::CloudflareD1 => Dialect::Sqlite,
-    }
 }
 
 /// One call in progress: its span, and where its outcome is recorded.

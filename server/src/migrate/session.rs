@@ -3,7 +3,7 @@
 
 use crate::backend::session::{CollectSink, Session};
 use async_trait::async_trait;
-use iadb::{DatabaseType, Result, Value};
+use iadb::{Result, Value};
 
 /// SQL dialect details of the tracking table and the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +35,6 @@ pub trait MigrationSession: Send {
     async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>>;
 }
 
-impl StoreDialect {
-    /// The dialect of `engine`'s tracking table and lock.
-    pub fn of(engine: DatabaseType) -> Self {
-        match engine {
-            DatabaseType::Sqlite => StoreDialect::Sqlite,
-            DatabaseType::Postgresql => StoreDialect::Postgres,
-            DatabaseType::Mysql => StoreDialect::MySql,
-            DatabaseType::Duckdb => StoreDialect::DuckDb,
-            DatabaseType::CloudflareD1 => StoreDialect::D1,
-        }
-    }
-}
-
 /// A migration run on a [`Session`]: the runner's calls on the same
 /// executor that transactions use.
 pub struct OnSession(pub Box<dyn Session>);
@@ -55,7 +42,7 @@ pub struct OnSession(pub Box<dyn Session>);
 #[async_trait]
 impl MigrationSession for OnSession {
     fn dialect(&self) -> StoreDialect {
-        StoreDialect::of(self.0.engine())
+        crate::engine::engine(self.0.engine()).store
     }
 
     async fn run_script(&mut self, sql: &str) -> Result<()> {
