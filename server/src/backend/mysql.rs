@@ -14,7 +14,10 @@
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
     session::{Isolation, RowSink, Session, TxOptions},
-    sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle},
+    sqlx_common::{
+        BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle,
+        sqlx_statement_paths,
+    },
 };
 use crate::{
     migrate::{MigrationSession, OnSession},
@@ -22,7 +25,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
-use futures::{StreamExt, future::BoxFuture};
+use futures::StreamExt;
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     PoolStatus, QueryEvent, QueryStream, Result, Value,
@@ -488,32 +491,6 @@ async fn execute_on(
     })
 }
 
-/// Runs `sql` once per parameter set on `conn`, in a transaction of its
-/// own (a savepoint inside an open one).
-async fn execute_many_on(
-    conn: &mut sqlx::MySqlConnection,
-    sql: &str,
-    param_sets: &[Vec<Value>],
-) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    let mut tx = conn.begin().await.map_err(mysql_error)?;
-    let mut outcome = ExecuteOutcome::default();
-    for (index, params) in param_sets.iter().enumerate() {
-        let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-        check_param_count(sql, Dialect::MySql, params.len()).map_err(at)?;
-        let done = tx
-            .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
-            .await
-            .map_err(|e| at(mysql_error(e)))?;
-        outcome.rows_affected += done.rows_affected();
-        if let Some(id) = last_insert_id(done.last_insert_id()) {
-            outcome.last_insert_id = Some(id);
-        }
-    }
-    tx.commit().await.map_err(mysql_error)?;
-    Ok(outcome)
-}
-
 /// Runs one statement on `conn` and sends its columns and rows to `sink`.
 async fn query_into(
     conn: &mut sqlx::MySqlConnection,
@@ -600,37 +577,7 @@ impl SqlxEngine for MySqlEngine {
         })
     }
 
-    fn query_into<'a>(
-        conn: &'a mut sqlx::MySqlConnection,
-        sql: &'a str,
-        params: &'a [Value],
-        sink: &'a mut dyn RowSink,
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(query_into(conn, sql, params, sink))
-    }
-
-    fn execute_on<'a>(
-        conn: &'a mut sqlx::MySqlConnection,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_on(conn, sql, params))
-    }
-
-    fn execute_many_on<'a>(
-        conn: &'a mut sqlx::MySqlConnection,
-        sql: &'a str,
-        param_sets: &'a [Vec<Value>],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_many_on(conn, sql, param_sets))
-    }
-
-    fn run_script<'a>(
-        conn: &'a mut sqlx::MySqlConnection,
-        sql: &'a str,
-    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
-        Box::pin(async move { conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()) })
-    }
+    sqlx_statement_paths!(sqlx::MySqlConnection);
 }
 
 #[async_trait]
@@ -737,7 +684,7 @@ impl DatabaseInterface for MySqlBackend {
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         check_sql(sql)?;
         let mut conn = self.pool.acquire(mysql_error).await?;
-        execute_many_on(&mut conn, sql, param_sets).await
+        MySqlEngine::execute_many_on(&mut conn, sql, param_sets).await
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {

@@ -12,7 +12,10 @@
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
     session::{Isolation, RowSink, Session, TxOptions},
-    sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle},
+    sqlx_common::{
+        BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle,
+        sqlx_statement_paths,
+    },
 };
 use crate::{
     migrate::{MigrationSession, OnSession},
@@ -20,14 +23,13 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::{StreamExt, future::BoxFuture};
+use futures::StreamExt;
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
 use sqlx::{
-    Arguments, Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo,
-    ValueRef,
+    Arguments, Column as _, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
     error::DatabaseError,
     pool::PoolConnection,
     postgres::{
@@ -693,30 +695,6 @@ async fn execute_on(
     })
 }
 
-/// Runs `sql` once per parameter set on `conn`, in a transaction of its
-/// own (a savepoint inside an open one).
-async fn execute_many_on(
-    conn: &mut sqlx::PgConnection,
-    sql: &str,
-    param_sets: &[Vec<Value>],
-) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    let mut tx = conn.begin().await.map_err(pg_error)?;
-    let mut outcome = ExecuteOutcome::default();
-    for (index, params) in param_sets.iter().enumerate() {
-        let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-        let (text, types) = prepare_text(sql, params).map_err(at)?;
-        let (_, args) = prepare(&mut tx, &text, &types, params).await.map_err(at)?;
-        let done = tx
-            .execute(sqlx::query_with(&text, args))
-            .await
-            .map_err(|e| at(pg_error(e)))?;
-        outcome.rows_affected += done.rows_affected();
-    }
-    tx.commit().await.map_err(pg_error)?;
-    Ok(outcome)
-}
-
 /// Runs one statement on `conn` and sends its columns and rows to `sink`.
 async fn query_into(
     conn: &mut sqlx::PgConnection,
@@ -782,37 +760,7 @@ impl SqlxEngine for PostgresEngine {
         })
     }
 
-    fn query_into<'a>(
-        conn: &'a mut sqlx::PgConnection,
-        sql: &'a str,
-        params: &'a [Value],
-        sink: &'a mut dyn RowSink,
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(query_into(conn, sql, params, sink))
-    }
-
-    fn execute_on<'a>(
-        conn: &'a mut sqlx::PgConnection,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_on(conn, sql, params))
-    }
-
-    fn execute_many_on<'a>(
-        conn: &'a mut sqlx::PgConnection,
-        sql: &'a str,
-        param_sets: &'a [Vec<Value>],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_many_on(conn, sql, param_sets))
-    }
-
-    fn run_script<'a>(
-        conn: &'a mut sqlx::PgConnection,
-        sql: &'a str,
-    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
-        Box::pin(async move { conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()) })
-    }
+    sqlx_statement_paths!(sqlx::PgConnection);
 }
 
 #[async_trait]
@@ -883,7 +831,8 @@ impl DatabaseInterface for PostgresBackend {
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         let mut statement = StatementConnection::new(self.acquire().await?);
-        let outcome = execute_many_on(statement.connection()?, sql, param_sets).await;
+        let outcome =
+            PostgresEngine::execute_many_on(statement.connection()?, sql, param_sets).await;
         // Committed or rolled back: the connection can go back to the pool.
         statement.finished = true;
         outcome

@@ -5,7 +5,9 @@
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
     session::{Isolation, RowSink, Session, TxOptions},
-    sqlx_common::{BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error},
+    sqlx_common::{
+        BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, sqlx_statement_paths,
+    },
 };
 use crate::{
     migrate::{MigrationSession, OnSession},
@@ -375,32 +377,6 @@ async fn execute_on(
     })
 }
 
-/// Runs `sql` once per parameter set on `conn`, in a transaction of its
-/// own (a savepoint inside an open one).
-async fn execute_many_on(
-    conn: &mut sqlx::SqliteConnection,
-    sql: &str,
-    param_sets: &[Vec<Value>],
-) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    let mut tx = conn.begin().await.map_err(sqlite_error)?;
-    let mut outcome = ExecuteOutcome::default();
-    for (index, params) in param_sets.iter().enumerate() {
-        let at = |e: Error| e.in_context(format_args!("parameter set {index}"));
-        check_param_count(sql, Dialect::Sqlite, params.len()).map_err(at)?;
-        let done = tx
-            .execute(sqlx::query_with(sql, bind_all(params).map_err(at)?))
-            .await
-            .map_err(|e| at(sqlite_error(e)))?;
-        outcome.rows_affected += done.rows_affected();
-        if done.rows_affected() > 0 {
-            outcome.last_insert_id = Some(done.last_insert_rowid());
-        }
-    }
-    tx.commit().await.map_err(sqlite_error)?;
-    Ok(outcome)
-}
-
 /// Runs one statement on `conn` and sends its columns and rows to `sink`.
 async fn query_into(
     conn: &mut sqlx::SqliteConnection,
@@ -489,37 +465,7 @@ impl SqlxEngine for SqliteEngine {
         })
     }
 
-    fn query_into<'a>(
-        conn: &'a mut sqlx::SqliteConnection,
-        sql: &'a str,
-        params: &'a [Value],
-        sink: &'a mut dyn RowSink,
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(query_into(conn, sql, params, sink))
-    }
-
-    fn execute_on<'a>(
-        conn: &'a mut sqlx::SqliteConnection,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_on(conn, sql, params))
-    }
-
-    fn execute_many_on<'a>(
-        conn: &'a mut sqlx::SqliteConnection,
-        sql: &'a str,
-        param_sets: &'a [Vec<Value>],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_many_on(conn, sql, param_sets))
-    }
-
-    fn run_script<'a>(
-        conn: &'a mut sqlx::SqliteConnection,
-        sql: &'a str,
-    ) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
-        Box::pin(async move { conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()) })
-    }
+    sqlx_statement_paths!(sqlx::SqliteConnection);
 
     /// The statement left running is stopped (the guard's flag), and the
     /// connection gets a handler that never stops, so that the rollback
@@ -686,7 +632,7 @@ impl DatabaseInterface for SqliteBackend {
         check_sql(sql)?;
         let (conn, interrupt) = self.acquire().await?;
         let mut armed = Armed { interrupt, conn };
-        let outcome = execute_many_on(&mut armed.conn, sql, param_sets).await;
+        let outcome = SqliteEngine::execute_many_on(&mut armed.conn, sql, param_sets).await;
         armed.interrupt.done();
         outcome
     }

@@ -199,12 +199,33 @@ pub(crate) trait SqlxEngine: Send + Sync + 'static {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
     /// Runs one statement per parameter set in a transaction of its own (a
-    /// savepoint inside a session's transaction).
+    /// savepoint inside a session's transaction), each as
+    /// [`SqlxEngine::execute_on`] runs it; the error of a failing set names
+    /// its index.
     fn execute_many_on<'a>(
         conn: &'a mut <Self::DB as sqlx::Database>::Connection,
         sql: &'a str,
         param_sets: &'a [Vec<Value>],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>> {
+        Box::pin(async move {
+            super::check_sql(sql)?;
+            let mut tx = sqlx::Connection::begin(conn)
+                .await
+                .map_err(Self::map_error)?;
+            let mut outcome = ExecuteOutcome::default();
+            for (index, params) in param_sets.iter().enumerate() {
+                let done = Self::execute_on(&mut tx, sql, params)
+                    .await
+                    .map_err(|e| e.in_context(format_args!("parameter set {index}")))?;
+                outcome.rows_affected += done.rows_affected;
+                if done.last_insert_id.is_some() {
+                    outcome.last_insert_id = done.last_insert_id;
+                }
+            }
+            tx.commit().await.map_err(Self::map_error)?;
+            Ok(outcome)
+        })
+    }
 
     /// Runs `sql`, without parameters, as a script.
     fn run_script<'a>(
@@ -232,6 +253,42 @@ pub(crate) trait SqlxEngine: Send + Sync + 'static {
         })
     }
 }
+
+/// The statement paths of an [`SqlxEngine`] impl whose module defines
+/// `query_into` and `execute_on` over `$conn` (the same functions its pooled
+/// adapter runs), and a raw script path.
+macro_rules! sqlx_statement_paths {
+    ($conn:ty) => {
+        fn query_into<'a>(
+            conn: &'a mut $conn,
+            sql: &'a str,
+            params: &'a [iadb::Value],
+            sink: &'a mut dyn $crate::backend::session::RowSink,
+        ) -> futures::future::BoxFuture<'a, iadb::Result<iadb::ExecuteOutcome>> {
+            Box::pin(query_into(conn, sql, params, sink))
+        }
+
+        fn execute_on<'a>(
+            conn: &'a mut $conn,
+            sql: &'a str,
+            params: &'a [iadb::Value],
+        ) -> futures::future::BoxFuture<'a, iadb::Result<iadb::ExecuteOutcome>> {
+            Box::pin(execute_on(conn, sql, params))
+        }
+
+        fn run_script<'a>(
+            conn: &'a mut $conn,
+            sql: &'a str,
+        ) -> futures::future::BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, sqlx::raw_sql(sql))
+                    .await
+                    .map(|_| ())
+            })
+        }
+    };
+}
+pub(crate) use sqlx_statement_paths;
 
 /// The statements that begin a transaction.
 pub(crate) struct BeginPlan {
