@@ -401,3 +401,98 @@ async fn health_follows_a_stopped_and_restarted_engine() {
     );
     proxy.stop().await;
 }
+
+/// Transactions are counted by how they ended, timed, and the open ones are
+/// a gauge that returns to 0: a commit, a rollback, a dropped handle
+/// (`stream_ended`), one past `--transaction-max-secs` (`max_life`, the
+/// client told ABORTED) and a statement that fails (`error`).
+#[tokio::test]
+async fn transactions_are_counted_by_outcome() {
+    let server = TestServer::start_with_env(
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--transaction-max-secs",
+            "1",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let addr = metrics_addr(&server);
+    let db = server.client("").await;
+    db.execute("CREATE TABLE tx_m (id INTEGER PRIMARY KEY)", &[])
+        .await
+        .expect("create");
+    let insert = "INSERT INTO tx_m (id) VALUES (?)";
+
+    let mut tx = db.transaction(Default::default()).await.expect("begin");
+    tx.execute(insert, &[Value::Int(1)]).await.expect("insert");
+    tx.commit().await.expect("commit");
+
+    let mut tx = db.transaction(Default::default()).await.expect("begin");
+    tx.execute(insert, &[Value::Int(2)]).await.expect("insert");
+    tx.rollback().await.expect("rollback");
+
+    let mut tx = db.transaction(Default::default()).await.expect("begin");
+    tx.execute(insert, &[Value::Int(3)]).await.expect("insert");
+    drop(tx);
+
+    let mut tx = db.transaction(Default::default()).await.expect("begin");
+    let failed = tx
+        .execute(insert, &[Value::Int(1)])
+        .await
+        .expect_err("a duplicate key");
+    assert_eq!(failed.kind(), ErrorKind::AlreadyExists, "{failed}");
+
+    let mut tx = db.transaction(Default::default()).await.expect("begin");
+    tx.execute(insert, &[Value::Int(4)]).await.expect("insert");
+    // Past the maximum life (1 s): the next request finds it rolled back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let aborted = tx
+        .execute(insert, &[Value::Int(5)])
+        .await
+        .expect_err("past its maximum life");
+    assert_eq!(aborted.kind(), ErrorKind::Aborted, "{aborted}");
+    assert!(
+        aborted.message().contains("--transaction-max-secs"),
+        "{aborted}"
+    );
+    let rows = db
+        .fetch_all("SELECT id FROM tx_m", &[])
+        .await
+        .expect("read");
+    assert_eq!(rows.len(), 1, "only the committed row");
+
+    // The dropped handle's end reaches the server a moment after the drop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, body) = scrape(addr).await;
+        let ended = |outcome: &str| {
+            sample(
+                &body,
+                &format!(
+                    "iadb_transactions_ended_total{{database=\"default\",outcome=\"{outcome}\"}}"
+                ),
+            )
+        };
+        let all = ["committed", "client", "stream_ended", "error", "max_life"]
+            .map(|o| ended(o) == Some(1.0));
+        if all.iter().all(|ok| *ok) || Instant::now() > deadline {
+            assert_eq!(all, [true; 5], "{body}");
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sample(&body, "iadb_transactions_open{database=\"default\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "iadb_transaction_duration_seconds_count{database=\"default\"}"
+        ),
+        Some(5.0),
+        "{body}"
+    );
+}

@@ -682,3 +682,31 @@ async fn duckdb_snapshot_isolation_and_write_conflicts() {
     assert_eq!(v, 1, "only a's write");
     s.wait_held(0, "after the conflict").await;
 }
+
+/// The call's deadline (the client's `with_timeout`) covers the whole
+/// transaction: past it the transaction is rolled back, the client sees
+/// DEADLINE_EXCEEDED, and the connection goes back to the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_rolls_back() {
+    let Some(s) = setup(Engine::Sqlite, "deadline", &[]).await else {
+        return;
+    };
+    let timed = s
+        .server
+        .client("")
+        .await
+        .with_timeout(Duration::from_millis(1500));
+    let mut tx = timed.transaction(Default::default()).await.expect("begin");
+    tx.execute(&s.insert(), &[Value::Int(1), Value::Int(1)])
+        .await
+        .expect("insert");
+    s.wait_held(1, "during").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = tx
+        .execute(&s.insert(), &[Value::Int(2), Value::Int(2)])
+        .await
+        .expect_err("past the deadline");
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+    assert_eq!(s.count().await, 0, "rolled back");
+    s.wait_held(0, "after the deadline").await;
+}
