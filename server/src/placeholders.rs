@@ -134,6 +134,12 @@ pub struct StatementShape {
     /// `SET autocommit`) of the first statement that begins, ends or
     /// marks a transaction.
     pub transaction_control: Option<String>,
+    /// How to name the first statement that changes its connection's
+    /// session state (`CREATE TEMP`, `SET`, `PREPARE`, `LISTEN`, `USE`,
+    /// `ATTACH`, a session advisory lock, a SQLite `PRAGMA` that sets a
+    /// connection's behaviour): state that stays with the connection after
+    /// the call, for whoever gets it next.
+    pub session_state: Option<String>,
 }
 
 /// Reads the top-level statements of `sql` and finds the ones that control a
@@ -193,13 +199,27 @@ struct Piece {
     /// `BEGIN` words in it (each may open a compound body).
     begins: usize,
     mentions_autocommit: bool,
+    /// A `=` or `(` (a SQLite `PRAGMA` that sets rather than reads).
+    assigns: bool,
+    /// A session-level lock function it calls (`pg_advisory_lock`,
+    /// `GET_LOCK`).
+    session_lock: Option<&'static str>,
 }
 
 impl Piece {
     fn word(&mut self, word: &str) {
         self.has_code = true;
+        if word == "=" || word == "(" {
+            self.assigns = true;
+        }
         if !word.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
             return;
+        }
+        if self.session_lock.is_none() {
+            self.session_lock = SESSION_LOCKS
+                .iter()
+                .copied()
+                .find(|f| word.eq_ignore_ascii_case(f));
         }
         if word.eq_ignore_ascii_case("BEGIN") {
             self.begins += 1;
@@ -207,7 +227,7 @@ impl Piece {
         if word.eq_ignore_ascii_case("autocommit") {
             self.mentions_autocommit = true;
         }
-        if self.words.len() < 3 {
+        if self.words.len() < 4 {
             self.words.push(word.to_ascii_uppercase());
         }
     }
@@ -231,6 +251,9 @@ impl ShapeReader {
             self.shape.statements += 1;
             if self.shape.transaction_control.is_none() {
                 self.shape.transaction_control = transaction_control(&piece, self.dialect);
+            }
+            if self.shape.session_state.is_none() && self.shape.transaction_control.is_none() {
+                self.shape.session_state = session_state(&piece, self.dialect);
             }
             // Only a definition opens a body; a leading `BEGIN` here is a
             // transaction.
@@ -283,6 +306,83 @@ fn transaction_control(piece: &Piece, dialect: Dialect) -> Option<String> {
             "SET autocommit".to_owned()
         }
         _ => return None,
+    };
+    Some(named)
+}
+
+/// Functions that take a lock held by the session (not the transaction).
+const SESSION_LOCKS: [&str; 5] = [
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "GET_LOCK",
+];
+
+/// SQLite pragmas that set how one connection behaves (rather than the
+/// database file, like `user_version` or `journal_mode`, or reading).
+const SQLITE_CONNECTION_PRAGMAS: [&str; 20] = [
+    "AUTOMATIC_INDEX",
+    "BUSY_TIMEOUT",
+    "CACHE_SIZE",
+    "CACHE_SPILL",
+    "CASE_SENSITIVE_LIKE",
+    "CELL_SIZE_CHECK",
+    "DEFER_FOREIGN_KEYS",
+    "FOREIGN_KEYS",
+    "IGNORE_CHECK_CONSTRAINTS",
+    "LEGACY_ALTER_TABLE",
+    "LOCKING_MODE",
+    "MMAP_SIZE",
+    "QUERY_ONLY",
+    "READ_UNCOMMITTED",
+    "RECURSIVE_TRIGGERS",
+    "REVERSE_UNORDERED_SELECTS",
+    "SECURE_DELETE",
+    "SYNCHRONOUS",
+    "TEMP_STORE",
+    "TRUSTED_SCHEMA",
+];
+
+/// Whether a statement changes its connection's session state, and if so
+/// how to name it in an error.
+fn session_state(piece: &Piece, dialect: Dialect) -> Option<String> {
+    let first = piece.first()?;
+    let second = piece.second();
+    let temp = |w: Option<&str>| matches!(w, Some("TEMP" | "TEMPORARY"));
+    let named = match first {
+        // CREATE TEMP ..., CREATE GLOBAL/LOCAL TEMP ..., CREATE OR REPLACE
+        // TEMP ...
+        "CREATE"
+            if temp(second)
+                || (matches!(second, Some("GLOBAL" | "LOCAL"))
+                    && temp(piece.words.get(2).map(String::as_str)))
+                || (second == Some("OR") && temp(piece.words.get(3).map(String::as_str))) =>
+        {
+            "CREATE TEMP".to_owned()
+        }
+        "SET" | "RESET" if dialect != Dialect::Sqlite => first.to_owned(),
+        "PREPARE" | "EXECUTE" | "DEALLOCATE"
+            if matches!(
+                dialect,
+                Dialect::Postgres | Dialect::MySql | Dialect::DuckDb
+            ) =>
+        {
+            first.to_owned()
+        }
+        "LISTEN" | "UNLISTEN" if dialect == Dialect::Postgres => first.to_owned(),
+        "USE" if matches!(dialect, Dialect::MySql | Dialect::DuckDb) => first.to_owned(),
+        "ATTACH" | "DETACH" if matches!(dialect, Dialect::Sqlite | Dialect::DuckDb) => {
+            first.to_owned()
+        }
+        "PRAGMA" if dialect == Dialect::Sqlite && piece.assigns => {
+            // `PRAGMA name = value`, `PRAGMA schema.name = value`.
+            let name = piece.words[1..]
+                .iter()
+                .find(|w| SQLITE_CONNECTION_PRAGMAS.contains(&w.as_str()))?;
+            format!("PRAGMA {}", name.to_ascii_lowercase())
+        }
+        _ => return piece.session_lock.map(str::to_owned),
     };
     Some(named)
 }
@@ -623,8 +723,96 @@ mod tests {
         let StatementShape {
             statements,
             transaction_control,
+            ..
         } = statement_shape(sql, dialect);
         (statements, transaction_control)
+    }
+
+    fn session(sql: &str, dialect: Dialect) -> Option<String> {
+        statement_shape(sql, dialect).session_state
+    }
+
+    #[test]
+    fn shape_finds_statements_that_change_session_state() {
+        use Dialect::*;
+        let found: &[(&str, &[Dialect], &str)] = &[
+            ("CREATE TEMP TABLE t (x INT)", &ALL, "CREATE TEMP"),
+            ("create temporary table t (x int)", &ALL, "CREATE TEMP"),
+            (
+                "CREATE GLOBAL TEMPORARY TABLE t (x INT)",
+                &[Postgres],
+                "CREATE TEMP",
+            ),
+            (
+                "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+                &[Postgres, DuckDb],
+                "CREATE TEMP",
+            ),
+            (
+                "SELECT 1; CREATE TEMP VIEW v AS SELECT 1",
+                &ALL,
+                "CREATE TEMP",
+            ),
+            ("SET TIME ZONE 'UTC'", &[Postgres, MySql, DuckDb], "SET"),
+            ("SET search_path TO other", &[Postgres], "SET"),
+            ("SET @x = 1", &[MySql], "SET"),
+            ("/*!40101 SET NAMES utf8 */", &[MySql], "SET"),
+            ("RESET ALL", &[Postgres, DuckDb], "RESET"),
+            ("PREPARE p AS SELECT 1", &[Postgres], "PREPARE"),
+            ("DEALLOCATE p", &[Postgres, MySql], "DEALLOCATE"),
+            ("LISTEN chan", &[Postgres], "LISTEN"),
+            ("USE other", &[MySql, DuckDb], "USE"),
+            ("ATTACH 'x.db' AS x", &[Sqlite, DuckDb], "ATTACH"),
+            (
+                "PRAGMA foreign_keys = OFF",
+                &[Sqlite],
+                "PRAGMA foreign_keys",
+            ),
+            (
+                "PRAGMA main.cache_size = 10",
+                &[Sqlite],
+                "PRAGMA cache_size",
+            ),
+            (
+                "PRAGMA recursive_triggers(1)",
+                &[Sqlite],
+                "PRAGMA recursive_triggers",
+            ),
+            (
+                "SELECT pg_advisory_lock(1)",
+                &[Postgres],
+                "pg_advisory_lock",
+            ),
+            ("SELECT GET_LOCK('x', 1)", &[MySql], "GET_LOCK"),
+        ];
+        for (sql, dialects, named) in found {
+            for dialect in *dialects {
+                assert_eq!(
+                    session(sql, *dialect).as_deref(),
+                    Some(*named),
+                    "{sql} ({dialect:?})"
+                );
+            }
+        }
+        let clean: &[&str] = &[
+            "SELECT 1",
+            "CREATE TABLE temp (x INT)",
+            "CREATE TABLE t (temp INT)",
+            "INSERT INTO t VALUES ('SET x = 1')",
+            "UPDATE t SET x = 1",
+            "PRAGMA foreign_keys",
+            "PRAGMA table_info(t)",
+            "PRAGMA user_version = 3",
+            "SELECT pg_advisory_xact_lock(1)",
+            "-- SET x = 1\nSELECT 1",
+        ];
+        for sql in clean {
+            for dialect in ALL {
+                assert_eq!(session(sql, dialect), None, "{sql} ({dialect:?})");
+            }
+        }
+        // Transaction control is named as such, not as session state.
+        assert_eq!(session("SET autocommit = 0", MySql), None);
     }
 
     #[test]

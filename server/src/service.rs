@@ -5,6 +5,7 @@
 
 use crate::{
     admission::{Admission, Turn},
+    backend::BatchOptions,
     backend::session::RowSink,
     config::Limits,
     metrics::{ALL_DATABASES, Metrics, UNKNOWN_DATABASE},
@@ -199,15 +200,22 @@ pub(crate) enum Place {
 /// none begins, ends or marks a transaction: a pooled call's connection
 /// goes back to a pool shared by every caller when the call ends, and a
 /// batch's or a transaction stream's transaction is the server's to end.
+/// On a pooled call, a statement that changes its connection's session
+/// state (TEMP objects, `SET`, `PREPARE`, `LISTEN`, `USE`, `ATTACH`, a
+/// session lock, a connection `PRAGMA`) is refused as well: the next caller
+/// to get the connection would inherit it. In a batch or a transaction it
+/// runs, and the returned `true` says the session's connection must be
+/// reset (or closed) before the pool lends it again.
 pub(crate) fn check_statement(
     sql: &str,
     engine: DatabaseType,
     params: usize,
     place: Place,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let StatementShape {
         statements,
         transaction_control,
+        session_state,
     } = statement_shape(sql, crate::engine::engine(engine).dialect);
     if statements == 0 {
         return Err(Error::invalid_argument(
@@ -236,18 +244,31 @@ pub(crate) fn check_statement(
             format!("`{keyword}` {why}"),
         ));
     }
+    if let Some(keyword) = &session_state
+        && place == Place::Pooled
+    {
+        return Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "`{keyword}` is refused on a pooled call: it changes the session of a \
+                 connection that the next call, from any client, may get. Run it inside a \
+                 Transaction stream (the Transaction RPC), where it holds for the life of the \
+                 stream; set per-database session settings in the database's URL"
+            ),
+        ));
+    }
     if params > 0 && statements > 1 {
         return Err(Error::invalid_argument(format!(
             "a statement with parameters is exactly one statement, and this SQL holds \
              {statements}; send one statement per call, or a script without parameters"
         )));
     }
-    Ok(())
+    Ok(session_state.is_some())
 }
 
 /// [`check_statement`] for a pooled call.
 fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<(), Error> {
-    check_statement(sql, engine, params, Place::Pooled)
+    check_statement(sql, engine, params, Place::Pooled).map(|_| ())
 }
 
 /// `target_version`: empty for none, else a version number (`3`, `003`,
@@ -758,16 +779,22 @@ impl Database for DatabaseService {
                 ));
             }
             let mut list = Vec::with_capacity(statements.len());
+            let mut session_state = false;
             for (index, proto::Statement { sql, params }) in statements.into_iter().enumerate() {
                 let at = |e: Error| e.in_context(format_args!("statement {index}"));
                 self.check_sql_size(&sql).map_err(at)?;
-                check_statement(&sql, engine, params.len(), Place::Batch).map_err(at)?;
+                session_state |=
+                    check_statement(&sql, engine, params.len(), Place::Batch).map_err(at)?;
                 list.push((sql, params_from_proto(params).map_err(at)?));
             }
-            let result_limit = self.limits.batch_result_bytes;
+            let options = BatchOptions {
+                read_only,
+                result_limit: self.limits.batch_result_bytes,
+                session_state,
+            };
             with_timeout(limit, async {
                 let _turn = self.turn(&database).await?;
-                caught(backend.batch(&list, read_only, result_limit)).await
+                caught(backend.batch(&list, options)).await
             })
             .await
         }

@@ -404,6 +404,11 @@ async fn run(
                 let checked = service
                     .check_sql_size(&sql)
                     .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
+                    .map(|session_state| {
+                        if session_state {
+                            session.changes_session_state();
+                        }
+                    })
                     .and_then(|()| params_from_proto(params));
                 let params = checked.map_err(failed)?;
                 let ExecuteOutcome {
@@ -428,6 +433,11 @@ async fn run(
                 let checked = service
                     .check_sql_size(&sql)
                     .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
+                    .map(|session_state| {
+                        if session_state {
+                            session.changes_session_state();
+                        }
+                    })
                     .and_then(|()| params_from_proto(params));
                 let params = checked.map_err(failed)?;
                 let metrics = service.metrics();
@@ -459,6 +469,11 @@ async fn run(
                 let checked = service
                     .check_sql_size(&sql)
                     .and_then(|()| check_statement(&sql, engine, widest, Place::Transaction))
+                    .map(|session_state| {
+                        if session_state {
+                            session.changes_session_state();
+                        }
+                    })
                     .and_then(|()| {
                         param_sets
                             .into_iter()

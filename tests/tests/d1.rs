@@ -4,7 +4,7 @@
 //! and logs.
 
 use iadb::{ConnectionConfig, DatabaseInterface, ErrorKind, Value};
-use iadb_server::backend::{Backend, D1Backend, PoolSettings, backend_for};
+use iadb_server::backend::{Backend, BatchOptions, D1Backend, PoolSettings, backend_for};
 use iadb_tests::{
     TestServer,
     d1_fake::{D1Fake, ErrorResult, Fault, RecordedRequest},
@@ -647,6 +647,14 @@ async fn the_token_is_never_in_server_logs() {
     assert!(!log.contains(&fake.token), "the token is in the log");
 }
 
+fn opts(read_only: bool) -> BatchOptions {
+    BatchOptions {
+        read_only,
+        result_limit: 1 << 20,
+        session_state: false,
+    }
+}
+
 fn stmt(sql: &str, params: &[Value]) -> (String, Vec<Value>) {
     (sql.to_owned(), params.to_vec())
 }
@@ -675,8 +683,7 @@ async fn a_batch_is_one_raw_request_with_a_result_per_statement() {
                 ),
                 stmt("SELECT name, id FROM t ORDER BY id", &[]),
             ],
-            false,
-            1 << 20,
+            opts(false),
         )
         .await
         .expect("batch");
@@ -714,7 +721,7 @@ async fn a_failing_batch_statement_is_named_by_index_and_nothing_stays() {
         .iter()
         .map(|i| stmt("INSERT INTO t VALUES (?)", &[Value::Int(*i)]))
         .collect();
-    let e = error(db.batch(&statements, false, 1 << 20).await);
+    let e = error(db.batch(&statements, opts(false)).await);
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert!(e.message().starts_with("statement 2:"), "{}", e.message());
     assert!(e.code().is_some(), "the engine's code travels: {e:?}");
@@ -736,15 +743,14 @@ async fn d1_refuses_what_it_cannot_do_before_sending() {
     let e = error(
         db.batch(
             &[stmt("SELECT 1", &[]), stmt("DELETE FROM t", &[])],
-            true,
-            1 << 20,
+            opts(true),
         )
         .await,
     );
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     assert!(e.message().starts_with("statement 1:"), "{}", e.message());
     let e = error(
-        db.batch(&[stmt("SELECT 1; SELECT 2", &[])], false, 1 << 20)
+        db.batch(&[stmt("SELECT 1; SELECT 2", &[])], opts(false))
             .await,
     );
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
@@ -755,7 +761,7 @@ async fn d1_refuses_what_it_cannot_do_before_sending() {
     assert!(e.message().contains("Batch"), "{}", e.message());
     // A read-only batch of reads runs.
     let results = db
-        .batch(&[stmt("SELECT 1 AS one", &[])], true, 1 << 20)
+        .batch(&[stmt("SELECT 1 AS one", &[])], opts(true))
         .await
         .expect("reads");
     assert_eq!(results[0].rows, vec![vec![Value::Int(1)]]);

@@ -30,7 +30,7 @@
 //! - The API token is sent only in the `Authorization` header (marked
 //!   sensitive), and never written to a log, error message or `Debug`.
 
-use super::{Backend, PoolSettings, StatementResult, check_param_count, check_sql};
+use super::{Backend, BatchOptions, PoolSettings, StatementResult, check_param_count, check_sql};
 use crate::{
     migrate::{MigrationSession, StoreDialect},
     placeholders::Dialect,
@@ -910,9 +910,14 @@ impl Backend for D1Backend {
     async fn batch(
         &self,
         statements: &[(String, Vec<Value>)],
-        read_only: bool,
-        result_limit: usize,
+        options: BatchOptions,
     ) -> Result<Vec<StatementResult>> {
+        let BatchOptions {
+            read_only,
+            result_limit,
+            // Each D1 request stands alone: no state outlives it.
+            session_state: _,
+        } = options;
         let client = self.client()?;
         let at = |index: usize, e: Error| e.in_context(format_args!("statement {index}"));
         let mut batch = Vec::with_capacity(statements.len());

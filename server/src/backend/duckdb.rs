@@ -2004,6 +2004,15 @@ impl Session for DuckDbTxSession {
         DatabaseType::Duckdb
     }
 
+    /// DuckDB has no session reset: the connection is closed at the end
+    /// (the database lives on in the pool's root connection).
+    fn changes_session_state(&mut self) {
+        self.broken = true;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.reuse = false;
+        }
+    }
+
     async fn begin(&mut self, options: TxOptions) -> Result<()> {
         options.check_immediate(DatabaseType::Duckdb)?;
         match options.isolation {

@@ -69,18 +69,20 @@ pub trait Backend: DatabaseInterface {
     async fn batch(
         &self,
         statements: &[(String, Vec<Value>)],
-        read_only: bool,
-        result_limit: usize,
+        options: BatchOptions,
     ) -> Result<Vec<StatementResult>> {
         let mut session = self.session().await?;
+        if options.session_state {
+            session.changes_session_state();
+        }
         session
             .begin(TxOptions {
-                read_only,
+                read_only: options.read_only,
                 ..TxOptions::default()
             })
             .await?;
         let mut results = Vec::with_capacity(statements.len());
-        let mut budget = result_limit;
+        let mut budget = options.result_limit;
         for (index, (sql, params)) in statements.iter().enumerate() {
             let mut sink = CollectSink::new(budget);
             let outcome = match session.query(sql, params, &mut sink).await {
@@ -102,6 +104,18 @@ pub trait Backend: DatabaseInterface {
         session.commit().await?;
         Ok(results)
     }
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// In a read-only transaction.
+    pub read_only: bool,
+    /// The most bytes all its rows may take.
+    pub result_limit: usize,
+    /// One of its statements changes the connection's session state (see
+    /// [`Session::changes_session_state`]).
+    pub session_state: bool,
 }
 
 /// What one statement of a batch did.

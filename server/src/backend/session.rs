@@ -136,6 +136,11 @@ impl RowSink for CollectSink {
 pub trait Session: Send {
     /// The engine behind the session.
     fn engine(&self) -> DatabaseType;
+    /// A statement run (or about to run) on this session changes its
+    /// connection's session state (a TEMP object, `SET`, a session lock,
+    /// ...): the connection is reset, or closed where the engine has no
+    /// cheap reset, before the pool lends it again.
+    fn changes_session_state(&mut self);
     /// Begins a transaction.
     async fn begin(&mut self, options: TxOptions) -> Result<()>;
     /// Runs one statement (or, without parameters, a script) and sends

@@ -147,6 +147,19 @@ fn rollback(
     })
 }
 
+/// Whether the connection's main database is in memory (it has no file).
+fn is_memory(handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>) -> bool {
+    // SAFETY: the handle is locked for the duration of the call, so the
+    // pointer is a live, open connection that no other thread uses; the
+    // name is a NUL-terminated static string, and the returned pointer is
+    // only read before the lock is released.
+    unsafe {
+        let name =
+            libsqlite3_sys::sqlite3_db_filename(handle.as_raw_handle().as_ptr(), c"main".as_ptr());
+        name.is_null() || *name == 0
+    }
+}
+
 /// Whether the connection is inside a transaction (not in autocommit mode).
 fn in_transaction(handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>) -> bool {
     // SAFETY: the handle is locked for the duration of the call, so the
@@ -466,6 +479,18 @@ impl SqlxEngine for SqliteEngine {
     }
 
     sqlx_statement_paths!(sqlx::SqliteConnection);
+
+    /// SQLite has no reset: the connection is closed, except the one
+    /// connection of a `:memory:` database, which is the database itself
+    /// (there what a transaction set stays; see docs/transactions.md).
+    fn reset_session(
+        conn: &mut sqlx::SqliteConnection,
+    ) -> BoxFuture<'_, std::result::Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            let mut handle = conn.lock_handle().await?;
+            Ok(is_memory(&mut handle))
+        })
+    }
 
     /// The statement left running is stopped (the guard's flag), and the
     /// connection gets a handler that never stops, so that the rollback

@@ -233,6 +233,18 @@ pub(crate) trait SqlxEngine: Send + Sync + 'static {
         sql: &'a str,
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 
+    /// Clears what statements of a session left on its connection (TEMP
+    /// objects, settings, prepared statements, session locks) after its
+    /// transaction ended: `true` when the connection is clean again,
+    /// `false` when the engine has no cheap way and the connection is to
+    /// be closed instead (the default).
+    fn reset_session(
+        conn: &mut <Self::DB as sqlx::Database>::Connection,
+    ) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+        let _ = conn;
+        Box::pin(async { Ok(false) })
+    }
+
     /// Brings an abandoned session's connection back to a clean state: its
     /// guard dropped, its transaction rolled back, `after` run.
     fn settle<'a>(
@@ -346,6 +358,11 @@ pub(crate) struct SqlxSession<E: SqlxEngine> {
     in_transaction: bool,
     busy: bool,
     after: Option<&'static str>,
+    /// A statement changed the connection's session state: it is reset
+    /// when the transaction ends, or closed.
+    session_state: bool,
+    /// Closed rather than given back at the end.
+    close_at_end: bool,
 }
 
 impl<E: SqlxEngine> SqlxSession<E> {
@@ -367,6 +384,8 @@ impl<E: SqlxEngine> SqlxSession<E> {
             in_transaction: false,
             busy: false,
             after: None,
+            session_state: false,
+            close_at_end: false,
         }
     }
 
@@ -401,6 +420,13 @@ impl<E: SqlxEngine> SqlxSession<E> {
                 .map_err(E::map_error)?;
             self.after = None;
         }
+        if self.session_state {
+            let reset = E::reset_session(self.conn()?).await;
+            if !matches!(reset, Ok(true)) {
+                self.close_at_end = true;
+            }
+            self.session_state = false;
+        }
         self.busy = false;
         Ok(())
     }
@@ -408,25 +434,36 @@ impl<E: SqlxEngine> SqlxSession<E> {
 
 impl<E: SqlxEngine> Drop for SqlxSession<E> {
     fn drop(&mut self) {
-        if !(self.in_transaction || self.busy || self.after.is_some()) {
+        if self.close_at_end
+            && let Some((Held::Pooled(conn), _)) = self.held.as_mut()
+        {
+            conn.close_on_drop();
+            return;
+        }
+        if !(self.in_transaction || self.busy || self.after.is_some() || self.session_state) {
             return;
         }
         let Some((Held::Pooled(mut conn), guard)) = self.held.take() else {
             // A detached connection closes as it drops, which rolls back.
             return;
         };
-        let (in_transaction, after) = (self.in_transaction, self.after);
+        let (in_transaction, after, session_state) =
+            (self.in_transaction, self.after, self.session_state);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             conn.close_on_drop();
             return;
         };
         runtime.spawn(async move {
-            let settled = tokio::time::timeout(
-                CLEANUP_BUDGET,
-                E::settle(&mut conn, guard, in_transaction, after),
-            )
+            let settled = tokio::time::timeout(CLEANUP_BUDGET, async {
+                E::settle(&mut conn, guard, in_transaction, after).await?;
+                if session_state {
+                    E::reset_session(&mut conn).await
+                } else {
+                    Ok(true)
+                }
+            })
             .await;
-            if !matches!(settled, Ok(Ok(()))) {
+            if !matches!(settled, Ok(Ok(true))) {
                 tracing::warn!(
                     "an abandoned session could not be rolled back; its connection is closed"
                 );
@@ -440,6 +477,10 @@ impl<E: SqlxEngine> Drop for SqlxSession<E> {
 impl<E: SqlxEngine> Session for SqlxSession<E> {
     fn engine(&self) -> iadb::DatabaseType {
         E::ENGINE
+    }
+
+    fn changes_session_state(&mut self) {
+        self.session_state = true;
     }
 
     async fn begin(&mut self, options: TxOptions) -> Result<(), Error> {

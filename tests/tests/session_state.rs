@@ -1,0 +1,168 @@
+//! Session state on a pooled gateway (docs/transactions.md, "Session
+//! state"): a statement that changes its connection's session (a TEMP
+//! table, `SET`, a connection `PRAGMA`) is refused on a pooled call, where
+//! the next caller to get the connection would inherit it; inside a
+//! Transaction stream it holds for the life of the stream, and after it the
+//! connection is reset (PostgreSQL `DISCARD ALL`) or closed, so no later
+//! call sees it. On SQLite, PostgreSQL, MySQL/MariaDB and DuckDB.
+
+use iadb::{DatabaseInterface, ErrorKind, Value};
+use iadb_client::RemoteDatabase;
+use iadb_tests::{Engine, TestServer};
+
+const ENGINES: [Engine; 4] = [
+    Engine::Sqlite,
+    Engine::Postgres,
+    Engine::Mysql,
+    Engine::Duckdb,
+];
+
+/// Later pooled calls (more than the pool's connections, so every one of
+/// them is asked).
+const LATER_CALLS: usize = 20;
+
+async fn start(engine: Engine, dir: &tempfile::TempDir) -> Option<(TestServer, RemoteDatabase)> {
+    let url = match engine.url(dir) {
+        Ok(url) => url,
+        Err(why) => {
+            iadb_tests::harness::skip(&format!("session state on {}", engine.name()), &why);
+            return None;
+        }
+    };
+    let server = TestServer::start(&["--database-url", &url, "--pool-max", "4"]);
+    let db = server.client("").await;
+    Some((server, db))
+}
+
+fn unique(base: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{base}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A TEMP table: refused on a pooled call (FAILED_PRECONDITION naming the
+/// Transaction RPC); inside a Transaction stream, visible to every later
+/// statement of the stream; after it, seen by none of 20 pooled calls nor
+/// by the next transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_tables_live_in_a_transaction_and_never_reach_other_calls() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Some((_server, db)) = start(engine, &dir).await else {
+            continue;
+        };
+        let table = unique("tmp_state");
+        let create = format!("CREATE TEMPORARY TABLE {table} (x INTEGER)");
+        let refused = db.execute(&create, &[]).await.expect_err("refused");
+        assert_eq!(
+            refused.kind(),
+            ErrorKind::FailedPrecondition,
+            "{engine:?}: {refused}"
+        );
+        assert!(
+            refused.message().contains("Transaction"),
+            "{engine:?}: {refused}"
+        );
+
+        let mut tx = db.transaction(Default::default()).await.expect("begin");
+        tx.execute(&create, &[]).await.expect("create inside");
+        tx.execute(
+            &format!("INSERT INTO {table} (x) VALUES (?)"),
+            &[Value::Int(7)],
+        )
+        .await
+        .expect("insert");
+        let rows = tx
+            .fetch_all(&format!("SELECT x FROM {table}"), &[])
+            .await
+            .expect("visible inside");
+        assert_eq!(rows.len(), 1, "{engine:?}");
+        assert_eq!(rows[0].get("x"), Some(&Value::Int(7)), "{engine:?}");
+        tx.commit().await.expect("commit");
+
+        let select = format!("SELECT x FROM {table}");
+        for call in 0..LATER_CALLS {
+            let err = db
+                .fetch_all(&select, &[])
+                .await
+                .expect_err("the temp table is gone");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::InvalidArgument,
+                "{engine:?} call {call}: {err}"
+            );
+        }
+        let mut next = db.transaction(Default::default()).await.expect("begin");
+        next.fetch_all(&select, &[])
+            .await
+            .expect_err("not in the next transaction either");
+    }
+}
+
+/// A session setting: refused on a pooled call; set inside a Transaction
+/// stream it holds there, and none of 20 later pooled calls sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_made_in_a_transaction_do_not_reach_later_calls() {
+    for engine in [Engine::Sqlite, Engine::Postgres, Engine::Mysql] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Some((_server, db)) = start(engine, &dir).await else {
+            continue;
+        };
+        // (setting, reading it back, the value it is set to)
+        let (set, read, changed) = match engine {
+            Engine::Postgres => (
+                "SET TIME ZONE 'Pacific/Auckland'",
+                "SELECT current_setting('TimeZone') AS v",
+                Value::Text("Pacific/Auckland".into()),
+            ),
+            Engine::Mysql => (
+                "SET time_zone = '+05:00'",
+                "SELECT @@session.time_zone AS v",
+                Value::Text("+05:00".into()),
+            ),
+            _ => (
+                "PRAGMA recursive_triggers = ON",
+                "SELECT * FROM pragma_recursive_triggers AS v",
+                Value::Int(1),
+            ),
+        };
+        let refused = db.execute(set, &[]).await.expect_err("refused");
+        assert_eq!(
+            refused.kind(),
+            ErrorKind::FailedPrecondition,
+            "{engine:?}: {refused}"
+        );
+        let before = db
+            .fetch_one(read, &[])
+            .await
+            .expect("read")
+            .expect("a row")
+            .into_values();
+        assert_ne!(before, vec![changed.clone()], "{engine:?}");
+
+        let mut tx = db.transaction(Default::default()).await.expect("begin");
+        tx.execute(set, &[]).await.expect("set inside");
+        let inside = tx
+            .fetch_one(read, &[])
+            .await
+            .expect("read inside")
+            .expect("a row")
+            .into_values();
+        assert_eq!(inside, vec![changed.clone()], "{engine:?}");
+        tx.commit().await.expect("commit");
+
+        for call in 0..LATER_CALLS {
+            let after = db
+                .fetch_one(read, &[])
+                .await
+                .expect("read after")
+                .expect("a row")
+                .into_values();
+            assert_eq!(after, before, "{engine:?} call {call}");
+        }
+    }
+}
