@@ -568,6 +568,50 @@ pub async fn errors_map_to_codes(t: &Target) {
     }
 }
 
+/// Creating an object that exists (a table, an index, a view) is
+/// ALREADY_EXISTS on every engine, as a duplicate key is; dropping a table
+/// that other rows still reference is FAILED_PRECONDITION.
+pub async fn objects_that_exist_or_are_depended_on(t: &Target) {
+    let parent = t.table("exists_parent");
+    let child = t.table("exists_child");
+    let create = format!("CREATE TABLE {parent} (id BIGINT PRIMARY KEY, v BIGINT)");
+    t.db.execute(&create, &[]).await.expect("create");
+    let (kind, message) = kind_of(t.db.execute(&create, &[]).await);
+    assert_eq!(kind, ErrorKind::AlreadyExists, "table: {message}");
+    let index = format!("CREATE INDEX {parent}_v ON {parent} (v)");
+    t.db.execute(&index, &[]).await.expect("index");
+    let (kind, message) = kind_of(t.db.execute(&index, &[]).await);
+    assert_eq!(kind, ErrorKind::AlreadyExists, "index: {message}");
+    let view = format!("CREATE VIEW {parent}_view AS SELECT id FROM {parent}");
+    t.db.execute(&view, &[]).await.expect("view");
+    let (kind, message) = kind_of(t.db.execute(&view, &[]).await);
+    assert_eq!(kind, ErrorKind::AlreadyExists, "view: {message}");
+    t.db.execute(&format!("DROP VIEW {parent}_view"), &[])
+        .await
+        .expect("drop view");
+    still_serves(t).await;
+
+    t.db.execute(
+        &format!("CREATE TABLE {child} (id BIGINT PRIMARY KEY, p BIGINT REFERENCES {parent}(id))"),
+        &[],
+    )
+    .await
+    .expect("child");
+    t.db.execute(&format!("INSERT INTO {parent} (id, v) VALUES (1, 1)"), &[])
+        .await
+        .expect("parent row");
+    t.db.execute(&format!("INSERT INTO {child} (id, p) VALUES (1, 1)"), &[])
+        .await
+        .expect("child row");
+    let (kind, message) = kind_of(t.db.execute(&format!("DROP TABLE {parent}"), &[]).await);
+    assert_eq!(
+        kind,
+        ErrorKind::FailedPrecondition,
+        "drop referenced: {message}"
+    );
+    still_serves(t).await;
+}
+
 /// An engine error in the middle of a stream ends it with the error, after
 /// the rows already produced.
 pub async fn error_mid_stream(t: &Target) {
@@ -638,7 +682,8 @@ macro_rules! conformance_suite {
                 placeholders_bind_in_order, wrong_parameter_count, execute_rows_affected,
                 execute_many_atomic, empty_result_has_columns, fetch_one_first_or_none,
                 column_names_preserved, table_exists_and_create, ddl_then_dml,
-                errors_map_to_codes, error_mid_stream, concurrent_streams);
+                errors_map_to_codes, objects_that_exist_or_are_depended_on,
+                error_mid_stream, concurrent_streams);
         }
     };
     (@cases $target:expr; $($case:ident),* $(,)?) => {

@@ -373,7 +373,8 @@ fn classify_sqlite_text(message: &str) -> Option<(ErrorKind, Option<&'static str
         ("SQLITE_ERROR", ErrorKind::InvalidArgument),
     ];
     let code = CODES.iter().find(|(name, _)| message.contains(name));
-    let kind = if message.contains("UNIQUE constraint failed") {
+    let kind = if message.contains("UNIQUE constraint failed") || message.contains("already exists")
+    {
         Some(ErrorKind::AlreadyExists)
     } else if ["NOT NULL", "CHECK", "FOREIGN KEY"]
         .iter()

@@ -558,6 +558,14 @@ fn classify_message(message: &str) -> Error {
                 ErrorKind::FailedPrecondition
             }
         }
+        // "Table with name t already exists!"
+        "Catalog" if first_line.contains("already exists") => ErrorKind::AlreadyExists,
+        // "Could not drop the table because this table is main key table
+        // of the table ...", "Cannot drop entry ... because there are
+        // entries that depend on it".
+        "Catalog" if first_line.contains("depend") || first_line.contains("main key table") => {
+            ErrorKind::FailedPrecondition
+        }
         "Dependency" | "Sequence" | "Missing Extension" | "Extension Autoloading" => {
             ErrorKind::FailedPrecondition
         }
@@ -2441,6 +2449,10 @@ mod tests {
             ErrorKind::Unavailable
         );
         assert_eq!(classify_message("Catalog Error: x").code(), Some("CATALOG"));
+        assert_eq!(
+            kind("Catalog Error: Table with name t already exists!"),
+            ErrorKind::AlreadyExists
+        );
         assert_eq!(
             kind("TransactionContext Error: Catalog write-write conflict on alter with \"t\""),
             ErrorKind::Aborted

@@ -175,6 +175,13 @@ fn classify_mysql(e: &dyn DatabaseError) -> Option<ErrorKind> {
         }
         // Deadlock: the engine rolled the whole transaction back.
         1213 => ErrorKind::Aborted,
+        // An object that already exists: database (1007), table or view
+        // (1050), index (1061), trigger (1359), routine (1304), event
+        // (1537), sequence or other object (MariaDB 4089 has none; 1813
+        // is a tablespace).
+        1007 | 1050 | 1061 | 1304 | 1359 | 1537 | 1813 => ErrorKind::AlreadyExists,
+        // Dropping what a foreign key still references (3730).
+        3730 => ErrorKind::FailedPrecondition,
         // Lock wait timeout (only the statement is rolled back), too many
         // connections, server shutting down, connection killed, and the
         // client-side connection errors.

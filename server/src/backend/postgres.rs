@@ -106,6 +106,12 @@ fn classify_postgres(e: &dyn DatabaseError) -> Option<ErrorKind> {
         (_, "08P01") => ErrorKind::InvalidArgument,
         (_, "57014") => ErrorKind::DeadlineExceeded,
         (_, "40001") | (_, "40P01") => ErrorKind::Aborted,
+        // An object that already exists: database (42P04), schema (42P06),
+        // table, view or sequence (42P07), function (42723), other objects
+        // such as a trigger, type or index (42710).
+        (_, "42P04" | "42P06" | "42P07" | "42723" | "42710") => ErrorKind::AlreadyExists,
+        // Other objects depend on it (DROP without CASCADE).
+        (_, "2BP01") => ErrorKind::FailedPrecondition,
         ("23", _) => ErrorKind::FailedPrecondition,
         ("08", _) | ("57", _) | ("58", _) => ErrorKind::Unavailable,
         ("53", _) => ErrorKind::ResourceExhausted,

@@ -213,6 +213,9 @@ fn classify_sqlite(e: &dyn DatabaseError) -> Option<ErrorKind> {
         13 => Some(ErrorKind::ResourceExhausted),
         8 => Some(ErrorKind::PermissionDenied),
         19 => Some(ErrorKind::FailedPrecondition),
+        // "table t already exists", "index i already exists", ... (a
+        // generic SQLITE_ERROR: only the message tells).
+        1 if e.message().ends_with("already exists") => Some(ErrorKind::AlreadyExists),
         _ => None,
     }
 }
