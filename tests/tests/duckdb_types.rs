@@ -651,7 +651,7 @@ async fn duckdb_types_remote() {
 /// interrupt sent while a statement is being prepared or bound, so the
 /// server kept working for minutes and held the only pooled connection;
 /// now the interrupt is repeated until DuckDB lets go, and the next call on
-/// a pool of one is served within seconds.
+/// a pool of one is served within seconds (well under the 30 s asserted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_work_frees_the_pool_slot() {
     use iadb::DatabaseInterface as _;
@@ -697,8 +697,11 @@ async fn abandoned_work_frees_the_pool_slot() {
         "next call served {} ms after DEADLINE_EXCEEDED",
         freed.as_millis()
     );
+    // Before the fix it was minutes; seconds here, and up to ~11 s on this
+    // 2-core machine while other builds ran: the bound tells the two apart
+    // without racing a busy machine's scheduler.
     assert!(
-        freed < std::time::Duration::from_secs(5),
+        freed < std::time::Duration::from_secs(30),
         "the abandoned statement held the pool for {freed:?}"
     );
 }
