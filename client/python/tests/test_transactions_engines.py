@@ -204,6 +204,7 @@ async def test_serializable_read_then_write_conflict_aborts_exactly_one(db, engi
         except iadb.DatabaseError as e:
             return e
         finally:
+            read[name].set()  # (when it failed before: the other goes on, and fails)
             done[name].set()
 
     a, b = await asyncio.wait_for(asyncio.gather(worker("a", "b", 1), worker("b", "a", 2)), 60)
@@ -232,6 +233,7 @@ def test_sync_serializable_conflict_in_two_threads(sdb, engine_server, table):
         except BaseException as e:  # an assertion: reported below
             outcomes[name] = repr(e)
         finally:
+            read[name].set()
             done[name].set()
 
     threads = [threading.Thread(target=worker, args=args) for args in (("a", "b", 1), ("b", "a", 2))]
