@@ -1,6 +1,10 @@
 //! Builds the Node client (`client/node`), then runs its streaming example
 //! and its `node --test` suite against a test server with a SQLite default
-//! database, so that `cargo test --workspace` covers it.
+//! database, so that `cargo test --workspace` covers it. The suite's
+//! PostgreSQL and MySQL/MariaDB transaction tests
+//! (`transaction_engines.test.ts`) start servers of their own on
+//! `IADB_TEST_POSTGRES_URL` and `IADB_TEST_MYSQL_URL`, which `node` inherits
+//! from this process (skipped without them, failed in CI).
 //!
 //! Needs `node` (20 or newer) and `npm`, with the package's dependencies
 //! installed: `npm ci --prefix client/node`. Without them the test is skipped
@@ -131,7 +135,9 @@ fn node_client_example_and_suite() {
 
     // The library's suite, its tests against the fake server that
     // misbehaves on purpose (faults.test.js), and its batch and transaction
-    // tests, some of which start servers of their own (IADB_SERVER_BIN).
+    // tests, some of which start servers of their own (IADB_SERVER_BIN),
+    // on PostgreSQL and MySQL/MariaDB too (the IADB_TEST_*_URL variables
+    // are inherited).
     let fake = FakeServer::start();
     let tests = bounded("node")
         .args([
@@ -139,6 +145,7 @@ fn node_client_example_and_suite() {
             "dist/test/client.test.js",
             "dist/test/faults.test.js",
             "dist/test/transaction.test.js",
+            "dist/test/transaction_engines.test.js",
         ])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)

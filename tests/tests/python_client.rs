@@ -1,5 +1,8 @@
 //! Runs the Python client's pytest suite (`client/python/tests`) against the
-//! test-server binary, so that `cargo test --workspace` covers it.
+//! test-server binary, so that `cargo test --workspace` covers it. Its
+//! PostgreSQL and MySQL/MariaDB tests (`test_transactions_engines.py`) start
+//! servers on `IADB_TEST_POSTGRES_URL` and `IADB_TEST_MYSQL_URL`, which
+//! pytest inherits from this process (skipped without them, failed in CI).
 //!
 //! Needs `python3` with the package and pytest installed:
 //! `pip install ./client/python pytest pytest-asyncio`. Without them the test

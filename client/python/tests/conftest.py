@@ -1,4 +1,6 @@
-"""Fixtures: a real iadb server process (SQLite in a temp folder) and clients.
+"""Fixtures: a real iadb server process (SQLite in a temp folder, or the
+PostgreSQL and MySQL/MariaDB databases named by `$IADB_TEST_POSTGRES_URL` and
+`$IADB_TEST_MYSQL_URL`) and clients.
 
 The server binary is `$IADB_SERVER_BIN`, or else `iadb-test-server` (or
 `iadb-server`) under `$CARGO_TARGET_DIR/debug` or the repository's
@@ -48,11 +50,14 @@ def server_binary() -> Path:
 
 
 class Server:
-    """One `iadb-server --listen 127.0.0.1:0` process on a SQLite file."""
+    """One `iadb-server --listen 127.0.0.1:0` process on `database_url`, by
+    default a SQLite file in a temp folder of its own."""
 
-    def __init__(self, extra_args=()) -> None:
+    def __init__(self, extra_args=(), database_url=None) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="iadb-py-")
         folder = self.dir.name
+        if database_url is None:
+            database_url = "sqlite:///%s/py.db" % folder
         self.log_path = os.path.join(folder, "server.log")
         env = dict(os.environ)
         env.pop("DATABASE_URL", None)
@@ -60,7 +65,7 @@ class Server:
         args = [
             str(server_binary()),
             "--listen", "127.0.0.1:0",
-            "--database-url", "sqlite:///%s/py.db" % folder,
+            "--database-url", database_url,
             *extra_args,
         ]
         with open(self.log_path, "wb") as log:
@@ -127,6 +132,43 @@ def sdb(server):
 def table():
     """A table name no other test uses."""
     return "t_" + uuid.uuid4().hex[:12]
+
+
+def in_ci() -> bool:
+    """`CI` is set to anything but "", "false" or "0" (the Rust harness'
+    rule)."""
+    return os.environ.get("CI", "") not in ("", "false", "0")
+
+
+def skip_or_fail(what: str, why: str) -> None:
+    """Skips with `why`, or fails in CI, where nothing may be skipped."""
+    if in_ci():
+        pytest.fail("%s: %s (CI=true: nothing may be skipped)" % (what, why), pytrace=False)
+    pytest.skip("%s: %s" % (what, why))
+
+
+#: The servers engines are tested through, by the variable naming their URL.
+ENGINE_URLS = {
+    "postgresql": "IADB_TEST_POSTGRES_URL",
+    "mysql": "IADB_TEST_MYSQL_URL",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ENGINE_URLS))
+def engine_server(request):
+    """A server whose default database is PostgreSQL
+    (`$IADB_TEST_POSTGRES_URL`) or MySQL/MariaDB (`$IADB_TEST_MYSQL_URL`),
+    one per engine and test module. Those databases are shared: tests use
+    tables of their own and drop them. `server.engine` names the engine.
+    Without the URL the test is skipped, or fails in CI."""
+    variable = ENGINE_URLS[request.param]
+    url = os.environ.get(variable)
+    if not url:
+        skip_or_fail("%s server" % request.param, "%s is not set" % variable)
+    s = Server(database_url=url)
+    s.engine = request.param
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")
