@@ -377,12 +377,19 @@ async fn execute_on(
 ) -> Result<ExecuteOutcome> {
     check_sql(sql)?;
     check_param_count(sql, Dialect::Sqlite, params.len())?;
-    let done = if params.is_empty() {
-        // No parameters: the text may be a script of several statements.
-        conn.execute(sqlx::raw_sql(sql)).await
-    } else {
-        conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
-    };
+    let mut done = run_statement(conn, sql, params).await?;
+    if let Err(e) = &done
+        && may_be_stale_schema(e)
+        && crate::placeholders::statement_shape(sql, Dialect::Sqlite).statements == 1
+    {
+        // Another pooled connection changed the schema and this one's
+        // cached copy does not know yet. A statement refused for that has
+        // not run: read the schema again and run it once more.
+        conn.execute("SELECT count(*) FROM sqlite_master")
+            .await
+            .map_err(sqlite_error)?;
+        done = run_statement(conn, sql, params).await?;
+    }
     let done = done.map_err(sqlite_error)?;
     if !changes_rows(sql) {
         return Ok(ExecuteOutcome::default());
@@ -391,6 +398,34 @@ async fn execute_on(
         rows_affected: done.rows_affected(),
         last_insert_id: (done.rows_affected() > 0).then(|| done.last_insert_rowid()),
     })
+}
+
+/// One run of `sql`: without parameters as a script, with them prepared.
+async fn run_statement(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>> {
+    Ok(if params.is_empty() {
+        // No parameters: the text may be a script of several statements.
+        conn.execute(sqlx::raw_sql(sql)).await
+    } else {
+        conn.execute(sqlx::query_with(sql, bind_all(params)?)).await
+    })
+}
+
+/// Whether SQLite refused a statement for an object that its connection's
+/// cached schema may not know yet (created on another connection a moment
+/// ago): such a statement fails before it runs, so it can be run again.
+fn may_be_stale_schema(e: &sqlx::Error) -> bool {
+    const STALE: [&str; 5] = [
+        "unable to identify the object to be reindexed",
+        "no such table",
+        "no such index",
+        "no such view",
+        "no such trigger",
+    ];
+    matches!(e, sqlx::Error::Database(db) if STALE.iter().any(|s| db.message().starts_with(s)))
 }
 
 /// Runs one statement on `conn` and sends its columns and rows to `sink`.
