@@ -73,6 +73,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     code: Option<String>,
+    engine_code: Option<String>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -87,6 +88,7 @@ impl Error {
             kind,
             message: message.into(),
             code: None,
+            engine_code: None,
             source: None,
         }
     }
@@ -94,6 +96,14 @@ impl Error {
     /// Attaches the SQLSTATE or engine error code.
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
+        self
+    }
+
+    /// Attaches the engine's own error number where it has one besides the
+    /// SQLSTATE (MySQL/MariaDB: `1050` for `42S01`, and `HY000` errors that
+    /// only their number tells apart).
+    pub fn with_engine_code(mut self, code: impl Into<String>) -> Self {
+        self.engine_code = Some(code.into());
         self
     }
 
@@ -138,6 +148,12 @@ impl Error {
     /// The SQLSTATE or engine error code, where known.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
+    }
+
+    /// The engine's own error number, where it has one besides the
+    /// SQLSTATE (MySQL/MariaDB).
+    pub fn engine_code(&self) -> Option<&str> {
+        self.engine_code.as_deref()
     }
 
     /// Whether repeating the same call may succeed (the engine was unreachable

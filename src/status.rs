@@ -6,6 +6,10 @@ use tonic::{Code, Status, metadata::MetadataValue};
 /// Response metadata key carrying the SQLSTATE or engine error code.
 pub const SQLSTATE_METADATA_KEY: &str = "iadb-sqlstate";
 
+/// Response metadata key carrying the engine's own error number, where it
+/// has one besides the SQLSTATE (MySQL/MariaDB).
+pub const ENGINE_CODE_METADATA_KEY: &str = "iadb-engine-code";
+
 impl From<ErrorKind> for Code {
     fn from(kind: ErrorKind) -> Self {
         match kind {
@@ -32,6 +36,14 @@ impl From<Error> for Status {
         let mut status = Status::new(code, e.message());
         if let Some(value) = e.code().and_then(|c| MetadataValue::try_from(c).ok()) {
             status.metadata_mut().insert(SQLSTATE_METADATA_KEY, value);
+        }
+        if let Some(value) = e
+            .engine_code()
+            .and_then(|c| MetadataValue::try_from(c).ok())
+        {
+            status
+                .metadata_mut()
+                .insert(ENGINE_CODE_METADATA_KEY, value);
         }
         status
     }
@@ -64,11 +76,19 @@ impl From<Status> for Error {
         } else {
             s.message().to_owned()
         };
-        let error = Error::new(kind, message);
-        match code {
-            Some(c) => error.with_code(c),
-            None => error,
+        let engine_code = s
+            .metadata()
+            .get(ENGINE_CODE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut error = Error::new(kind, message);
+        if let Some(c) = code {
+            error = error.with_code(c);
         }
+        if let Some(c) = engine_code {
+            error = error.with_engine_code(c);
+        }
+        error
     }
 }
 
@@ -78,11 +98,16 @@ mod tests {
 
     #[test]
     fn sqlstate_travels_in_metadata() {
-        let status = Status::from(Error::new(ErrorKind::AlreadyExists, "dup").with_code("23505"));
+        let status = Status::from(
+            Error::new(ErrorKind::AlreadyExists, "dup")
+                .with_code("23000")
+                .with_engine_code("1062"),
+        );
         assert_eq!(status.code(), Code::AlreadyExists);
         let back = Error::from(status);
         assert_eq!(back.kind(), ErrorKind::AlreadyExists);
-        assert_eq!(back.code(), Some("23505"));
+        assert_eq!(back.code(), Some("23000"));
+        assert_eq!(back.engine_code(), Some("1062"));
         assert_eq!(back.message(), "dup");
     }
 }

@@ -203,3 +203,30 @@ async fn sqlite_ddl_is_seen_by_every_pooled_connection() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A MySQL/MariaDB error carries the server's own error number beside its
+/// SQLSTATE (many errors share `HY000`), in `iadb-engine-code`; an object
+/// that exists is ALREADY_EXISTS, as on every engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_errors_carry_the_engine_number() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((_server, db)) = start(Engine::Mysql, &dir).await else {
+        return;
+    };
+    let table = unique("engine_code");
+    let create = format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY)");
+    db.execute(&create, &[]).await.expect("create");
+    let err = db.execute(&create, &[]).await.expect_err("exists");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(err.code(), Some("42S01"), "{err:?}");
+    assert_eq!(err.engine_code(), Some("1050"), "{err:?}");
+    let err = db
+        .execute("SELECT * FROM no_such_table_for_codes", &[])
+        .await
+        .expect_err("unknown table");
+    assert_eq!(err.code(), Some("42S02"), "{err:?}");
+    assert_eq!(err.engine_code(), Some("1146"), "{err:?}");
+    db.execute(&format!("DROP TABLE {table}"), &[])
+        .await
+        .expect("drop");
+}

@@ -199,8 +199,20 @@ fn classify_mysql(e: &dyn DatabaseError) -> Option<ErrorKind> {
     })
 }
 
+/// Maps a MySQL/MariaDB error; the server's error number travels with the
+/// SQLSTATE (many errors share `HY000`).
 fn mysql_error(e: sqlx::Error) -> Error {
-    map_sqlx_error(e, classify_mysql)
+    let number = match &e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    };
+    let error = map_sqlx_error(e, classify_mysql);
+    match number {
+        Some(n) => error.with_engine_code(n.to_string()),
+        None => error,
+    }
 }
 
 /// An exact decimal bound as its digits with the DECIMAL parameter type, so
