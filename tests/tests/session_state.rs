@@ -230,3 +230,51 @@ async fn mysql_errors_carry_the_engine_number() {
         .await
         .expect("drop");
 }
+
+/// Session settings an operator wants on every connection come from the
+/// database's URL: PostgreSQL `timezone` (and `search_path`), MySQL
+/// `sql_mode` (added to the server's, after `ANSI_QUOTES`). Every pooled
+/// connection has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_database_session_settings_come_from_the_url() {
+    for (engine, option, read, wanted) in [
+        (
+            Engine::Postgres,
+            "timezone=Pacific/Auckland",
+            "SELECT current_setting('TimeZone') AS v",
+            "Pacific/Auckland",
+        ),
+        (
+            Engine::Mysql,
+            "sql_mode=NO_ZERO_DATE",
+            "SELECT @@session.sql_mode AS v",
+            "NO_ZERO_DATE",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match engine.url(&dir) {
+            Ok(url) => url,
+            Err(why) => {
+                iadb_tests::harness::skip(&format!("session settings on {}", engine.name()), &why);
+                continue;
+            }
+        };
+        let joined = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{joined}{option}");
+        let server = TestServer::start(&["--database-url", &url, "--pool-max", "4"]);
+        let db = server.client("").await;
+        let reads: Vec<_> = (0..8).map(|_| db.fetch_one(read, &[])).collect();
+        for row in futures::future::join_all(reads).await {
+            let row = row.expect("read").expect("a row");
+            let text = match row.get("v") {
+                Some(Value::Text(t)) => t.clone(),
+                Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("{engine:?}: {other:?}"),
+            };
+            assert!(text.contains(wanted), "{engine:?}: {text}");
+            if engine == Engine::Mysql {
+                assert!(text.contains("ANSI_QUOTES"), "{text}");
+            }
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! Each session adds to the server's `sql_mode`: `PIPES_AS_CONCAT` (`||`
 //! concatenates) and `NO_ENGINE_SUBSTITUTION` (sqlx's defaults), and
 //! `ANSI_QUOTES` (`"name"` is an identifier; URL option `ansi_quotes=false`
-//! turns it off), so that SQL written for the other engines reads the same.
+//! turns it off), so that SQL written for the other engines reads the same,
+//! then the modes of the URL option `sql_mode` (`?sql_mode=NO_ZERO_DATE`).
 //!
 //! How each column type becomes a [`Value`], and how each `Value` binds, is
 //! `docs/types/mysql.md`; the round trip of every row of it is
@@ -46,7 +47,9 @@ use std::{sync::Arc, time::Duration};
 /// The MySQL / MariaDB adapter.
 pub struct MySqlBackend {
     options: MySqlConnectOptions,
-    ansi_quotes: bool,
+    /// Modes added to `sql_mode` on every new connection (`ANSI_QUOTES`
+    /// unless turned off, then the URL's `sql_mode`), comma-separated.
+    added_modes: String,
     settings: PoolSettings,
     pool: PoolSlot<sqlx::MySql>,
 }
@@ -68,6 +71,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "sslkey",
     "socket",
     "ansi_quotes",
+    "sql_mode",
 ];
 
 impl MySqlBackend {
@@ -127,9 +131,33 @@ impl MySqlBackend {
                 )));
             }
         };
+        // Modes added to the server's `sql_mode` on every connection (the
+        // place for session settings: a pooled call may not SET them).
+        let extra_sql_mode = match config.option("sql_mode") {
+            None => None,
+            Some(modes)
+                if !modes.is_empty()
+                    && modes
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b',') =>
+            {
+                Some(modes.to_ascii_uppercase())
+            }
+            Some(_) => {
+                return Err(Error::invalid_argument(
+                    "mysql URL option sql_mode: expected mode names separated by commas \
+                     (letters, digits and `_`)",
+                ));
+            }
+        };
+        let mut added_modes = Vec::new();
+        if ansi_quotes {
+            added_modes.push("ANSI_QUOTES".to_owned());
+        }
+        added_modes.extend(extra_sql_mode);
         Ok(Self {
             options,
-            ansi_quotes,
+            added_modes: added_modes.join(","),
             settings,
             pool: PoolSlot::new(),
         })
@@ -602,20 +630,23 @@ impl SqlxEngine for MySqlEngine {
 #[async_trait]
 impl DatabaseInterface for MySqlBackend {
     async fn connect(&self) -> Result<()> {
-        let ansi_quotes = self.ansi_quotes;
+        let added_modes = self.added_modes.clone();
         let pool = MySqlPoolOptions::new()
             .acquire_timeout(self.settings.acquire_timeout)
             .max_connections(self.settings.max_connections.max(1))
             .test_before_acquire(false)
             .before_acquire(ping_if_idle)
             .after_connect(move |conn, _| {
+                let added_modes = added_modes.clone();
                 Box::pin(async move {
-                    if ansi_quotes {
-                        // `"name"` is an identifier, as on every other
-                        // engine iadb serves (and in `iadb::quote_identifier`,
-                        // which the gRPC client uses); strings are '...'.
-                        conn.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
-                            .await?;
+                    // ANSI_QUOTES (unless turned off): `"name"` is an
+                    // identifier, as on every other engine iadb serves (and
+                    // in `iadb::quote_identifier`, which the gRPC client
+                    // uses); strings are '...'. Then the URL's `sql_mode`.
+                    if !added_modes.is_empty() {
+                        let set =
+                            format!("SET SESSION sql_mode = CONCAT(@@sql_mode, ',{added_modes}')");
+                        conn.execute(sqlx::raw_sql(&set)).await?;
                     }
                     Ok(())
                 })

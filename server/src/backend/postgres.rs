@@ -43,6 +43,10 @@ use std::{borrow::Cow, str::FromStr, sync::Arc};
 /// The PostgreSQL adapter.
 pub struct PostgresBackend {
     options: PgConnectOptions,
+    /// `SET TIME ZONE` for every new connection (the URL's `timezone`;
+    /// sqlx's startup message sets UTC, which a startup option cannot
+    /// override).
+    time_zone: Option<String>,
     settings: PoolSettings,
     pool: PoolSlot<sqlx::Postgres>,
 }
@@ -77,11 +81,31 @@ impl PostgresBackend {
         if let Some(name) = config.option("application_name") {
             options = options.application_name(name);
         }
+        // Session settings for every connection (a pooled call may not SET
+        // them).
         if let Some(schema) = config.option("search_path") {
             options = options.options([("search_path", schema)]);
         }
+        let time_zone = match config.option("timezone") {
+            None => None,
+            Some(zone)
+                if !zone.is_empty()
+                    && zone
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_/+-:".contains(&b)) =>
+            {
+                Some(format!("SET TIME ZONE '{zone}'"))
+            }
+            Some(_) => {
+                return Err(Error::invalid_argument(
+                    "postgresql URL option timezone: expected a time zone name such as \
+                     Europe/Paris or an offset such as +02:00",
+                ));
+            }
+        };
         Ok(Self {
             options,
+            time_zone,
             settings,
             pool: PoolSlot::new(),
         })
@@ -775,7 +799,19 @@ impl DatabaseInterface for PostgresBackend {
         let pool = PgPoolOptions::new()
             .max_connections(self.settings.max_connections.max(1))
             .acquire_timeout(self.settings.acquire_timeout)
-            .after_connect(|conn, _| Box::pin(on_connect(conn)))
+            .after_connect({
+                let time_zone = self.time_zone.clone();
+                move |conn, _| {
+                    let time_zone = time_zone.clone();
+                    Box::pin(async move {
+                        on_connect(conn).await?;
+                        if let Some(set) = time_zone {
+                            conn.execute(sqlx::raw_sql(&set)).await?;
+                        }
+                        Ok(())
+                    })
+                }
+            })
             .test_before_acquire(false)
             .before_acquire(ping_if_idle)
             .connect_with(self.options.clone())
