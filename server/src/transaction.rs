@@ -401,16 +401,8 @@ async fn run(
                 ));
             }
             Req::Execute(proto::Statement { sql, params }) => {
-                let checked = service
-                    .check_sql_size(&sql)
-                    .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
-                    .map(|session_state| {
-                        if session_state {
-                            session.changes_session_state();
-                        }
-                    })
-                    .and_then(|()| params_from_proto(params));
-                let params = checked.map_err(failed)?;
+                admit(service, session, engine, &sql, params.len()).map_err(failed)?;
+                let params = params_from_proto(params).map_err(failed)?;
                 let ExecuteOutcome {
                     rows_affected,
                     last_insert_id,
@@ -430,16 +422,8 @@ async fn run(
                 .map_err(gone)?;
             }
             Req::Fetch(proto::Statement { sql, params }) => {
-                let checked = service
-                    .check_sql_size(&sql)
-                    .and_then(|()| check_statement(&sql, engine, params.len(), Place::Transaction))
-                    .map(|session_state| {
-                        if session_state {
-                            session.changes_session_state();
-                        }
-                    })
-                    .and_then(|()| params_from_proto(params));
-                let params = checked.map_err(failed)?;
+                admit(service, session, engine, &sql, params.len()).map_err(failed)?;
+                let params = params_from_proto(params).map_err(failed)?;
                 let metrics = service.metrics();
                 let mut sink = FrameSink::new(out, fetched, limits, &metrics, database);
                 let fetch = async {
@@ -466,28 +450,20 @@ async fn run(
             }
             Req::ExecuteMany(proto::ExecuteManyStatement { sql, param_sets }) => {
                 let widest = param_sets.iter().map(|s| s.values.len()).max().unwrap_or(0);
-                let checked = service
-                    .check_sql_size(&sql)
-                    .and_then(|()| check_statement(&sql, engine, widest, Place::Transaction))
-                    .map(|session_state| {
-                        if session_state {
-                            session.changes_session_state();
-                        }
-                    })
-                    .and_then(|()| {
-                        param_sets
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, row)| {
-                                params_from_proto(row.values).map_err(|e| {
-                                    Error::invalid_argument(format!(
-                                        "parameter set {i}: {}",
-                                        e.message()
-                                    ))
-                                })
+                let checked = admit(service, session, engine, &sql, widest).and_then(|()| {
+                    param_sets
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, row)| {
+                            params_from_proto(row.values).map_err(|e| {
+                                Error::invalid_argument(format!(
+                                    "parameter set {i}: {}",
+                                    e.message()
+                                ))
                             })
-                            .collect::<Result<Vec<_>, Error>>()
-                    });
+                        })
+                        .collect::<Result<Vec<_>, Error>>()
+                });
                 let sets = checked.map_err(failed)?;
                 let outcome = guarded(session.execute_many(&sql, &sets), requests, clocks)
                     .await
@@ -538,6 +514,24 @@ async fn run(
             }
         }
     }
+}
+
+/// The checks of a statement sent inside the stream (size, shape; see
+/// [`check_statement`]); one that changes the session's state is noted on
+/// the session, whose connection then does not go back to the pool as it
+/// is.
+fn admit(
+    service: &DatabaseService,
+    session: &mut dyn Session,
+    engine: DatabaseType,
+    sql: &str,
+    params: usize,
+) -> Result<(), Error> {
+    service.check_sql_size(sql)?;
+    if check_statement(sql, engine, params, Place::Transaction)? {
+        session.changes_session_state();
+    }
+    Ok(())
 }
 
 fn ms(started: Instant) -> f64 {
