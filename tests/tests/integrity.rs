@@ -277,7 +277,9 @@ async fn streams_that_are_never_read_are_ended_and_free_their_connections() {
                 None => break None,
             }
         };
-        let error = ending.expect("a stalled stream ends with an error, not a short success");
+        let error = ending.unwrap_or_else(|| {
+            panic!("a stalled stream ends with an error, not a short success ({read} rows read)")
+        });
         assert_eq!(error.kind(), ErrorKind::ResourceExhausted, "{error:?}");
         assert!(
             error.message().contains("--stream-stall-timeout-secs"),
