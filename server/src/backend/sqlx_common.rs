@@ -358,8 +358,9 @@ pub(crate) struct SqlxSession<E: SqlxEngine> {
     in_transaction: bool,
     busy: bool,
     after: Option<&'static str>,
-    /// A statement changed the connection's session state: it is reset
-    /// when the transaction ends, or closed.
+    /// A statement changed the connection's session state: when the
+    /// transaction ends the connection is reset where the engine can
+    /// (`SqlxEngine::reset_session`), else closed.
     session_state: bool,
     /// Closed rather than given back at the end.
     close_at_end: bool,
@@ -464,9 +465,11 @@ impl<E: SqlxEngine> Drop for SqlxSession<E> {
             })
             .await;
             if !matches!(settled, Ok(Ok(true))) {
-                tracing::warn!(
-                    "an abandoned session could not be rolled back; its connection is closed"
-                );
+                if !session_state {
+                    tracing::warn!(
+                        "an abandoned session could not be rolled back; its connection is closed"
+                    );
+                }
                 conn.close_on_drop();
             }
         });
