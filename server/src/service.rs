@@ -558,7 +558,7 @@ impl Database for DatabaseService {
         // which may be full (a client that stopped reading): the response
         // yields it after the last frame, so a stream never ends without
         // either its summary or its error.
-        let ending = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let ending = Ending::default();
         let limits = self.limits;
         let pump_ending = ending.clone();
         // The pump is not instrumented: entering the span on every wake
@@ -570,20 +570,10 @@ impl Database for DatabaseService {
             // call's turn.
             drop(turn);
             call.finish(&result);
-            if let Err(e) = result
-                && let Ok(mut slot) = pump_ending.lock()
-            {
-                *slot = Some(Status::from(e));
-            }
+            set_ending(&pump_ending, result);
             // `tx` drops here, after the error is in place.
         });
-        let error = futures::stream::once(async move {
-            ending.lock().ok().and_then(|mut slot| slot.take()).map(Err)
-        })
-        .filter_map(std::future::ready);
-        Ok(Response::new(Box::pin(
-            ReceiverStream::new(rx).chain(error),
-        )))
+        Ok(Response::new(frames_then_ending(rx, ending)))
     }
 
     async fn fetch_one(
@@ -826,7 +816,7 @@ impl Database for DatabaseService {
         let inbound: transaction::Inbound = request.into_inner().boxed();
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         // As FetchAll's: the final error follows the last answer.
-        let ending = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let ending = Ending::default();
         let pump_ending = ending.clone();
         let service = self.clone();
         tokio::spawn(async move {
@@ -854,20 +844,39 @@ impl Database for DatabaseService {
                 debug!(outcome = ended.outcome, lasted_ms = ?ended.lasted.map(|d| d.as_millis()), "transaction ended")
             });
             call.finish(&ended.result);
-            if let Err(e) = ended.result
-                && let Ok(mut slot) = pump_ending.lock()
-            {
-                *slot = Some(Status::from(e));
-            }
+            set_ending(&pump_ending, ended.result);
         });
-        let error = futures::stream::once(async move {
-            ending.lock().ok().and_then(|mut slot| slot.take()).map(Err)
-        })
-        .filter_map(std::future::ready);
-        Ok(Response::new(Box::pin(
-            ReceiverStream::new(rx).chain(error),
-        )))
+        Ok(Response::new(frames_then_ending(rx, ending)))
     }
+}
+
+/// Where the task behind a streaming RPC leaves the error its stream ends
+/// with. The error does not go through the frames' channel, which may be
+/// full (a client that stopped reading): [`frames_then_ending`] yields it
+/// after the last frame, so a stream never ends without either its last
+/// answer or its error.
+type Ending = Arc<std::sync::Mutex<Option<Status>>>;
+
+/// Leaves `result`'s error, if any, for [`frames_then_ending`].
+fn set_ending(ending: &Ending, result: Result<(), Error>) {
+    if let Err(e) = result
+        && let Ok(mut slot) = ending.lock()
+    {
+        *slot = Some(Status::from(e));
+    }
+}
+
+/// The frames a task sends into `rx`'s channel, then the error it left in
+/// `ending` (once every sender is gone).
+fn frames_then_ending<M: Send + 'static>(
+    rx: mpsc::Receiver<Result<M, Status>>,
+    ending: Ending,
+) -> Pin<Box<dyn futures::Stream<Item = Result<M, Status>> + Send>> {
+    let error = futures::stream::once(async move {
+        ending.lock().ok().and_then(|mut slot| slot.take()).map(Err)
+    })
+    .filter_map(std::future::ready);
+    Box::pin(ReceiverStream::new(rx).chain(error))
 }
 
 type TransactionStream =
