@@ -204,6 +204,7 @@ pub struct RemoteDatabase {
     timeout: Option<Duration>,
     connect_timeout: Duration,
     retry: RetryPolicy,
+    read_only: bool,
     client: RwLock<Option<DatabaseClient<Channel>>>,
 }
 
@@ -217,6 +218,7 @@ impl RemoteDatabase {
             timeout: None,
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            read_only: false,
             client: RwLock::new(None),
         }
     }
@@ -256,6 +258,22 @@ impl RemoteDatabase {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Runs every call (Execute, ExecuteMany, FetchAll, FetchOne) in a
+    /// read-only transaction of its own on the server, enforced by the
+    /// engine: a write or DDL is PERMISSION_DENIED and changes nothing.
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// The options every call carries.
+    fn options(&self) -> Option<proto::QueryOptions> {
+        self.read_only.then(|| proto::QueryOptions {
+            read_only: true,
+            ..Default::default()
+        })
     }
 
     /// The database name requests carry.
@@ -376,7 +394,7 @@ impl RemoteDatabase {
                         database: self.database.clone(),
                         sql: sql.to_owned(),
                         params: Self::params(params),
-                        options: None,
+                        options: self.options(),
                     },
                     deadline,
                 )?;
@@ -512,7 +530,7 @@ impl DatabaseInterface for RemoteDatabase {
                     database: self.database.clone(),
                     sql: sql.to_owned(),
                     params: Self::params(params),
-                    options: None,
+                    options: self.options(),
                 },
                 deadline,
             )?;
@@ -539,7 +557,7 @@ impl DatabaseInterface for RemoteDatabase {
                     database: self.database.clone(),
                     sql: sql.to_owned(),
                     params: Self::params(params),
-                    options: None,
+                    options: self.options(),
                 },
                 deadline,
             )?;
@@ -565,7 +583,7 @@ impl DatabaseInterface for RemoteDatabase {
                     values: Self::params(set),
                 })
                 .collect(),
-            options: None,
+            options: self.options(),
         };
         let deadline = self.deadline();
         self.run(Call::Write, deadline, || async {

@@ -31,6 +31,11 @@ struct Cli {
     /// Deadline of the call, in milliseconds.
     #[arg(long, env = "IADB_TIMEOUT_MS", global = true)]
     timeout_ms: Option<u64>,
+    /// Read-only: each call (and `batch`, `tx`) runs in a read-only
+    /// transaction on the server, enforced by the engine: a write or DDL is
+    /// refused and changes nothing.
+    #[arg(long, env = "IADB_READ_ONLY", global = true)]
+    read_only: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,9 +71,6 @@ enum Command {
     Batch {
         /// The script (`-` reads stdin).
         file: String,
-        /// Runs it in a read-only transaction (a statement that writes fails).
-        #[arg(long)]
-        read_only: bool,
     },
     /// Runs the statements of FILE (`-` or nothing: stdin) one by one in
     /// one interactive transaction (the Transaction RPC) and commits at the
@@ -83,9 +85,6 @@ enum Command {
         /// Isolation level (the engine's default if not given).
         #[arg(long, value_enum)]
         isolation: Option<IsolationArg>,
-        /// A read-only transaction (a statement that writes fails).
-        #[arg(long)]
-        read_only: bool,
         /// SQLite: take the write lock at once (BEGIN IMMEDIATE).
         #[arg(long)]
         immediate: bool,
@@ -492,7 +491,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         other => other,
     };
-    let mut db = RemoteDatabase::new(cli.server.clone()).with_database(cli.database.clone());
+    let mut db = RemoteDatabase::new(cli.server.clone())
+        .with_database(cli.database.clone())
+        .with_read_only(cli.read_only);
     if let Some(ms) = cli.timeout_ms {
         db = db.with_timeout(Duration::from_millis(ms));
     }
@@ -533,14 +534,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 None => println!("{} row(s) affected", outcome.rows_affected),
             }
         }
-        Command::Batch { file, read_only } => {
+        Command::Batch { file } => {
             let text = read_script(&file)?;
             let engine = engine_of(&db).await?;
             let statements: Vec<Statement> = script_statements(&text, &file, &engine)?
                 .into_iter()
                 .map(Statement::new)
                 .collect();
-            let results = db.batch(&statements, read_only).await?;
+            let results = db.batch(&statements, cli.read_only).await?;
             for (index, result) in results.iter().enumerate() {
                 print_statement_result(index, result);
             }
@@ -549,14 +550,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Tx {
             file,
             isolation,
-            read_only,
             immediate,
             rollback,
         } => {
             let text = read_script(&file)?;
             let options = TransactionOptions {
                 isolation: isolation.map(Isolation::from).unwrap_or_default(),
-                read_only,
+                read_only: cli.read_only,
                 immediate,
             };
             let mut tx = db.transaction(options).await?;

@@ -5,8 +5,8 @@
 
 use crate::{
     admission::{Admission, Turn},
-    backend::BatchOptions,
     backend::session::RowSink,
+    backend::{BatchOptions, ReadOnlyCall},
     config::Limits,
     metrics::{ALL_DATABASES, Metrics, UNKNOWN_DATABASE},
     migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
@@ -444,7 +444,7 @@ impl Database for DatabaseService {
             database,
             sql,
             params,
-            options: _,
+            options,
         } = request.into_inner();
         let call = self.begin("Execute", &database, Some(&sql));
         let result = async {
@@ -454,6 +454,14 @@ impl Database for DatabaseService {
             let params = params_from_proto(params)?;
             with_timeout(limit, async {
                 let _turn = self.turn(&database).await?;
+                if read_only(options.as_ref()) {
+                    let call = ReadOnlyCall::Execute {
+                        sql: &sql,
+                        params: &params,
+                    };
+                    let backend = self.registry.ready_backend(&database)?;
+                    return caught(backend.read_only_call(call)).await;
+                }
                 caught(db.execute(&sql, &params)).await
             })
             .await
@@ -481,7 +489,7 @@ impl Database for DatabaseService {
             database,
             sql,
             param_sets,
-            options: _,
+            options,
         } = request.into_inner();
         let call = self.begin("ExecuteMany", &database, Some(&sql));
         let result = async {
@@ -504,6 +512,14 @@ impl Database for DatabaseService {
                 .collect::<Result<Vec<_>, _>>()?;
             with_timeout(limit, async {
                 let _turn = self.turn(&database).await?;
+                if read_only(options.as_ref()) {
+                    let call = ReadOnlyCall::ExecuteMany {
+                        sql: &sql,
+                        param_sets: &sets,
+                    };
+                    let backend = self.registry.ready_backend(&database)?;
+                    return caught(backend.read_only_call(call)).await;
+                }
                 caught(db.execute_many(&sql, &sets)).await
             })
             .await
@@ -530,9 +546,14 @@ impl Database for DatabaseService {
             database,
             sql,
             params,
-            options: _,
+            options,
         } = request.into_inner();
         let call = self.begin("FetchAll", &database, Some(&sql));
+        if read_only(options.as_ref()) {
+            return self
+                .fetch_all_read_only(call, database, sql, params, limit)
+                .await;
+        }
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened = async {
@@ -585,7 +606,7 @@ impl Database for DatabaseService {
             database,
             sql,
             params,
-            options: _,
+            options,
         } = request.into_inner();
         let call = self.begin("FetchOne", &database, Some(&sql));
         let result = async {
@@ -595,6 +616,19 @@ impl Database for DatabaseService {
             let params = params_from_proto(params)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
+                if read_only(options.as_ref()) {
+                    // The whole result is read inside the transaction; the
+                    // first row is kept.
+                    let mut sink = FirstRow::default();
+                    let call = ReadOnlyCall::Query {
+                        sql: &sql,
+                        params: &params,
+                        sink: &mut sink,
+                    };
+                    let backend = self.registry.ready_backend(&database)?;
+                    caught(backend.read_only_call(call)).await?;
+                    return Ok((sink.columns, sink.row));
+                }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
                 let mut events = caught_events(events);
                 let first = match events.next().await.transpose()? {
@@ -1007,6 +1041,85 @@ impl<M: Send + 'static> RowSink for FrameSink<'_, M> {
             self.flush().await?;
         }
         Ok(())
+    }
+}
+
+/// Whether the request asks to run read-only (`QueryOptions.read_only`).
+fn read_only(options: Option<&proto::QueryOptions>) -> bool {
+    options.is_some_and(|o| o.read_only)
+}
+
+/// Keeps a result's columns and first row (a read-only FetchOne).
+#[derive(Default)]
+struct FirstRow {
+    columns: Arc<[iadb::Column]>,
+    row: Option<Vec<Value>>,
+}
+
+#[tonic::async_trait]
+impl RowSink for FirstRow {
+    async fn columns(&mut self, columns: Arc<[iadb::Column]>) -> Result<(), Error> {
+        self.columns = columns;
+        Ok(())
+    }
+
+    async fn row(&mut self, values: Vec<Value>) -> Result<(), Error> {
+        if self.row.is_none() {
+            self.row = Some(values);
+        }
+        Ok(())
+    }
+}
+
+impl DatabaseService {
+    /// FetchAll with `read_only`: the statement runs in a read-only
+    /// transaction of its own ([`ReadOnlyCall`]), its rows streamed as they
+    /// come, as on a pooled call. An error before the first row ends the
+    /// stream before its header.
+    async fn fetch_all_read_only(
+        &self,
+        call: Call,
+        database: String,
+        sql: String,
+        params: Vec<proto::Value>,
+        limit: Option<Duration>,
+    ) -> Result<Response<FetchStream>, Status> {
+        let opened = async {
+            let backend = self.registry.ready_backend(&database)?;
+            self.check_sql_size(&sql)?;
+            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
+            let params = params_from_proto(params)?;
+            let turn = with_timeout(limit, self.turn(&database)).await?;
+            Ok((backend, params, turn))
+        }
+        .instrument(call.span.clone())
+        .await;
+        if opened.is_err() {
+            call.finish(&opened);
+        }
+        let (backend, params, turn) = opened?;
+        let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
+        let ending = Ending::default();
+        let limits = self.limits;
+        let task_ending = ending.clone();
+        tokio::spawn(async move {
+            let result = with_timeout(limit, async {
+                let mut sink =
+                    FrameSink::new(&tx, fetch_frame, limits, &call.metrics, &call.database);
+                let read = ReadOnlyCall::Query {
+                    sql: &sql,
+                    params: &params,
+                    sink: &mut sink,
+                };
+                let outcome = caught(backend.read_only_call(read)).await?;
+                sink.finish(outcome.rows_affected, call.started).await
+            })
+            .await;
+            drop(turn);
+            call.finish(&result);
+            set_ending(&task_ending, result);
+        });
+        Ok(Response::new(frames_then_ending(rx, ending)))
     }
 }
 

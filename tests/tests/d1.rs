@@ -747,7 +747,7 @@ async fn d1_refuses_what_it_cannot_do_before_sending() {
         )
         .await,
     );
-    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     assert!(e.message().starts_with("statement 1:"), "{}", e.message());
     let e = error(
         db.batch(&[stmt("SELECT 1; SELECT 2", &[])], opts(false))
@@ -765,4 +765,58 @@ async fn d1_refuses_what_it_cannot_do_before_sending() {
         .await
         .expect("reads");
     assert_eq!(results[0].rows, vec![vec![Value::Int(1)]]);
+}
+
+/// A read-only call on D1 (`QueryOptions.read_only`), the documented best
+/// effort: a statement that is not a read is PERMISSION_DENIED before any
+/// request is sent; a read runs and returns its rows.
+#[tokio::test]
+async fn d1_read_only_calls_send_only_reads() {
+    use iadb::Column;
+    use iadb_server::backend::{ReadOnlyCall, session::RowSink};
+
+    #[derive(Default)]
+    struct Rows(Vec<Vec<Value>>);
+    #[async_trait::async_trait]
+    impl RowSink for Rows {
+        async fn columns(&mut self, _: Arc<[Column]>) -> iadb::Result<()> {
+            Ok(())
+        }
+        async fn row(&mut self, values: Vec<Value>) -> iadb::Result<()> {
+            self.0.push(values);
+            Ok(())
+        }
+    }
+
+    let fake = D1Fake::start();
+    let db = backend(&fake, "").await;
+    db.execute("CREATE TABLE ro (id INTEGER)", &[])
+        .await
+        .expect("create");
+    db.execute("INSERT INTO ro VALUES (1), (2)", &[])
+        .await
+        .expect("insert");
+    fake.clear_requests();
+    for sql in [
+        "INSERT INTO ro VALUES (3)",
+        "DELETE FROM ro",
+        "DROP TABLE ro",
+        "WITH x AS (SELECT 1) DELETE FROM ro",
+    ] {
+        let e = error(
+            db.read_only_call(ReadOnlyCall::Execute { sql, params: &[] })
+                .await,
+        );
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{sql}: {e}");
+    }
+    assert!(fake.requests().is_empty(), "nothing was sent");
+    let mut rows = Rows::default();
+    db.read_only_call(ReadOnlyCall::Query {
+        sql: "SELECT id FROM ro ORDER BY id",
+        params: &[],
+        sink: &mut rows,
+    })
+    .await
+    .expect("a read");
+    assert_eq!(rows.0, vec![vec![Value::Int(1)], vec![Value::Int(2)]]);
 }

@@ -144,8 +144,11 @@ fn valid_request(rpc: Rpc) -> BoxedStrategy<Vec<u8>> {
         "\\PC{0,24}",
     ];
     let params = proptest::collection::vec(any_value(), 0..3);
-    let options = proptest::option::of(any::<u32>().prop_map(|t| proto::QueryOptions {
-        timeout_ms: t % 10_000,
+    let options = proptest::option::of((any::<u32>(), any::<bool>()).prop_map(|(t, read_only)| {
+        proto::QueryOptions {
+            timeout_ms: t % 10_000,
+            read_only,
+        }
     }));
     match rpc {
         Rpc::Execute => (database, sql, params, options)

@@ -406,6 +406,82 @@ async fn a_sqlite_connection_left_in_a_transaction_is_rolled_back_before_reuse()
     assert_eq!(db.pool_status().expect("pool").rolled_back, 1);
 }
 
+/// The second line of defence on PostgreSQL and MySQL/MariaDB: a pooled
+/// connection that goes back to the pool inside a transaction (a statement
+/// slipped past the server's checks; here the adapter is used directly,
+/// which has none) is closed (PostgreSQL) or rolled back (MariaDB) before
+/// anyone else gets it, and counted; the next caller's write commits and
+/// another connection sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_connection_left_in_a_transaction_is_cleaned_before_reuse() {
+    use iadb_server::backend::{PoolSettings, backend_for};
+    use std::time::Duration;
+
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match engine.url(&dir) {
+            Ok(url) => url,
+            Err(why) => {
+                iadb_tests::harness::skip(
+                    &format!("left-open transaction on {}", engine.name()),
+                    &why,
+                );
+                continue;
+            }
+        };
+        let config = iadb::ConnectionConfig::from_url(&url).expect("url");
+        let db = backend_for(
+            &config,
+            PoolSettings {
+                max_connections: 1,
+                acquire_timeout: Duration::from_secs(5),
+            },
+        )
+        .expect("adapter");
+        db.connect().await.expect("connect");
+        let table = format!("left_open_{}", std::process::id());
+        db.execute(&format!("DROP TABLE IF EXISTS {table}"), &[])
+            .await
+            .expect("drop");
+        db.execute(&format!("CREATE TABLE {table} (n INTEGER)"), &[])
+            .await
+            .expect("create");
+        db.execute("BEGIN", &[])
+            .await
+            .expect("the adapter itself runs BEGIN");
+        db.execute(&format!("INSERT INTO {table} (n) VALUES (1)"), &[])
+            .await
+            .expect("insert on the (only) connection");
+        assert_eq!(
+            db.pool_status().expect("pool").rolled_back,
+            1,
+            "{engine:?}: the connection came back inside the transaction once"
+        );
+        // Another adapter (its own connection) sees the row: it was
+        // committed, not held in a transaction that would be lost.
+        let other = backend_for(&config, PoolSettings::default()).expect("adapter");
+        other.connect().await.expect("connect");
+        let row = other
+            .fetch_one(&format!("SELECT COUNT(*) AS n FROM {table}"), &[])
+            .await
+            .expect("count")
+            .expect("a row");
+        assert_eq!(row.get("n"), Some(&Value::Int(1)), "{engine:?}");
+        // A connection in autocommit mode is not counted.
+        db.execute(&format!("INSERT INTO {table} (n) VALUES (2)"), &[])
+            .await
+            .expect("insert");
+        db.fetch_all(&format!("SELECT n FROM {table}"), &[])
+            .await
+            .expect("read");
+        assert_eq!(db.pool_status().expect("pool").rolled_back, 1, "{engine:?}");
+        other
+            .execute(&format!("DROP TABLE {table}"), &[])
+            .await
+            .expect("drop");
+    }
+}
+
 /// Case 6: SIGTERM stops the server within its grace period even while work
 /// is running: here a stream that its client never reads (it would hold the
 /// server until the stall timeout, 30 s by default).

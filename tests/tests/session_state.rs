@@ -278,3 +278,88 @@ async fn per_database_session_settings_come_from_the_url() {
         }
     }
 }
+
+/// Session state that slips past the checks of pooled calls (here through a
+/// PostgreSQL function: `set_config(..., false)`, a TEMP table and a
+/// session advisory lock) does not reach the next caller: every connection
+/// is reset when it goes back to the pool, and the URL's own settings (here
+/// `timezone`) hold again after the reset. A pool of one connection, so the
+/// next call gets the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_state_that_slips_through_is_reset_before_the_next_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match Engine::Postgres.url(&dir) {
+        Ok(url) => url,
+        Err(why) => {
+            iadb_tests::harness::skip("session reset on postgresql", &why);
+            return;
+        }
+    };
+    let joined = if url.contains('?') { '&' } else { '?' };
+    let server = TestServer::start(&[
+        "--database-url",
+        &format!("{url}{joined}timezone=Pacific/Auckland"),
+        "--pool-max",
+        "1",
+    ]);
+    let db = server.client("").await;
+    let function = unique("iadb_slip");
+    let temp = unique("slipped_temp");
+    let lock_key = 4_200_000_000_i64 + i64::from(std::process::id());
+    db.execute(
+        &format!(
+            "CREATE FUNCTION {function}() RETURNS void LANGUAGE plpgsql AS $$ BEGIN \
+             PERFORM set_config('TimeZone', 'Asia/Tokyo', false); \
+             CREATE TEMP TABLE {temp} (x integer); \
+             PERFORM pg_advisory_lock({lock_key}); END $$"
+        ),
+        &[],
+    )
+    .await
+    .expect("create function");
+    db.fetch_one(&format!("SELECT {function}()::text AS done"), &[])
+        .await
+        .expect("the function runs on a pooled call");
+
+    assert_eq!(
+        one(&db, "SELECT current_setting('TimeZone') AS v").await,
+        vec![Value::Text("Pacific/Auckland".into())],
+        "the URL's zone again, not the function's"
+    );
+    let found = db
+        .fetch_one(
+            &format!("SELECT to_regclass('pg_temp.{temp}') IS NULL AS gone"),
+            &[],
+        )
+        .await
+        .expect("look for the temp table")
+        .expect("a row")
+        .into_values();
+    assert_eq!(found, vec![Value::Bool(true)], "the TEMP table is gone");
+    assert_eq!(
+        one(&db, "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()").await,
+        vec![Value::Int(0)],
+        "the advisory lock was released"
+    );
+    assert_eq!(
+        one(
+            &db,
+            "SELECT current_setting('client_connection_check_interval') AS v"
+        )
+        .await,
+        vec![Value::Text("500ms".into())],
+        "iadb's own setting holds after the reset"
+    );
+    db.execute(&format!("DROP FUNCTION {function}()"), &[])
+        .await
+        .expect("drop function");
+}
+
+/// The values of the one row `sql` returns.
+async fn one(db: &RemoteDatabase, sql: &str) -> Vec<Value> {
+    db.fetch_one(sql, &[])
+        .await
+        .expect(sql)
+        .expect("a row")
+        .into_values()
+}

@@ -364,11 +364,7 @@ async fn read_only_transaction_refuses_writes() {
             .execute(&s.insert(), &[Value::Int(1), Value::Int(1)])
             .await
             .expect_err("a write in a read-only transaction");
-        let kind = match engine {
-            Engine::Postgres => ErrorKind::FailedPrecondition,
-            _ => ErrorKind::PermissionDenied,
-        };
-        assert_eq!(err.kind(), kind, "{engine:?}: {err}");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{engine:?}: {err}");
         let code = match engine {
             Engine::Postgres | Engine::Mysql => "25006",
             Engine::Duckdb => "TRANSACTIONCONTEXT",
@@ -382,6 +378,33 @@ async fn read_only_transaction_refuses_writes() {
         assert!(tx.is_ended());
         assert_eq!(s.count().await, 0, "{engine:?}");
         s.wait_held(0, "after the refused write").await;
+        // DDL is refused too: on MySQL/MariaDB it commits the transaction
+        // it meets and would run outside it.
+        let created = format!("{}_ddl", s.table);
+        for ddl in [
+            format!("DROP TABLE {}", s.table),
+            format!("CREATE TABLE {created} (x INTEGER)"),
+        ] {
+            let mut tx =
+                s.db.transaction(TransactionOptions {
+                    read_only: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("begin");
+            let err = tx.execute(&ddl, &[]).await.expect_err(&ddl);
+            assert_eq!(
+                err.kind(),
+                ErrorKind::PermissionDenied,
+                "{engine:?}: {ddl}: {err}"
+            );
+            s.wait_held(0, "after the refused DDL").await;
+        }
+        assert_eq!(s.count().await, 0, "{engine:?}: the table is still there");
+        assert!(
+            !s.db.table_exists(&created).await.expect("table_exists"),
+            "{engine:?}: {created} was not created"
+        );
         // The pool's connections are writable again.
         s.db.execute(&s.insert(), &[Value::Int(1), Value::Int(1)])
             .await
@@ -709,4 +732,112 @@ async fn the_deadline_rolls_back() {
     assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
     assert_eq!(s.count().await, 0, "rolled back");
     s.wait_held(0, "after the deadline").await;
+}
+
+/// `QueryOptions.read_only` on pooled calls (issue 12): each call runs in a
+/// read-only transaction of its own, enforced by the engine. Reads work and
+/// stream; a write, a script that writes, DDL, and on PostgreSQL a
+/// data-modifying CTE and `nextval`, are PERMISSION_DENIED and change
+/// nothing; the pool's connections stay writable for other callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_calls_are_enforced_by_the_engine() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, "rocall", &["--pool-max", "2"]).await else {
+            continue;
+        };
+        for id in 1..=3 {
+            s.db.execute(&s.insert(), &[Value::Int(id), Value::Int(id * 10)])
+                .await
+                .expect("seed");
+        }
+        let ro = s.server.client("").await.with_read_only(true);
+        let rows = ro
+            .fetch_all(&format!("SELECT id, v FROM {} ORDER BY id", s.table), &[])
+            .await
+            .expect("a read-only FetchAll");
+        assert_eq!(rows.len(), 3, "{engine:?}");
+        assert_eq!(int(rows[2].get("v")), 30, "{engine:?}");
+        let one = ro
+            .fetch_one(
+                &format!("SELECT v FROM {} WHERE id = ?", s.table),
+                &[Value::Int(2)],
+            )
+            .await
+            .expect("a read-only FetchOne")
+            .expect("a row");
+        assert_eq!(int(one.get("v")), 20, "{engine:?}");
+
+        // (SQL, parameters, sent as a FetchAll rather than an Execute)
+        let mut refused = vec![
+            (s.insert(), vec![Value::Int(9), Value::Int(9)], false),
+            (format!("UPDATE {} SET v = v + 1", s.table), vec![], false),
+            (
+                format!("SELECT 1 AS one; DELETE FROM {}", s.table),
+                vec![],
+                false,
+            ),
+            (format!("DROP TABLE {}", s.table), vec![], false),
+            (
+                format!("CREATE TABLE {}_new (x INTEGER)", s.table),
+                vec![],
+                false,
+            ),
+        ];
+        if engine == Engine::Postgres {
+            let seq = format!("{}_seq", s.table);
+            s.db.execute(&format!("CREATE SEQUENCE {seq}"), &[])
+                .await
+                .expect("sequence");
+            refused.push((format!("SELECT nextval('{seq}') AS n"), vec![], true));
+            refused.push((
+                format!(
+                    "WITH gone AS (DELETE FROM {} RETURNING id) SELECT count(*) AS n FROM gone",
+                    s.table
+                ),
+                vec![],
+                true,
+            ));
+        }
+        for (sql, params, fetch) in &refused {
+            let err = if *fetch {
+                ro.fetch_all(sql, params).await.map(|_| ())
+            } else {
+                ro.execute(sql, params).await.map(|_| ())
+            }
+            .expect_err(sql);
+            assert_eq!(
+                err.kind(),
+                ErrorKind::PermissionDenied,
+                "{engine:?}: {sql}: {err}"
+            );
+        }
+        let err = ro
+            .execute_many(&s.insert(), &[vec![Value::Int(7), Value::Int(7)]])
+            .await
+            .expect_err("a read-only ExecuteMany that writes");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{engine:?}: {err}");
+
+        assert_eq!(s.count().await, 3, "{engine:?}: nothing changed");
+        let sum =
+            s.db.fetch_one(&format!("SELECT SUM(v) AS s FROM {}", s.table), &[])
+                .await
+                .expect("sum")
+                .expect("a row");
+        assert_eq!(int(sum.get("s")), 60, "{engine:?}: no row was updated");
+        assert!(
+            !s.db
+                .table_exists(&format!("{}_new", s.table))
+                .await
+                .expect("table_exists"),
+            "{engine:?}"
+        );
+        s.wait_held(0, "after the read-only calls").await;
+        // Every pooled connection is writable again.
+        for id in 10..14 {
+            s.db.execute(&s.insert(), &[Value::Int(id), Value::Int(1)])
+                .await
+                .expect("a pooled write after the read-only calls");
+        }
+        assert_eq!(s.count().await, 7, "{engine:?}");
+    }
 }

@@ -39,7 +39,7 @@ const ENGINES: EngineCase[] = [
     name: "postgresql",
     variable: "IADB_TEST_POSTGRES_URL",
     duplicate: "23505",
-    readOnlyWrite: [Status.FAILED_PRECONDITION, "25006"],
+    readOnlyWrite: [Status.PERMISSION_DENIED, "25006"],
   },
   {
     name: "mysql",

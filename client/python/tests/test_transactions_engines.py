@@ -22,7 +22,7 @@ import iadb
 DUPLICATE = {"postgresql": "23505", "mysql": "23000"}
 #: The status and code of a write in a read-only transaction.
 READ_ONLY_WRITE = {
-    "postgresql": (grpc.StatusCode.FAILED_PRECONDITION, "25006"),
+    "postgresql": (grpc.StatusCode.PERMISSION_DENIED, "25006"),
     "mysql": (grpc.StatusCode.PERMISSION_DENIED, "25006"),
 }
 

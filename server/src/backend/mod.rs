@@ -5,7 +5,7 @@ use crate::migrate::MigrationSession;
 use iadb::{
     ConnectionConfig, DatabaseInterface, DatabaseType, Error, ExecuteOutcome, Result, Value,
 };
-use session::{CollectSink, Session, TxOptions};
+use session::{CollectSink, RowSink, Session, TxOptions};
 use std::{sync::Arc, time::Duration};
 
 #[cfg(feature = "d1")]
@@ -103,6 +103,66 @@ pub trait Backend: DatabaseInterface {
         }
         session.commit().await?;
         Ok(results)
+    }
+
+    /// Runs one pooled call in a read-only transaction of its own
+    /// (`QueryOptions.read_only`), so that the engine itself refuses a
+    /// write, a data-modifying CTE, `nextval` or DDL (PERMISSION_DENIED) and
+    /// nothing changes. The transaction is committed when the call
+    /// succeeds (there is nothing to keep) and rolled back otherwise.
+    async fn read_only_call(&self, call: ReadOnlyCall<'_>) -> Result<ExecuteOutcome> {
+        let mut session = self.session().await?;
+        session
+            .begin(TxOptions {
+                read_only: true,
+                ..TxOptions::default()
+            })
+            .await?;
+        let outcome = match call {
+            ReadOnlyCall::Execute { sql, params } => session.execute(sql, params).await,
+            ReadOnlyCall::ExecuteMany { sql, param_sets } => {
+                session.execute_many(sql, param_sets).await
+            }
+            ReadOnlyCall::Query { sql, params, sink } => session.query(sql, params, sink).await,
+        };
+        match outcome {
+            Ok(outcome) => {
+                session.commit().await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                let _ = session.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A pooled call run read-only ([`Backend::read_only_call`]).
+pub enum ReadOnlyCall<'a> {
+    /// Execute: one statement (without parameters: a script).
+    Execute { sql: &'a str, params: &'a [Value] },
+    /// ExecuteMany: one statement, once per parameter set.
+    ExecuteMany {
+        sql: &'a str,
+        param_sets: &'a [Vec<Value>],
+    },
+    /// FetchAll or FetchOne: one statement's rows, into `sink`.
+    Query {
+        sql: &'a str,
+        params: &'a [Value],
+        sink: &'a mut dyn RowSink,
+    },
+}
+
+impl ReadOnlyCall<'_> {
+    /// The statement.
+    pub fn sql(&self) -> &str {
+        match self {
+            ReadOnlyCall::Execute { sql, .. }
+            | ReadOnlyCall::ExecuteMany { sql, .. }
+            | ReadOnlyCall::Query { sql, .. } => sql,
+        }
     }
 }
 

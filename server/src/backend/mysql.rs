@@ -42,7 +42,13 @@ use sqlx::{
     },
     pool::PoolConnection,
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 /// The MySQL / MariaDB adapter.
 pub struct MySqlBackend {
@@ -500,6 +506,34 @@ impl Drop for StreamConnection {
     }
 }
 
+/// Second line of defence, run on every connection going back to the pool:
+/// a connection inside a transaction (a stored procedure may `START
+/// TRANSACTION` and return without ending it; pooled calls may not) is
+/// rolled back, so that its writes are not committed by a later caller nor
+/// lost with the connection at random. MariaDB says whether one is open
+/// (`@@in_transaction`), and the answer is `true` when one was rolled back;
+/// MySQL does not, so there every release rolls back (a no-op outside a
+/// transaction) and nothing is counted. MariaDB's `COM_RESET_CONNECTION`
+/// would also clear user variables and TEMP tables set by a procedure;
+/// sqlx does not send it (docs/transactions.md#session-state).
+async fn end_open_transaction(
+    conn: &mut sqlx::MySqlConnection,
+    mariadb: bool,
+) -> std::result::Result<bool, sqlx::Error> {
+    let open = if mariadb {
+        let open: i64 = sqlx::query_scalar("SELECT CAST(@@in_transaction AS SIGNED)")
+            .fetch_one(&mut *conn)
+            .await?;
+        open != 0
+    } else {
+        true
+    };
+    if open {
+        conn.execute(sqlx::raw_sql("ROLLBACK")).await?;
+    }
+    Ok(open && mariadb)
+}
+
 fn last_insert_id(id: u64) -> Option<i64> {
     (id != 0).then(|| i64::try_from(id).ok()).flatten()
 }
@@ -598,7 +632,7 @@ impl SqlxEngine for MySqlEngine {
         options.check_immediate(DatabaseType::Mysql)?;
         // `SET TRANSACTION` (without GLOBAL or SESSION) applies to the next
         // transaction only, so nothing outlives this one.
-        let before = match options.isolation {
+        let isolation = match options.isolation {
             Isolation::Default => None,
             level @ (Isolation::ReadCommitted
             | Isolation::RepeatableRead
@@ -612,15 +646,27 @@ impl SqlxEngine for MySqlEngine {
                 ));
             }
         };
-        let begin = if options.read_only {
-            "START TRANSACTION READ ONLY"
-        } else {
-            "START TRANSACTION"
-        };
+        if !options.read_only {
+            return Ok(BeginPlan {
+                before: isolation,
+                begin: "START TRANSACTION".to_owned(),
+                after: None,
+            });
+        }
+        // DDL commits the transaction it meets and runs outside it, so
+        // `START TRANSACTION READ ONLY` alone lets `CREATE`/`DROP TABLE`
+        // through (MariaDB 10.11). With the session read-only as well, the
+        // transaction that follows the implicit commit is read-only too,
+        // and the DDL is refused (1792); the session is set back after.
+        let mut before = String::from("SET SESSION TRANSACTION READ ONLY");
+        if let Some(isolation) = isolation {
+            before.push_str("; ");
+            before.push_str(&isolation);
+        }
         Ok(BeginPlan {
-            before,
-            begin: begin.to_owned(),
-            after: None,
+            before: Some(before),
+            begin: "START TRANSACTION READ ONLY".to_owned(),
+            after: Some("SET SESSION TRANSACTION READ WRITE"),
         })
     }
 
@@ -631,14 +677,35 @@ impl SqlxEngine for MySqlEngine {
 impl DatabaseInterface for MySqlBackend {
     async fn connect(&self) -> Result<()> {
         let added_modes = self.added_modes.clone();
+        let mariadb = Arc::new(AtomicBool::new(false));
+        let mariadb_seen = mariadb.clone();
         let pool = MySqlPoolOptions::new()
             .acquire_timeout(self.settings.acquire_timeout)
             .max_connections(self.settings.max_connections.max(1))
             .test_before_acquire(false)
             .before_acquire(ping_if_idle)
+            .after_release({
+                let mariadb = mariadb.clone();
+                let dirty = self.pool.rollback_counter();
+                move |conn, _| {
+                    let mariadb = mariadb.load(Ordering::Relaxed);
+                    let dirty = dirty.clone();
+                    Box::pin(async move {
+                        if end_open_transaction(conn, mariadb).await? {
+                            dirty.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(true)
+                    })
+                }
+            })
             .after_connect(move |conn, _| {
                 let added_modes = added_modes.clone();
+                let mariadb = mariadb_seen.clone();
                 Box::pin(async move {
+                    let version: String = sqlx::query_scalar("SELECT VERSION()")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    mariadb.store(version.contains("MariaDB"), Ordering::Relaxed);
                     // ANSI_QUOTES (unless turned off): `"name"` is an
                     // identifier, as on every other engine iadb serves (and
                     // in `iadb::quote_identifier`, which the gRPC client

@@ -47,6 +47,9 @@ pub struct PostgresBackend {
     /// sqlx's startup message sets UTC, which a startup option cannot
     /// override).
     time_zone: Option<String>,
+    /// What every connection runs when it goes back to the pool
+    /// ([`reset_sql`]).
+    reset: Arc<str>,
     settings: PoolSettings,
     pool: PoolSlot<sqlx::Postgres>,
 }
@@ -105,6 +108,7 @@ impl PostgresBackend {
         };
         Ok(Self {
             options,
+            reset: reset_sql(time_zone.as_deref()).into(),
             time_zone,
             settings,
             pool: PoolSlot::new(),
@@ -113,6 +117,12 @@ impl PostgresBackend {
 
     fn pool(&self) -> Result<PgPool> {
         self.pool.get()
+    }
+
+    /// What each connection runs when it goes back to the pool (for the
+    /// reset benchmark, `cargo bench --bench reset`).
+    pub fn reset_statement(&self) -> &str {
+        &self.reset
     }
 
     async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
@@ -124,7 +134,9 @@ impl PostgresBackend {
 fn classify_postgres(e: &dyn DatabaseError) -> Option<ErrorKind> {
     let code = e.code()?;
     Some(match (&code[..2.min(code.len())], code.as_ref()) {
-        (_, "42501") => ErrorKind::PermissionDenied,
+        // Insufficient privilege, and a write in a read-only transaction
+        // (as on every other engine).
+        (_, "42501" | "25006") => ErrorKind::PermissionDenied,
         // "bind message supplies 2 parameters, but prepared statement
         // requires 1": a wrong count for SQL written with `$n`.
         (_, "08P01") => ErrorKind::InvalidArgument,
@@ -672,6 +684,55 @@ async fn on_connect(conn: &mut sqlx::PgConnection) -> std::result::Result<(), sq
     }
 }
 
+/// The reset a connection runs when it goes back to the pool: what
+/// `DISCARD ALL` does except `DEALLOCATE ALL` and `DISCARD PLANS` (sqlx
+/// keeps its prepared statements across calls, and iadb's pooled calls may
+/// not `PREPARE`), then iadb's own settings again (`RESET ALL` undoes them),
+/// then whether the connection is inside a transaction block begun by an
+/// earlier message: there `now()` (the block's start) differs from
+/// `statement_timestamp()` (this message's arrival), while in the implicit
+/// block of this message they are equal. Session state that slipped past
+/// the checks of pooled calls (`set_config(..., false)`, a TEMP table or an
+/// advisory lock taken inside a function) does not reach the next caller.
+fn reset_sql(time_zone: Option<&str>) -> String {
+    let mut sql = String::from(
+        "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; \
+         DISCARD SEQUENCES; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ",
+    );
+    sql.push_str(&format!(
+        "SELECT set_config('client_connection_check_interval', '{CONNECTION_CHECK_INTERVAL_MS}', false) \
+         WHERE current_setting('client_connection_check_interval', true) IS NOT NULL; "
+    ));
+    if let Some(set) = time_zone {
+        sql.push_str(set);
+        sql.push_str("; ");
+    }
+    sql.push_str("SELECT now() <> statement_timestamp()");
+    sql
+}
+
+/// Runs `reset` ([`reset_sql`]) on a connection going back to the pool:
+/// `Ok(true)` keeps it; `Ok(false)` (it was inside a transaction, open or
+/// failed) has sqlx close it; an error closes it too.
+async fn reset_connection(
+    conn: &mut sqlx::PgConnection,
+    reset: &str,
+) -> std::result::Result<bool, sqlx::Error> {
+    match conn.fetch_all(sqlx::raw_sql(reset)).await {
+        Ok(rows) => {
+            let in_block = rows
+                .last()
+                .map(|row| row.try_get::<bool, _>(0))
+                .transpose()?
+                .unwrap_or(true);
+            Ok(!in_block)
+        }
+        // In a failed transaction block every statement is refused.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Drop for StatementConnection {
     fn drop(&mut self) {
         if !self.finished
@@ -814,6 +875,21 @@ impl DatabaseInterface for PostgresBackend {
             })
             .test_before_acquire(false)
             .before_acquire(ping_if_idle)
+            .after_release({
+                let reset = self.reset.clone();
+                let dirty = self.pool.rollback_counter();
+                move |conn, _| {
+                    let reset = reset.clone();
+                    let dirty = dirty.clone();
+                    Box::pin(async move {
+                        let clean = reset_connection(conn, &reset).await?;
+                        if !clean {
+                            dirty.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(clean)
+                    })
+                }
+            })
             .connect_with(self.options.clone())
             .await
             .map_err(pg_error)?;

@@ -92,8 +92,9 @@ pub(crate) struct PoolSlot<DB: sqlx::Database> {
     /// Calls inside [`PoolSlot::acquire`] right now (sqlx does not count
     /// its waiters).
     waiting: std::sync::Arc<AtomicU32>,
-    /// Connections found inside a transaction and rolled back.
-    rolled_back: std::sync::atomic::AtomicU64,
+    /// Connections found inside a transaction (or with state the reset
+    /// could not clear) when they came back, and rolled back or closed.
+    rolled_back: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<DB: sqlx::Database> PoolSlot<DB> {
@@ -110,6 +111,12 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
     /// back (reported as `pool_transactions_rolled_back_total`).
     pub(crate) fn count_rollback(&self) {
         self.rolled_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter behind [`PoolSlot::count_rollback`], for a pool hook
+    /// that outlives `&self`.
+    pub(crate) fn rollback_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.rolled_back.clone()
     }
 
     /// A connection from the open pool, counted as waiting until it comes;

@@ -7,12 +7,16 @@ use super::{
     errors::is_statement_error,
 };
 use crate::{
-    backend::{Backend, BatchOptions, StatementResult, check_sql},
+    backend::{Backend, BatchOptions, ReadOnlyCall, StatementResult, check_sql},
     migrate::{MigrationSession, StoreDialect},
     placeholders::Dialect,
 };
 use async_trait::async_trait;
-use iadb::{Column, Error, ErrorKind, Result, Value};
+use futures::StreamExt;
+use iadb::{
+    Column, DatabaseInterface, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Result,
+    Value,
+};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 
@@ -49,6 +53,37 @@ impl Backend for D1Backend {
         Ok(Box::new(D1Session(self.client()?)))
     }
 
+    /// D1 has no read-only transactions (nor any session): a best effort,
+    /// documented as such. A call whose statement is not a read (`SELECT`,
+    /// `VALUES`, `EXPLAIN`, a `WITH` without `INSERT`/`UPDATE`/`DELETE`/
+    /// `REPLACE`) is refused before it is sent.
+    async fn read_only_call(&self, call: ReadOnlyCall<'_>) -> Result<ExecuteOutcome> {
+        if !is_read(call.sql()) {
+            return Err(read_only_refusal());
+        }
+        match call {
+            ReadOnlyCall::Execute { sql, params } => self.execute(sql, params).await,
+            ReadOnlyCall::ExecuteMany { sql, param_sets } => {
+                self.execute_many(sql, param_sets).await
+            }
+            ReadOnlyCall::Query { sql, params, sink } => {
+                let QueryStream {
+                    columns,
+                    mut events,
+                } = self.query(sql, params).await?;
+                sink.columns(columns).await?;
+                let mut outcome = ExecuteOutcome::default();
+                while let Some(event) = events.next().await {
+                    match event? {
+                        QueryEvent::Row(values) => sink.row(values).await?,
+                        QueryEvent::Done(done) => outcome = done,
+                    }
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
     /// One `/raw` request with a `batch` of statements, which D1 runs as
     /// one transaction (its Worker `batch()` is documented to; the REST
     /// endpoint runs the same code). Each statement must be exactly one
@@ -82,14 +117,7 @@ impl Backend for D1Backend {
                 ));
             }
             if read_only && !is_read(sql) {
-                return Err(at(
-                    index,
-                    Error::new(
-                        ErrorKind::FailedPrecondition,
-                        "D1 has no read-only transactions, and this statement is not a read \
-                         (SELECT, WITH ... SELECT, EXPLAIN, or a PRAGMA that only reads)",
-                    ),
-                ));
+                return Err(at(index, read_only_refusal()));
             }
             batch.push(statement(sql, params, client.lossy_integers).map_err(|e| at(index, e))?);
         }
@@ -175,4 +203,13 @@ impl Backend for D1Backend {
              D1 runs as one transaction",
         ))
     }
+}
+
+/// A statement that is not a read, in a read-only batch or call on D1.
+fn read_only_refusal() -> Error {
+    Error::new(
+        ErrorKind::PermissionDenied,
+        "D1 has no read-only transactions, and this statement is not a read \
+         (SELECT, VALUES, EXPLAIN, or WITH ... SELECT)",
+    )
 }
