@@ -1084,6 +1084,7 @@ impl DatabaseService {
         params: Vec<proto::Value>,
         limit: Option<Duration>,
     ) -> Result<Response<FetchStream>, Status> {
+        let started = Instant::now();
         let opened = async {
             let backend = self.registry.ready_backend(&database)?;
             self.check_sql_size(&sql)?;
@@ -1102,6 +1103,8 @@ impl DatabaseService {
         let ending = Ending::default();
         let limits = self.limits;
         let task_ending = ending.clone();
+        // What is left of the call's time limit once its turn came.
+        let limit = limit.map(|l| l.saturating_sub(started.elapsed()));
         tokio::spawn(async move {
             let result = with_timeout(limit, async {
                 let mut sink =
