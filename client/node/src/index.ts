@@ -439,6 +439,12 @@ export interface CallOptions {
    * second's grace so that the server's DEADLINE_EXCEEDED arrives first.
    */
   timeoutMs?: number;
+  /**
+   * Run the call in a read-only transaction of its own on the server,
+   * enforced by the engine: a write or DDL fails with PERMISSION_DENIED and
+   * changes nothing (`QueryOptions.read_only`).
+   */
+  readOnly?: boolean;
 }
 
 /** What `execute` returns. */
@@ -1158,13 +1164,14 @@ export class IadbClient {
 
   private queryOptions(opts: CallOptions | undefined): Record<string, unknown> | undefined {
     const timeout = opts?.timeoutMs;
+    const readOnly = opts?.readOnly === true;
     if (timeout === undefined || timeout <= 0) {
-      return undefined;
+      return readOnly ? { read_only: true } : undefined;
     }
     if (!Number.isInteger(timeout) || timeout > 0xffffffff) {
       throw new RangeError(`timeoutMs must be a whole number of milliseconds below 2^32, not ${timeout}`);
     }
-    return { timeout_ms: timeout };
+    return { timeout_ms: timeout, read_only: readOnly };
   }
 
   private unary<T>(stub: grpc.Client, method: string, request: unknown, opts?: CallOptions): Promise<T> {

@@ -127,6 +127,21 @@ describe("batch", () => {
   });
 });
 
+describe("read-only calls", () => {
+  test("readOnly: reads work; a write or DDL is PERMISSION_DENIED and changes nothing", async () => {
+    const t = table("call_ro");
+    await makeTable(db, t);
+    await db.execute(`INSERT INTO ${t} (v) VALUES ('kept')`);
+    const ro = { readOnly: true };
+    const rows = await db.fetchAll(`SELECT v FROM ${t}`, [], ro).toArray();
+    assert.deepEqual(rows.map((r) => r.v), ["kept"]);
+    await rejectsWith(db.execute(`INSERT INTO ${t} (v) VALUES ('no')`, [], ro), Status.PERMISSION_DENIED);
+    await rejectsWith(db.execute(`DELETE FROM ${t}`, [], { readOnly: true, timeoutMs: 5000 }), Status.PERMISSION_DENIED);
+    await rejectsWith(db.execute(`DROP TABLE ${t}`, [], ro), Status.PERMISSION_DENIED);
+    assert.deepEqual(await values(other, t), ["kept"]);
+  });
+});
+
 describe("transaction", () => {
   test("commit makes every write visible, and only then", async () => {
     const t = table("commit");
