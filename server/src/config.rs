@@ -57,6 +57,17 @@ pub enum ConfigError {
     /// The listen address does not parse.
     #[error("bad listen address `{0}`")]
     Listen(String),
+    /// No tokens, and a listen address that other machines can reach.
+    #[error(
+        "refusing to listen on {0} without tokens: anyone who can reach it could read, change \
+         and migrate every database. Give --tokens-file (IADB_TOKENS_FILE; `iadb token` makes \
+         entries), listen on a loopback address such as 127.0.0.1, or pass --insecure-no-auth \
+         to serve it open anyway"
+    )]
+    Exposed(SocketAddr),
+    /// The tokens file cannot be read or is not valid.
+    #[error("{0}")]
+    Tokens(#[from] crate::auth::TokensError),
 }
 
 /// Command-line flags of `iadb-server`.
@@ -169,6 +180,15 @@ pub struct Cli {
     /// 127.0.0.1:9464; none by default.
     #[arg(long, env = "IADB_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// TOML file of bearer tokens (`[[token]]` entries: name, sha256, scope,
+    /// databases); reloaded on SIGHUP. Without it calls need no token, which
+    /// is only allowed on a loopback address (or with --insecure-no-auth).
+    #[arg(long, env = "IADB_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address: anyone who can reach
+    /// the port is then the database's owner.
+    #[arg(long, env = "IADB_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_no_auth: bool,
 }
 
 /// What `iadb-server` does other than serve.
@@ -285,6 +305,10 @@ pub struct EnvironmentFile {
     pub metrics_listen: Option<String>,
     /// Refuse to start while a database cannot be reached.
     pub require_all_databases: Option<bool>,
+    /// TOML file of bearer tokens (relative to the working directory).
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address.
+    pub insecure_no_auth: Option<bool>,
 }
 
 /// The config file: `[environments.NAME]` tables.
@@ -328,6 +352,10 @@ pub struct Settings {
     pub require_all_databases: bool,
     /// How strict start-up and RPC migration runs are.
     pub migrate_options: crate::migrate::MigrateOptions,
+    /// The bearer tokens, when a tokens file is configured.
+    pub tokens: Option<std::sync::Arc<crate::auth::TokenStore>>,
+    /// Whether serving without tokens on a non-loopback address is allowed.
+    pub insecure_no_auth: bool,
 }
 
 /// Streaming and size limits.
@@ -452,6 +480,10 @@ impl Settings {
                 .map_err(|source| ConfigError::Migrations { name, source })?;
         }
 
+        let tokens = match cli.tokens_file.clone().or(file_env.tokens_file.clone()) {
+            Some(path) => Some(std::sync::Arc::new(crate::auth::TokenStore::load(&path)?)),
+            None => None,
+        };
         let defaults = Limits::default();
         let pool_defaults = PoolSettings::default();
         let pool = PoolSettings {
@@ -537,7 +569,19 @@ impl Settings {
                     .max(1),
             ),
             metrics_listen,
+            tokens,
+            insecure_no_auth: cli.insecure_no_auth || file_env.insecure_no_auth.unwrap_or(false),
         })
+    }
+
+    /// Refuses to serve without tokens on an address other than loopback
+    /// (unless `--insecure-no-auth`): without tokens, whoever reaches the
+    /// port has every right on every database.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.tokens.is_none() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+            return Err(ConfigError::Exposed(self.listen));
+        }
+        Ok(())
     }
 }
 

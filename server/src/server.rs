@@ -31,6 +31,9 @@ impl BoundServer {
     /// `--require-all-databases`), runs start-up migrations, and binds the
     /// listen address.
     pub async fn bind(settings: Settings) -> Result<Self, Error> {
+        settings
+            .check_exposure()
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let registry = Arc::new(Registry::new(
             &settings.databases,
             settings.pool,
@@ -128,6 +131,34 @@ impl BoundServer {
             .build_v1alpha()
             .map_err(|e| Error::internal(format!("reflection: {e}")))?;
         let max = settings.limits.max_message_bytes;
+        match &settings.tokens {
+            Some(store) => {
+                let count = store.current().len();
+                info!(
+                    file = %store.path().display(),
+                    tokens = count,
+                    "calls to iadb.v1.Database need a bearer token; health and reflection stay open"
+                );
+                if count == 0 {
+                    warn!("the tokens file has no token: every call will be refused");
+                }
+            }
+            None if settings.listen.ip().is_loopback() => info!(
+                "no --tokens-file: every caller that reaches {} has admin rights on every \
+                 database (allowed on loopback only)",
+                settings.listen
+            ),
+            None => warn!(
+                "--insecure-no-auth: serving {} WITHOUT authentication; anyone who can reach it \
+                 can read, change and migrate every database",
+                settings.listen
+            ),
+        }
+        let reloader = settings
+            .tokens
+            .clone()
+            .map(|store| tokio::spawn(crate::auth::reload_on_sighup(store)));
+        let guard = crate::layer::CallLayer::new(settings.tokens.clone(), metrics.clone());
         let database = DatabaseServer::new(DatabaseService::new(
             registry.clone(),
             settings.limits,
@@ -144,6 +175,7 @@ impl BoundServer {
             .with_nodelay(Some(true))
             .with_keepalive(Some(std::time::Duration::from_secs(60)));
         let result = tonic::transport::Server::builder()
+            .layer(guard)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -153,6 +185,9 @@ impl BoundServer {
             .map_err(|e| Error::internal(format!("server: {e}")));
         checker.abort();
         connector.abort();
+        if let Some(task) = reloader {
+            task.abort();
+        }
         if let Some(task) = metrics_task {
             task.abort();
         }
