@@ -11,15 +11,23 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    start_server_with(&[]).await
+}
+
+async fn start_server_with(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:///{}", dir.path().join("cli.db").display());
-    let cli = Cli::parse_from([
-        "iadb-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &url,
-    ]);
+    let cli = Cli::parse_from(
+        [
+            "iadb-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+        ]
+        .iter()
+        .chain(extra),
+    );
     let server = BoundServer::bind(Settings::from_cli(&cli).unwrap())
         .await
         .unwrap();
@@ -578,4 +586,72 @@ async fn passed_deadline_is_deadline_exceeded_and_exits_non_zero() {
         );
     }
     server.abort();
+}
+
+/// `iadb token` prints a token and its entry; the server given that entry
+/// accepts the token from `--token` and from `IADB_TOKEN`, and refuses a
+/// call without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_and_token_flag() {
+    let make = |scope: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_iadb"))
+            .args(["token", "--name", &format!("cli-{scope}"), "--scope", scope])
+            .args(["--databases", "default"])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        let (token, entry) = text.split_once('\n').unwrap();
+        assert!(token.starts_with("iadb_"), "{text}");
+        assert!(!entry.contains(token), "{text}");
+        (token.to_owned(), entry.to_owned())
+    };
+    let (writer, writer_entry) = make("write");
+    let (reader, reader_entry) = make("read");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, format!("{writer_entry}\n{reader_entry}")).unwrap();
+    let server = start_server_with(&["--tokens-file", tokens.to_str().unwrap()]).await;
+
+    let refused = iadb(&server, &["exec", "CREATE TABLE t (id INTEGER)"]).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("needs a token"), "{stderr}");
+
+    let created = iadb(
+        &server,
+        &["--token", &writer, "exec", "CREATE TABLE t (id INTEGER)"],
+    )
+    .await;
+    assert!(stdout(&created).contains("0 row(s) affected") || created.status.success());
+    let inserted = iadb(
+        &server,
+        &[
+            "--token",
+            &writer,
+            "exec",
+            "INSERT INTO t (id) VALUES (?)",
+            "7",
+        ],
+    )
+    .await;
+    assert!(stdout(&inserted).contains('1'));
+
+    let as_reader = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+        command
+            .arg("--server")
+            .arg(&server.endpoint)
+            .args(args)
+            .env("IADB_TOKEN", &reader);
+        command.output().unwrap()
+    };
+    let denied = as_reader(&["exec", "DELETE FROM t"]);
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("cli-read") && stderr.contains("write"),
+        "{stderr}"
+    );
+    let rows = as_reader(&["query", "--csv", "SELECT id FROM t"]);
+    assert_eq!(stdout(&rows), "id\n7\n");
 }

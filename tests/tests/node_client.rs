@@ -146,6 +146,7 @@ fn node_client_example_and_suite() {
             "dist/test/faults.test.js",
             "dist/test/transaction.test.js",
             "dist/test/transaction_engines.test.js",
+            "dist/test/auth.test.js",
         ])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)
