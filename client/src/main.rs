@@ -5,7 +5,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::TryStreamExt;
 use iadb::{DatabaseInterface, Error, Row, Value};
 use iadb_client::{
-    Isolation, RemoteDatabase, Statement, StatementResult, TransactionOptions,
+    Isolation, RemoteDatabase, Statement, StatementResult, TlsOptions, TransactionOptions,
     script::{ScriptDialect, split_statements},
 };
 use std::{process::ExitCode, time::Duration};
@@ -35,6 +35,16 @@ struct Cli {
     /// a flag shows in the process list).
     #[arg(long, env = "IADB_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// PEM CA certificate to trust for an https:// server (default: the
+    /// public web's roots).
+    #[arg(long, env = "IADB_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server that asks for one (mTLS).
+    #[arg(long, env = "IADB_CLIENT_CERT", global = true, requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, env = "IADB_CLIENT_KEY", global = true, requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -466,12 +476,27 @@ fn probe_outcome(answer: Result<i32, tonic::Status>) -> (String, ExitCode) {
 }
 
 /// `iadb probe`: one `grpc.health.v1.Health/Check` call.
-async fn probe(server: &str, service: String, timeout: Duration) -> ExitCode {
+async fn probe(server: &str, tls: &TlsOptions, service: String, timeout: Duration) -> ExitCode {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let endpoint = match tonic::transport::Endpoint::from_shared(server.to_owned()) {
         Ok(e) => e.connect_timeout(timeout).timeout(timeout),
         Err(e) => {
             eprintln!("error: bad server address `{server}`: {e}");
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+    };
+    let endpoint = match tls
+        .config(server)
+        .map(|c| c.map(|c| endpoint.clone().tls_config(c)))
+    {
+        Ok(None) => endpoint,
+        Ok(Some(Ok(endpoint))) => endpoint,
+        Ok(Some(Err(e))) => {
+            eprintln!("error: TLS: {e}");
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.message());
             return ExitCode::from(PROBE_UNREACHABLE);
         }
     };
@@ -508,11 +533,28 @@ async fn probe(server: &str, service: String, timeout: Duration) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::invalid_argument(format!("{flag} {}: {e}", path.display())))
+    };
+    let tls = TlsOptions {
+        ca_pem: cli
+            .ca_cert
+            .as_deref()
+            .map(|p| read("--ca-cert", p))
+            .transpose()?,
+        client: match (cli.client_cert.as_deref(), cli.client_key.as_deref()) {
+            (Some(cert), Some(key)) => {
+                Some((read("--client-cert", cert)?, read("--client-key", key)?))
+            }
+            _ => None,
+        },
+    };
     // The probe asks the standard health service only: no iadb connection.
     let command = match cli.command {
         Command::Probe { service } => {
             let ms = cli.timeout_ms.unwrap_or(PROBE_TIMEOUT_MS).max(1);
-            return Ok(probe(&cli.server, service, Duration::from_millis(ms)).await);
+            return Ok(probe(&cli.server, &tls, service, Duration::from_millis(ms)).await);
         }
         Command::Token {
             name,
@@ -542,7 +584,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         other => other,
     };
-    let mut db = RemoteDatabase::new(cli.server.clone()).with_database(cli.database.clone());
+    let mut db = RemoteDatabase::new(cli.server.clone())
+        .with_database(cli.database.clone())
+        .with_tls(tls);
     if let Some(ms) = cli.timeout_ms {
         db = db.with_timeout(Duration::from_millis(ms));
     }

@@ -61,13 +61,16 @@ pub enum ConfigError {
     #[error(
         "refusing to listen on {0} without tokens: anyone who can reach it could read, change \
          and migrate every database. Give --tokens-file (IADB_TOKENS_FILE; `iadb token` makes \
-         entries), listen on a loopback address such as 127.0.0.1, or pass --insecure-no-auth \
+         entries), require client certificates (--tls-client-ca), listen on a loopback address such as 127.0.0.1, or pass --insecure-no-auth \
          to serve it open anyway"
     )]
     Exposed(SocketAddr),
     /// The tokens file cannot be read or is not valid.
     #[error("{0}")]
     Tokens(#[from] crate::auth::TokensError),
+    /// The TLS settings are incomplete or a file cannot be read.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Command-line flags of `iadb-server`.
@@ -189,6 +192,17 @@ pub struct Cli {
     /// the port is then the database's owner.
     #[arg(long, env = "IADB_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_no_auth: bool,
+    /// PEM certificate chain of the server: serve gRPC over TLS (with
+    /// --tls-key).
+    #[arg(long, env = "IADB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IADB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate it signed
+    /// (mTLS). Needs --tls-cert.
+    #[arg(long, env = "IADB_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// What `iadb-server` does other than serve.
@@ -309,6 +323,12 @@ pub struct EnvironmentFile {
     pub tokens_file: Option<PathBuf>,
     /// Serve without tokens on a non-loopback address.
     pub insecure_no_auth: Option<bool>,
+    /// PEM certificate chain of the server.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the server.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) of the clients (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The config file: `[environments.NAME]` tables.
@@ -356,6 +376,65 @@ pub struct Settings {
     pub tokens: Option<std::sync::Arc<crate::auth::TokenStore>>,
     /// Whether serving without tokens on a non-loopback address is allowed.
     pub insecure_no_auth: bool,
+    /// TLS, when a certificate is configured.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The server's TLS material, read at start.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key.
+    pub key_pem: Vec<u8>,
+    /// PEM CA certificate(s) that sign the clients' certificates (mTLS).
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mtls", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Reads the files of `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    fn load(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let read = |flag: &str, path: &PathBuf| {
+            let bytes = std::fs::read(path)
+                .map_err(|e| ConfigError::Tls(format!("{flag} {}: {e}", path.display())))?;
+            if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+                return Err(ConfigError::Tls(format!(
+                    "{flag} {}: not a PEM file",
+                    path.display()
+                )));
+            }
+            Ok(bytes)
+        };
+        match (cert, key) {
+            (None, None) if client_ca.is_some() => Err(ConfigError::Tls(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            )),
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(Self {
+                cert_pem: read("--tls-cert", &cert)?,
+                key_pem: read("--tls-key", &key)?,
+                client_ca_pem: client_ca
+                    .map(|ca| read("--tls-client-ca", &ca))
+                    .transpose()?,
+            })),
+            _ => Err(ConfigError::Tls(
+                "--tls-cert and --tls-key go together".into(),
+            )),
+        }
+    }
 }
 
 /// Streaming and size limits.
@@ -484,6 +563,11 @@ impl Settings {
             Some(path) => Some(std::sync::Arc::new(crate::auth::TokenStore::load(&path)?)),
             None => None,
         };
+        let tls = TlsSettings::load(
+            cli.tls_cert.clone().or(file_env.tls_cert.clone()),
+            cli.tls_key.clone().or(file_env.tls_key.clone()),
+            cli.tls_client_ca.clone().or(file_env.tls_client_ca.clone()),
+        )?;
         let defaults = Limits::default();
         let pool_defaults = PoolSettings::default();
         let pool = PoolSettings {
@@ -571,14 +655,22 @@ impl Settings {
             metrics_listen,
             tokens,
             insecure_no_auth: cli.insecure_no_auth || file_env.insecure_no_auth.unwrap_or(false),
+            tls,
         })
     }
 
     /// Refuses to serve without tokens on an address other than loopback
     /// (unless `--insecure-no-auth`): without tokens, whoever reaches the
     /// port has every right on every database.
+    /// Client certificates (mTLS) count as authentication here: only the
+    /// holders of a certificate the CA signed can connect.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
-        if self.tokens.is_none() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+        if self.tokens.is_none()
+            && !mtls
+            && !self.listen.ip().is_loopback()
+            && !self.insecure_no_auth
+        {
             return Err(ConfigError::Exposed(self.listen));
         }
         Ok(())

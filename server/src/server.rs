@@ -34,6 +34,13 @@ impl BoundServer {
         settings
             .check_exposure()
             .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        // A certificate and key that do not load stop the start here,
+        // before any database work.
+        if let Some(tls) = &settings.tls {
+            tonic::transport::Server::builder()
+                .tls_config(tls_config(tls))
+                .map_err(tls_error)?;
+        }
         let registry = Arc::new(Registry::new(
             &settings.databases,
             settings.pool,
@@ -174,7 +181,20 @@ impl BoundServer {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(std::time::Duration::from_secs(60)));
-        let result = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &settings.tls {
+            builder = builder.tls_config(tls_config(tls)).map_err(tls_error)?;
+            info!(
+                mtls = tls.client_ca_pem.is_some(),
+                "serving gRPC over TLS{}",
+                if tls.client_ca_pem.is_some() {
+                    "; clients must present a certificate signed by --tls-client-ca"
+                } else {
+                    ""
+                }
+            );
+        }
+        let result = builder
             .layer(guard)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -194,6 +214,29 @@ impl BoundServer {
         registry.close().await;
         result
     }
+}
+
+/// tonic's TLS settings from the files read at start.
+fn tls_config(tls: &crate::config::TlsSettings) -> tonic::transport::ServerTlsConfig {
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+    );
+    if let Some(ca) = &tls.client_ca_pem {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    config
+}
+
+fn tls_error(e: tonic::transport::Error) -> Error {
+    let mut message = format!("TLS: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    Error::invalid_argument(format!(
+        "{message} (check --tls-cert, --tls-key and --tls-client-ca)"
+    ))
 }
 
 /// Checks every database on an interval and sets its standard health status

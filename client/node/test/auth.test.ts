@@ -14,9 +14,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as readline from "node:readline";
+import * as grpc from "@grpc/grpc-js";
 import { IadbClient, IadbError, Status } from "../src/index";
 
 const SERVER_BIN = process.env.IADB_SERVER_BIN;
+/** Certificates made by tests/tests/node_client.rs (rcgen): good-ca.pem, ... */
+const TLS_DIR = process.env.IADB_TEST_TLS_DIR;
 const READ = "iadb_node_read_token_5e6f";
 const WRITE = "iadb_node_write_token_7a8b";
 
@@ -37,7 +40,7 @@ async function rejectsWith(p: Promise<unknown>, code: Status): Promise<IadbError
   return caught;
 }
 
-async function startServer(): Promise<{ address: string; stop(): void }> {
+async function startServer(extra: string[] = []): Promise<{ address: string; stop(): void }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "iadb-node-auth-"));
   const tokens = path.join(dir, "tokens.toml");
   fs.writeFileSync(tokens, entry("node-reader", READ, "read") + entry("node-writer", WRITE, "write"));
@@ -45,7 +48,7 @@ async function startServer(): Promise<{ address: string; stop(): void }> {
   delete env.DATABASE_URL;
   const child: ChildProcess = spawn(
     SERVER_BIN as string,
-    ["--listen", "127.0.0.1:0", "--database-url", `sqlite:///${dir}/auth.db`, "--tokens-file", tokens],
+    ["--listen", "127.0.0.1:0", "--database-url", `sqlite:///${dir}/auth.db`, "--tokens-file", tokens, ...extra],
     { env, stdio: ["ignore", "pipe", "inherit"] },
   );
   const lines = readline.createInterface({ input: child.stdout! });
@@ -97,3 +100,53 @@ describe("tokens (a server of its own)", { skip: SERVER_BIN ? false : "IADB_SERV
     await assert.rejects(IadbClient.connect("127.0.0.1:1", { token: " " }), TypeError);
   });
 });
+
+describe(
+  "TLS and mTLS (a server of its own)",
+  { skip: SERVER_BIN && TLS_DIR ? false : "IADB_SERVER_BIN or IADB_TEST_TLS_DIR is not set" },
+  () => {
+    test("a client with the CA and a client certificate is served; one without is not", async () => {
+      const file = (name: string) => fs.readFileSync(path.join(TLS_DIR as string, name));
+      const server = await startServer([
+        "--tls-cert",
+        path.join(TLS_DIR as string, "good-server.pem"),
+        "--tls-key",
+        path.join(TLS_DIR as string, "good-server-key.pem"),
+        "--tls-client-ca",
+        path.join(TLS_DIR as string, "good-ca.pem"),
+      ]);
+      try {
+        const credentials = grpc.credentials.createSsl(
+          file("good-ca.pem"),
+          file("good-client-key.pem"),
+          file("good-client.pem"),
+        );
+        const client = await IadbClient.connect(server.address, { credentials, token: READ });
+        try {
+          assert.deepEqual(await client.fetchOne("SELECT 1 AS one"), { one: 1 });
+        } finally {
+          client.close();
+        }
+        // The CA but no client certificate: the handshake fails.
+        let refused = false;
+        try {
+          const bare = await IadbClient.connect(server.address, {
+            credentials: grpc.credentials.createSsl(file("good-ca.pem")),
+            token: READ,
+            connectTimeoutMs: 2000,
+          });
+          try {
+            await bare.fetchOne("SELECT 1 AS one");
+          } finally {
+            bare.close();
+          }
+        } catch (e) {
+          refused = e instanceof IadbError;
+        }
+        assert.ok(refused, "served without a client certificate");
+      } finally {
+        server.stop();
+      }
+    });
+  },
+);
