@@ -356,6 +356,24 @@ impl TokenSet {
         self.tokens.is_empty()
     }
 
+    /// The (token name, database name) pairs whose database is not among
+    /// `configured`: a typo there grants nothing, so it is worth a warning.
+    pub fn unknown_databases<'a>(
+        &'a self,
+        configured: &'a [&'a str],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.tokens.iter().flat_map(move |t| {
+            let names: &[String] = match &*t.identity.databases {
+                Databases::All => &[],
+                Databases::Only(names) => names,
+            };
+            names
+                .iter()
+                .filter(move |n| !configured.contains(&n.as_str()))
+                .map(move |n| (&*t.identity.name, n.as_str()))
+        })
+    }
+
     /// The token whose hash is the SHA-256 of `presented`. Every entry is
     /// compared, in constant time, whatever matched.
     pub(crate) fn find(&self, presented: &str) -> Option<&Token> {
@@ -485,6 +503,8 @@ mod tests {
         let admin = set.find("t-admin").unwrap();
         assert!(admin.identity.databases.allows("anything"));
         assert!(set.find("t-nope").is_none());
+        let unknown: Vec<_> = set.unknown_databases(&["other"]).collect();
+        assert_eq!(unknown, [("reporting", "default")]);
         assert!(Scope::Read < Scope::Write && Scope::Write < Scope::Admin);
     }
 

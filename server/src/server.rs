@@ -149,6 +149,14 @@ impl BoundServer {
                 if count == 0 {
                     warn!("the tokens file has no token: every call will be refused");
                 }
+                let configured: Vec<&str> = registry.names().collect();
+                let tokens = store.current();
+                for (token, database) in tokens.unknown_databases(&configured) {
+                    warn!(
+                        token,
+                        database, "a token names a database that is not configured"
+                    );
+                }
             }
             None if settings.listen.ip().is_loopback() => info!(
                 "no --tokens-file: every caller that reaches {} has admin rights on every \
