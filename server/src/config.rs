@@ -783,6 +783,50 @@ mod tests {
     }
 
     #[test]
+    fn tokens_and_insecure_no_auth_from_the_config_file_and_the_exposure_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(&tokens, "").unwrap();
+        let path = dir.path().join("iadb.toml");
+        let write = |extra: &str| {
+            std::fs::write(
+                &path,
+                format!("[environments.testing]\nlisten = \"0.0.0.0:6000\"\n{extra}"),
+            )
+            .unwrap();
+            let mut c = cli(&[]);
+            c.database_url = Some("sqlite:///:memory:".into());
+            c.listen = None;
+            c.tokens_file = None;
+            c.insecure_no_auth = false;
+            (c.tls_cert, c.tls_key, c.tls_client_ca) = (None, None, None);
+            c.config = Some(path.clone());
+            c.environment = "testing".into();
+            Settings::from_cli(&c)
+        };
+        let open = write("").unwrap();
+        assert!(matches!(
+            open.check_exposure(),
+            Err(ConfigError::Exposed(_))
+        ));
+        let insecure = write("insecure_no_auth = true\n").unwrap();
+        assert!(insecure.check_exposure().is_ok());
+        let guarded = write(&format!(
+            "tokens_file = {:?}\n",
+            tokens.display().to_string()
+        ))
+        .unwrap();
+        assert!(guarded.tokens.is_some() && guarded.check_exposure().is_ok());
+        let missing = write("tokens_file = \"/nonexistent/tokens.toml\"\n").unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/tokens.toml"),
+            "{missing}"
+        );
+        let half_tls = write("tls_cert = \"/x.pem\"\n").unwrap_err();
+        assert!(half_tls.to_string().contains("--tls-key"), "{half_tls}");
+    }
+
+    #[test]
     fn config_file_environments() {
         let dir = std::env::temp_dir().join(format!("iadb-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
