@@ -389,6 +389,8 @@ pub struct TlsSettings {
     pub key_pem: Vec<u8>,
     /// PEM CA certificate(s) that sign the clients' certificates (mTLS).
     pub client_ca_pem: Option<Vec<u8>>,
+    /// Where they were read from (read again when they change).
+    paths: (PathBuf, PathBuf, Option<PathBuf>),
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -401,6 +403,20 @@ impl std::fmt::Debug for TlsSettings {
 }
 
 impl TlsSettings {
+    /// Reads the same files again.
+    pub fn read_again(&self) -> Result<Self, ConfigError> {
+        let (cert, key, ca) = self.paths.clone();
+        Self::load(Some(cert), Some(key), ca)?
+            .ok_or_else(|| ConfigError::Tls("no certificate".into()))
+    }
+
+    /// Whether `other` holds the same certificates and key.
+    pub fn same_contents(&self, other: &Self) -> bool {
+        self.cert_pem == other.cert_pem
+            && self.key_pem == other.key_pem
+            && self.client_ca_pem == other.client_ca_pem
+    }
+
     /// Reads the files of `--tls-cert`, `--tls-key`, `--tls-client-ca`.
     fn load(
         cert: Option<PathBuf>,
@@ -427,8 +443,10 @@ impl TlsSettings {
                 cert_pem: read("--tls-cert", &cert)?,
                 key_pem: read("--tls-key", &key)?,
                 client_ca_pem: client_ca
-                    .map(|ca| read("--tls-client-ca", &ca))
+                    .as_ref()
+                    .map(|ca| read("--tls-client-ca", ca))
                     .transpose()?,
+                paths: (cert, key, client_ca),
             })),
             _ => Err(ConfigError::Tls(
                 "--tls-cert and --tls-key go together".into(),

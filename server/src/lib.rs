@@ -19,6 +19,7 @@ pub mod placeholders;
 mod registry;
 mod server;
 mod service;
+pub mod tls;
 mod transaction;
 
 pub use config::{Cli, ConfigError, MigrateCommand, ServerCommand, Settings};

@@ -37,9 +37,7 @@ impl BoundServer {
         // A certificate and key that do not load stop the start here,
         // before any database work.
         if let Some(tls) = &settings.tls {
-            tonic::transport::Server::builder()
-                .tls_config(tls_config(tls))
-                .map_err(tls_error)?;
+            crate::tls::server_config(tls).map_err(tls_error)?;
         }
         let registry = Arc::new(Registry::new(
             &settings.databases,
@@ -189,9 +187,16 @@ impl BoundServer {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(std::time::Duration::from_secs(60)));
-        let mut builder = tonic::transport::Server::builder();
+        let tls = match &settings.tls {
+            Some(tls) => {
+                let state =
+                    crate::tls::TlsState::new(crate::tls::server_config(tls).map_err(tls_error)?);
+                let reload = tokio::spawn(state.clone().reload_when_changed(tls.clone()));
+                Some((state, reload))
+            }
+            None => None,
+        };
         if let Some(tls) = &settings.tls {
-            builder = builder.tls_config(tls_config(tls)).map_err(tls_error)?;
             info!(
                 mtls = tls.client_ca_pem.is_some(),
                 "serving gRPC over TLS{}",
@@ -202,15 +207,28 @@ impl BoundServer {
                 }
             );
         }
-        let result = builder
+        let router = tonic::transport::Server::builder()
             .layer(guard)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(database)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| Error::internal(format!("server: {e}")));
+            .add_service(database);
+        let result = match &tls {
+            Some((state, _)) => {
+                router
+                    .serve_with_incoming_shutdown(state.accept(incoming), shutdown)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        }
+        .map_err(|e| Error::internal(format!("server: {e}")));
+        if let Some((_, reload)) = tls {
+            reload.abort();
+        }
         checker.abort();
         connector.abort();
         if let Some(task) = reloader {
@@ -224,26 +242,9 @@ impl BoundServer {
     }
 }
 
-/// tonic's TLS settings from the files read at start.
-fn tls_config(tls: &crate::config::TlsSettings) -> tonic::transport::ServerTlsConfig {
-    let mut config = tonic::transport::ServerTlsConfig::new().identity(
-        tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
-    );
-    if let Some(ca) = &tls.client_ca_pem {
-        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-    }
-    config
-}
-
-fn tls_error(e: tonic::transport::Error) -> Error {
-    let mut message = format!("TLS: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
+fn tls_error(message: String) -> Error {
     Error::invalid_argument(format!(
-        "{message} (check --tls-cert, --tls-key and --tls-client-ca)"
+        "TLS: {message} (check --tls-cert, --tls-key and --tls-client-ca)"
     ))
 }
 

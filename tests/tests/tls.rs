@@ -225,3 +225,53 @@ fn client_certificates_open_a_non_loopback_address_and_bad_files_refuse_the_star
     .expect_err("a missing key file");
     assert!(err.contains("nope.pem"), "{err}");
 }
+
+/// Certificates are read again when their files change: new connections
+/// use the new ones; files that do not load keep the ones in force.
+#[tokio::test]
+async fn certificates_are_reloaded_when_their_files_change() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let one = certs::make(dir.path(), "one");
+    let two = certs::make(dir.path(), "two");
+    let cert = dir.path().join("live-cert.pem");
+    let key = dir.path().join("live-key.pem");
+    let install = |set: &TestCerts| {
+        std::fs::write(&key, read(&set.server_key)).expect("write key");
+        std::fs::write(&cert, read(&set.server_cert)).expect("write cert");
+    };
+    install(&one);
+    let server = TestServer::start(&["--tls-cert", path(&cert), "--tls-key", path(&key)]);
+    let endpoint = https(&server);
+    served(&endpoint, trusting(&one))
+        .await
+        .expect("first certificate");
+    assert!(served(&endpoint, trusting(&two)).await.is_err());
+    install(&two);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while served(&endpoint, trusting(&two)).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not used within 15 s:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served(&endpoint, trusting(&one)).await.is_err());
+    // A file that does not load: logged, and the certificate in force stays.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server
+        .log_text()
+        .contains("the certificates in force are kept")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served(&endpoint, trusting(&two))
+        .await
+        .expect("the certificate in force after a bad file");
+}
