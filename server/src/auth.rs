@@ -101,7 +101,13 @@ impl Identity {
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
     name: toml::Spanned<String>,
-    sha256: toml::Spanned<String>,
+    /// The SHA-256 of a bearer token...
+    #[serde(default)]
+    sha256: Option<toml::Spanned<String>>,
+    /// ...or of a client certificate (DER), for mTLS clients that send no
+    /// token.
+    #[serde(default)]
+    client_cert_sha256: Option<toml::Spanned<String>>,
     scope: Scope,
     databases: toml::Spanned<Vec<String>>,
     /// Most calls per second (a burst of as many is allowed).
@@ -242,9 +248,17 @@ impl Limiter {
 /// One token of the file, ready to check.
 #[derive(Debug)]
 pub(crate) struct Token {
-    hash: [u8; 32],
+    hash: Credential,
     pub(crate) identity: Identity,
     pub(crate) limiter: Arc<Limiter>,
+}
+
+/// What an entry is matched by: the SHA-256 of a bearer token, or of a
+/// client certificate's DER.
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    Token([u8; 32]),
+    Certificate([u8; 32]),
 }
 
 /// The tokens of one version of the file.
@@ -282,6 +296,7 @@ impl TokenSet {
             let TokenEntry {
                 name,
                 sha256,
+                client_cert_sha256,
                 scope,
                 databases,
                 requests_per_second,
@@ -299,13 +314,33 @@ impl TokenSet {
                     "line {name_line}: the name `{name}` is used by another token"
                 )));
             }
-            let hash_line = line_of(sha256.span().start);
-            let hash = parse_hash(sha256.get_ref()).ok_or_else(|| {
-                invalid(format!(
-                    "line {hash_line}: token `{name}`: sha256 must be 64 hex digits (the SHA-256 \
-                     of the token; `iadb token` prints it)"
-                ))
-            })?;
+            let hash = match (sha256, client_cert_sha256) {
+                (Some(sha256), None) => {
+                    let hash_line = line_of(sha256.span().start);
+                    Credential::Token(parse_hash(sha256.get_ref()).ok_or_else(|| {
+                        invalid(format!(
+                            "line {hash_line}: token `{name}`: sha256 must be 64 hex digits (the \
+                             SHA-256 of the token; `iadb token` prints it)"
+                        ))
+                    })?)
+                }
+                (None, Some(sha256)) => {
+                    let hash_line = line_of(sha256.span().start);
+                    Credential::Certificate(parse_hash(sha256.get_ref()).ok_or_else(|| {
+                        invalid(format!(
+                            "line {hash_line}: token `{name}`: client_cert_sha256 must be 64 hex \
+                             digits (the SHA-256 of the certificate's DER, as `openssl x509 \
+                             -in c.pem -outform der | sha256sum` prints it)"
+                        ))
+                    })?)
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "line {name_line}: token `{name}` needs one of sha256 (a bearer token) \
+                         and client_cert_sha256 (a client certificate)"
+                    )));
+                }
+            };
             let databases_line = line_of(databases.span().start);
             let databases = databases.into_inner();
             let databases = if databases.iter().any(|d| d == "*") {
@@ -380,7 +415,25 @@ impl TokenSet {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for token in &self.tokens {
-            if bool::from(token.hash.ct_eq(&digest)) {
+            if let Credential::Token(hash) = &token.hash
+                && bool::from(hash.ct_eq(&digest))
+            {
+                found = Some(token);
+            }
+        }
+        found
+    }
+
+    /// The entry whose `client_cert_sha256` is the SHA-256 of `der` (a
+    /// client certificate the TLS handshake verified), compared as
+    /// [`TokenSet::find`] does.
+    pub(crate) fn find_certificate(&self, der: &[u8]) -> Option<&Token> {
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        let mut found = None;
+        for token in &self.tokens {
+            if let Credential::Certificate(hash) = &token.hash
+                && bool::from(hash.ct_eq(&digest))
+            {
                 found = Some(token);
             }
         }
@@ -522,6 +575,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 3") && e.contains("64 hex"), "{e}");
+        let neither = "[[token]]\nname = \"a\"\nscope = \"read\"\ndatabases = [\"*\"]\n";
+        let e = TokenSet::parse(neither, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("client_cert_sha256"),
+            "{e}"
+        );
         let dup = format!(
             "[[token]]\nname = \"a\"\nsha256 = \"{0}\"\nscope = \"read\"\ndatabases = [\"*\"]\n[[token]]\nname = \"a\"\nsha256 = \"{0}\"\nscope = \"read\"\ndatabases = [\"*\"]\n",
             sha("x")

@@ -62,6 +62,17 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The DER of the certificate the client presented in the TLS handshake
+/// (verified by then against `--tls-client-ca`), if any.
+fn client_certificate(request: &http::Request<Body>) -> Option<Vec<u8>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let info = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    certs.first().map(|c| c.as_ref().to_vec())
+}
+
 /// Installs [`CallGuard`] around a service.
 #[derive(Clone)]
 pub struct CallLayer {
@@ -139,7 +150,13 @@ where
             return Box::pin(inner.call(request));
         };
         let set = tokens.current();
-        let Some(presented) = bearer(request.headers()) else {
+        // A bearer token; without one, the client certificate the TLS
+        // handshake verified (mTLS), when an entry names it.
+        let found = match bearer(request.headers()) {
+            Some(presented) => Some(set.find(presented)),
+            None => client_certificate(&request).map(|der| set.find_certificate(&der)),
+        };
+        let Some(found) = found else {
             let refused = self.refuse(
                 UNAUTHENTICATED,
                 rpc,
@@ -150,7 +167,7 @@ where
             );
             return Box::pin(async move { Ok(refused) });
         };
-        let Some(token) = set.find(presented) else {
+        let Some(token) = found else {
             let refused = self.refuse(
                 UNAUTHENTICATED,
                 rpc,

@@ -15,6 +15,9 @@ pub struct TestCerts {
     /// A client certificate (CN `iadb-test-client`) and its key.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The hex SHA-256 of the client certificate's DER (what a tokens
+    /// file's `client_cert_sha256` holds).
+    pub client_sha256: String,
 }
 
 /// A CA and the certificates it signs, written under `dir`. `name` makes
@@ -59,5 +62,9 @@ pub fn make(dir: &Path, name: &str) -> TestCerts {
         server_key: write("server-key.pem", server_key.serialize_pem()),
         client_cert: write("client.pem", client.pem()),
         client_key: write("client-key.pem", client_key.serialize_pem()),
+        client_sha256: {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(client.der()))
+        },
     }
 }

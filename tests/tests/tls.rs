@@ -275,3 +275,87 @@ async fn certificates_are_reloaded_when_their_files_change() {
         .await
         .expect("the certificate in force after a bad file");
 }
+
+/// With mTLS, a tokens file entry may name a client certificate (by the
+/// SHA-256 of its DER) instead of a token: a client presenting it and no
+/// token gets that entry's name and scope. A bearer token still wins.
+#[tokio::test]
+async fn a_client_certificate_can_stand_for_a_token() {
+    use iadb::ErrorKind;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = certs::make(dir.path(), "good");
+    let tokens = dir.path().join("tokens.toml");
+    let writer = "iadb_tls_writer_token_0007";
+    let writer_sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(writer.as_bytes()))
+    };
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nname = \"cert-reader\"\nclient_cert_sha256 = \"{}\"\nscope = \"read\"\ndatabases = [\"*\"]\n\n[[token]]\nname = \"writer\"\nsha256 = \"{writer_sha}\"\nscope = \"write\"\ndatabases = [\"*\"]\n",
+            good.client_sha256
+        ),
+    )
+    .expect("write tokens");
+    let server = TestServer::start(&[
+        "--tls-cert",
+        path(&good.server_cert),
+        "--tls-key",
+        path(&good.server_key),
+        "--tls-client-ca",
+        path(&good.ca),
+        "--tokens-file",
+        path(&tokens),
+    ]);
+    let endpoint = https(&server);
+    let by_certificate = RemoteDatabase::new(endpoint.clone())
+        .with_tls(presenting(&good, &good))
+        .with_retry(RetryPolicy::none());
+    by_certificate.connect().await.expect("connect");
+    assert_eq!(
+        by_certificate
+            .fetch_all("SELECT 1 AS one", &[])
+            .await
+            .expect("read by certificate")
+            .len(),
+        1
+    );
+    let err = by_certificate
+        .execute("CREATE TABLE t (id INTEGER)", &[])
+        .await
+        .expect_err("the certificate's scope is read");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.message().contains("cert-reader"), "{err}");
+    let with_token = RemoteDatabase::new(endpoint)
+        .with_tls(presenting(&good, &good))
+        .with_token(writer)
+        .with_retry(RetryPolicy::none());
+    with_token.connect().await.expect("connect");
+    with_token
+        .execute("CREATE TABLE t (id INTEGER)", &[])
+        .await
+        .expect("the token's scope");
+    // Without an entry for it, a certificate is no token.
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nname = \"writer\"\nsha256 = \"{writer_sha}\"\nscope = \"write\"\ndatabases = [\"*\"]\n"
+        ),
+    )
+    .expect("write tokens");
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let err = by_certificate.fetch_all("SELECT 1 AS one", &[]).await.err();
+        if err.as_ref().map(|e| e.kind()) == Some(ErrorKind::Unauthenticated) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{err:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
