@@ -197,6 +197,55 @@ async fn exchange<T>(
     answer.map_err(|status| Failure::from_status(status, deadline))
 }
 
+/// How to reach an `https://` server: the CA to trust and the client
+/// certificate to present (mTLS), as PEM.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificate(s) to trust; none: the public web's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and its key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// tonic's TLS settings for `server`: TLS for an `https://` address,
+    /// none for `http://`. TLS options with an `http://` address are
+    /// INVALID_ARGUMENT (they would be ignored, and the traffic clear).
+    pub fn config(&self, server: &str) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        let https = server
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        if !https {
+            if self.ca_pem.is_some() || self.client.is_some() {
+                return Err(Error::invalid_argument(format!(
+                    "TLS options (a CA or client certificate) need an https:// server address, \
+                     not `{server}`"
+                )));
+            }
+            return Ok(None);
+        }
+        let mut config = tonic::transport::ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            None => config.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.client {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        Ok(Some(config))
+    }
+}
+
 /// A database behind an iadb server.
 pub struct RemoteDatabase {
     endpoint: String,
@@ -205,6 +254,10 @@ pub struct RemoteDatabase {
     connect_timeout: Duration,
     retry: RetryPolicy,
     read_only: bool,
+    /// `Bearer <token>`, sent as `authorization` metadata with every call.
+    authorization: Option<String>,
+    /// TLS settings for an `https://` server.
+    tls: TlsOptions,
     client: RwLock<Option<DatabaseClient<Channel>>>,
 }
 
@@ -219,6 +272,8 @@ impl RemoteDatabase {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             read_only: false,
+            authorization: None,
+            tls: TlsOptions::default(),
             client: RwLock::new(None),
         }
     }
@@ -276,6 +331,39 @@ impl RemoteDatabase {
         })
     }
 
+    /// Sends `token` with every call (`authorization: Bearer <token>`), for
+    /// a server with a tokens file. A token that is not printable ASCII
+    /// fails each call with INVALID_ARGUMENT. The token is never shown in
+    /// this client's errors.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.authorization = Some(format!("Bearer {}", token.into().trim()));
+        self
+    }
+
+    /// Uses these TLS options for an `https://` server.
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Trusts the CA certificate(s) in `pem` for an `https://` server
+    /// (without it, the public web's roots).
+    pub fn with_ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate and key (PEM) to a server that asks for
+    /// client certificates (mTLS).
+    pub fn with_client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// The database name requests carry.
     pub fn database(&self) -> &str {
         &self.database
@@ -302,6 +390,15 @@ impl RemoteDatabase {
         let mut request = tonic::Request::new(message);
         if let Some(d) = deadline {
             request.set_timeout(d.remaining()?);
+        }
+        if let Some(authorization) = &self.authorization {
+            let value = authorization.parse().map_err(|_| {
+                Error::invalid_argument(
+                    "the token holds characters that cannot be sent as gRPC metadata \
+                     (printable ASCII only)",
+                )
+            })?;
+            request.metadata_mut().insert("authorization", value);
         }
         Ok(request)
     }
@@ -472,12 +569,17 @@ impl RemoteDatabase {
 #[async_trait]
 impl DatabaseInterface for RemoteDatabase {
     async fn connect(&self) -> Result<()> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| {
                 Error::invalid_argument(format!("bad server address `{}`: {e}", self.endpoint))
             })?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = self.tls.config(&self.endpoint)? {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::invalid_argument(format!("TLS: {e}")))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             Error::unavailable(format!(
                 "cannot reach iadb server at {}: {e}",

@@ -5,7 +5,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::TryStreamExt;
 use iadb::{DatabaseInterface, Error, Row, Value};
 use iadb_client::{
-    Isolation, RemoteDatabase, Statement, StatementResult, TransactionOptions,
+    Isolation, RemoteDatabase, Statement, StatementResult, TlsOptions, TransactionOptions,
     script::{ScriptDialect, split_statements},
 };
 use std::{process::ExitCode, time::Duration};
@@ -36,6 +36,20 @@ struct Cli {
     /// refused and changes nothing.
     #[arg(long, env = "IADB_READ_ONLY", global = true)]
     read_only: bool,
+    /// Bearer token for a server with a tokens file (prefer the variable:
+    /// a flag shows in the process list).
+    #[arg(long, env = "IADB_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// PEM CA certificate to trust for an https:// server (default: the
+    /// public web's roots).
+    #[arg(long, env = "IADB_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server that asks for one (mTLS).
+    #[arg(long, env = "IADB_CLIENT_CERT", global = true, requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, env = "IADB_CLIENT_KEY", global = true, requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +121,26 @@ enum Command {
         /// a database name such as "default".
         #[arg(long, default_value = "")]
         service: String,
+    },
+    /// Makes a new random token and prints it (first line), then the
+    /// `[[token]]` entry for the server's tokens file (which holds the
+    /// token's SHA-256, never the token). Talks to no server.
+    Token {
+        /// The token's name, shown in the server's logs and metrics.
+        #[arg(long)]
+        name: String,
+        /// read (queries), write (also changes), admin (also Migrate).
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        scope: String,
+        /// The databases it may use, comma-separated (default: all, `*`).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        databases: Vec<String>,
+        /// Most calls per second (none by default).
+        #[arg(long)]
+        requests_per_second: Option<u32>,
+        /// Most calls at once (none by default).
+        #[arg(long)]
+        max_concurrent_calls: Option<u32>,
     },
     /// Migrations: status, plan, apply, rollback, validate, repair, baseline.
     Migrate {
@@ -441,12 +475,27 @@ fn probe_outcome(answer: Result<i32, tonic::Status>) -> (String, ExitCode) {
 }
 
 /// `iadb probe`: one `grpc.health.v1.Health/Check` call.
-async fn probe(server: &str, service: String, timeout: Duration) -> ExitCode {
+async fn probe(server: &str, tls: &TlsOptions, service: String, timeout: Duration) -> ExitCode {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let endpoint = match tonic::transport::Endpoint::from_shared(server.to_owned()) {
         Ok(e) => e.connect_timeout(timeout).timeout(timeout),
         Err(e) => {
             eprintln!("error: bad server address `{server}`: {e}");
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+    };
+    let endpoint = match tls
+        .config(server)
+        .map(|c| c.map(|c| endpoint.clone().tls_config(c)))
+    {
+        Ok(None) => endpoint,
+        Ok(Some(Ok(endpoint))) => endpoint,
+        Ok(Some(Err(e))) => {
+            eprintln!("error: TLS: {e}");
+            return ExitCode::from(PROBE_UNREACHABLE);
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.message());
             return ExitCode::from(PROBE_UNREACHABLE);
         }
     };
@@ -483,19 +532,66 @@ async fn probe(server: &str, service: String, timeout: Duration) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::invalid_argument(format!("{flag} {}: {e}", path.display())))
+    };
+    let tls = TlsOptions {
+        ca_pem: cli
+            .ca_cert
+            .as_deref()
+            .map(|p| read("--ca-cert", p))
+            .transpose()?,
+        client: match (cli.client_cert.as_deref(), cli.client_key.as_deref()) {
+            (Some(cert), Some(key)) => {
+                Some((read("--client-cert", cert)?, read("--client-key", key)?))
+            }
+            _ => None,
+        },
+    };
     // The probe asks the standard health service only: no iadb connection.
     let command = match cli.command {
         Command::Probe { service } => {
             let ms = cli.timeout_ms.unwrap_or(PROBE_TIMEOUT_MS).max(1);
-            return Ok(probe(&cli.server, service, Duration::from_millis(ms)).await);
+            return Ok(probe(&cli.server, &tls, service, Duration::from_millis(ms)).await);
+        }
+        Command::Token {
+            name,
+            scope,
+            databases,
+            requests_per_second,
+            max_concurrent_calls,
+        } => {
+            let token = new_token()?;
+            print!(
+                "{}",
+                token_entry(
+                    &token,
+                    &name,
+                    &scope,
+                    &databases,
+                    requests_per_second,
+                    max_concurrent_calls
+                )?
+            );
+            eprintln!(
+                "# The first line is the token: give it to the client (IADB_TOKEN or --token); \
+                 it is not stored anywhere. Append the rest to the server's tokens file and send \
+                 the server SIGHUP."
+            );
+            return Ok(ExitCode::SUCCESS);
         }
         other => other,
     };
     let mut db = RemoteDatabase::new(cli.server.clone())
         .with_database(cli.database.clone())
-        .with_read_only(cli.read_only);
+        .with_read_only(cli.read_only)
+        .with_tls(tls);
     if let Some(ms) = cli.timeout_ms {
         db = db.with_timeout(Duration::from_millis(ms));
+    }
+    if let Some(token) = cli.token.as_deref().filter(|t| !t.trim().is_empty()) {
+        db = db.with_token(token);
     }
     db.connect().await?;
     match command {
@@ -671,7 +767,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Probe { .. } => {}
+        // Answered above, without connecting.
+        Command::Probe { .. } | Command::Token { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -691,10 +788,95 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A new token: `iadb_` and 32 random bytes from the operating system, in hex.
+fn new_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::internal(format!("no randomness from the system: {e}")))?;
+    Ok(format!("iadb_{}", hex::encode(bytes)))
+}
+
+/// The token on its own line, then its `[[token]]` entry (TOML, with the
+/// token's SHA-256).
+fn token_entry(
+    token: &str,
+    name: &str,
+    scope: &str,
+    databases: &[String],
+    requests_per_second: Option<u32>,
+    max_concurrent_calls: Option<u32>,
+) -> Result<String, Error> {
+    use sha2::Digest as _;
+    if name.trim().is_empty() {
+        return Err(Error::invalid_argument("--name is empty"));
+    }
+    let databases: Vec<&str> = databases
+        .iter()
+        .map(|d| d.trim())
+        .filter(|d| !d.is_empty())
+        .collect();
+    if databases.is_empty() {
+        return Err(Error::invalid_argument(
+            "--databases names no database (leave it out for all)",
+        ));
+    }
+    let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
+    let list = databases
+        .iter()
+        .map(|d| quote(d))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut entry = format!(
+        "{token}\n\n[[token]]\nname = {}\nsha256 = \"{}\"\nscope = \"{scope}\"\ndatabases = [{list}]\n",
+        quote(name),
+        hex::encode(sha2::Sha256::digest(token.as_bytes())),
+    );
+    if let Some(n) = requests_per_second {
+        entry.push_str(&format!("requests_per_second = {n}\n"));
+    }
+    if let Some(n) = max_concurrent_calls {
+        entry.push_str(&format!("max_concurrent_calls = {n}\n"));
+    }
+    Ok(entry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tonic_health::pb::health_check_response::ServingStatus;
+
+    #[test]
+    fn token_entries_are_toml_with_the_hash() {
+        let token = new_token().unwrap();
+        assert!(
+            token.starts_with("iadb_") && token.len() == 5 + 64,
+            "{token}"
+        );
+        assert_ne!(token, new_token().unwrap());
+        let text = token_entry(
+            &token,
+            "ops \"east\"",
+            "admin",
+            &["a".into(), "b".into()],
+            Some(5),
+            None,
+        )
+        .unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        assert_eq!(first, token);
+        let parsed: toml::Value = toml::from_str(rest).unwrap();
+        let entry = &parsed["token"][0];
+        assert_eq!(entry["name"].as_str(), Some("ops \"east\""));
+        assert_eq!(entry["scope"].as_str(), Some("admin"));
+        assert_eq!(entry["requests_per_second"].as_integer(), Some(5));
+        assert_eq!(entry["databases"][1].as_str(), Some("b"));
+        use sha2::Digest as _;
+        assert_eq!(
+            entry["sha256"].as_str(),
+            Some(hex::encode(sha2::Sha256::digest(token.as_bytes())).as_str())
+        );
+        assert!(!rest.contains(&token));
+    }
 
     #[test]
     fn probe_exit_codes_follow_grpc_health_probe() {

@@ -11,15 +11,23 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    start_server_with(&[]).await
+}
+
+async fn start_server_with(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:///{}", dir.path().join("cli.db").display());
-    let cli = Cli::parse_from([
-        "iadb-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &url,
-    ]);
+    let cli = Cli::parse_from(
+        [
+            "iadb-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+        ]
+        .iter()
+        .chain(extra),
+    );
     let server = BoundServer::bind(Settings::from_cli(&cli).unwrap())
         .await
         .unwrap();
@@ -578,4 +586,165 @@ async fn passed_deadline_is_deadline_exceeded_and_exits_non_zero() {
         );
     }
     server.abort();
+}
+
+/// `iadb token` prints a token and its entry; the server given that entry
+/// accepts the token from `--token` and from `IADB_TOKEN`, and refuses a
+/// call without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_and_token_flag() {
+    let make = |scope: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_iadb"))
+            .args(["token", "--name", &format!("cli-{scope}"), "--scope", scope])
+            .args(["--databases", "default"])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        let (token, entry) = text.split_once('\n').unwrap();
+        assert!(token.starts_with("iadb_"), "{text}");
+        assert!(!entry.contains(token), "{text}");
+        (token.to_owned(), entry.to_owned())
+    };
+    let (writer, writer_entry) = make("write");
+    let (reader, reader_entry) = make("read");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, format!("{writer_entry}\n{reader_entry}")).unwrap();
+    let server = start_server_with(&["--tokens-file", tokens.to_str().unwrap()]).await;
+
+    let refused = iadb(&server, &["exec", "CREATE TABLE t (id INTEGER)"]).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("needs a token"), "{stderr}");
+
+    let created = iadb(
+        &server,
+        &["--token", &writer, "exec", "CREATE TABLE t (id INTEGER)"],
+    )
+    .await;
+    assert!(stdout(&created).contains("0 row(s) affected") || created.status.success());
+    let inserted = iadb(
+        &server,
+        &[
+            "--token",
+            &writer,
+            "exec",
+            "INSERT INTO t (id) VALUES (?)",
+            "7",
+        ],
+    )
+    .await;
+    assert!(stdout(&inserted).contains('1'));
+
+    let as_reader = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+        command
+            .arg("--server")
+            .arg(&server.endpoint)
+            .args(args)
+            .env("IADB_TOKEN", &reader);
+        command.output().unwrap()
+    };
+    let denied = as_reader(&["exec", "DELETE FROM t"]);
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("cli-read") && stderr.contains("write"),
+        "{stderr}"
+    );
+    let rows = as_reader(&["query", "--csv", "SELECT id FROM t"]);
+    assert_eq!(stdout(&rows), "id\n7\n");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it
+/// signed, as PEM files in `dir`: (ca, server cert, server key, client
+/// cert, client key).
+fn test_certificates(dir: &std::path::Path) -> [String; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server-key.pem", server_key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client-key.pem", client_key.serialize_pem()),
+    ];
+    files.map(|(name, text)| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    })
+}
+
+/// `--ca-cert`, `--client-cert` and `--client-key` with an https:// server
+/// that asks for client certificates: query and probe work with them, and
+/// fail without the client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags_reach_an_mtls_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key, client_cert, client_key] = test_certificates(dir.path());
+    let server = start_server_with(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+    ])
+    .await;
+    let https = server.endpoint.replacen("http://", "https://", 1);
+    let run = |args: Vec<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+        command.arg("--server").arg(&https).args(args);
+        command.output().unwrap()
+    };
+    let tls = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["--ca-cert".into(), ca.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let with_client = |extra: &[&str]| {
+        let mut args = tls(&["--client-cert", &client_cert, "--client-key", &client_key]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let rows = run(with_client(&["query", "--csv", "SELECT 1 AS one"]));
+    assert_eq!(stdout(&rows), "one\n1\n");
+    let probe = run(with_client(&["probe"]));
+    assert_eq!(stdout(&probe), "status: SERVING\n");
+    let refused = run(tls(&["query", "SELECT 1 AS one"]));
+    assert!(
+        !refused.status.success(),
+        "served without a client certificate"
+    );
+    let plain = Command::new(env!("CARGO_BIN_EXE_iadb"))
+        .args([
+            "--server",
+            &server.endpoint,
+            "--ca-cert",
+            &ca,
+            "query",
+            "SELECT 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("https://"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
 }

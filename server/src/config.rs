@@ -57,6 +57,20 @@ pub enum ConfigError {
     /// The listen address does not parse.
     #[error("bad listen address `{0}`")]
     Listen(String),
+    /// No tokens, and a listen address that other machines can reach.
+    #[error(
+        "refusing to listen on {0} without tokens: anyone who can reach it could read, change \
+         and migrate every database. Give --tokens-file (IADB_TOKENS_FILE; `iadb token` makes \
+         entries), require client certificates (--tls-client-ca), listen on a loopback address such as 127.0.0.1, or pass --insecure-no-auth \
+         to serve it open anyway"
+    )]
+    Exposed(SocketAddr),
+    /// The tokens file cannot be read or is not valid.
+    #[error("{0}")]
+    Tokens(#[from] crate::auth::TokensError),
+    /// The TLS settings are incomplete or a file cannot be read.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Command-line flags of `iadb-server`.
@@ -169,6 +183,26 @@ pub struct Cli {
     /// 127.0.0.1:9464; none by default.
     #[arg(long, env = "IADB_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// TOML file of bearer tokens (`[[token]]` entries: name, sha256, scope,
+    /// databases); reloaded on SIGHUP. Without it calls need no token, which
+    /// is only allowed on a loopback address (or with --insecure-no-auth).
+    #[arg(long, env = "IADB_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address: anyone who can reach
+    /// the port is then the database's owner.
+    #[arg(long, env = "IADB_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_no_auth: bool,
+    /// PEM certificate chain of the server: serve gRPC over TLS (with
+    /// --tls-key).
+    #[arg(long, env = "IADB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IADB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate it signed
+    /// (mTLS). Needs --tls-cert.
+    #[arg(long, env = "IADB_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// What `iadb-server` does other than serve.
@@ -285,6 +319,16 @@ pub struct EnvironmentFile {
     pub metrics_listen: Option<String>,
     /// Refuse to start while a database cannot be reached.
     pub require_all_databases: Option<bool>,
+    /// TOML file of bearer tokens (relative to the working directory).
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address.
+    pub insecure_no_auth: Option<bool>,
+    /// PEM certificate chain of the server.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the server.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) of the clients (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The config file: `[environments.NAME]` tables.
@@ -328,6 +372,87 @@ pub struct Settings {
     pub require_all_databases: bool,
     /// How strict start-up and RPC migration runs are.
     pub migrate_options: crate::migrate::MigrateOptions,
+    /// The bearer tokens, when a tokens file is configured.
+    pub tokens: Option<std::sync::Arc<crate::auth::TokenStore>>,
+    /// Whether serving without tokens on a non-loopback address is allowed.
+    pub insecure_no_auth: bool,
+    /// TLS, when a certificate is configured.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The server's TLS material, read at start.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key.
+    pub key_pem: Vec<u8>,
+    /// PEM CA certificate(s) that sign the clients' certificates (mTLS).
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// Where they were read from (read again when they change).
+    paths: (PathBuf, PathBuf, Option<PathBuf>),
+}
+
+impl std::fmt::Debug for TlsSettings {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mtls", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Reads the same files again.
+    pub fn read_again(&self) -> Result<Self, ConfigError> {
+        let (cert, key, ca) = self.paths.clone();
+        Self::load(Some(cert), Some(key), ca)?
+            .ok_or_else(|| ConfigError::Tls("no certificate".into()))
+    }
+
+    /// Whether `other` holds the same certificates and key.
+    pub fn same_contents(&self, other: &Self) -> bool {
+        self.cert_pem == other.cert_pem
+            && self.key_pem == other.key_pem
+            && self.client_ca_pem == other.client_ca_pem
+    }
+
+    /// Reads the files of `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    fn load(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let read = |flag: &str, path: &PathBuf| {
+            let bytes = std::fs::read(path)
+                .map_err(|e| ConfigError::Tls(format!("{flag} {}: {e}", path.display())))?;
+            if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+                return Err(ConfigError::Tls(format!(
+                    "{flag} {}: not a PEM file",
+                    path.display()
+                )));
+            }
+            Ok(bytes)
+        };
+        match (cert, key) {
+            (None, None) if client_ca.is_some() => Err(ConfigError::Tls(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            )),
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(Self {
+                cert_pem: read("--tls-cert", &cert)?,
+                key_pem: read("--tls-key", &key)?,
+                client_ca_pem: client_ca
+                    .as_ref()
+                    .map(|ca| read("--tls-client-ca", ca))
+                    .transpose()?,
+                paths: (cert, key, client_ca),
+            })),
+            _ => Err(ConfigError::Tls(
+                "--tls-cert and --tls-key go together".into(),
+            )),
+        }
+    }
 }
 
 /// Streaming and size limits.
@@ -452,6 +577,15 @@ impl Settings {
                 .map_err(|source| ConfigError::Migrations { name, source })?;
         }
 
+        let tokens = match cli.tokens_file.clone().or(file_env.tokens_file.clone()) {
+            Some(path) => Some(std::sync::Arc::new(crate::auth::TokenStore::load(&path)?)),
+            None => None,
+        };
+        let tls = TlsSettings::load(
+            cli.tls_cert.clone().or(file_env.tls_cert.clone()),
+            cli.tls_key.clone().or(file_env.tls_key.clone()),
+            cli.tls_client_ca.clone().or(file_env.tls_client_ca.clone()),
+        )?;
         let defaults = Limits::default();
         let pool_defaults = PoolSettings::default();
         let pool = PoolSettings {
@@ -537,7 +671,27 @@ impl Settings {
                     .max(1),
             ),
             metrics_listen,
+            tokens,
+            insecure_no_auth: cli.insecure_no_auth || file_env.insecure_no_auth.unwrap_or(false),
+            tls,
         })
+    }
+
+    /// Refuses to serve without tokens on an address other than loopback
+    /// (unless `--insecure-no-auth`): without tokens, whoever reaches the
+    /// port has every right on every database.
+    /// Client certificates (mTLS) count as authentication here: only the
+    /// holders of a certificate the CA signed can connect.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+        if self.tokens.is_none()
+            && !mtls
+            && !self.listen.ip().is_loopback()
+            && !self.insecure_no_auth
+        {
+            return Err(ConfigError::Exposed(self.listen));
+        }
+        Ok(())
     }
 }
 
@@ -644,6 +798,50 @@ mod tests {
             panic!("{rollback:?}");
         };
         assert!(m.action().unwrap_err().message().contains("--target"));
+    }
+
+    #[test]
+    fn tokens_and_insecure_no_auth_from_the_config_file_and_the_exposure_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(&tokens, "").unwrap();
+        let path = dir.path().join("iadb.toml");
+        let write = |extra: &str| {
+            std::fs::write(
+                &path,
+                format!("[environments.testing]\nlisten = \"0.0.0.0:6000\"\n{extra}"),
+            )
+            .unwrap();
+            let mut c = cli(&[]);
+            c.database_url = Some("sqlite:///:memory:".into());
+            c.listen = None;
+            c.tokens_file = None;
+            c.insecure_no_auth = false;
+            (c.tls_cert, c.tls_key, c.tls_client_ca) = (None, None, None);
+            c.config = Some(path.clone());
+            c.environment = "testing".into();
+            Settings::from_cli(&c)
+        };
+        let open = write("").unwrap();
+        assert!(matches!(
+            open.check_exposure(),
+            Err(ConfigError::Exposed(_))
+        ));
+        let insecure = write("insecure_no_auth = true\n").unwrap();
+        assert!(insecure.check_exposure().is_ok());
+        let guarded = write(&format!(
+            "tokens_file = {:?}\n",
+            tokens.display().to_string()
+        ))
+        .unwrap();
+        assert!(guarded.tokens.is_some() && guarded.check_exposure().is_ok());
+        let missing = write("tokens_file = \"/nonexistent/tokens.toml\"\n").unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/tokens.toml"),
+            "{missing}"
+        );
+        let half_tls = write("tls_cert = \"/x.pem\"\n").unwrap_err();
+        assert!(half_tls.to_string().contains("--tls-key"), "{half_tls}");
     }
 
     #[test]

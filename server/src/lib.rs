@@ -8,15 +8,18 @@
 //! Adapters live in `backend`, one module per engine behind its feature.
 
 mod admission;
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod engine;
+pub mod layer;
 pub mod metrics;
 pub mod migrate;
 pub mod placeholders;
 mod registry;
 mod server;
 mod service;
+pub mod tls;
 mod transaction;
 
 pub use config::{Cli, ConfigError, MigrateCommand, ServerCommand, Settings};

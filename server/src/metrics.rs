@@ -3,6 +3,9 @@
 //!
 //! Families (all prefixed `iadb_`):
 //! - `requests_total{rpc, database, code}`: finished calls by gRPC code name;
+//! - `token_calls_total{token, rpc, code}`: with `--tokens-file`, calls by
+//!   token name (the names come from the file; a missing or unknown token
+//!   counts as `(unauthenticated)`);
 //! - `request_duration_seconds{rpc, database}`: call latency (for FetchAll,
 //!   until the last row was sent);
 //! - `rows_streamed_total{database}`: rows sent by FetchAll and FetchOne;
@@ -48,6 +51,13 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenCallLabels {
+    token: String,
+    rpc: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
     rpc: &'static str,
     database: String,
@@ -79,6 +89,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<CallLabels, Counter>,
+    token_calls: Family<TokenCallLabels, Counter>,
     latency: HistogramFamily,
     rows: Family<DatabaseLabel, Counter>,
     pool_size: Family<DatabaseLabel, Gauge>,
@@ -107,6 +118,13 @@ impl Metrics {
             "requests",
             "Finished calls by RPC, database and gRPC status code",
             requests.clone(),
+        );
+        let token_calls = Family::<TokenCallLabels, Counter>::default();
+        registry.register(
+            "token_calls",
+            "Calls to iadb.v1.Database by token name, RPC and gRPC status code \
+             (with --tokens-file; refused tokens count as (unauthenticated))",
+            token_calls.clone(),
         );
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register_with_unit(
@@ -177,6 +195,7 @@ impl Metrics {
             transaction_duration,
             transactions_ended,
             requests,
+            token_calls,
             latency,
             rows,
             pool_size,
@@ -209,6 +228,18 @@ impl Metrics {
                 database: database.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one call to `iadb.v1.Database` by a token (by its name;
+    /// never the token), as the auth layer saw it end.
+    pub fn record_token_call(&self, token: &str, rpc: &'static str, code: tonic::Code) {
+        self.token_calls
+            .get_or_create(&TokenCallLabels {
+                token: token.to_owned(),
+                rpc,
+                code: grpc_code_name(code),
+            })
+            .inc();
     }
 
     /// Counts `n` rows sent from `database`.
@@ -290,10 +321,15 @@ impl Metrics {
 /// The gRPC status code name of an outcome (`OK` for success), as in the
 /// gRPC specification.
 pub fn code_name(code: Option<ErrorKind>) -> &'static str {
-    let Some(kind) = code else {
-        return "OK";
-    };
-    match tonic::Code::from(kind) {
+    match code {
+        Some(kind) => grpc_code_name(tonic::Code::from(kind)),
+        None => "OK",
+    }
+}
+
+/// The name of a gRPC status code, as in the gRPC specification.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    match code {
         tonic::Code::Ok => "OK",
         tonic::Code::Cancelled => "CANCELLED",
         tonic::Code::Unknown => "UNKNOWN",

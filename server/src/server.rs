@@ -31,6 +31,14 @@ impl BoundServer {
     /// `--require-all-databases`), runs start-up migrations, and binds the
     /// listen address.
     pub async fn bind(settings: Settings) -> Result<Self, Error> {
+        settings
+            .check_exposure()
+            .map_err(|e| Error::invalid_argument(e.to_string()))?;
+        // A certificate and key that do not load stop the start here,
+        // before any database work.
+        if let Some(tls) = &settings.tls {
+            crate::tls::server_config(tls).map_err(tls_error)?;
+        }
         let registry = Arc::new(Registry::new(
             &settings.databases,
             settings.pool,
@@ -128,6 +136,42 @@ impl BoundServer {
             .build_v1alpha()
             .map_err(|e| Error::internal(format!("reflection: {e}")))?;
         let max = settings.limits.max_message_bytes;
+        match &settings.tokens {
+            Some(store) => {
+                let count = store.current().len();
+                info!(
+                    file = %store.path().display(),
+                    tokens = count,
+                    "calls to iadb.v1.Database need a bearer token; health and reflection stay open"
+                );
+                if count == 0 {
+                    warn!("the tokens file has no token: every call will be refused");
+                }
+                let configured: Vec<&str> = registry.names().collect();
+                let tokens = store.current();
+                for (token, database) in tokens.unknown_databases(&configured) {
+                    warn!(
+                        token,
+                        database, "a token names a database that is not configured"
+                    );
+                }
+            }
+            None if settings.listen.ip().is_loopback() => info!(
+                "no --tokens-file: every caller that reaches {} has admin rights on every \
+                 database (allowed on loopback only)",
+                settings.listen
+            ),
+            None => warn!(
+                "--insecure-no-auth: serving {} WITHOUT authentication; anyone who can reach it \
+                 can read, change and migrate every database",
+                settings.listen
+            ),
+        }
+        let reloader = settings
+            .tokens
+            .clone()
+            .map(|store| tokio::spawn(crate::auth::reload_on_sighup(store)));
+        let guard = crate::layer::CallLayer::new(settings.tokens.clone(), metrics.clone());
         let database = DatabaseServer::new(DatabaseService::new(
             registry.clone(),
             settings.limits,
@@ -143,22 +187,65 @@ impl BoundServer {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(std::time::Duration::from_secs(60)));
-        let result = tonic::transport::Server::builder()
+        let tls = match &settings.tls {
+            Some(tls) => {
+                let state =
+                    crate::tls::TlsState::new(crate::tls::server_config(tls).map_err(tls_error)?);
+                let reload = tokio::spawn(state.clone().reload_when_changed(tls.clone()));
+                Some((state, reload))
+            }
+            None => None,
+        };
+        if let Some(tls) = &settings.tls {
+            info!(
+                mtls = tls.client_ca_pem.is_some(),
+                "serving gRPC over TLS{}",
+                if tls.client_ca_pem.is_some() {
+                    "; clients must present a certificate signed by --tls-client-ca"
+                } else {
+                    ""
+                }
+            );
+        }
+        let router = tonic::transport::Server::builder()
+            .layer(guard)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(database)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| Error::internal(format!("server: {e}")));
+            .add_service(database);
+        let result = match &tls {
+            Some((state, _)) => {
+                router
+                    .serve_with_incoming_shutdown(state.accept(incoming), shutdown)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        }
+        .map_err(|e| Error::internal(format!("server: {e}")));
+        if let Some((_, reload)) = tls {
+            reload.abort();
+        }
         checker.abort();
         connector.abort();
+        if let Some(task) = reloader {
+            task.abort();
+        }
         if let Some(task) = metrics_task {
             task.abort();
         }
         registry.close().await;
         result
     }
+}
+
+fn tls_error(message: String) -> Error {
+    Error::invalid_argument(format!(
+        "TLS: {message} (check --tls-cert, --tls-key and --tls-client-ca)"
+    ))
 }
 
 /// Checks every database on an interval and sets its standard health status

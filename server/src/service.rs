@@ -5,6 +5,7 @@
 
 use crate::{
     admission::{Admission, Turn},
+    auth::{Identity, Scope},
     backend::session::RowSink,
     backend::{BatchOptions, ReadOnlyCall},
     config::Limits,
@@ -33,7 +34,7 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, Span, debug, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 /// Batches in flight between the engine and the wire, per stream. Small, so a
 /// slow client slows the engine instead of filling the server's memory.
@@ -142,7 +143,68 @@ impl DatabaseService {
             started: Instant::now(),
             span,
             metrics: self.metrics.clone(),
+            identity: None,
         }
+    }
+
+    /// Checks that the call's token may use `database` with the scope
+    /// `needs`: the part of authorisation that depends on the request's
+    /// body (the auth layer has checked the token and the RPC's least
+    /// scope). Without tokens ([`Identity`] absent) every call may.
+    ///
+    /// A database the token is not granted is PERMISSION_DENIED whether it
+    /// exists or not, so a token does not learn the names of others.
+    pub(crate) fn authorize(
+        &self,
+        identity: Option<&Identity>,
+        database: &str,
+        needs: Scope,
+    ) -> Result<(), Error> {
+        let Some(identity) = identity else {
+            return Ok(());
+        };
+        if identity.scope < needs {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "this call needs the `{needs}` scope; token `{}` has `{}`{}",
+                    identity.name,
+                    identity.scope,
+                    if needs == Scope::Write {
+                        " (a read token may send a Batch or open a Transaction with read_only set)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let name = self
+            .registry
+            .describe(database)
+            .map_or(database, |(name, _)| name);
+        if !identity.databases.allows(name) {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "token `{}` may not use database `{}`",
+                    identity.name,
+                    iadb::clip(name)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fingerprint of `sql` in the dialect of `database` (SQLite's for
+    /// an unknown name): the statement's shape, never a literal.
+    pub(crate) fn fingerprint(&self, database: &str, sql: &str) -> String {
+        let dialect = self
+            .registry
+            .describe(database)
+            .map_or(Dialect::Sqlite, |(_, kind)| {
+                crate::engine::engine(kind).dialect
+            });
+        fingerprint(sql, dialect)
     }
 
     /// The server's limits.
@@ -407,9 +469,58 @@ struct Call {
     started: Instant,
     span: Span,
     metrics: Metrics,
+    /// Who made the call (None without tokens).
+    identity: Option<Identity>,
+}
+
+/// The audit line of a call or a statement that may change data or schema
+/// (Execute, ExecuteMany, a Batch that is not read-only, a statement run in
+/// a Transaction, Migrate): at INFO, target `iadb::audit`, with the token's
+/// name, the database, the statement's fingerprint (never a value), the
+/// rows affected and the outcome (`OK` or the gRPC code's name).
+pub(crate) fn audit<T>(
+    identity: Option<&Identity>,
+    rpc: &'static str,
+    database: &str,
+    fingerprint: &str,
+    rows_affected: Option<u64>,
+    result: &Result<T, Error>,
+) {
+    let token = identity.map_or("(none)", |i| &*i.name);
+    let outcome = crate::metrics::code_name(result.as_ref().err().map(Error::kind));
+    info!(
+        target: "iadb::audit",
+        token,
+        rpc,
+        database,
+        fingerprint,
+        rows_affected,
+        outcome,
+        "audit"
+    );
 }
 
 impl Call {
+    /// The call made by `identity`.
+    fn by(mut self, identity: Option<Identity>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// This call's audit line (see [`audit`]).
+    fn audit<T>(&self, fingerprint: &str, rows_affected: Option<u64>, result: &Result<T, Error>) {
+        self.span.in_scope(|| {
+            audit(
+                self.identity.as_ref(),
+                self.rpc,
+                &self.database,
+                fingerprint,
+                rows_affected,
+                result,
+            )
+        });
+    }
+
     /// Logs the outcome (debug on success, warn on error, inside the call's
     /// span) and records it in the metrics.
     fn finish<T>(&self, result: &Result<T, Error>) {
@@ -440,14 +551,16 @@ impl Database for DatabaseService {
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let identity = Identity::of(&request);
         let proto::ExecuteRequest {
             database,
             sql,
             params,
             options,
         } = request.into_inner();
-        let call = self.begin("Execute", &database, Some(&sql));
+        let call = self.begin("Execute", &database, Some(&sql)).by(identity);
         let result = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
             check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
@@ -469,6 +582,11 @@ impl Database for DatabaseService {
         .instrument(call.span.clone())
         .await;
         call.finish(&result);
+        call.audit(
+            &self.fingerprint(&database, &sql),
+            result.as_ref().ok().map(|o| o.rows_affected),
+            &result,
+        );
         let ExecuteOutcome {
             rows_affected,
             last_insert_id,
@@ -485,14 +603,18 @@ impl Database for DatabaseService {
         request: Request<proto::ExecuteManyRequest>,
     ) -> Result<Response<proto::ExecuteManyResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let identity = Identity::of(&request);
         let proto::ExecuteManyRequest {
             database,
             sql,
             param_sets,
             options,
         } = request.into_inner();
-        let call = self.begin("ExecuteMany", &database, Some(&sql));
+        let call = self
+            .begin("ExecuteMany", &database, Some(&sql))
+            .by(identity);
         let result = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
             let widest = param_sets
@@ -527,6 +649,11 @@ impl Database for DatabaseService {
         .instrument(call.span.clone())
         .await;
         call.finish(&result);
+        call.audit(
+            &self.fingerprint(&database, &sql),
+            result.as_ref().ok().map(|o| o.rows_affected),
+            &result,
+        );
         let outcome = result?;
         Ok(Response::new(proto::ExecuteManyResponse {
             rows_affected: outcome.rows_affected,
@@ -542,14 +669,15 @@ impl Database for DatabaseService {
     ) -> Result<Response<Self::FetchAllStream>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
+        let identity = Identity::of(&request);
         let proto::FetchAllRequest {
             database,
             sql,
             params,
             options,
         } = request.into_inner();
-        let call = self.begin("FetchAll", &database, Some(&sql));
-        if read_only(options.as_ref()) {
+        let call = self.begin("FetchAll", &database, Some(&sql)).by(identity);
+        if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
                 .fetch_all_read_only(call, database, sql, params, limit)
                 .await;
@@ -557,6 +685,7 @@ impl Database for DatabaseService {
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
             check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
@@ -602,21 +731,23 @@ impl Database for DatabaseService {
         request: Request<proto::FetchOneRequest>,
     ) -> Result<Response<proto::FetchOneResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let identity = Identity::of(&request);
         let proto::FetchOneRequest {
             database,
             sql,
             params,
             options,
         } = request.into_inner();
-        let call = self.begin("FetchOne", &database, Some(&sql));
+        let call = self.begin("FetchOne", &database, Some(&sql)).by(identity);
         let result = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
             check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
             let params = params_from_proto(params)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
-                if read_only(options.as_ref()) {
+                if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
                     // The whole result is read inside the transaction; the
                     // first row is kept.
                     let mut sink = FirstRow::default();
@@ -669,9 +800,11 @@ impl Database for DatabaseService {
         request: Request<proto::TableExistsRequest>,
     ) -> Result<Response<proto::TableExistsResponse>, Status> {
         let limit = call_timeout(&request, None);
+        let identity = Identity::of(&request);
         let proto::TableExistsRequest { database, table } = request.into_inner();
-        let call = self.begin("TableExists", &database, None);
+        let call = self.begin("TableExists", &database, None).by(identity);
         let result = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             if table.trim().is_empty() {
                 return Err(Error::invalid_argument("empty table name"));
@@ -694,6 +827,7 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::MigrateRequest>,
     ) -> Result<Response<proto::MigrateResponse>, Status> {
+        let identity = Identity::of(&request);
         let proto::MigrateRequest {
             database,
             action,
@@ -702,8 +836,19 @@ impl Database for DatabaseService {
             allow_missing,
             allow_out_of_order,
         } = request.into_inner();
-        let call = self.begin("Migrate", &database, None);
+        let call = self.begin("Migrate", &database, None).by(identity);
+        let action_name = match proto::MigrateAction::try_from(action) {
+            Ok(proto::MigrateAction::Status) => "status",
+            Ok(proto::MigrateAction::Plan) => "plan",
+            Ok(proto::MigrateAction::Apply) => "apply",
+            Ok(proto::MigrateAction::Rollback) => "rollback",
+            Ok(proto::MigrateAction::Validate) => "validate",
+            Ok(proto::MigrateAction::Repair) => "repair",
+            Ok(proto::MigrateAction::Baseline) => "baseline",
+            Ok(proto::MigrateAction::Unspecified) | Err(_) => "unspecified",
+        };
         let result = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Admin)?;
             let target = parse_target(&target_version)?;
             let need_target = |what: &str| {
                 target.ok_or_else(|| Error::invalid_argument(format!("{what} needs target_version")))
@@ -745,6 +890,13 @@ impl Database for DatabaseService {
         .instrument(call.span.clone())
         .await;
         call.finish(&result);
+        // The fingerprint of a Migrate call is its action (the migrations it
+        // ran are listed in its report and the tracking table).
+        call.audit(
+            &format!("migrate {action_name}"),
+            result.as_ref().ok().map(|r| r.changed.len() as u64),
+            &result,
+        );
         let report = result?;
         Ok(Response::new(proto::MigrateResponse {
             migrations: report.migrations.into_iter().map(Into::into).collect(),
@@ -757,16 +909,28 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::HealthResponse>, Status> {
+        let identity = Identity::of(&request);
         let proto::HealthRequest { database } = request.into_inner();
         let call = if database.is_empty() {
             self.begin_labelled("Health", ALL_DATABASES.to_owned(), None, None)
         } else {
             self.begin("Health", &database, None)
-        };
+        }
+        .by(identity);
         let result = async {
             let names: Vec<String> = if database.is_empty() {
-                self.registry.names().map(str::to_owned).collect()
+                // Every database the token may use.
+                self.registry
+                    .names()
+                    .filter(|name| {
+                        call.identity
+                            .as_ref()
+                            .is_none_or(|identity| identity.databases.allows(name))
+                    })
+                    .map(str::to_owned)
+                    .collect()
             } else {
+                self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
                 self.registry.get(&database)?;
                 vec![database]
             };
@@ -787,14 +951,26 @@ impl Database for DatabaseService {
         request: Request<proto::BatchRequest>,
     ) -> Result<Response<proto::BatchResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let identity = Identity::of(&request);
         let proto::BatchRequest {
             database,
             statements,
             read_only,
             options: _,
         } = request.into_inner();
-        let call = self.begin("Batch", &database, None);
+        let call = self.begin("Batch", &database, None).by(identity);
+        let needs = if read_only { Scope::Read } else { Scope::Write };
+        // The statements' shapes, for the audit line (a read-only batch
+        // changes nothing and has none).
+        let fingerprints = (!read_only).then(|| {
+            statements
+                .iter()
+                .map(|s| self.fingerprint(&database, &s.sql))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
         let result = async {
+            self.authorize(call.identity.as_ref(), &database, needs)?;
             let engine = self.engine_of(&database)?;
             let backend = self.registry.ready_backend(&database)?;
             if statements.is_empty() {
@@ -825,6 +1001,16 @@ impl Database for DatabaseService {
         .instrument(call.span.clone())
         .await;
         call.finish(&result);
+        if let Some(fingerprints) = &fingerprints {
+            call.audit(
+                fingerprints,
+                result
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.iter().map(|s| s.outcome.rows_affected).sum()),
+                &result,
+            );
+        }
         let results = result?
             .into_iter()
             .map(|r| proto::StatementResult {
@@ -847,6 +1033,7 @@ impl Database for DatabaseService {
         request: Request<tonic::Streaming<proto::TransactionRequest>>,
     ) -> Result<Response<Self::TransactionStream>, Status> {
         let deadline = call_timeout(&request, None);
+        let identity = Identity::of(&request);
         let inbound: transaction::Inbound = request.into_inner().boxed();
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         // As FetchAll's: the final error follows the last answer.
@@ -855,9 +1042,15 @@ impl Database for DatabaseService {
         let service = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let driven = AssertUnwindSafe(transaction::drive(&service, inbound, &tx, deadline))
-                .catch_unwind()
-                .await;
+            let driven = AssertUnwindSafe(transaction::drive(
+                &service,
+                identity.as_ref(),
+                inbound,
+                &tx,
+                deadline,
+            ))
+            .catch_unwind()
+            .await;
             let ended = match driven {
                 Ok(ended) => ended,
                 Err(panic) => transaction::Ended {
@@ -879,7 +1072,7 @@ impl Database for DatabaseService {
             });
             call.finish(&ended.result);
             set_ending(&pump_ending, ended.result);
-        });
+        }.instrument(Span::current()));
         Ok(Response::new(frames_then_ending(rx, ending)))
     }
 }
@@ -1049,6 +1242,14 @@ fn read_only(options: Option<&proto::QueryOptions>) -> bool {
     options.is_some_and(|o| o.read_only)
 }
 
+/// Whether the caller's token has only the `read` scope: its FetchAll and
+/// FetchOne run in a read-only transaction, so the engine refuses a write
+/// sent as a query (`INSERT ... RETURNING`, a data-modifying CTE,
+/// `nextval`) whatever the SQL looks like.
+fn read_scoped(identity: Option<&Identity>) -> bool {
+    identity.is_some_and(|i| i.scope == Scope::Read)
+}
+
 /// Keeps a result's columns and first row (a read-only FetchOne).
 #[derive(Default)]
 struct FirstRow {
@@ -1086,6 +1287,7 @@ impl DatabaseService {
     ) -> Result<Response<FetchStream>, Status> {
         let started = Instant::now();
         let opened = async {
+            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let backend = self.registry.ready_backend(&database)?;
             self.check_sql_size(&sql)?;
             check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
@@ -1184,6 +1386,7 @@ mod tests {
             started: Instant::now(),
             span: Span::none(),
             metrics: Metrics::new(),
+            identity: None,
         }
     }
 

@@ -11,8 +11,9 @@
 //! (ABORTED: the whole transaction may be retried).
 
 use crate::{
+    auth::{Identity, Scope},
     backend::session::{Isolation, Session, TxOptions},
-    service::{DatabaseService, FrameSink, Place, check_statement},
+    service::{DatabaseService, FrameSink, Place, audit, check_statement},
 };
 use futures::StreamExt;
 use iadb::{
@@ -229,6 +230,7 @@ pub(crate) struct Ended {
 /// Runs one Transaction stream to its end.
 pub(crate) async fn drive(
     service: &DatabaseService,
+    identity: Option<&Identity>,
     inbound: Inbound,
     out: &Outbound,
     deadline: Option<Duration>,
@@ -269,6 +271,16 @@ pub(crate) async fn drive(
             return ended;
         }
     };
+    // A read token may open a read-only transaction only.
+    let needs = if begin.read_only {
+        Scope::Read
+    } else {
+        Scope::Write
+    };
+    if let Err(e) = service.authorize(identity, &begin.database, needs) {
+        ended.result = Err(e);
+        return ended;
+    }
     let (name, engine) = match service.registry().describe(&begin.database) {
         Some((name, engine)) => (name.to_owned(), engine),
         None => {
@@ -320,6 +332,7 @@ pub(crate) async fn drive(
     service.metrics().transaction_opened(&name);
     let run = run(
         service,
+        identity,
         session.as_mut(),
         engine,
         &name,
@@ -361,6 +374,7 @@ pub(crate) async fn drive(
 #[allow(clippy::too_many_arguments)]
 async fn run(
     service: &DatabaseService,
+    identity: Option<&Identity>,
     session: &mut dyn Session,
     engine: DatabaseType,
     database: &str,
@@ -403,13 +417,21 @@ async fn run(
             Req::Execute(proto::Statement { sql, params }) => {
                 admit(service, session, engine, &sql, params.len()).map_err(failed)?;
                 let params = params_from_proto(params).map_err(failed)?;
+                let executed = guarded(session.execute(&sql, &params), requests, clocks)
+                    .await
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?;
+                audit(
+                    identity,
+                    "Transaction",
+                    database,
+                    &service.fingerprint(database, &sql),
+                    executed.as_ref().ok().map(|o| o.rows_affected),
+                    &executed,
+                );
                 let ExecuteOutcome {
                     rows_affected,
                     last_insert_id,
-                } = guarded(session.execute(&sql, &params), requests, clocks)
-                    .await
-                    .map_err(|why| (why.outcome(), why.error(clocks)))?
-                    .map_err(failed)?;
+                } = executed.map_err(failed)?;
                 send(
                     out,
                     Resp::Executed(proto::ExecuteResponse {
@@ -465,10 +487,18 @@ async fn run(
                         .collect::<Result<Vec<_>, Error>>()
                 });
                 let sets = checked.map_err(failed)?;
-                let outcome = guarded(session.execute_many(&sql, &sets), requests, clocks)
+                let executed = guarded(session.execute_many(&sql, &sets), requests, clocks)
                     .await
-                    .map_err(|why| (why.outcome(), why.error(clocks)))?
-                    .map_err(failed)?;
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?;
+                audit(
+                    identity,
+                    "Transaction",
+                    database,
+                    &service.fingerprint(database, &sql),
+                    executed.as_ref().ok().map(|o| o.rows_affected),
+                    &executed,
+                );
+                let outcome = executed.map_err(failed)?;
                 send(
                     out,
                     Resp::ExecutedMany(proto::ExecuteManyResponse {

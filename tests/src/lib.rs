@@ -3,6 +3,7 @@
 //! run on every engine both directly on the adapter and through the gRPC
 //! client.
 
+pub mod certs;
 pub mod conformance;
 pub mod d1_fake;
 pub mod dialect;

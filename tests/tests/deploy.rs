@@ -368,6 +368,41 @@ fn manifests_refer_to_one_another() {
     let example = std::fs::read_to_string(example).expect("secret.example.yaml");
     assert!(example.contains("EXAMPLE ONLY"), "{example}");
 
+    // The tokens file: IADB_TOKENS_FILE is in the folder where the
+    // Secret iadb-tokens is mounted, under the Secret's key, and the
+    // example Secret's file is one the server accepts.
+    let Some(tokens_secret) = k8s("tokens-secret.example.yaml") else {
+        return;
+    };
+    let tokens_file = Path::new(str_at(&config, "/data/IADB_TOKENS_FILE"));
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| Path::new(str_at(m, "/mountPath")) == tokens_file.parent().expect("folder"))
+        .expect("a volume mounted where IADB_TOKENS_FILE is");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the tokens volume");
+    assert_eq!(
+        str_at(volume, "/secret/secretName"),
+        str_at(&tokens_secret, "/metadata/name")
+    );
+    let key = tokens_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+    let text = tokens_secret["stringData"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("the example Secret has no {key}: {tokens_secret}"));
+    let tokens = iadb_server::auth::TokenSet::parse(text, Path::new(key))
+        .unwrap_or_else(|e| panic!("the example tokens file is refused: {e}"));
+    assert_eq!(tokens.len(), 1);
+
     // Ports: the probes, the Service and the metrics annotation agree with
     // the container's ports and the addresses in the ConfigMap.
     let ports: BTreeMap<&str, i64> = container["ports"]
@@ -467,7 +502,7 @@ fn kustomization_lists_every_manifest_but_the_example_secret() {
         .collect();
     let expected: BTreeSet<String> = manifests()
         .into_iter()
-        .filter(|f| f != "secret.example.yaml")
+        .filter(|f| !f.ends_with(".example.yaml"))
         .collect();
     let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
     assert_eq!(listed, expected);
@@ -651,6 +686,25 @@ fn compose_wiring() {
         mounts.contains(&format!("./migrations:{folder}:ro").as_str()),
         "{mounts:?}"
     );
+    // The tokens file is a compose secret, from a git-ignored file with an
+    // example beside it; the server reads it where compose mounts it.
+    let secret = iadb["secrets"][0]
+        .as_str()
+        .expect("a secret of the iadb service");
+    assert_eq!(
+        str_at(iadb, "/environment/IADB_TOKENS_FILE"),
+        format!("/run/secrets/{secret}")
+    );
+    let file = str_at(&compose, &format!("/secrets/{secret}/file"));
+    let file = file.strip_prefix("./").unwrap_or(file);
+    let ignored = std::fs::read_to_string(deploy().join(".gitignore")).expect(".gitignore");
+    assert!(
+        ignored.lines().any(|l| l.trim() == file),
+        "{file} is not git-ignored"
+    );
+    let example = std::fs::read_to_string(deploy().join(format!("{file}.example")))
+        .unwrap_or_else(|e| panic!("deploy/{file}.example: {e}"));
+    assert!(example.contains("[[token]]"), "{example}");
     let env: Vec<String> = iadb["environment"]
         .as_object()
         .expect("environment")
@@ -689,17 +743,46 @@ async fn configmap_environment_starts_a_healthy_server() {
     env.insert("IADB_LISTEN".into(), "127.0.0.1:0".into());
     env.insert("IADB_METRICS_LISTEN".into(), "127.0.0.1:0".into());
     env.insert("DATABASE_URL".into(), url);
+    // The tokens file the Secret would hold: the example's entry.
+    assert!(env.contains_key("IADB_TOKENS_FILE"), "{env:?}");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, example_tokens_file()).expect("write tokens file");
+    env.insert(
+        "IADB_TOKENS_FILE".into(),
+        tokens.to_str().expect("utf-8 path").into(),
+    );
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = TestServer::start_with_env(&[], &pairs);
     for service in ["", "iadb.v1.Database", "default"] {
         assert_serving(&server.endpoint, service).await;
     }
-    let db = server.client("").await;
+    // Calls need the token (the probes above did not).
+    let anonymous = server.client("").await;
+    let refused = anonymous
+        .fetch_one("SELECT 1 AS one", &[])
+        .await
+        .expect_err("no token");
+    assert_eq!(
+        refused.kind(),
+        iadb::ErrorKind::Unauthenticated,
+        "{refused}"
+    );
+    let db = iadb_client::RemoteDatabase::new(server.endpoint.clone()).with_token(EXAMPLE_TOKEN);
+    db.connect().await.expect("connect");
     let one = db
         .fetch_one("SELECT 1 AS one", &[])
         .await
         .expect("query through the server");
     assert!(one.is_some());
+}
+
+/// The token whose hash the example tokens Secret holds.
+const EXAMPLE_TOKEN: &str = "iadb_EXAMPLE-ONLY-do-not-use";
+
+/// The tokens file of `deploy/k8s/tokens-secret.example.yaml`.
+fn example_tokens_file() -> String {
+    let secret = k8s("tokens-secret.example.yaml").expect("tokens-secret.example.yaml");
+    str_at(&secret, "/stringData/tokens.toml").to_owned()
 }
 
 /// (b) The example app migration applies through the server's

@@ -139,6 +139,9 @@ fn node_client_example_and_suite() {
     // on PostgreSQL and MySQL/MariaDB too (the IADB_TEST_*_URL variables
     // are inherited).
     let fake = FakeServer::start();
+    // Certificates for auth.test.js's TLS cases: good-ca.pem, ...
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    iadb_tests::certs::make(tls_dir.path(), "good");
     let tests = bounded("node")
         .args([
             "--test",
@@ -146,11 +149,13 @@ fn node_client_example_and_suite() {
             "dist/test/faults.test.js",
             "dist/test/transaction.test.js",
             "dist/test/transaction_engines.test.js",
+            "dist/test/auth.test.js",
         ])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)
         .env("IADB_FAKE_ADDR", fake.addr.to_string())
         .env("IADB_SERVER_BIN", server_binary())
+        .env("IADB_TEST_TLS_DIR", tls_dir.path())
         .output()
         .expect("run node --test dist/test/client.test.js");
     let stdout = String::from_utf8_lossy(&tests.stdout);

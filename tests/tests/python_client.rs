@@ -56,6 +56,9 @@ fn python_client_suite() {
     );
     // The fake server that misbehaves on purpose (test_faults.py).
     let fake = FakeServer::start();
+    // Certificates for test_tls.py: good-ca.pem, good-server.pem, ...
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    iadb_tests::certs::make(tls_dir.path(), "good");
     println!(
         "running {python} -m pytest client/python/tests -q (IADB_SERVER_BIN={}, IADB_FAKE_ADDR={})",
         server.display(),
@@ -75,6 +78,7 @@ fn python_client_suite() {
         .current_dir(&root)
         .env("IADB_SERVER_BIN", &server)
         .env("IADB_FAKE_ADDR", fake.addr.to_string())
+        .env("IADB_TEST_TLS_DIR", tls_dir.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run pytest");

@@ -1051,6 +1051,11 @@ export interface ConnectOptions {
   int64?: Int64Mode;
   /** Credentials; default insecure, or TLS for an `https://` address. */
   credentials?: grpc.ChannelCredentials;
+  /**
+   * Bearer token for a server with a tokens file: sent with every call as
+   * `authorization: Bearer <token>`.
+   */
+  token?: string;
   /** How long `connect` waits for the channel (default 10000 ms). */
   connectTimeoutMs?: number;
   /** Largest message sent or received (default 64 MiB, as the server). */
@@ -1111,12 +1116,29 @@ export class IadbClient {
   private readonly stub: grpc.Client;
   private readonly healthStub: grpc.Client;
   private readonly mode: Int64Mode;
+  private readonly token: string | undefined;
 
-  private constructor(stub: grpc.Client, healthStub: grpc.Client, database: string, mode: Int64Mode) {
+  private constructor(
+    stub: grpc.Client,
+    healthStub: grpc.Client,
+    database: string,
+    mode: Int64Mode,
+    token: string | undefined,
+  ) {
     this.stub = stub;
     this.healthStub = healthStub;
     this.database = database;
     this.mode = mode;
+    this.token = token;
+  }
+
+  /** The metadata of every call: the bearer token, when there is one. */
+  private metadata(): grpc.Metadata {
+    const metadata = new grpc.Metadata();
+    if (this.token !== undefined) {
+      metadata.set("authorization", `Bearer ${this.token}`);
+    }
+    return metadata;
   }
 
   /**
@@ -1128,6 +1150,10 @@ export class IadbClient {
     const mode = options.int64 ?? "auto";
     if (mode !== "auto" && mode !== "bigint") {
       throw new TypeError(`int64 must be "auto" or "bigint", not ${JSON.stringify(mode)}`);
+    }
+    const token = options.token?.trim();
+    if (options.token !== undefined && (typeof options.token !== "string" || !token)) {
+      throw new TypeError("token must be a non-empty string");
     }
     const pkg = loadPackage(options.protoDir ?? DEFAULT_PROTO_DIR);
     const Database = lookupService(pkg, "iadb.v1.Database");
@@ -1154,7 +1180,7 @@ export class IadbClient {
         `cannot connect to ${target} within ${timeout} ms: ${(e as Error).message}`,
       );
     }
-    return new IadbClient(stub, healthStub, options.database ?? "", mode);
+    return new IadbClient(stub, healthStub, options.database ?? "", mode, token);
   }
 
   private callOptions(opts: CallOptions | undefined): grpc.CallOptions {
@@ -1177,7 +1203,7 @@ export class IadbClient {
   private unary<T>(stub: grpc.Client, method: string, request: unknown, opts?: CallOptions): Promise<T> {
     const fn = (stub as unknown as Record<string, UnaryMethod>)[method];
     return new Promise<T>((resolve, reject) => {
-      fn.call(stub, request, new grpc.Metadata(), this.callOptions(opts), (err, res) => {
+      fn.call(stub, request, this.metadata(), this.callOptions(opts), (err, res) => {
         if (err) {
           reject(toIadbError(err));
         } else {
@@ -1221,9 +1247,9 @@ export class IadbClient {
       const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
       const stub = this.stub as unknown as Record<
         string,
-        (req: unknown, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
+        (req: unknown, metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
       >;
-      return stub.FetchAll.call(this.stub, request, this.callOptions(opts));
+      return stub.FetchAll.call(this.stub, request, this.metadata(), this.callOptions(opts));
     }, this.mode);
   }
 
@@ -1336,7 +1362,7 @@ export class IadbClient {
       string,
       (metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, unknown>
     >;
-    const call = stub.Transaction.call(this.stub, new grpc.Metadata(), this.callOptions(options));
+    const call = stub.Transaction.call(this.stub, this.metadata(), this.callOptions(options));
     const frames = (call as unknown as AsyncIterable<Record<string, unknown>>)[Symbol.asyncIterator]();
     const tx = new Transaction(call, frames, this.mode);
     call.write(begin);

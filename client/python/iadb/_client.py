@@ -154,8 +154,9 @@ class Database(c.ClientSettings):
     ``target`` is ``host:port``; ``database`` names one of the server's
     databases (empty: its default). ``timeout`` (seconds) is the deadline of
     every call, None for none. ``credentials`` (``grpc.ssl_channel_credentials``)
-    switches to TLS; ``metadata`` (e.g. ``[("authorization", "Bearer ...")]``)
-    is sent with every call.
+    switches to TLS; ``token`` is the bearer token of a server with a tokens
+    file (sent as ``authorization: Bearer ...``); ``metadata`` (pairs of
+    strings) is sent with every call.
 
     Seed-style methods return a ``QueryResult`` and never raise for an error
     from the server: ``execute_query``, ``execute_many``,

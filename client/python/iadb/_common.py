@@ -40,6 +40,7 @@ class ClientSettings:
         metadata: Optional[Sequence[Tuple[str, str]]] = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.target = normalise_target(target)
         if not isinstance(database, str):
@@ -48,6 +49,13 @@ class ClientSettings:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._credentials = credentials
+        metadata = list(metadata or ())
+        if token is not None:
+            # The bearer token of a server with a tokens file; kept in the
+            # call metadata only, never in a message or repr.
+            if not isinstance(token, str) or not token.strip():
+                raise TypeError("token must be a non-empty str")
+            metadata.append(("authorization", "Bearer " + token.strip()))
         self._metadata = tuple(metadata) if metadata else None
         # `channel_options` is the argument here; the function is _channel_options.
         self._options = _channel_options(max_message_bytes, channel_options)
