@@ -156,7 +156,9 @@ class Database(c.ClientSettings):
     every call, None for none. ``credentials`` (``grpc.ssl_channel_credentials``)
     switches to TLS; ``token`` is the bearer token of a server with a tokens
     file (sent as ``authorization: Bearer ...``); ``metadata`` (pairs of
-    strings) is sent with every call.
+    strings) is sent with every call. ``read_only=True`` runs every call in a
+    read-only transaction of its own on the server, enforced by the engine: a
+    write or DDL fails with PERMISSION_DENIED and changes nothing.
 
     Seed-style methods return a ``QueryResult`` and never raise for an error
     from the server: ``execute_query``, ``execute_many``,
@@ -227,7 +229,7 @@ class Database(c.ClientSettings):
 
     async def execute(self, sql: str, params: Params = None) -> ExecuteResult:
         """Runs a statement without rows; rows affected and last insert id."""
-        request = c.execute_request(self.database, sql, params)
+        request = c.execute_request(self.database, sql, params, self.read_only)
         return c.execute_result(await self._unary("Execute", request))
 
     async def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
@@ -240,7 +242,7 @@ class Database(c.ClientSettings):
 
     async def fetch_one(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
         """The first row, or None when there is none."""
-        request = c.fetch_one_request(self.database, sql, params)
+        request = c.fetch_one_request(self.database, sql, params, self.read_only)
         return c.fetch_one_row(await self._unary("FetchOne", request))
 
     async def table_exists(self, table_name: str) -> bool:
@@ -261,7 +263,7 @@ class Database(c.ClientSettings):
         asked for. Use ``async with db.iterate(...) as rows:`` to cancel the
         query when leaving early.
         """
-        request = c.fetch_all_request(self.database, sql, params)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only)
         self._stub_or_raise()
         return RowStream(self, request, self.timeout)
 
@@ -308,7 +310,7 @@ class Database(c.ClientSettings):
         A result stream cut short (it ended without its summary) is a failed
         result (``success=False``, INTERNAL), never a short list of rows.
         """
-        request = c.fetch_all_request(self.database, sql, params)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only)
         self._stub_or_raise()
         start = time.perf_counter()
         try:
@@ -329,7 +331,7 @@ class Database(c.ClientSettings):
 
         ``row_count`` and ``rows_affected`` are the total rows affected.
         """
-        request = c.execute_many_request(self.database, sql, params_list)
+        request = c.execute_many_request(self.database, sql, params_list, self.read_only)
         start = time.perf_counter()
         try:
             resp = await self._unary("ExecuteMany", request)
@@ -360,7 +362,7 @@ class Database(c.ClientSettings):
         Waits ``base_delay * 2**n`` (capped at ``max_delay``) before retry
         ``n``; other errors are returned at once. Returns the last result.
         """
-        request = c.fetch_all_request(self.database, sql, params)  # TypeError before any call
+        request = c.fetch_all_request(self.database, sql, params, self.read_only)  # TypeError before any call
         self._stub_or_raise()
         start = time.perf_counter()
         attempt = 0

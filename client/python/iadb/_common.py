@@ -41,8 +41,12 @@ class ClientSettings:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
         token: Optional[str] = None,
+        read_only: bool = False,
     ) -> None:
         self.target = normalise_target(target)
+        # Every call runs in a read-only transaction of its own on the
+        # server, enforced by the engine (QueryOptions.read_only).
+        self.read_only = bool(read_only)
         if not isinstance(database, str):
             raise TypeError("database must be str")
         self.database = database
@@ -96,19 +100,26 @@ def check_sql(sql: Any) -> str:
     return sql
 
 
-def execute_request(database: str, sql: str, params) -> pb.ExecuteRequest:
-    return pb.ExecuteRequest(database=database, sql=check_sql(sql), params=encode_params(params))
+def query_options(read_only: bool) -> Optional[pb.QueryOptions]:
+    return pb.QueryOptions(read_only=True) if read_only else None
 
 
-def fetch_all_request(database: str, sql: str, params) -> pb.FetchAllRequest:
-    return pb.FetchAllRequest(database=database, sql=check_sql(sql), params=encode_params(params))
+def execute_request(database: str, sql: str, params, read_only: bool = False) -> pb.ExecuteRequest:
+    return pb.ExecuteRequest(database=database, sql=check_sql(sql), params=encode_params(params),
+                             options=query_options(read_only))
 
 
-def fetch_one_request(database: str, sql: str, params) -> pb.FetchOneRequest:
-    return pb.FetchOneRequest(database=database, sql=check_sql(sql), params=encode_params(params))
+def fetch_all_request(database: str, sql: str, params, read_only: bool = False) -> pb.FetchAllRequest:
+    return pb.FetchAllRequest(database=database, sql=check_sql(sql), params=encode_params(params),
+                              options=query_options(read_only))
 
 
-def execute_many_request(database: str, sql: str, params_list) -> pb.ExecuteManyRequest:
+def fetch_one_request(database: str, sql: str, params, read_only: bool = False) -> pb.FetchOneRequest:
+    return pb.FetchOneRequest(database=database, sql=check_sql(sql), params=encode_params(params),
+                              options=query_options(read_only))
+
+
+def execute_many_request(database: str, sql: str, params_list, read_only: bool = False) -> pb.ExecuteManyRequest:
     check_sql(sql)
     if params_list is None or isinstance(params_list, (str, bytes, dict)):
         raise TypeError("params_list must be a list of parameter lists")
@@ -123,7 +134,8 @@ def execute_many_request(database: str, sql: str, params_list) -> pb.ExecuteMany
             rows.append(pb.Row(values=encode_params(params)))
         except (TypeError, ValueError, OverflowError) as e:
             raise type(e)("parameter set %d: %s" % (i, e)) from None
-    return pb.ExecuteManyRequest(database=database, sql=sql, param_sets=rows)
+    return pb.ExecuteManyRequest(database=database, sql=sql, param_sets=rows,
+                                 options=query_options(read_only))
 
 
 def table_exists_request(database: str, table: str) -> pb.TableExistsRequest:

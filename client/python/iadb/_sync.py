@@ -191,14 +191,14 @@ class SyncDatabase(c.ClientSettings):
     # --- typed API (raises DatabaseError) ----------------------------------
 
     def execute(self, sql: str, params: Params = None) -> ExecuteResult:
-        return c.execute_result(self._unary("Execute", c.execute_request(self.database, sql, params)))
+        return c.execute_result(self._unary("Execute", c.execute_request(self.database, sql, params, self.read_only)))
 
     def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
         with self.iterate(sql, params) as rows:
             return list(rows)
 
     def fetch_one(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
-        return c.fetch_one_row(self._unary("FetchOne", c.fetch_one_request(self.database, sql, params)))
+        return c.fetch_one_row(self._unary("FetchOne", c.fetch_one_request(self.database, sql, params, self.read_only)))
 
     def table_exists(self, table_name: str) -> bool:
         return self._unary("TableExists", c.table_exists_request(self.database, table_name)).exists
@@ -209,7 +209,7 @@ class SyncDatabase(c.ClientSettings):
         return c.health_status(resp, _ms(start))
 
     def iterate(self, sql: str, params: Params = None) -> SyncRowStream:
-        request = c.fetch_all_request(self.database, sql, params)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only)
         self._stub_or_raise()
         return SyncRowStream(self, request, self.timeout)
 
@@ -251,7 +251,7 @@ class SyncDatabase(c.ClientSettings):
     # --- seed-style API ----------------------------------------------------
 
     def execute_query(self, sql: str, params: Params = None) -> QueryResult:
-        request = c.fetch_all_request(self.database, sql, params)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only)
         self._stub_or_raise()
         start = time.perf_counter()
         try:
@@ -266,7 +266,7 @@ class SyncDatabase(c.ClientSettings):
         return stream._reader.result(data, _ms(start))
 
     def execute_many(self, sql: str, params_list: Sequence[Params]) -> QueryResult:
-        request = c.execute_many_request(self.database, sql, params_list)
+        request = c.execute_many_request(self.database, sql, params_list, self.read_only)
         start = time.perf_counter()
         try:
             resp = self._unary("ExecuteMany", request)
@@ -288,7 +288,7 @@ class SyncDatabase(c.ClientSettings):
         """See ``Database.execute_with_retry``: by default repeated only when
         the request never reached the server; ``idempotent=True`` retries
         every UNAVAILABLE."""
-        request = c.fetch_all_request(self.database, sql, params)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only)
         self._stub_or_raise()
         start = time.perf_counter()
         attempt = 0

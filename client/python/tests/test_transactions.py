@@ -88,6 +88,25 @@ async def test_read_only_batch_refuses_a_write(db, table):
     assert await values(db, table) == []
 
 
+async def test_read_only_client_reads_and_the_engine_refuses_its_writes(db, server, table):
+    await make_table(db, table)
+    await db.execute("INSERT INTO %s (v) VALUES ('kept')" % table)
+    async with iadb.Database(server.address, read_only=True) as ro:
+        assert [r["v"] for r in await ro.fetch_all("SELECT v FROM %s" % table)] == ["kept"]
+        for sql in ["INSERT INTO %s (v) VALUES ('no')" % table, "DELETE FROM %s" % table,
+                    "DROP TABLE %s" % table]:
+            with pytest.raises(iadb.DatabaseError) as info:
+                await ro.execute(sql)
+            assert info.value.code == grpc.StatusCode.PERMISSION_DENIED, sql
+        result = await ro.execute_query("INSERT INTO %s (v) VALUES ('no') RETURNING id" % table)
+        assert not result.success
+    with iadb.SyncDatabase(server.address, read_only=True) as sro:
+        with pytest.raises(iadb.DatabaseError) as info:
+            sro.execute("UPDATE %s SET v = 'changed'" % table)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert await values(db, table) == ["kept"]
+
+
 async def test_begin_inside_a_batch_is_refused(db):
     with pytest.raises(iadb.DatabaseError) as info:
         await db.batch(["SELECT 1", "BEGIN"])
