@@ -16,7 +16,7 @@ use crate::{
 };
 use futures::StreamExt;
 use iadb::{
-    DatabaseType, Error, ErrorKind, ExecuteOutcome,
+    DatabaseType, Error, ErrorKind, ExecuteOutcome, ValueScrubber,
     convert::params_from_proto,
     proto::{
         self, fetch_all_response::Frame, transaction_request::Request as Req,
@@ -409,7 +409,7 @@ async fn run(
                 } = guarded(session.execute(&sql, &params), requests, clocks)
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
-                    .map_err(failed)?;
+                    .map_err(|e| failed(ValueScrubber::new(&params).scrub(e)))?;
                 send(
                     out,
                     Resp::Executed(proto::ExecuteResponse {
@@ -445,7 +445,7 @@ async fn run(
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(|e| match e.kind() {
                         ErrorKind::Cancelled => gone(e),
-                        _ => failed(e),
+                        _ => failed(ValueScrubber::new(&params).scrub(e)),
                     })?;
             }
             Req::ExecuteMany(proto::ExecuteManyStatement { sql, param_sets }) => {
@@ -468,7 +468,9 @@ async fn run(
                 let outcome = guarded(session.execute_many(&sql, &sets), requests, clocks)
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
-                    .map_err(failed)?;
+                    .map_err(|e| {
+                        failed(ValueScrubber::for_sets(sets.iter().map(Vec::as_slice)).scrub(e))
+                    })?;
                 send(
                     out,
                     Resp::ExecutedMany(proto::ExecuteManyResponse {
