@@ -844,3 +844,121 @@ async fn superusers_are_warned_about_and_least_privilege_users_are_not() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Secrets from files
+
+/// Runs the server with `args` and `env` until it exits (at most 20 s);
+/// its exit code and stderr.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(iadb_tests::harness::server_binary())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run the server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn database_urls_and_the_d1_token_come_from_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let default_file = dir.path().join("default_url");
+    let other_file = dir.path().join("other_url");
+    std::fs::write(
+        &default_file,
+        format!("sqlite:///{}\n", dir.path().join("a.db").display()),
+    )
+    .expect("write");
+    std::fs::write(
+        &other_file,
+        format!("  sqlite:///{}  \n", dir.path().join("b.db").display()),
+    )
+    .expect("write");
+    let fake = iadb_tests::d1_fake::D1Fake::start();
+    let token_file = dir.path().join("d1_token");
+    std::fs::write(&token_file, format!("{}\n", fake.token)).expect("write");
+    let d1_url = fake.url_without_token();
+    let server = TestServer::start_with_env(
+        &[
+            "--database",
+            &format!("other=@{}", other_file.display()),
+            "--database",
+            &format!("edge={d1_url}"),
+        ],
+        &[
+            ("DATABASE_URL_FILE", &default_file.display().to_string()),
+            (
+                "CLOUDFLARE_API_TOKEN_FILE",
+                &token_file.display().to_string(),
+            ),
+        ],
+    );
+    for (name, file) in [("", "a.db"), ("other", "b.db")] {
+        let db = RemoteDatabase::connect_to(server.endpoint.clone(), name)
+            .await
+            .expect("connect");
+        db.execute("CREATE TABLE t (a INTEGER)", &[])
+            .await
+            .expect("create");
+        assert!(dir.path().join(file).exists(), "{name}: {file} not created");
+    }
+    let edge = RemoteDatabase::connect_to(server.endpoint.clone(), "edge")
+        .await
+        .expect("connect");
+    edge.execute("CREATE TABLE t (a INTEGER)", &[])
+        .await
+        .expect("D1 with the token from a file");
+    let bearer = format!("Bearer {}", fake.token);
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some(bearer.as_str())),
+        "the token from the file is sent, trimmed"
+    );
+
+    // A file that cannot be read stops the start, named, and its contents
+    // never show.
+    let missing = dir.path().join("missing_url");
+    let (code, stderr) = run_to_exit(&["--database", &format!("x=@{}", missing.display())], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("database `x`"),
+        "{stderr}"
+    );
+    let secret_file = dir.path().join("not_a_url");
+    std::fs::write(&secret_file, "Zq1NotAUrl:Secret%20Pw").expect("write");
+    let (code, stderr) = run_to_exit(
+        &["--database", &format!("y=@{}", secret_file.display())],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("Secret"), "{stderr}");
+    let (code, stderr) = run_to_exit(
+        &[],
+        &[
+            ("DATABASE_URL", "sqlite:///:memory:"),
+            ("DATABASE_URL_FILE", &default_file.display().to_string()),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL_FILE"), "{stderr}");
+}
