@@ -9,6 +9,16 @@ use crate::{Error, Value};
 /// words of a message, and say little about the value.
 pub const MIN_SCRUBBED_BYTES: usize = 4;
 
+/// Texts longer than this are not looked for whole, only their first
+/// [`PREFIX_BYTES`]: an engine cuts a long value short when it quotes one,
+/// and a streamed call would keep a copy of the whole text until its last
+/// row.
+pub const MAX_SCRUBBED_BYTES: usize = 4096;
+
+/// How much of a long text is looked for on its own, for a message that
+/// quotes the value cut short.
+pub const PREFIX_BYTES: usize = 32;
+
 /// The texts of a call's parameters that a message might quote, each with
 /// what to say in its place (`<parameter 2 (text)>`).
 #[derive(Debug, Clone, Default)]
@@ -40,10 +50,27 @@ impl ValueScrubber {
                 if text.len() < MIN_SCRUBBED_BYTES {
                     continue;
                 }
-                values.push((
-                    text.to_owned(),
-                    format!("<parameter {} ({})>", i + 1, value.kind_name()),
-                ));
+                // Only the first bytes of a very long text (see PREFIX_BYTES).
+                let text = if text.len() > MAX_SCRUBBED_BYTES {
+                    let mut end = PREFIX_BYTES;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    &text[..end]
+                } else {
+                    text
+                };
+                let replacement = format!("<parameter {} ({})>", i + 1, value.kind_name());
+                // An engine may quote a long value cut short: its first
+                // bytes are looked for too (after the whole text).
+                if text.len() > PREFIX_BYTES {
+                    let mut end = PREFIX_BYTES;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    values.push((text[..end].to_owned(), replacement.clone()));
+                }
+                values.push((text.to_owned(), replacement));
             }
         }
         values.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -107,5 +134,12 @@ mod tests {
         assert_eq!(scrubbed.kind(), ErrorKind::AlreadyExists);
         assert_eq!(scrubbed.code(), Some("23000"));
         assert!(ValueScrubber::new(&[Value::Text("ab".into())]).is_empty());
+        // A long value quoted cut short.
+        let long = "Zq".repeat(5000);
+        let scrubber = ValueScrubber::new(&[Value::Text(long.clone())]);
+        let quoted = format!("Duplicate entry '{}' for key", &long[..64]);
+        let scrubbed = scrubber.scrub_text(&quoted).unwrap_or_default();
+        assert!(!scrubbed.contains(&long[..32]), "{scrubbed}");
+        assert!(scrubbed.contains("<parameter 1 (text)>"), "{scrubbed}");
     }
 }

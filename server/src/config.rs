@@ -597,6 +597,7 @@ mod tests {
     fn defaults_serve_sqlite_on_loopback() {
         let mut c = cli(&[]);
         c.database_url = None; // the test's environment may set DATABASE_URL
+        c.database_url_file = None;
         c.listen = None;
         c.config = None;
         let s = Settings::from_cli(&c).unwrap();
@@ -676,6 +677,7 @@ mod tests {
         .unwrap();
         let mut c = cli(&[]);
         c.database_url = None;
+        c.database_url_file = None;
         c.listen = None;
         c.config = Some(path.clone());
         c.environment = "testing".into();

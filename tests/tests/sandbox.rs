@@ -970,3 +970,83 @@ async fn database_urls_and_the_d1_token_come_from_files() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("DATABASE_URL_FILE"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// Engines' messages that quote a parameter
+
+#[tokio::test]
+async fn engine_messages_never_quote_a_parameter_value() {
+    let mut engines = vec![Engine::Mysql];
+    if cfg!(feature = "duckdb") {
+        engines.push(Engine::Duckdb);
+    }
+    for engine in engines {
+        let Some(target) = Target::remote(engine).await else {
+            continue;
+        };
+        let table = target.table("quoted");
+        let db = &target.db;
+        db.execute(
+            &format!("CREATE TABLE {table} (k VARCHAR(100) PRIMARY KEY, n INTEGER)"),
+            &[],
+        )
+        .await
+        .expect("create");
+        let insert = format!("INSERT INTO {table} (k, n) VALUES (?, ?)");
+        let key = Value::Text("Zq1DuplicateMarker".into());
+        db.execute(&insert, &[key.clone(), Value::Int(1)])
+            .await
+            .expect("insert");
+        // A duplicate key: MySQL's message quotes the key ("Duplicate entry
+        // '...'"), DuckDB's too ("Duplicate key \"k: ...\"").
+        let message = refused(
+            &format!("{}: duplicate", engine.name()),
+            db.execute(&insert, &[key.clone(), Value::Int(2)]).await,
+            ErrorKind::AlreadyExists,
+        );
+        assert!(
+            !message.contains("Zq1DuplicateMarker") && message.contains("<parameter 1 (text)>"),
+            "{}: {message}",
+            engine.name()
+        );
+        // The same through a batch and a transaction.
+        let error = db_batch_error(&target, &insert, &key).await;
+        assert!(
+            !error.contains("Zq1DuplicateMarker"),
+            "{}: {error}",
+            engine.name()
+        );
+        db.execute(&format!("DROP TABLE {table}"), &[])
+            .await
+            .expect("drop");
+    }
+}
+
+/// The message of a duplicate insert inside a Batch, then inside a
+/// Transaction stream.
+async fn db_batch_error(target: &Target, insert: &str, key: &Value) -> String {
+    let server = target.server.as_ref().expect("a remote target");
+    let db = server.client("").await;
+    let batch = db
+        .batch(
+            &[Statement::with_params(
+                insert,
+                vec![key.clone(), Value::Int(3)],
+            )],
+            false,
+        )
+        .await;
+    let mut messages = refused("batch duplicate", batch, ErrorKind::AlreadyExists);
+    let mut tx = db
+        .transaction(TransactionOptions::default())
+        .await
+        .expect("transaction");
+    let in_tx = tx.execute(insert, &[key.clone(), Value::Int(4)]).await;
+    messages.push('\n');
+    messages.push_str(&refused(
+        "transaction duplicate",
+        in_tx,
+        ErrorKind::AlreadyExists,
+    ));
+    messages
+}
