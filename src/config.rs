@@ -115,8 +115,139 @@ pub struct ConnectionConfig {
     url: String,
 }
 
-/// Option names whose values are secrets.
-const SECRET_OPTIONS: &[&str] = &["api_token", "password", "token", "sslpassword"];
+/// Whether a query option's value is a secret: `password`, `token`,
+/// `api_token`, `sslpassword`, `secret`, anything named like them.
+pub fn is_secret_option(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "pwd", "token", "secret", "credential"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// The ways `secret` can be written in a URL: as it is, percent-encoded
+/// (every byte but letters and digits, or only what a URL must encode) and
+/// form-encoded (space as `+`), in upper- and lower-case hex.
+fn spellings(secret: &str) -> Vec<String> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'/')
+        .add(b':')
+        .add(b';')
+        .add(b'=')
+        .add(b'@')
+        .add(b'[')
+        .add(b'\\')
+        .add(b']')
+        .add(b'^')
+        .add(b'|')
+        .add(b'%');
+    let mut forms = vec![
+        secret.to_owned(),
+        utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
+        utf8_percent_encode(secret, USERINFO).to_string(),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+    ];
+    let lower: Vec<String> = forms.iter().map(|f| lowercase_escapes(f)).collect();
+    forms.extend(lower);
+    forms.sort();
+    forms.dedup();
+    // Longest first, so that a shorter form inside a longer one does not
+    // leave the rest of the longer one behind.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
+}
+
+/// `%2F` as `%2f`: percent escapes in lower-case hex.
+fn lowercase_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).filter(|e| e.is_ascii()).unwrap_or("%");
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Redacts a URL's text by position: the password of its userinfo
+/// (`scheme://user:PASSWORD@host`) and the value of every secret query
+/// option (`?api_token=VALUE`), however each is spelled.
+pub fn redact_url_text(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            out.push_str(scheme);
+            out.push_str("://");
+            let authority_end = rest.find(['/', '#', '\\']).unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rfind('@') {
+                Some(at) => {
+                    let (userinfo, host) = authority.split_at(at);
+                    match userinfo.split_once(':') {
+                        Some((user, _password)) => {
+                            out.push_str(user);
+                            out.push_str(":***");
+                        }
+                        None => out.push_str(userinfo),
+                    }
+                    out.push_str(host);
+                }
+                None => out.push_str(authority),
+            }
+            out.push_str(path);
+        }
+        None => out.push_str(before_query),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            let (key, value) = match pair.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (pair, None),
+            };
+            let decoded_key: String = url::form_urlencoded::parse(key.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .next()
+                .unwrap_or_default();
+            out.push_str(key);
+            if let Some(value) = value {
+                out.push('=');
+                if is_secret_option(&decoded_key) && !value.is_empty() {
+                    out.push_str("***");
+                } else {
+                    out.push_str(value);
+                }
+            }
+        }
+        if let Some(fragment) = fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+    }
+    out
+}
 
 impl ConnectionConfig {
     /// Parses a database URL:
@@ -155,23 +286,18 @@ impl ConnectionConfig {
     }
 
     /// The URL with the password and secret options replaced by `***`.
+    ///
+    /// The URL's own text is redacted by position (whatever sits between
+    /// the user name's `:` and the `@`, and the value of every secret query
+    /// option), so a secret is hidden however it was written: plain,
+    /// percent-encoded (`Leak%20Me`), form-encoded (`Leak+Me`). Then any
+    /// other occurrence of the password, in any of those spellings, is
+    /// hidden as well.
     pub fn redacted_url(&self) -> String {
-        let mut out = self.url.clone();
-        if let Some(p) = self.password.as_deref().filter(|p| !p.is_empty()) {
-            // The password appears in the URL percent-encoded or not; hide both.
-            for form in [
-                p.to_owned(),
-                url::form_urlencoded::byte_serialize(p.as_bytes()).collect(),
-            ] {
-                out = out.replace(&format!(":{form}@"), ":***@");
-            }
-        }
-        for key in SECRET_OPTIONS {
-            if let Some(v) = self.options.get(*key).filter(|v| !v.is_empty()) {
-                let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-                for form in [v.as_str(), encoded.as_str()] {
-                    out = out.replace(&format!("{key}={form}"), &format!("{key}=***"));
-                }
+        let mut out = redact_url_text(&self.url);
+        if let Some(p) = self.password.as_deref().filter(|p| p.len() >= 4) {
+            for form in spellings(p) {
+                out = out.replace(&form, "***");
             }
         }
         out
@@ -194,7 +320,7 @@ impl fmt::Debug for ConnectionConfig {
             .options
             .iter()
             .map(|(k, v)| {
-                let shown = if SECRET_OPTIONS.contains(&k.as_str()) {
+                let shown = if is_secret_option(k) {
                     "***"
                 } else {
                     v.as_str()
@@ -405,6 +531,54 @@ mod tests {
         ));
         let message = err("postgresql://u:secret@h:bad/db").to_string();
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn redaction_works_on_the_literal_text_in_every_spelling() {
+        let c =
+            ConnectionConfig::from_url("postgresql://iadb:Leak%20Me@127.0.0.1:5432/db").unwrap();
+        assert_eq!(c.password(), Some("Leak Me"));
+        assert_eq!(c.redacted_url(), "postgresql://iadb:***@127.0.0.1:5432/db");
+        for (url, secrets) in [
+            (
+                "mysql://u:p%40ss%3Aw0rd@h/db?password=Other%20Secret",
+                &["p@ss:w0rd", "Other Secret"][..],
+            ),
+            (
+                "cloudflare_d1://id?account_id=a&api_token=Tok%2BLeak%2fx",
+                &["Tok+Leak/x"],
+            ),
+            (
+                "postgresql://h/db?sslpassword=Leak+Me&application_name=x",
+                &["Leak Me"],
+            ),
+            ("postgresql://u:Leak+Me@h/db", &["Leak+Me"]),
+            (
+                "duckdb:///./a.duckdb?s3_secret_access_key=Zq1Key%2F",
+                &["Zq1Key/"],
+            ),
+            ("postgresql://u:%C3%A9t%C3%A9Pw@h/db", &["\u{e9}t\u{e9}Pw"]),
+        ] {
+            let c = ConnectionConfig::from_url(url).unwrap();
+            let shown = [c.redacted_url(), format!("{c:?}")];
+            for secret in secrets {
+                for form in spellings(secret) {
+                    for text in &shown {
+                        assert!(!text.contains(&form), "{url}: `{form}` in {text}");
+                    }
+                }
+            }
+            assert!(c.redacted_url().contains("***"), "{url}");
+        }
+        // The password anywhere else in the URL is hidden too.
+        let c = ConnectionConfig::from_url("postgresql://u:Leak%20Me@h/Leak%20Me").unwrap();
+        assert_eq!(c.redacted_url(), "postgresql://u:***@h/***");
+        // Nothing else changes.
+        let plain = "postgresql://u@h:5432/db?sslmode=require&application_name=app";
+        assert_eq!(
+            ConnectionConfig::from_url(plain).unwrap().redacted_url(),
+            plain
+        );
     }
 
     #[test]

@@ -29,9 +29,13 @@ impl From<Value> for proto::Value {
     }
 }
 
+/// A value that does not parse as its kind. The message gives the kind and
+/// the size, never the value: values stay out of errors and logs.
 fn bad_value(kind: &str, text: &str, expected: &str) -> Error {
-    let shown: String = text.chars().take(64).collect();
-    Error::invalid_argument(format!("bad {kind} value `{shown}`: expected {expected}"))
+    Error::invalid_argument(format!(
+        "bad {kind} value ({} bytes of text): expected {expected}",
+        text.len()
+    ))
 }
 
 impl TryFrom<proto::Value> for Value {

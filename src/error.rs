@@ -114,6 +114,15 @@ impl Error {
         self
     }
 
+    /// The same error (kind, codes) with another message and without its
+    /// source: for a message rewritten to leave something out (a parameter
+    /// value), which the source would still hold.
+    pub fn with_message_only(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self.source = None;
+        self
+    }
+
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));

@@ -13,6 +13,7 @@ pub mod convert;
 mod error;
 mod interface;
 mod result;
+mod scrub;
 mod status;
 mod value;
 
@@ -25,12 +26,13 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("iadb_descriptor");
 }
 
-pub use config::{ConnectionConfig, DatabaseType, UrlError};
+pub use config::{ConnectionConfig, DatabaseType, UrlError, is_secret_option, redact_url_text};
 pub use error::{ECHO_MAX_BYTES, Error, ErrorKind, Result, clip};
 pub use interface::{
     DatabaseInterface, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, RowStream,
     collect_query_result, create_table_sql, quote_identifier,
 };
 pub use result::{Column, QueryResult, Row};
+pub use scrub::ValueScrubber;
 pub use status::SQLSTATE_METADATA_KEY;
 pub use value::Value;

@@ -71,6 +71,14 @@ pub enum ConfigError {
     /// The TLS settings are incomplete or a file cannot be read.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A secret file (`@FILE`, `*_FILE`) cannot be read.
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
+    /// The default database's URL is given twice.
+    #[error(
+        "--database-url (DATABASE_URL) and --database-url-file (DATABASE_URL_FILE) are both set; set one"
+    )]
+    DatabaseUrlTwice,
 }
 
 /// Command-line flags of `iadb-server`.
@@ -87,7 +95,7 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "IADB_LISTEN")]
     pub listen: Option<String>,
-    /// URL of the default database.
+    /// URL of the default database (`@FILE`: read from FILE).
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",
@@ -95,7 +103,12 @@ pub struct Cli {
         global = true
     )]
     pub database_url: Option<String>,
-    /// A named database, NAME=URL; repeatable.
+    /// A file holding the URL of the default database, so that the URL is
+    /// in neither the command line nor the environment.
+    #[arg(long = "database-url-file", env = "DATABASE_URL_FILE", global = true)]
+    pub database_url_file: Option<PathBuf>,
+    /// A named database, NAME=URL, or NAME=@FILE to read the URL from FILE;
+    /// repeatable.
     #[arg(long = "database", value_name = "NAME=URL", global = true)]
     pub databases: Vec<String>,
     /// TOML config file with one table of settings per environment.
@@ -539,9 +552,13 @@ impl Settings {
                 .ok_or_else(|| ConfigError::DatabaseFlag(redact_flag(flag)))?;
             named.insert(name.trim().to_owned(), url.trim().to_owned());
         }
-        let default_url = cli
-            .database_url
-            .clone()
+        let flag_url = match (&cli.database_url, &cli.database_url_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::DatabaseUrlTwice),
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(path)) => Some(format!("@{}", path.display())),
+            (None, None) => None,
+        };
+        let default_url = flag_url
             .or_else(|| named.remove(DEFAULT_DATABASE_NAME))
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         named.remove(DEFAULT_DATABASE_NAME);
@@ -550,6 +567,7 @@ impl Settings {
         for (name, url) in
             std::iter::once((DEFAULT_DATABASE_NAME.to_owned(), default_url)).chain(named)
         {
+            let url = crate::secret_file::resolve(&url, &format!("database `{name}`"))?;
             let config = ConnectionConfig::from_url(&url).map_err(|source| ConfigError::Url {
                 name: name.clone(),
                 source,
@@ -733,6 +751,7 @@ mod tests {
     fn defaults_serve_sqlite_on_loopback() {
         let mut c = cli(&[]);
         c.database_url = None; // the test's environment may set DATABASE_URL
+        c.database_url_file = None;
         c.listen = None;
         c.config = None;
         let s = Settings::from_cli(&c).unwrap();
@@ -856,6 +875,7 @@ mod tests {
         .unwrap();
         let mut c = cli(&[]);
         c.database_url = None;
+        c.database_url_file = None;
         c.listen = None;
         c.config = Some(path.clone());
         c.environment = "testing".into();

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod placeholders;
 mod registry;
+pub mod secret_file;
 mod server;
 mod service;
 pub mod tls;

@@ -17,7 +17,7 @@ use crate::{
 use async_trait::async_trait;
 use iadb::{
     DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome, PoolStatus, QueryResult,
-    QueryStream, Result, Row, RowStream, Value, proto,
+    QueryStream, Result, Row, RowStream, Value, ValueScrubber, proto,
 };
 use std::{
     collections::BTreeMap,
@@ -100,6 +100,28 @@ impl ReadinessCell {
     }
 }
 
+/// Warns, once per connect, when the engine's user may do more than use its
+/// databases. The line names the database and the privileges, never the
+/// URL or its credentials.
+async fn warn_broad_privileges(name: &str, entry: &Entry) {
+    match entry.backend.broad_privileges().await {
+        Ok(privileges) if !privileges.is_empty() => warn!(
+            database = %name,
+            engine = %entry.engine,
+            privileges = %privileges.join(", "),
+            "the database's user has privileges beyond its own databases, which any client of \
+             this database can use through SQL (the host's files, other databases, the \
+             server's settings); connect as a least-privilege user (docs/security.md)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(
+            database = %name,
+            cause = %e.message(),
+            "could not check the database user's privileges"
+        ),
+    }
+}
+
 struct Entry {
     engine: DatabaseType,
     backend: Arc<dyn Backend>,
@@ -164,6 +186,14 @@ impl Registry {
     pub fn new(specs: &[DatabaseSpec], pool: PoolSettings, policy: StartupPolicy) -> Result<Self> {
         let mut entries = BTreeMap::new();
         for spec in specs {
+            // The URL with its password and secret options hidden, however
+            // they are spelled (`ConnectionConfig::redacted_url`).
+            info!(
+                database = %spec.name,
+                engine = %spec.config.db_type,
+                url = %spec.config.redacted_url(),
+                "database configured"
+            );
             let backend = backend_for(&spec.config, pool)?;
             let readiness = Arc::new(ReadinessCell {
                 name: spec.name.clone(),
@@ -225,6 +255,7 @@ impl Registry {
                 entry.readiness.set(Readiness::Down(cause));
                 continue;
             }
+            warn_broad_privileges(name, entry).await;
             if let Err(e) = self.migrate_at_start(name, entry).await {
                 entry
                     .readiness
@@ -276,6 +307,7 @@ impl Registry {
                     continue;
                 }
                 info!(database = %name, engine = %entry.engine, "connected");
+                warn_broad_privileges(name, entry).await;
             }
             match self.migrate_at_start(name, entry).await {
                 Ok(()) => {
@@ -559,17 +591,38 @@ impl DatabaseInterface for GatedDatabase {
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
         self.readiness.admit()?;
-        self.inner.query(sql, params).await
+        let scrubber = ValueScrubber::new(params);
+        let stream = self
+            .inner
+            .query(sql, params)
+            .await
+            .map_err(|e| scrubber.scrub(e))?;
+        if scrubber.is_empty() {
+            return Ok(stream);
+        }
+        let QueryStream { columns, events } = stream;
+        Ok(QueryStream {
+            columns,
+            events: futures::StreamExt::boxed(futures::StreamExt::map(events, move |event| {
+                event.map_err(|e| scrubber.scrub(e))
+            })),
+        })
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
         self.readiness.admit()?;
-        self.inner.execute(sql, params).await
+        self.inner
+            .execute(sql, params)
+            .await
+            .map_err(|e| ValueScrubber::new(params).scrub(e))
     }
 
     async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
         self.readiness.admit()?;
-        self.inner.execute_many(sql, param_sets).await
+        self.inner
+            .execute_many(sql, param_sets)
+            .await
+            .map_err(|e| ValueScrubber::for_sets(param_sets.iter().map(Vec::as_slice)).scrub(e))
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
@@ -587,24 +640,44 @@ impl DatabaseInterface for GatedDatabase {
 
     async fn fetch_stream(&self, sql: &str, params: &[Value]) -> Result<RowStream> {
         self.readiness.admit()?;
-        self.inner.fetch_stream(sql, params).await
+        let scrubber = ValueScrubber::new(params);
+        let rows = self
+            .inner
+            .fetch_stream(sql, params)
+            .await
+            .map_err(|e| scrubber.scrub(e))?;
+        if scrubber.is_empty() {
+            return Ok(rows);
+        }
+        let RowStream { columns, rows } = rows;
+        Ok(RowStream {
+            columns,
+            rows: futures::StreamExt::boxed(futures::StreamExt::map(rows, move |row| {
+                row.map_err(|e| scrubber.scrub(e))
+            })),
+        })
     }
 
     async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         self.readiness.admit()?;
-        self.inner.fetch_all(sql, params).await
+        self.inner
+            .fetch_all(sql, params)
+            .await
+            .map_err(|e| ValueScrubber::new(params).scrub(e))
     }
 
     async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
         self.readiness.admit()?;
-        self.inner.fetch_one(sql, params).await
+        self.inner
+            .fetch_one(sql, params)
+            .await
+            .map_err(|e| ValueScrubber::new(params).scrub(e))
     }
 
     async fn execute_query(&self, sql: &str, params: &[Value]) -> QueryResult {
-        if let Err(e) = self.readiness.admit() {
-            return iadb::collect_query_result(Err(e), std::time::Instant::now()).await;
-        }
-        self.inner.execute_query(sql, params).await
+        // Through `query`, so that the error message is scrubbed of values.
+        let started = std::time::Instant::now();
+        iadb::collect_query_result(self.query(sql, params).await, started).await
     }
 
     async fn create_table(&self, table: &str, columns: &[(String, String)]) -> Result<()> {

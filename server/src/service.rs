@@ -18,7 +18,7 @@ use crate::{
 use futures::FutureExt;
 use futures::StreamExt;
 use iadb::{
-    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value,
+    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value, ValueScrubber,
     convert::params_from_proto,
     proto::{self, database_server::Database, fetch_all_response::Frame},
 };
@@ -997,6 +997,7 @@ impl Database for DatabaseService {
                 caught(backend.batch(&list, options)).await
             })
             .await
+            .map_err(|e| ValueScrubber::for_sets(list.iter().map(|(_, p)| p.as_slice())).scrub(e))
         }
         .instrument(call.span.clone())
         .await;

@@ -17,7 +17,7 @@ use crate::{
 };
 use futures::StreamExt;
 use iadb::{
-    DatabaseType, Error, ErrorKind, ExecuteOutcome,
+    DatabaseType, Error, ErrorKind, ExecuteOutcome, ValueScrubber,
     convert::params_from_proto,
     proto::{
         self, fetch_all_response::Frame, transaction_request::Request as Req,
@@ -419,7 +419,8 @@ async fn run(
                 let params = params_from_proto(params).map_err(failed)?;
                 let executed = guarded(session.execute(&sql, &params), requests, clocks)
                     .await
-                    .map_err(|why| (why.outcome(), why.error(clocks)))?;
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(|e| ValueScrubber::new(&params).scrub(e));
                 audit(
                     identity,
                     "Transaction",
@@ -467,7 +468,7 @@ async fn run(
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(|e| match e.kind() {
                         ErrorKind::Cancelled => gone(e),
-                        _ => failed(e),
+                        _ => failed(ValueScrubber::new(&params).scrub(e)),
                     })?;
             }
             Req::ExecuteMany(proto::ExecuteManyStatement { sql, param_sets }) => {
@@ -489,7 +490,8 @@ async fn run(
                 let sets = checked.map_err(failed)?;
                 let executed = guarded(session.execute_many(&sql, &sets), requests, clocks)
                     .await
-                    .map_err(|why| (why.outcome(), why.error(clocks)))?;
+                    .map_err(|why| (why.outcome(), why.error(clocks)))?
+                    .map_err(|e| ValueScrubber::for_sets(sets.iter().map(Vec::as_slice)).scrub(e));
                 audit(
                     identity,
                     "Transaction",

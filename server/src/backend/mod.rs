@@ -19,6 +19,8 @@ mod postgres;
 pub mod session;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_sandbox;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sqlx_common;
 
@@ -62,6 +64,14 @@ pub trait Backend: DatabaseInterface {
     /// A pooled connection held for a series of statements (a transaction
     /// or a batch); it goes back to the pool when the session is dropped.
     async fn session(&self) -> Result<Box<dyn Session>>;
+
+    /// What the engine's user may do beyond its own databases (superuser,
+    /// the server host's files or programs), named for the warning logged
+    /// when the database connects; empty when nothing, and for embedded
+    /// engines (no users) and D1 (an API token's scope is not visible).
+    async fn broad_privileges(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 
     /// Runs `statements` in one transaction, all or nothing, stopping at
     /// the first that fails (its error names its 0-based index). The rows

@@ -31,6 +31,7 @@ use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
+use sqlx::ConnectOptions as _;
 use sqlx::{
     Arguments, Column as _, Connection, Either, Executor, MySql, Row as _, Statement as _,
     TypeInfo, ValueRef,
@@ -97,7 +98,10 @@ impl MySqlBackend {
             .charset("utf8mb4")
             .timezone(Some("+00:00".to_owned()))
             .pipes_as_concat(true)
-            .no_engine_substitution(true);
+            .no_engine_substitution(true)
+            // sqlx would log each statement's text, literals and all; the
+            // server logs its fingerprint instead.
+            .disable_statement_logging();
         if let Some(host) = config.host.as_deref().filter(|h| !h.is_empty()) {
             options = options.host(host);
         }
@@ -323,7 +327,8 @@ fn bind_all(params: &[Value]) -> Result<MySqlArguments> {
             Value::Text(s) | Value::Json(s) => args.add(s.as_str()),
             Value::Decimal(s) if !is_decimal(s) => {
                 return Err(Error::invalid_argument(format!(
-                    "parameter {n}: `{s}` is not a decimal number"
+                    "parameter {n}: decimal text ({} bytes) is not a decimal number",
+                    s.len()
                 )));
             }
             Value::Decimal(s) => args.add(DecimalText(s)),
@@ -849,6 +854,29 @@ impl Backend for MySqlBackend {
     async fn session(&self) -> Result<Box<dyn Session>> {
         let conn = self.pool.acquire(mysql_error).await?;
         Ok(Box::new(SqlxSession::<MySqlEngine>::new(conn, ())))
+    }
+
+    /// `SUPER` (change any session's or the server's settings, kill other
+    /// sessions) or `FILE` (`LOAD DATA INFILE`, `SELECT ... INTO OUTFILE`:
+    /// the server host's files) granted globally to the connected user.
+    async fn broad_privileges(&self) -> Result<Vec<String>> {
+        let rows = self
+            .fetch_all(
+                "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES \
+                 WHERE PRIVILEGE_TYPE IN ('SUPER', 'FILE') \
+                 AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \
+                 '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''') \
+                 ORDER BY PRIVILEGE_TYPE",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| match row.get_index(0) {
+                Some(Value::Text(p)) => Some(format!("{p} privilege")),
+                _ => None,
+            })
+            .collect())
     }
 }
 

@@ -28,6 +28,7 @@ use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
+use sqlx::ConnectOptions as _;
 use sqlx::{
     Arguments, Column as _, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
     error::DatabaseError,
@@ -60,7 +61,10 @@ impl PostgresBackend {
         let mut options = PgConnectOptions::new_without_pgpass()
             .host(config.host.as_deref().unwrap_or("localhost"))
             .port(config.port.unwrap_or(5432))
-            .application_name("iadb");
+            .application_name("iadb")
+            // sqlx would log each statement's text, literals and all; the
+            // server logs its fingerprint instead.
+            .disable_statement_logging();
         if let Some(user) = &config.username {
             options = options.username(user);
         }
@@ -242,13 +246,15 @@ fn refuse_leap_second(value: &Value) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Text parsed as the parameter's type; the error names the type, never
+/// the text (values stay out of errors and logs).
 fn parse_text<T: FromStr>(s: &str, ty: &str) -> std::result::Result<T, String> {
-    s.trim().parse().map_err(|_| {
-        format!(
-            "`{}` is not a valid {ty}",
-            s.chars().take(64).collect::<String>()
-        )
-    })
+    s.trim().parse().map_err(|_| not_a(ty, s))
+}
+
+/// "text is not a valid TYPE" with the text's size in place of the text.
+fn not_a(ty: &str, text: &str) -> String {
+    format!("text ({} bytes) is not a valid {ty}", text.len())
 }
 
 /// The largest decimal exponent (`1e1000000`) a decimal parameter may have:
@@ -297,11 +303,11 @@ fn bind_one(
         (Value::Text(s), "TIMESTAMP") => args.add(
             NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f")
                 .or_else(|_| NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f"))
-                .map_err(|_| format!("`{s}` is not a valid timestamp"))?,
+                .map_err(|_| not_a("timestamp", s))?,
         ),
         (Value::Text(s), "TIMESTAMPTZ") => args.add(
             DateTime::parse_from_rfc3339(s.trim())
-                .map_err(|_| format!("`{s}` is not an RFC 3339 timestamp"))?
+                .map_err(|_| not_a("RFC 3339 timestamp", s))?
                 .with_timezone(&Utc),
         ),
         (Value::Text(s), "BYTEA") => args.add(s.as_bytes().to_vec()),
@@ -987,6 +993,37 @@ impl Backend for PostgresBackend {
     async fn session(&self) -> Result<Box<dyn Session>> {
         let conn = self.acquire().await?;
         Ok(Box::new(SqlxSession::<PostgresEngine>::new(conn, ())))
+    }
+
+    /// A superuser (`rolsuper`), or a member of the roles that read and
+    /// write the server's files or run programs on it (`COPY ... FROM
+    /// PROGRAM`, `pg_read_file`).
+    async fn broad_privileges(&self) -> Result<Vec<String>> {
+        const CHECKS: &[&str] = &[
+            "pg_read_server_files",
+            "pg_write_server_files",
+            "pg_execute_server_program",
+        ];
+        let sql = format!(
+            "SELECT r.rolsuper{} FROM pg_roles r WHERE r.rolname = current_user",
+            CHECKS
+                .iter()
+                .map(|role| format!(", pg_has_role(current_user, '{role}', 'MEMBER')"))
+                .collect::<String>()
+        );
+        let Some(row) = self.fetch_one(&sql, &[]).await? else {
+            return Ok(Vec::new());
+        };
+        let granted = |i: usize| matches!(row.get_index(i), Some(Value::Bool(true)));
+        if granted(0) {
+            return Ok(vec!["superuser (rolsuper)".to_owned()]);
+        }
+        Ok(CHECKS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| granted(i + 1))
+            .map(|(_, role)| format!("member of {role}"))
+            .collect())
     }
 }
 

@@ -1,10 +1,13 @@
 //! SQLite through sqlx: a pool in WAL mode with a busy timeout and foreign
 //! keys on. `:memory:` is one connection that never closes, so every call
-//! sees the same database (calls on it run one at a time).
+//! sees the same database (calls on it run one at a time). Every connection
+//! is sandboxed as it opens (`sqlite_sandbox`: no ATTACH, VACUUM INTO,
+//! load_extension or schema writes).
 
 use super::{
     Backend, PoolSettings, check_param_count, check_sql,
     session::{Isolation, RowSink, Session, TxOptions},
+    sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
     sqlx_common::{
         BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, sqlx_statement_paths,
     },
@@ -20,6 +23,7 @@ use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     PoolStatus, QueryEvent, QueryStream, Result, Value,
 };
+use sqlx::ConnectOptions as _;
 use sqlx::TransactionManager as _;
 use sqlx::pool::PoolConnection;
 use sqlx::{
@@ -45,6 +49,8 @@ pub struct SqliteBackend {
     options: SqliteConnectOptions,
     memory: bool,
     settings: PoolSettings,
+    /// Installed on every connection as it opens.
+    sandbox: SqliteSandbox,
     pool: PoolSlot<sqlx::Sqlite>,
 }
 
@@ -57,6 +63,8 @@ impl SqliteBackend {
             .ok_or_else(|| Error::invalid_argument("sqlite URL has no path"))?;
         let memory = config.is_memory();
         let read_only = config.option("mode") == Some("ro");
+        let sandbox = SqliteSandbox::from_option(config.option(ALLOW_ATTACH_OPTION))
+            .map_err(Error::invalid_argument)?;
         let mut options = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(sqlite_error)?
         } else if read_only {
@@ -73,11 +81,15 @@ impl SqliteBackend {
         options = options
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            .read_only(read_only);
+            .read_only(read_only)
+            // sqlx would log each statement's text, literals and all; the
+            // server logs its fingerprint instead.
+            .disable_statement_logging();
         Ok(Self {
             options,
             memory,
             settings,
+            sandbox,
             pool: PoolSlot::new(),
         })
     }
@@ -221,7 +233,28 @@ fn classify_sqlite(e: &dyn DatabaseError) -> Option<ErrorKind> {
 }
 
 fn sqlite_error(e: sqlx::Error) -> Error {
-    map_sqlx_error(e, classify_sqlite)
+    let err = map_sqlx_error(e, classify_sqlite);
+    // SQLITE_AUTH: the sandbox's authorizer refused the statement, and
+    // SQLite's own message ("not authorized") does not say why. A refused
+    // function is a plain SQLITE_ERROR ("not authorized to use function:
+    // load_extension"), as is `load_extension` while loading is off.
+    let refused = err
+        .code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| c & 0xff == i64::from(libsqlite3_sys::SQLITE_AUTH))
+        || err.message().starts_with("not authorized");
+    if !refused {
+        return err;
+    }
+    let code = err.code().map(str::to_owned);
+    let mut refusal = Error::new(
+        ErrorKind::PermissionDenied,
+        format!("{}: {REFUSED_HINT}", err.message()),
+    );
+    if let Some(code) = code {
+        refusal = refusal.with_code(code);
+    }
+    refusal
 }
 
 fn bind_all<'q>(params: &[Value]) -> Result<SqliteArguments<'q>> {
@@ -590,7 +623,21 @@ impl DatabaseInterface for SqliteBackend {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
+        let sandbox = self.sandbox;
         let pool = pool_options
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let mut handle = conn.lock_handle().await?;
+                    // SAFETY: the handle is locked for the duration of the
+                    // call, so the connection is open and used by no other
+                    // thread.
+                    unsafe { sandbox.install(handle.as_raw_handle()) }.map_err(|rc| {
+                        sqlx::Error::Configuration(
+                            format!("SQLite refused iadb's sandbox settings (code {rc})").into(),
+                        )
+                    })
+                })
+            })
             .connect_with(self.options.clone())
             .await
             .map_err(sqlite_error)?;

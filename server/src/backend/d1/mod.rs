@@ -86,14 +86,25 @@ impl D1Backend {
         let account = config
             .option("account_id")
             .ok_or_else(|| Error::invalid_argument("cloudflare_d1 URL has no account_id option"))?;
+        // From the URL, or from a file named by CLOUDFLARE_API_TOKEN_FILE
+        // (kept out of the environment), or from CLOUDFLARE_API_TOKEN.
+        let token_file = match std::env::var_os("CLOUDFLARE_API_TOKEN_FILE") {
+            Some(path) if config.option("api_token").is_none() && !path.is_empty() => Some(
+                crate::secret_file::read(std::path::Path::new(&path), "the D1 API token")
+                    .map_err(|e| Error::invalid_argument(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let token = config
             .option("api_token")
             .map(str::to_owned)
+            .or(token_file)
             .or_else(|| std::env::var("CLOUDFLARE_API_TOKEN").ok())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 Error::invalid_argument(
-                    "cloudflare_d1 needs an API token: the api_token URL option or CLOUDFLARE_API_TOKEN",
+                    "cloudflare_d1 needs an API token: the api_token URL option, \
+                     CLOUDFLARE_API_TOKEN_FILE or CLOUDFLARE_API_TOKEN",
                 )
             })?;
         let base = config

@@ -64,8 +64,8 @@ impl ToSql for Param<'_> {
             },
             Value::Date(d) => {
                 let days = d.signed_duration_since(unix_epoch_date()).num_days();
-                let days = i32::try_from(days)
-                    .map_err(|_| bad(format!("date {d} is out of DuckDB's range")))?;
+                let days =
+                    i32::try_from(days).map_err(|_| bad("a date out of DuckDB's range".into()))?;
                 ToSqlOutput::Borrowed(ValueRef::Date32(days))
             }
             Value::Time(t) => {

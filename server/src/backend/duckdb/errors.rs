@@ -32,6 +32,11 @@ pub(super) fn map_duckdb_error(e: duckdb::Error) -> Error {
     mapped.with_source(e)
 }
 
+/// What a caller refused by the sandbox is told after DuckDB's message.
+const SANDBOX_HINT: &str = "refused by iadb's DuckDB sandbox: no host files, network, \
+    extension loads or SET on a served database; the database URL's own settings \
+    (e.g. enable_external_access=true) lift it for that database, see docs/security.md";
+
 fn classify_message(message: &str) -> Error {
     let first_line = message.lines().next().unwrap_or_default();
     let exception = first_line
@@ -70,13 +75,25 @@ fn classify_message(message: &str) -> Error {
         "IO" | "HTTP" | "Connection" | "Resource In Use" => ErrorKind::Unavailable,
         "Out of Memory" => ErrorKind::ResourceExhausted,
         "Permission" => ErrorKind::PermissionDenied,
+        // iadb's sandbox: a `SET` after `lock_configuration`, or an attempt
+        // to switch external access or community extensions back on.
+        "Invalid Input"
+            if first_line.contains("configuration has been locked")
+                || first_line.contains("while database is running") =>
+        {
+            ErrorKind::PermissionDenied
+        }
         "INTERRUPT" => ErrorKind::Cancelled,
         "FATAL" | "INTERNAL" | "Data Corruption" => ErrorKind::Internal,
         // Parser, Binder, Catalog, Conversion, Out of Range, Invalid Input,
         // Not implemented, ...: the statement or its values are wrong.
         _ => ErrorKind::InvalidArgument,
     };
-    let error = Error::new(kind, message);
+    let error = if kind == ErrorKind::PermissionDenied && exception != "TransactionContext" {
+        Error::new(kind, format!("{message}\n({SANDBOX_HINT})"))
+    } else {
+        Error::new(kind, message)
+    };
     if exception.is_empty() {
         error
     } else {
@@ -127,6 +144,22 @@ mod tests {
                  launched in read-only mode"
             ),
             ErrorKind::PermissionDenied
+        );
+        let locked = classify_message(
+            "Invalid Input Error: Cannot change configuration option \"memory_limit\" - the \
+             configuration has been locked",
+        );
+        assert_eq!(locked.kind(), ErrorKind::PermissionDenied);
+        assert!(locked.message().contains("sandbox"), "{}", locked.message());
+        assert_eq!(
+            kind(
+                "Permission Error: Cannot access file \"/etc/passwd\" - file system operations are disabled by configuration"
+            ),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            kind("Invalid Input Error: Could not convert"),
+            ErrorKind::InvalidArgument
         );
     }
 }

@@ -37,9 +37,18 @@
 //!
 //! **Options.** The URL's query options are DuckDB settings, passed through
 //! (`duckdb:///./a.duckdb?threads=4&memory_limit=2GB`); `mode=ro` opens the
-//! file read-only. Installing extensions on demand is switched off (a server
-//! does not download code while answering a query); extensions already
-//! installed on the machine still load when a statement needs them.
+//! file read-only.
+//!
+//! **Sandbox.** A client's SQL runs inside the server's process, as its OS
+//! user, so by default it may not reach beyond the database
+//! ([`pool::SANDBOX_SETTINGS`]): `enable_external_access = false` (no host
+//! file other than the database's own, no network: `read_text`,
+//! `read_csv`, `COPY ... TO`, `ATTACH`, `LOAD` are refused), no extension
+//! installed or loaded on demand, and `lock_configuration = true` once the
+//! database is open, so no `SET` can undo it. Each is a DuckDB setting, and
+//! the same setting in the URL overrides it for that database
+//! (`?enable_external_access=true` to read the host's files again);
+//! docs/security.md lists them.
 //!
 //! How DuckDB's types become [`Value`]s, and how parameters bind, is the
 //! table in `docs/types/duckdb.md`.

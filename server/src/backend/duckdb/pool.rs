@@ -14,6 +14,29 @@ use std::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// iadb's sandbox: DuckDB settings applied when the database opens, before
+/// the URL's own options (which override any of them, per database).
+///
+/// * `enable_external_access = false`: no file of the host other than the
+///   database itself (and its WAL and temporary folder) can be read or
+///   written, no URL fetched: `read_text`, `read_csv`, `COPY ... TO`,
+///   `ATTACH` of another file, `LOAD` of an extension file are refused.
+/// * no extension is installed or loaded on demand, nor any community one.
+/// * `lock_configuration = true`: no `SET`/`RESET` of any setting, global
+///   or per connection, so a client cannot undo the above nor change the
+///   database's `memory_limit` or `threads` for everyone. The one setting
+///   iadb itself sets on each new connection (the streaming buffer, after
+///   the lock is on) is let through by `allowed_configs`; a client may set
+///   it too, on its own connection.
+pub(super) const SANDBOX_SETTINGS: &[(&str, &str)] = &[
+    ("enable_external_access", "false"),
+    ("autoinstall_known_extensions", "false"),
+    ("autoload_known_extensions", "false"),
+    ("allow_community_extensions", "false"),
+    ("allowed_configs", "[max_streaming_buffer_size]"),
+    ("lock_configuration", "true"),
+];
+
 /// Opens the database and returns its root connection (blocking: it may
 /// create the file or replay DuckDB's write-ahead log).
 pub(super) fn open_database(
@@ -33,10 +56,13 @@ pub(super) fn open_database(
     let config_error = |e: duckdb::Error| {
         Error::invalid_argument(format!("bad DuckDB option in the database URL: {e}"))
     };
-    let mut config = Config::default()
-        .with("autoinstall_known_extensions", "false")
-        .and_then(|c| c.with("autoload_known_extensions", "true"))
-        .map_err(config_error)?;
+    let mut config = Config::default();
+    for (key, value) in SANDBOX_SETTINGS {
+        if options.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            continue;
+        }
+        config = config.with(key, value).map_err(config_error)?;
+    }
     for (key, value) in options {
         config = if key == "mode" {
             let mode = match value.as_str() {
