@@ -67,6 +67,8 @@ pub fn main_entry() -> ExitCode {
     }
     let grace = std::time::Duration::from_secs(cli.shutdown_grace_secs);
     let code = runtime.block_on(async {
+        // Installed before the listener exists (see `shutdown_signal`).
+        let signal = shutdown_signal();
         let server = match BoundServer::bind(settings).await {
             Ok(s) => s,
             Err(e) => {
@@ -84,7 +86,7 @@ pub fn main_entry() -> ExitCode {
         }
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
-            shutdown_signal().await;
+            signal.await;
             let _ = signalled.send(());
         };
         // In-flight work gets `grace` after the signal; past it the server
