@@ -720,14 +720,26 @@ async fn writes_are_audited_and_no_token_reaches_the_log() {
     for line in audit {
         assert!(!line.contains("literal-0007"), "{line}");
     }
-    // Metrics by token name.
-    let metrics = scrape_metrics(&log).await;
-    for series in [
+    // Metrics by token name. A stream's call is counted when its response
+    // body ends on the server, which may be a moment after the client saw
+    // the end: scrape until every series is there (at most 10 s).
+    let wanted = [
         r#"iadb_token_calls_total{token="app",rpc="Execute",code="OK"}"#,
         r#"iadb_token_calls_total{token="reporting",rpc="Execute",code="PERMISSION_DENIED"}"#,
         r#"iadb_token_calls_total{token="(unauthenticated)",rpc="FetchAll",code="UNAUTHENTICATED"}"#,
         r#"iadb_token_calls_total{token="app",rpc="Transaction",code="OK"}"#,
-    ] {
+    ];
+    let scraping = Instant::now();
+    let metrics = loop {
+        let metrics = scrape_metrics(&log).await;
+        if wanted.iter().all(|series| metrics.contains(series))
+            || scraping.elapsed() > Duration::from_secs(10)
+        {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for series in wanted {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }
     for secret in [READ, WRITE, ADMIN, WRONG] {
