@@ -573,7 +573,9 @@ impl Database for DatabaseService {
                         params: &params,
                     };
                     let backend = self.registry.ready_backend(&database)?;
-                    return caught(backend.read_only_call(call)).await;
+                    return caught(backend.read_only_call(call))
+                        .await
+                        .map_err(|e| ValueScrubber::new(&params).scrub(e));
                 }
                 caught(db.execute(&sql, &params)).await
             })
@@ -640,7 +642,9 @@ impl Database for DatabaseService {
                         param_sets: &sets,
                     };
                     let backend = self.registry.ready_backend(&database)?;
-                    return caught(backend.read_only_call(call)).await;
+                    return caught(backend.read_only_call(call)).await.map_err(|e| {
+                        ValueScrubber::for_sets(sets.iter().map(Vec::as_slice)).scrub(e)
+                    });
                 }
                 caught(db.execute_many(&sql, &sets)).await
             })
@@ -757,7 +761,9 @@ impl Database for DatabaseService {
                         sink: &mut sink,
                     };
                     let backend = self.registry.ready_backend(&database)?;
-                    caught(backend.read_only_call(call)).await?;
+                    caught(backend.read_only_call(call))
+                        .await
+                        .map_err(|e| ValueScrubber::new(&params).scrub(e))?;
                     return Ok((sink.columns, sink.row));
                 }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
@@ -1317,7 +1323,9 @@ impl DatabaseService {
                     params: &params,
                     sink: &mut sink,
                 };
-                let outcome = caught(backend.read_only_call(read)).await?;
+                let outcome = caught(backend.read_only_call(read))
+                    .await
+                    .map_err(|e| ValueScrubber::new(&params).scrub(e))?;
                 sink.finish(outcome.rows_affected, call.started).await
             })
             .await;
