@@ -573,9 +573,7 @@ impl Database for DatabaseService {
                         params: &params,
                     };
                     let backend = self.registry.ready_backend(&database)?;
-                    return caught(backend.read_only_call(call))
-                        .await
-                        .map_err(|e| ValueScrubber::new(&params).scrub(e));
+                    return caught(call.run_on(&*backend)).await;
                 }
                 caught(db.execute(&sql, &params)).await
             })
@@ -642,9 +640,7 @@ impl Database for DatabaseService {
                         param_sets: &sets,
                     };
                     let backend = self.registry.ready_backend(&database)?;
-                    return caught(backend.read_only_call(call)).await.map_err(|e| {
-                        ValueScrubber::for_sets(sets.iter().map(Vec::as_slice)).scrub(e)
-                    });
+                    return caught(call.run_on(&*backend)).await;
                 }
                 caught(db.execute_many(&sql, &sets)).await
             })
@@ -761,9 +757,7 @@ impl Database for DatabaseService {
                         sink: &mut sink,
                     };
                     let backend = self.registry.ready_backend(&database)?;
-                    caught(backend.read_only_call(call))
-                        .await
-                        .map_err(|e| ValueScrubber::new(&params).scrub(e))?;
+                    caught(call.run_on(&*backend)).await?;
                     return Ok((sink.columns, sink.row));
                 }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
@@ -1323,9 +1317,7 @@ impl DatabaseService {
                     params: &params,
                     sink: &mut sink,
                 };
-                let outcome = caught(backend.read_only_call(read))
-                    .await
-                    .map_err(|e| ValueScrubber::new(&params).scrub(e))?;
+                let outcome = caught(read.run_on(&*backend)).await?;
                 sink.finish(outcome.rows_affected, call.started).await
             })
             .await;

@@ -421,14 +421,7 @@ async fn run(
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(|e| ValueScrubber::new(&params).scrub(e));
-                audit(
-                    identity,
-                    "Transaction",
-                    database,
-                    &service.fingerprint(database, &sql),
-                    executed.as_ref().ok().map(|o| o.rows_affected),
-                    &executed,
-                );
+                audit_statement(identity, service, database, &sql, &executed);
                 let ExecuteOutcome {
                     rows_affected,
                     last_insert_id,
@@ -492,14 +485,7 @@ async fn run(
                     .await
                     .map_err(|why| (why.outcome(), why.error(clocks)))?
                     .map_err(|e| ValueScrubber::for_sets(sets.iter().map(Vec::as_slice)).scrub(e));
-                audit(
-                    identity,
-                    "Transaction",
-                    database,
-                    &service.fingerprint(database, &sql),
-                    executed.as_ref().ok().map(|o| o.rows_affected),
-                    &executed,
-                );
+                audit_statement(identity, service, database, &sql, &executed);
                 let outcome = executed.map_err(failed)?;
                 send(
                     out,
@@ -568,4 +554,22 @@ fn admit(
 
 fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The audit line of a write run inside the stream.
+fn audit_statement(
+    identity: Option<&Identity>,
+    service: &DatabaseService,
+    database: &str,
+    sql: &str,
+    executed: &Result<ExecuteOutcome, Error>,
+) {
+    audit(
+        identity,
+        "Transaction",
+        database,
+        &service.fingerprint(database, sql),
+        executed.as_ref().ok().map(|o| o.rows_affected),
+        executed,
+    );
 }

@@ -174,6 +174,24 @@ impl ReadOnlyCall<'_> {
             | ReadOnlyCall::Query { sql, .. } => sql,
         }
     }
+
+    /// Runs the call on `backend` ([`Backend::read_only_call`]), with its
+    /// parameter values scrubbed out of an engine's error message, as the
+    /// registry's gate does for pooled calls.
+    pub async fn run_on(self, backend: &dyn Backend) -> Result<ExecuteOutcome> {
+        let scrubber = match &self {
+            ReadOnlyCall::Execute { params, .. } | ReadOnlyCall::Query { params, .. } => {
+                iadb::ValueScrubber::new(params)
+            }
+            ReadOnlyCall::ExecuteMany { param_sets, .. } => {
+                iadb::ValueScrubber::for_sets(param_sets.iter().map(Vec::as_slice))
+            }
+        };
+        backend
+            .read_only_call(self)
+            .await
+            .map_err(|e| scrubber.scrub(e))
+    }
 }
 
 /// How a batch runs.
