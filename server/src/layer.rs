@@ -1,7 +1,11 @@
-//! The tower layer around every gRPC service: authentication, the scope an
-//! RPC needs, per-token limits, and the per-token bookkeeping (a tracing
-//! span naming the token, the `iadb_token_calls_total` metric, a log line
-//! for each refusal).
+//! The tower layer around every gRPC service, which does what each call
+//! needs whatever its RPC: its tracing span (RPC, token, and the database
+//! and statement fingerprint its handler records), authentication, the
+//! scope the RPC needs, per-token limits, and the bookkeeping of its end —
+//! `iadb_requests_total` and the duration histogram, the token's count, and
+//! the outcome's log line (debug on success, warn with the code and the
+//! SQLSTATE on error) — taken from the status the response ends with, so a
+//! handler has none of it inline.
 //!
 //! It sees HTTP requests before they are decoded, so it decides what the
 //! path and the metadata tell: who the caller is (`authorization: Bearer`),
@@ -9,24 +13,26 @@
 //! Migrate `admin`, the rest `read`). What depends on the request's body —
 //! the database named, and whether a Batch or a Transaction is read-only —
 //! is checked by the handlers, with the [`Identity`] this layer puts in
-//! the request's extensions.
+//! the request's extensions; a handler names its call's database in the
+//! [`CallLabel`] the layer puts there too.
 //!
 //! Only `iadb.v1.Database` is guarded: the standard health service and
 //! reflection stay open (they show no data, and probes carry no token).
 
 use crate::{
     auth::{Identity, Scope, TokenStore},
-    metrics::Metrics,
+    metrics::{Metrics, UNKNOWN_DATABASE},
 };
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
+    time::Instant,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, Span, debug, info_span, warn};
 
 /// The path prefix of the guarded service.
 const DATABASE_SERVICE: &str = "/iadb.v1.Database/";
@@ -140,84 +146,53 @@ where
         // waits for the next one (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(tokens) = &self.tokens else {
-            return Box::pin(inner.call(request));
-        };
         let Some(name) = request.uri().path().strip_prefix(DATABASE_SERVICE) else {
             return Box::pin(inner.call(request));
         };
         let Some((rpc, needs)) = rpc_of(name) else {
             return Box::pin(inner.call(request));
         };
-        let set = tokens.current();
-        // A bearer token; without one, the client certificate the TLS
-        // handshake verified (mTLS), when an entry names it.
-        let found = match bearer(request.headers()) {
-            Some(presented) => Some(set.find(presented)),
-            None => client_certificate(&request).map(|der| set.find_certificate(&der)),
+        let started = Instant::now();
+        let span = info_span!(
+            "rpc",
+            rpc,
+            token = tracing::field::Empty,
+            database = tracing::field::Empty,
+            fingerprint = tracing::field::Empty
+        );
+        let (token, permit) = match &self.tokens {
+            None => (None, None),
+            Some(tokens) => match self.admit(tokens, &request, rpc, needs) {
+                Ok((identity, permit)) => {
+                    span.record("token", tracing::field::display(&identity.name));
+                    let name = identity.name.clone();
+                    request.extensions_mut().insert(identity);
+                    (Some(name), permit)
+                }
+                Err(refused) => return Box::pin(async move { Ok(refused) }),
+            },
         };
-        let Some(found) = found else {
-            let refused = self.refuse(
-                UNAUTHENTICATED,
-                rpc,
-                Status::unauthenticated(
-                    "this server needs a token: send `authorization: Bearer <token>` metadata \
-                     (the CLI's --token or IADB_TOKEN)",
-                ),
-            );
-            return Box::pin(async move { Ok(refused) });
+        let label = CallLabel::default();
+        request.extensions_mut().insert(label.clone());
+        let mut end = CallEnd {
+            metrics: self.metrics.clone(),
+            token,
+            rpc,
+            label,
+            started,
+            span: span.clone(),
+            recorded: false,
+            _permit: permit,
         };
-        let Some(token) = found else {
-            let refused = self.refuse(
-                UNAUTHENTICATED,
-                rpc,
-                Status::unauthenticated("unknown token (it may have been revoked or rotated)"),
-            );
-            return Box::pin(async move { Ok(refused) });
-        };
-        let identity: Identity = token.identity.clone();
-        if identity.scope < needs {
-            let refused = self.refuse(
-                &identity.name,
-                rpc,
-                Status::permission_denied(format!(
-                    "{rpc} needs the `{needs}` scope; token `{}` has `{}`",
-                    identity.name, identity.scope
-                )),
-            );
-            return Box::pin(async move { Ok(refused) });
-        }
-        let permit = match token.limiter.admit() {
-            Ok(permit) => permit,
-            Err(exceeded) => {
-                let refused = self.refuse(
-                    &identity.name,
-                    rpc,
-                    Status::resource_exhausted(exceeded.message(&identity.name)),
-                );
-                return Box::pin(async move { Ok(refused) });
-            }
-        };
-        drop(set);
-        let span = info_span!("call", token = %identity.name);
-        let metrics = self.metrics.clone();
-        let name = identity.name.clone();
-        request.extensions_mut().insert(identity);
         Box::pin(
             async move {
+                // `end` is dropped (and the call counted as CANCELLED) if the
+                // client leaves before the handler answers.
                 let response = inner.call(request).await?;
                 // A trailers-only answer (an error before any message)
                 // carries its status in the headers.
-                let early = Status::from_header_map(response.headers()).map(|s| s.code());
-                let mut end = CallEnd {
-                    metrics,
-                    token: name,
-                    rpc,
-                    recorded: false,
-                    _permit: permit,
-                };
-                if let Some(code) = early {
-                    end.record(code);
+                if let Some(status) = Status::from_header_map(response.headers()) {
+                    end.record(&status);
                 }
                 Ok(response.map(|body| Body::new(Tracked { body, end })))
             }
@@ -226,29 +201,142 @@ where
     }
 }
 
+impl<S> CallGuard<S> {
+    /// Authenticates a call and checks the RPC's least scope and the
+    /// token's limits: the caller's identity and its concurrency permit, or
+    /// the refusal to answer with.
+    #[allow(clippy::result_large_err)]
+    fn admit(
+        &self,
+        tokens: &TokenStore,
+        request: &http::Request<Body>,
+        rpc: &'static str,
+        needs: Scope,
+    ) -> Result<(Identity, Option<OwnedSemaphorePermit>), http::Response<Body>> {
+        let set = tokens.current();
+        // A bearer token; without one, the client certificate the TLS
+        // handshake verified (mTLS), when an entry names it.
+        let found = match bearer(request.headers()) {
+            Some(presented) => Some(set.find(presented)),
+            None => client_certificate(request).map(|der| set.find_certificate(&der)),
+        };
+        let Some(found) = found else {
+            return Err(self.refuse(
+                UNAUTHENTICATED,
+                rpc,
+                Status::unauthenticated(
+                    "this server needs a token: send `authorization: Bearer <token>` metadata \
+                     (the CLI's --token or IADB_TOKEN)",
+                ),
+            ));
+        };
+        let Some(token) = found else {
+            return Err(self.refuse(
+                UNAUTHENTICATED,
+                rpc,
+                Status::unauthenticated("unknown token (it may have been revoked or rotated)"),
+            ));
+        };
+        let identity: Identity = token.identity.clone();
+        if identity.scope < needs {
+            return Err(self.refuse(
+                &identity.name,
+                rpc,
+                Status::permission_denied(format!(
+                    "{rpc} needs the `{needs}` scope; token `{}` has `{}`",
+                    identity.name, identity.scope
+                )),
+            ));
+        }
+        match token.limiter.admit() {
+            Ok(permit) => Ok((identity, permit)),
+            Err(exceeded) => Err(self.refuse(
+                &identity.name,
+                rpc,
+                Status::resource_exhausted(exceeded.message(&identity.name)),
+            )),
+        }
+    }
+}
+
+/// The database a call is about, as its handler names it once it has read
+/// the request's body (a configured name, or [`UNKNOWN_DATABASE`] /
+/// [`ALL_DATABASES`](crate::metrics::ALL_DATABASES)); the layer labels the
+/// call's metrics with it when the call ends. Put in each guarded
+/// request's extensions by the layer.
+#[derive(Clone, Default)]
+pub struct CallLabel(Arc<OnceLock<String>>);
+
+impl CallLabel {
+    /// The label slot of a request (a fresh one, never read, when the
+    /// request did not come through the layer, as in unit tests).
+    pub fn of<T>(request: &tonic::Request<T>) -> CallLabel {
+        request
+            .extensions()
+            .get::<CallLabel>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Names the call's database (the first name given stays).
+    pub fn set(&self, database: &str) {
+        let _ = self.0.set(database.to_owned());
+    }
+
+    fn get(&self) -> &str {
+        self.0.get().map_or(UNKNOWN_DATABASE, String::as_str)
+    }
+}
+
 /// What is left to do when a guarded call's response ends: count it under
-/// its status, and give its concurrency permit back (dropping it).
+/// its status (`iadb_requests_total`, its duration, and the token's count),
+/// log its outcome inside its span (debug on success, warn on error), and
+/// give the token's concurrency permit back (dropping it).
 struct CallEnd {
     metrics: Metrics,
-    token: Arc<str>,
+    /// The token's name, when the server has tokens.
+    token: Option<Arc<str>>,
     rpc: &'static str,
+    label: CallLabel,
+    started: Instant,
+    span: Span,
     recorded: bool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl CallEnd {
-    fn record(&mut self, code: tonic::Code) {
-        if !self.recorded {
-            self.recorded = true;
-            self.metrics.record_token_call(&self.token, self.rpc, code);
+    fn record(&mut self, status: &Status) {
+        if self.recorded {
+            return;
         }
+        self.recorded = true;
+        let elapsed = self.started.elapsed();
+        let code = status.code();
+        self.metrics
+            .record_call_code(self.rpc, self.label.get(), code, elapsed);
+        if let Some(token) = &self.token {
+            self.metrics.record_token_call(token, self.rpc, code);
+        }
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        self.span.in_scope(|| {
+            if code == tonic::Code::Ok {
+                debug!(ms, "ok");
+            } else {
+                let sqlstate = status
+                    .metadata()
+                    .get(iadb::SQLSTATE_METADATA_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                warn!(ms, code = ?code, sqlstate, "{}", status.message());
+            }
+        });
     }
 }
 
 impl Drop for CallEnd {
     fn drop(&mut self) {
         // A response dropped before its trailers: the client left.
-        self.record(tonic::Code::Cancelled);
+        self.record(&Status::cancelled("the client left before the call ended"));
     }
 }
 
@@ -273,8 +361,8 @@ impl http_body::Body for Tracked {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(trailers) = frame.trailers_ref()
         {
-            let code = Status::from_header_map(trailers).map_or(tonic::Code::Ok, |s| s.code());
-            this.end.record(code);
+            let status = Status::from_header_map(trailers).unwrap_or_else(|| Status::ok(""));
+            this.end.record(&status);
         }
         polled
     }

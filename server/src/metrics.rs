@@ -215,11 +215,24 @@ impl Metrics {
         code: Option<ErrorKind>,
         elapsed: Duration,
     ) {
+        let code = code.map_or(tonic::Code::Ok, tonic::Code::from);
+        self.record_call_code(rpc, database, code, elapsed);
+    }
+
+    /// Records one finished call by its gRPC status code (the call layer
+    /// reads it off the response's end).
+    pub fn record_call_code(
+        &self,
+        rpc: &'static str,
+        database: &str,
+        code: tonic::Code,
+        elapsed: Duration,
+    ) {
         self.requests
             .get_or_create(&CallLabels {
                 rpc,
                 database: database.to_owned(),
-                code: code_name(code),
+                code: grpc_code_name(code),
             })
             .inc();
         self.latency

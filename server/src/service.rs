@@ -9,6 +9,7 @@ use crate::{
     backend::session::RowSink,
     backend::{BatchOptions, ReadOnlyCall},
     config::Limits,
+    layer::CallLabel,
     metrics::{ALL_DATABASES, Metrics, UNKNOWN_DATABASE},
     migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
     placeholders::{Dialect, StatementShape, fingerprint, statement_shape},
@@ -34,7 +35,7 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, Span, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info};
 
 /// Batches in flight between the engine and the wire, per stream. Small, so a
 /// slow client slows the engine instead of filling the server's memory.
@@ -102,31 +103,35 @@ impl DatabaseService {
         }
     }
 
-    /// Starts the bookkeeping of one call: its tracing span (RPC, database
-    /// and, when the span is recorded, the statement's fingerprint: never a
-    /// value) and what [`Call::finish`] needs for logs and metrics.
-    fn begin(&self, rpc: &'static str, database: &str, sql: Option<&str>) -> Call {
-        let (label, engine) = match self.registry.describe(database) {
+    /// Starts one call: names its database for the call layer's metrics
+    /// and records it, and the statement's fingerprint (never a value),
+    /// in the call's span (the layer's, current here).
+    fn begin(
+        &self,
+        label: &CallLabel,
+        rpc: &'static str,
+        database: &str,
+        sql: Option<&str>,
+    ) -> Call {
+        let (name, engine) = match self.registry.describe(database) {
             Some((name, engine)) => (name.to_owned(), Some(engine)),
             None => (UNKNOWN_DATABASE.to_owned(), None),
         };
-        self.begin_labelled(rpc, label, engine, sql)
+        self.begin_labelled(label, rpc, name, engine, sql)
     }
 
     /// [`DatabaseService::begin`] with the database label given.
     fn begin_labelled(
         &self,
+        label: &CallLabel,
         rpc: &'static str,
-        label: String,
+        name: String,
         engine: Option<DatabaseType>,
         sql: Option<&str>,
     ) -> Call {
-        let span = info_span!(
-            "rpc",
-            rpc,
-            database = %label,
-            fingerprint = tracing::field::Empty
-        );
+        label.set(&name);
+        let span = Span::current();
+        span.record("database", tracing::field::display(&name));
         if let Some(sql) = sql
             && !span.is_disabled()
         {
@@ -139,9 +144,8 @@ impl DatabaseService {
         }
         Call {
             rpc,
-            database: label,
+            database: name,
             started: Instant::now(),
-            span,
             metrics: self.metrics.clone(),
             identity: None,
         }
@@ -461,13 +465,13 @@ fn ms_since(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-/// One call in progress: its span, and where its outcome is recorded.
+/// One call in progress: what its handler needs besides the request (the
+/// call layer counts and logs its outcome).
 struct Call {
     rpc: &'static str,
     /// A configured database name, or [`UNKNOWN_DATABASE`].
     database: String,
     started: Instant,
-    span: Span,
     metrics: Metrics,
     /// Who made the call (None without tokens).
     identity: Option<Identity>,
@@ -509,35 +513,14 @@ impl Call {
 
     /// This call's audit line (see [`audit`]).
     fn audit<T>(&self, fingerprint: &str, rows_affected: Option<u64>, result: &Result<T, Error>) {
-        self.span.in_scope(|| {
-            audit(
-                self.identity.as_ref(),
-                self.rpc,
-                &self.database,
-                fingerprint,
-                rows_affected,
-                result,
-            )
-        });
-    }
-
-    /// Logs the outcome (debug on success, warn on error, inside the call's
-    /// span) and records it in the metrics.
-    fn finish<T>(&self, result: &Result<T, Error>) {
-        let elapsed = self.started.elapsed();
-        let ms = elapsed.as_secs_f64() * 1000.0;
-        self.span.in_scope(|| match result {
-            Ok(_) => debug!(ms, "ok"),
-            Err(e) => {
-                warn!(ms, code = %e.kind(), sqlstate = e.code().unwrap_or(""), "{}", e.message())
-            }
-        });
-        self.metrics.record_call(
+        audit(
+            self.identity.as_ref(),
             self.rpc,
             &self.database,
-            result.as_ref().err().map(Error::kind),
-            elapsed,
-        );
+            fingerprint,
+            rows_affected,
+            result,
+        )
     }
 }
 
@@ -552,14 +535,17 @@ impl Database for DatabaseService {
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::ExecuteRequest {
             database,
             sql,
             params,
             options,
         } = request.into_inner();
-        let call = self.begin("Execute", &database, Some(&sql)).by(identity);
-        let result = async {
+        let call = self
+            .begin(&label, "Execute", &database, Some(&sql))
+            .by(identity);
+        let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
@@ -579,9 +565,7 @@ impl Database for DatabaseService {
             })
             .await
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         call.audit(
             &self.fingerprint(&database, &sql),
             result.as_ref().ok().map(|o| o.rows_affected),
@@ -604,6 +588,7 @@ impl Database for DatabaseService {
     ) -> Result<Response<proto::ExecuteManyResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::ExecuteManyRequest {
             database,
             sql,
@@ -611,9 +596,9 @@ impl Database for DatabaseService {
             options,
         } = request.into_inner();
         let call = self
-            .begin("ExecuteMany", &database, Some(&sql))
+            .begin(&label, "ExecuteMany", &database, Some(&sql))
             .by(identity);
-        let result = async {
+        let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
@@ -646,9 +631,7 @@ impl Database for DatabaseService {
             })
             .await
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         call.audit(
             &self.fingerprint(&database, &sql),
             result.as_ref().ok().map(|o| o.rows_affected),
@@ -670,13 +653,16 @@ impl Database for DatabaseService {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::FetchAllRequest {
             database,
             sql,
             params,
             options,
         } = request.into_inner();
-        let call = self.begin("FetchAll", &database, Some(&sql)).by(identity);
+        let call = self
+            .begin(&label, "FetchAll", &database, Some(&sql))
+            .by(identity);
         if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
                 .fetch_all_read_only(call, database, sql, params, limit)
@@ -684,7 +670,7 @@ impl Database for DatabaseService {
         }
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
-        let opened = async {
+        let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
@@ -697,11 +683,7 @@ impl Database for DatabaseService {
             })
             .await
         }
-        .instrument(call.span.clone())
         .await;
-        if opened.is_err() {
-            call.finish(&opened);
-        }
         let (stream, turn) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         // A stream's final error goes here rather than into the channel,
@@ -719,7 +701,6 @@ impl Database for DatabaseService {
             // The engine's cursor and connection are gone now; so is the
             // call's turn.
             drop(turn);
-            call.finish(&result);
             set_ending(&pump_ending, result);
             // `tx` drops here, after the error is in place.
         });
@@ -732,14 +713,17 @@ impl Database for DatabaseService {
     ) -> Result<Response<proto::FetchOneResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::FetchOneRequest {
             database,
             sql,
             params,
             options,
         } = request.into_inner();
-        let call = self.begin("FetchOne", &database, Some(&sql)).by(identity);
-        let result = async {
+        let call = self
+            .begin(&label, "FetchOne", &database, Some(&sql))
+            .by(identity);
+        let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             self.check_sql_size(&sql)?;
@@ -781,9 +765,7 @@ impl Database for DatabaseService {
             })
             .await
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         let (columns, row) = result?;
         if row.is_some() {
             self.metrics.add_rows(&call.database, 1);
@@ -801,9 +783,12 @@ impl Database for DatabaseService {
     ) -> Result<Response<proto::TableExistsResponse>, Status> {
         let limit = call_timeout(&request, None);
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::TableExistsRequest { database, table } = request.into_inner();
-        let call = self.begin("TableExists", &database, None).by(identity);
-        let result = async {
+        let call = self
+            .begin(&label, "TableExists", &database, None)
+            .by(identity);
+        let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             if table.trim().is_empty() {
@@ -815,9 +800,7 @@ impl Database for DatabaseService {
             })
             .await
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         Ok(Response::new(proto::TableExistsResponse {
             exists: result?,
         }))
@@ -828,6 +811,7 @@ impl Database for DatabaseService {
         request: Request<proto::MigrateRequest>,
     ) -> Result<Response<proto::MigrateResponse>, Status> {
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::MigrateRequest {
             database,
             action,
@@ -836,7 +820,7 @@ impl Database for DatabaseService {
             allow_missing,
             allow_out_of_order,
         } = request.into_inner();
-        let call = self.begin("Migrate", &database, None).by(identity);
+        let call = self.begin(&label, "Migrate", &database, None).by(identity);
         let action_name = match proto::MigrateAction::try_from(action) {
             Ok(proto::MigrateAction::Status) => "status",
             Ok(proto::MigrateAction::Plan) => "plan",
@@ -847,7 +831,7 @@ impl Database for DatabaseService {
             Ok(proto::MigrateAction::Baseline) => "baseline",
             Ok(proto::MigrateAction::Unspecified) | Err(_) => "unspecified",
         };
-        let result = async {
+        let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Admin)?;
             let target = parse_target(&target_version)?;
             let need_target = |what: &str| {
@@ -887,9 +871,7 @@ impl Database for DatabaseService {
             };
             self.registry.migrate(&database, action, options, sent).await
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         // The fingerprint of a Migrate call is its action (the migrations it
         // ran are listed in its report and the tracking table).
         call.audit(
@@ -910,14 +892,15 @@ impl Database for DatabaseService {
         request: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::HealthResponse>, Status> {
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::HealthRequest { database } = request.into_inner();
         let call = if database.is_empty() {
-            self.begin_labelled("Health", ALL_DATABASES.to_owned(), None, None)
+            self.begin_labelled(&label, "Health", ALL_DATABASES.to_owned(), None, None)
         } else {
-            self.begin("Health", &database, None)
+            self.begin(&label, "Health", &database, None)
         }
         .by(identity);
-        let result = async {
+        let result: Result<_, Error> = async {
             let names: Vec<String> = if database.is_empty() {
                 // Every database the token may use.
                 self.registry
@@ -940,9 +923,7 @@ impl Database for DatabaseService {
             }
             Ok(databases)
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         Ok(Response::new(proto::HealthResponse { databases: result? }))
     }
 
@@ -952,13 +933,14 @@ impl Database for DatabaseService {
     ) -> Result<Response<proto::BatchResponse>, Status> {
         let limit = call_timeout(&request, request.get_ref().options.as_ref());
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let proto::BatchRequest {
             database,
             statements,
             read_only,
             options: _,
         } = request.into_inner();
-        let call = self.begin("Batch", &database, None).by(identity);
+        let call = self.begin(&label, "Batch", &database, None).by(identity);
         let needs = if read_only { Scope::Read } else { Scope::Write };
         // The statements' shapes, for the audit line (a read-only batch
         // changes nothing and has none).
@@ -969,7 +951,7 @@ impl Database for DatabaseService {
                 .collect::<Vec<_>>()
                 .join("; ")
         });
-        let result = async {
+        let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, needs)?;
             let engine = self.engine_of(&database)?;
             let backend = self.registry.ready_backend(&database)?;
@@ -999,9 +981,7 @@ impl Database for DatabaseService {
             .await
             .map_err(|e| ValueScrubber::for_sets(list.iter().map(|(_, p)| p.as_slice())).scrub(e))
         }
-        .instrument(call.span.clone())
         .await;
-        call.finish(&result);
         if let Some(fingerprints) = &fingerprints {
             call.audit(
                 fingerprints,
@@ -1035,45 +1015,53 @@ impl Database for DatabaseService {
     ) -> Result<Response<Self::TransactionStream>, Status> {
         let deadline = call_timeout(&request, None);
         let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
         let inbound: transaction::Inbound = request.into_inner().boxed();
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         // As FetchAll's: the final error follows the last answer.
         let ending = Ending::default();
         let pump_ending = ending.clone();
         let service = self.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let driven = AssertUnwindSafe(transaction::drive(
-                &service,
-                identity.as_ref(),
-                inbound,
-                &tx,
-                deadline,
-            ))
-            .catch_unwind()
-            .await;
-            let ended = match driven {
-                Ok(ended) => ended,
-                Err(panic) => transaction::Ended {
-                    database: None,
-                    outcome: "error",
-                    result: Err(panic_error(panic.as_ref())),
-                    lasted: None,
-                },
-            };
-            let call = match &ended.database {
-                Some(name) => service.begin("Transaction", name, None),
-                None => {
-                    service.begin_labelled("Transaction", UNKNOWN_DATABASE.to_owned(), None, None)
-                }
-            };
-            let call = Call { started, ..call };
-            call.span.in_scope(|| {
-                debug!(outcome = ended.outcome, lasted_ms = ?ended.lasted.map(|d| d.as_millis()), "transaction ended")
-            });
-            call.finish(&ended.result);
-            set_ending(&pump_ending, ended.result);
-        }.instrument(Span::current()));
+        tokio::spawn(
+            async move {
+                let driven = AssertUnwindSafe(transaction::drive(
+                    &service,
+                    identity.as_ref(),
+                    inbound,
+                    &tx,
+                    deadline,
+                ))
+                .catch_unwind()
+                .await;
+                let ended = match driven {
+                    Ok(ended) => ended,
+                    Err(panic) => transaction::Ended {
+                        database: None,
+                        outcome: "error",
+                        result: Err(panic_error(panic.as_ref())),
+                        lasted: None,
+                    },
+                };
+                let call = match &ended.database {
+                    Some(name) => service.begin(&label, "Transaction", name, None),
+                    None => service.begin_labelled(
+                        &label,
+                        "Transaction",
+                        UNKNOWN_DATABASE.to_owned(),
+                        None,
+                        None,
+                    ),
+                };
+                debug!(
+                    database = %call.database,
+                    outcome = ended.outcome,
+                    lasted_ms = ?ended.lasted.map(|d| d.as_millis()),
+                    "transaction ended"
+                );
+                set_ending(&pump_ending, ended.result);
+            }
+            .instrument(Span::current()),
+        );
         Ok(Response::new(frames_then_ending(rx, ending)))
     }
 }
@@ -1287,7 +1275,7 @@ impl DatabaseService {
         limit: Option<Duration>,
     ) -> Result<Response<FetchStream>, Status> {
         let started = Instant::now();
-        let opened = async {
+        let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let backend = self.registry.ready_backend(&database)?;
             self.check_sql_size(&sql)?;
@@ -1296,11 +1284,7 @@ impl DatabaseService {
             let turn = with_timeout(limit, self.turn(&database)).await?;
             Ok((backend, params, turn))
         }
-        .instrument(call.span.clone())
         .await;
-        if opened.is_err() {
-            call.finish(&opened);
-        }
         let (backend, params, turn) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         let ending = Ending::default();
@@ -1322,7 +1306,6 @@ impl DatabaseService {
             })
             .await;
             drop(turn);
-            call.finish(&result);
             set_ending(&task_ending, result);
         });
         Ok(Response::new(frames_then_ending(rx, ending)))
@@ -1385,7 +1368,6 @@ mod tests {
             rpc: "FetchAll",
             database: "default".to_owned(),
             started: Instant::now(),
-            span: Span::none(),
             metrics: Metrics::new(),
             identity: None,
         }
