@@ -10,7 +10,7 @@ use super::{
     sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, PoolSlot, SqlxEngine, Step, Steps, map_sqlx_error, sqlx_statement_paths,
+        BeginPlan, PoolSlot, Readied, SqlxEngine, Step, Steps, map_sqlx_error, sqlx_statement_paths,
     },
 };
 use crate::placeholders::Dialect;
@@ -580,7 +580,7 @@ impl SqlxEngine for SqliteEngine {
     fn ready(
         conn: PoolConnection<sqlx::Sqlite>,
         pool: &PoolSlot<sqlx::Sqlite>,
-    ) -> BoxFuture<'_, Result<(PoolConnection<sqlx::Sqlite>, Interrupt)>> {
+    ) -> BoxFuture<'_, Result<Readied<Self>>> {
         Box::pin(async move {
             let mut conn = conn;
             let stop = Arc::new(AtomicBool::new(false));

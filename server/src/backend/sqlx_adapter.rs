@@ -8,7 +8,7 @@
 use super::{
     Backend, PoolSettings,
     session::Session,
-    sqlx_common::{Call, PoolSlot, SqlxEngine, SqlxSession, Step},
+    sqlx_common::{Call, PoolSlot, Readied, SqlxEngine, SqlxSession, Step},
 };
 use crate::migrate::{MigrationSession, OnSession};
 use async_trait::async_trait;
@@ -35,13 +35,14 @@ impl<E: SqlxEngine> SqlxBackend<E> {
     }
 
     /// The engine's settings.
+    #[cfg(feature = "postgres")]
     pub(crate) fn engine(&self) -> &E {
         &self.engine
     }
 
     /// A pooled connection readied for a call or a session
     /// ([`SqlxEngine::ready`]), with its guard.
-    async fn acquire(&self) -> Result<(PoolConnection<E::DB>, E::Guard), Error> {
+    async fn acquire(&self) -> Result<Readied<E>, Error> {
         let conn = self.pool.acquire(E::map_error).await?;
         E::ready(conn, &self.pool).await
     }

@@ -11,12 +11,9 @@ use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
 use iadb::{Error, ErrorKind, ExecuteOutcome, Value};
 use sqlx::TransactionManager as _;
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 /// How an engine's error codes map to iadb error kinds beyond what sqlx's
@@ -72,12 +69,14 @@ pub(crate) fn map_sqlx_error(e: sqlx::Error, classify: CodeClassifier) -> Error 
 /// longer is pinged first, and one that fails the ping is closed and
 /// replaced. This is pgbouncer's `server_check_delay`, whose default is 30 s,
 /// with a shorter delay.
-pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The pools' `before_acquire` hook (with sqlx's `test_before_acquire` off):
 /// pings a connection only when it has been idle for [`PING_AFTER_IDLE`] or
 /// longer. A failed ping makes sqlx close the connection and hand out
 /// another (or open a new one).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn ping_if_idle<C: sqlx::Connection>(
     conn: &mut C,
     meta: sqlx::pool::PoolConnectionMetadata,
@@ -114,6 +113,7 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
 
     /// Counts a connection that was found inside a transaction and rolled
     /// back (reported as `pool_transactions_rolled_back_total`).
+    #[cfg(feature = "sqlite")]
     pub(crate) fn count_rollback(&self) {
         self.rolled_back.fetch_add(1, Ordering::Relaxed);
     }
@@ -205,6 +205,13 @@ pub enum Call {
     /// catalogue lookup).
     Statement,
 }
+
+/// A pooled connection readied for a call or a session
+/// ([`SqlxEngine::ready`]), and its guard.
+pub type Readied<E> = (
+    sqlx::pool::PoolConnection<<E as SqlxEngine>::DB>,
+    <E as SqlxEngine>::Guard,
+);
 
 /// What makes a sqlx driver an iadb engine: how it binds, decodes and maps
 /// errors (its statement paths), how it begins a transaction, and what its
@@ -337,7 +344,7 @@ pub trait SqlxEngine: Send + Sync + Sized + 'static {
     fn ready(
         conn: sqlx::pool::PoolConnection<Self::DB>,
         pool: &PoolSlot<Self::DB>,
-    ) -> BoxFuture<'_, Result<(sqlx::pool::PoolConnection<Self::DB>, Self::Guard), Error>> {
+    ) -> BoxFuture<'_, Result<Readied<Self>, Error>> {
         let _ = pool;
         Box::pin(async move { Ok((conn, Self::Guard::default())) })
     }
