@@ -22,6 +22,8 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_sandbox;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sqlx_adapter;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sqlx_common;
 
 #[cfg(feature = "duckdb")]

@@ -13,23 +13,20 @@
 //! `tests/tests/mysql_types.rs`.
 
 use super::{
-    Backend, PoolSettings, check_param_count, check_sql,
-    session::{Isolation, RowSink, Session, TxOptions},
+    PoolSettings, check_param_count, check_sql,
+    session::{Isolation, TxOptions},
+    sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle,
+        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, split_schema,
         sqlx_statement_paths,
     },
 };
-use crate::{
-    migrate::{MigrationSession, OnSession},
-    placeholders::Dialect,
-};
-use async_trait::async_trait;
+use crate::placeholders::Dialect;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    PoolStatus, QueryEvent, QueryStream, Result, Value,
+    Result, Value,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::{
@@ -38,27 +35,30 @@ use sqlx::{
     encode::IsNull,
     error::{BoxDynError, DatabaseError},
     mysql::{
-        MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
-        MySqlRow, MySqlSslMode, MySqlTypeInfo, types::MySqlTime,
+        MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlRow, MySqlSslMode,
+        MySqlTypeInfo, types::MySqlTime,
     },
-    pool::PoolConnection,
+    pool::{PoolConnection, PoolOptions},
 };
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-/// The MySQL / MariaDB adapter.
-pub struct MySqlBackend {
+/// The MySQL / MariaDB adapter: the generic sqlx adapter on
+/// [`MySqlEngine`].
+pub type MySqlBackend = SqlxBackend<MySqlEngine>;
+
+/// MySQL and MariaDB, for the generic sqlx adapter and session: the
+/// settings from the URL.
+pub struct MySqlEngine {
     options: MySqlConnectOptions,
     /// Modes added to `sql_mode` on every new connection (`ANSI_QUOTES`
     /// unless turned off, then the URL's `sql_mode`), comma-separated.
     added_modes: String,
-    settings: PoolSettings,
-    pool: PoolSlot<sqlx::MySql>,
 }
 
 /// URL options this adapter reads; any other is refused, so that a typo in
@@ -165,16 +165,13 @@ impl MySqlBackend {
             added_modes.push("ANSI_QUOTES".to_owned());
         }
         added_modes.extend(extra_sql_mode);
-        Ok(Self {
-            options,
-            added_modes: added_modes.join(","),
+        Ok(SqlxBackend::with_engine(
+            MySqlEngine {
+                options,
+                added_modes: added_modes.join(","),
+            },
             settings,
-            pool: PoolSlot::new(),
-        })
-    }
-
-    fn pool(&self) -> Result<MySqlPool> {
-        self.pool.get()
+        ))
     }
 }
 
@@ -477,40 +474,6 @@ fn declared_type(column: &sqlx::mysql::MySqlColumn) -> String {
 /// reading the rest of the result before it is closed instead.
 const DRAIN_BUDGET: Duration = Duration::from_millis(250);
 
-/// The connection of a running stream. MySQL's protocol has no way to stop
-/// a result part-way on the same connection: the rest must be read before the
-/// next command, and sqlx reads it when the connection returns to the pool,
-/// which for a large result takes as long as the whole query. So a stream
-/// dropped before its end (the client left, or its deadline passed) gets a
-/// short budget to finish; past it the connection is closed, which stops a
-/// query that is sending rows at its next write, and the pool opens a fresh
-/// one. (A statement silent for long, such as `SLEEP`, runs to its end: only
-/// `KILL QUERY` stops it, and sqlx does not expose the connection id.)
-struct StreamConnection {
-    conn: Option<PoolConnection<MySql>>,
-    finished: bool,
-}
-
-impl Drop for StreamConnection {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            match tokio::time::timeout(DRAIN_BUDGET, conn.ping()).await {
-                Ok(Ok(())) => drop(conn),
-                _ => drop(conn.detach()),
-            }
-        });
-    }
-}
-
 /// Second line of defence, run on every connection going back to the pool:
 /// a connection inside a transaction (a stored procedure may `START
 /// TRANSACTION` and return without ending it; pooled calls may not) is
@@ -577,56 +540,57 @@ async fn execute_on(
     })
 }
 
-/// Runs one statement on `conn` and sends its columns and rows to `sink`.
-async fn query_into(
-    conn: &mut sqlx::MySqlConnection,
-    sql: &str,
-    params: &[Value],
-    sink: &mut dyn RowSink,
-) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    check_param_count(sql, Dialect::MySql, params.len())?;
-    let args = bind_all(params)?;
-    let columns: Arc<[Column]> = {
-        let statement = conn.prepare(sql).await.map_err(mysql_error)?;
-        statement
-            .columns()
-            .iter()
-            .map(|c| Column::new(c.name(), declared_type(c)))
-            .collect()
-    };
-    let width = columns.len();
-    sink.columns(columns).await?;
-    let mut outcome = ExecuteOutcome::default();
-    let mut row_number = 0u64;
-    let mut results = conn.fetch_many(sqlx::query_with(sql, args));
-    while let Some(item) = results.next().await {
-        match item.map_err(mysql_error)? {
-            Either::Left(done) => {
-                outcome.rows_affected += done.rows_affected();
-                if let Some(id) = last_insert_id(done.last_insert_id()) {
-                    outcome.last_insert_id = Some(id);
-                }
-            }
-            Either::Right(row) => {
-                row_number += 1;
-                let mut values = Vec::with_capacity(width);
-                for i in 0..row.len() {
-                    values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
-                }
-                sink.row(values).await?;
-            }
-        }
-    }
-    Ok(outcome)
+/// A statement checked and bound for MySQL.
+pub struct MySqlStatement {
+    sql: String,
+    args: MySqlArguments,
 }
 
-/// MySQL and MariaDB for the generic session.
-pub(crate) struct MySqlEngine;
+/// Prepares `statement` on `conn` (which gives the columns before the
+/// first row, and caches the statement for the execution that follows),
+/// then runs it.
+fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'_> {
+    let MySqlStatement { sql, args } = statement;
+    Box::pin(async_stream::try_stream! {
+        let columns: Arc<[Column]> = {
+            let statement = conn.prepare(&sql).await.map_err(mysql_error)?;
+            statement
+                .columns()
+                .iter()
+                .map(|c| Column::new(c.name(), declared_type(c)))
+                .collect()
+        };
+        let width = columns.len();
+        yield Step::Columns(columns);
+        let mut outcome = ExecuteOutcome::default();
+        let mut row_number = 0u64;
+        let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
+        while let Some(item) = results.next().await {
+            match item.map_err(mysql_error)? {
+                Either::Left(done) => {
+                    outcome.rows_affected += done.rows_affected();
+                    if let Some(id) = last_insert_id(done.last_insert_id()) {
+                        outcome.last_insert_id = Some(id);
+                    }
+                }
+                Either::Right(row) => {
+                    row_number += 1;
+                    let mut values = Vec::with_capacity(width);
+                    for i in 0..row.len() {
+                        values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
+                    }
+                    yield Step::Row(values);
+                }
+            }
+        }
+        yield Step::Done(outcome);
+    })
+}
 
 impl SqlxEngine for MySqlEngine {
     type DB = MySql;
     type Guard = ();
+    type Statement = MySqlStatement;
     const ENGINE: DatabaseType = DatabaseType::Mysql;
 
     fn map_error(e: sqlx::Error) -> Error {
@@ -634,7 +598,6 @@ impl SqlxEngine for MySqlEngine {
     }
 
     fn begin_plan(options: &TxOptions) -> Result<BeginPlan> {
-        options.check_immediate(DatabaseType::Mysql)?;
         // `SET TRANSACTION` (without GLOBAL or SESSION) applies to the next
         // transaction only, so nothing outlives this one.
         let isolation = match options.isolation {
@@ -675,26 +638,101 @@ impl SqlxEngine for MySqlEngine {
         })
     }
 
-    sqlx_statement_paths!(sqlx::MySqlConnection);
-}
+    fn statement(sql: &str, params: &[Value]) -> Result<MySqlStatement> {
+        Self::check(sql, params)?;
+        Ok(MySqlStatement {
+            sql: sql.to_owned(),
+            args: bind_all(params)?,
+        })
+    }
 
-#[async_trait]
-impl DatabaseInterface for MySqlBackend {
-    async fn connect(&self) -> Result<()> {
+    sqlx_statement_paths!(sqlx::MySqlConnection);
+
+    fn quote_identifier(name: &str) -> String {
+        format!("`{}`", name.replace('`', "``"))
+    }
+
+    fn table_exists<'a>(
+        conn: &'a mut sqlx::MySqlConnection,
+        table: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            // `database.table` names another database (MySQL's schemas).
+            let (schema, name) = split_schema(table);
+            // The catalogue's collation is case-insensitive whatever the server
+            // does with names; whether `T` and `t` are the same table is
+            // `lower_case_table_names` (0: compared as given).
+            let sql = "SELECT table_schema, table_name, @@lower_case_table_names \
+                       FROM information_schema.tables \
+                       WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?";
+            let rows = sqlx::query(sql)
+                .bind(schema)
+                .bind(name)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(mysql_error)?;
+            for row in &rows {
+                let case_sensitive = decode_value(row, 2)? == Value::Int(0);
+                let schema_ok = match schema {
+                    Some(s) => same_name(&decode_value(row, 0)?, s, case_sensitive),
+                    None => true,
+                };
+                if schema_ok && same_name(&decode_value(row, 1)?, name, case_sensitive) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    /// `SUPER` (change any session's or the server's settings, kill other
+    /// sessions) or `FILE` (`LOAD DATA INFILE`, `SELECT ... INTO OUTFILE`:
+    /// the server host's files) granted globally to the connected user.
+    fn broad_privileges(db: &dyn DatabaseInterface) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let rows = db
+                .fetch_all(
+                    "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES \
+                     WHERE PRIVILEGE_TYPE IN ('SUPER', 'FILE') \
+                     AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \
+                     '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''') \
+                     ORDER BY PRIVILEGE_TYPE",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| match row.get_index(0) {
+                    Some(Value::Text(p)) => Some(format!("{p} privilege")),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    fn connect_options(&self) -> MySqlConnectOptions {
+        self.options.clone()
+    }
+
+    /// An idle connection is pinged before it is lent; one that comes back
+    /// inside a transaction is rolled back ([`end_open_transaction`]); a
+    /// new one learns whether the server is MariaDB and gets the added
+    /// `sql_mode`s.
+    fn pool_options(
+        &self,
+        base: PoolOptions<MySql>,
+        rolled_back: Arc<AtomicU64>,
+    ) -> Result<PoolOptions<MySql>> {
         let added_modes = self.added_modes.clone();
         let mariadb = Arc::new(AtomicBool::new(false));
         let mariadb_seen = mariadb.clone();
-        let pool = MySqlPoolOptions::new()
-            .acquire_timeout(self.settings.acquire_timeout)
-            .max_connections(self.settings.max_connections.max(1))
-            .test_before_acquire(false)
+        Ok(base
             .before_acquire(ping_if_idle)
             .after_release({
                 let mariadb = mariadb.clone();
-                let dirty = self.pool.rollback_counter();
                 move |conn, _| {
                     let mariadb = mariadb.load(Ordering::Relaxed);
-                    let dirty = dirty.clone();
+                    let dirty = rolled_back.clone();
                     Box::pin(async move {
                         if end_open_transaction(conn, mariadb).await? {
                             dirty.fetch_add(1, Ordering::Relaxed);
@@ -722,161 +760,32 @@ impl DatabaseInterface for MySqlBackend {
                     }
                     Ok(())
                 })
-            })
-            .connect_with(self.options.clone())
-            .await
-            .map_err(mysql_error)?;
-        self.pool.set(pool)
+            }))
     }
 
-    async fn disconnect(&self) -> Result<()> {
-        self.pool.close().await
-    }
-
-    fn is_connected(&self) -> bool {
-        self.pool().is_ok()
-    }
-
-    fn pool_status(&self) -> Option<PoolStatus> {
-        self.pool.status()
-    }
-
-    fn quote_identifier(&self, name: &str) -> String {
-        format!("`{}`", name.replace('`', "``"))
-    }
-
-    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
-        check_sql(sql)?;
-        check_param_count(sql, Dialect::MySql, params.len())?;
-        let args = bind_all(params)?;
-        let mut conn = self.pool.acquire(mysql_error).await?;
-        // Preparing gives the columns before the first row (and caches the
-        // statement for the execution that follows).
-        let columns: Arc<[Column]> = {
-            let statement = conn.prepare(sql).await.map_err(mysql_error)?;
-            statement
-                .columns()
-                .iter()
-                .map(|c| Column::new(c.name(), declared_type(c)))
-                .collect()
-        };
-        let sql = sql.to_owned();
-        let width = columns.len();
-        let events = async_stream::try_stream! {
-            let mut stream_conn = StreamConnection { conn: Some(conn), finished: false };
-            let mut outcome = ExecuteOutcome::default();
-            let mut row_number = 0u64;
-            if let Some(conn) = stream_conn.conn.as_mut() {
-                let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
-                while let Some(item) = results.next().await {
-                    match item.map_err(mysql_error)? {
-                        Either::Left(done) => {
-                            outcome.rows_affected += done.rows_affected();
-                            if let Some(id) = last_insert_id(done.last_insert_id()) {
-                                outcome.last_insert_id = Some(id);
-                            }
-                        }
-                        Either::Right(row) => {
-                            row_number += 1;
-                            let mut values = Vec::with_capacity(width);
-                            for i in 0..row.len() {
-                                values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
-                            }
-                            yield QueryEvent::Row(values);
-                        }
-                    }
-                }
-            }
-            stream_conn.finished = true;
-            yield QueryEvent::Done(outcome);
-        };
-        Ok(QueryStream {
-            columns,
-            events: events.boxed(),
-        })
-    }
-
-    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
-        check_sql(sql)?;
-        check_param_count(sql, Dialect::MySql, params.len())?;
-        let mut conn = self.pool.acquire(mysql_error).await?;
-        execute_on(&mut conn, sql, params).await
-    }
-
-    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
-        check_sql(sql)?;
-        let mut conn = self.pool.acquire(mysql_error).await?;
-        MySqlEngine::execute_many_on(&mut conn, sql, param_sets).await
-    }
-
-    async fn table_exists(&self, table: &str) -> Result<bool> {
-        // `database.table` names another database (MySQL's schemas).
-        let (schema, name) = match table.split_once('.') {
-            Some((s, t)) => (Some(s), t),
-            None => (None, table),
-        };
-        // The catalogue's collation is case-insensitive whatever the server
-        // does with names; whether `T` and `t` are the same table is
-        // `lower_case_table_names` (0: compared as given).
-        let sql = "SELECT table_schema, table_name, @@lower_case_table_names \
-                   FROM information_schema.tables \
-                   WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?";
-        let rows = sqlx::query(sql)
-            .bind(schema)
-            .bind(name)
-            .fetch_all(&mut *self.pool.acquire(mysql_error).await?)
-            .await
-            .map_err(mysql_error)?;
-        for row in &rows {
-            let case_sensitive = decode_value(row, 2)? == Value::Int(0);
-            let schema_ok = match schema {
-                Some(s) => same_name(&decode_value(row, 0)?, s, case_sensitive),
-                None => true,
-            };
-            if schema_ok && same_name(&decode_value(row, 1)?, name, case_sensitive) {
-                return Ok(true);
-            }
+    /// A stream dropped before its end: MySQL's protocol has no way to
+    /// stop a result part-way on the same connection, the rest must be
+    /// read before the next command, and sqlx reads it when the connection
+    /// returns to the pool, which for a large result takes as long as the
+    /// whole query. So the connection gets a short budget to finish; past
+    /// it the connection is closed, which stops a query that is sending
+    /// rows at its next write, and the pool opens a fresh one. (A
+    /// statement silent for long, such as `SLEEP`, runs to its end: only
+    /// `KILL QUERY` stops it, and sqlx does not expose the connection id.)
+    /// Any other call's connection goes back to the pool as it is.
+    fn abandon(mut conn: PoolConnection<MySql>, _guard: (), call: Call) {
+        if call != Call::Stream {
+            return;
         }
-        Ok(false)
-    }
-}
-
-#[async_trait]
-impl Backend for MySqlBackend {
-    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        // Detached: the named lock (`GET_LOCK`) the run takes, and any
-        // session state a migration leaves, end with it.
-        let conn = self.pool.acquire(mysql_error).await?;
-        let session = SqlxSession::<MySqlEngine>::detached(conn, ());
-        Ok(Box::new(OnSession(Box::new(session))))
-    }
-
-    async fn session(&self) -> Result<Box<dyn Session>> {
-        let conn = self.pool.acquire(mysql_error).await?;
-        Ok(Box::new(SqlxSession::<MySqlEngine>::new(conn, ())))
-    }
-
-    /// `SUPER` (change any session's or the server's settings, kill other
-    /// sessions) or `FILE` (`LOAD DATA INFILE`, `SELECT ... INTO OUTFILE`:
-    /// the server host's files) granted globally to the connected user.
-    async fn broad_privileges(&self) -> Result<Vec<String>> {
-        let rows = self
-            .fetch_all(
-                "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES \
-                 WHERE PRIVILEGE_TYPE IN ('SUPER', 'FILE') \
-                 AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \
-                 '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''') \
-                 ORDER BY PRIVILEGE_TYPE",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| match row.get_index(0) {
-                Some(Value::Text(p)) => Some(format!("{p} privilege")),
-                _ => None,
-            })
-            .collect())
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            match tokio::time::timeout(DRAIN_BUDGET, conn.ping()).await {
+                Ok(Ok(())) => drop(conn),
+                _ => drop(conn.detach()),
+            }
+        });
     }
 }
 

@@ -10,39 +10,44 @@
 //! ends the query on the server instead of draining it.
 
 use super::{
-    Backend, PoolSettings, check_param_count, check_sql,
-    session::{Isolation, RowSink, Session, TxOptions},
+    PoolSettings, check_param_count, check_sql,
+    session::{Isolation, TxOptions},
+    sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, ping_if_idle,
+        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, split_schema,
         sqlx_statement_paths,
     },
 };
-use crate::{
-    migrate::{MigrationSession, OnSession},
-    placeholders::rewrite_numbered,
-};
-use async_trait::async_trait;
+use crate::placeholders::rewrite_numbered;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    PoolStatus, QueryEvent, QueryStream, Result, Value,
+    Result, Value,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::{
     Arguments, Column as _, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
     error::DatabaseError,
-    pool::PoolConnection,
+    pool::{PoolConnection, PoolOptions},
     postgres::{
-        PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode, PgTypeInfo,
-        PgTypeKind, Postgres, types::Oid,
+        PgArguments, PgConnectOptions, PgRow, PgSslMode, PgTypeInfo, PgTypeKind, Postgres,
+        types::Oid,
     },
     types::{BigDecimal, Json, JsonRawValue, Uuid},
 };
-use std::{borrow::Cow, str::FromStr, sync::Arc};
+use std::{
+    borrow::Cow,
+    str::FromStr,
+    sync::{Arc, atomic::AtomicU64},
+};
 
-/// The PostgreSQL adapter.
-pub struct PostgresBackend {
+/// The PostgreSQL adapter: the generic sqlx adapter on [`PostgresEngine`].
+pub type PostgresBackend = SqlxBackend<PostgresEngine>;
+
+/// PostgreSQL, for the generic sqlx adapter and session: the settings
+/// from its URL.
+pub struct PostgresEngine {
     options: PgConnectOptions,
     /// `SET TIME ZONE` for every new connection (the URL's `timezone`;
     /// sqlx's startup message sets UTC, which a startup option cannot
@@ -51,8 +56,6 @@ pub struct PostgresBackend {
     /// What every connection runs when it goes back to the pool
     /// ([`reset_sql`]).
     reset: Arc<str>,
-    settings: PoolSettings,
-    pool: PoolSlot<sqlx::Postgres>,
 }
 
 impl PostgresBackend {
@@ -110,27 +113,20 @@ impl PostgresBackend {
                 ));
             }
         };
-        Ok(Self {
-            options,
-            reset: reset_sql(time_zone.as_deref()).into(),
-            time_zone,
+        Ok(SqlxBackend::with_engine(
+            PostgresEngine {
+                options,
+                reset: reset_sql(time_zone.as_deref()).into(),
+                time_zone,
+            },
             settings,
-            pool: PoolSlot::new(),
-        })
-    }
-
-    fn pool(&self) -> Result<PgPool> {
-        self.pool.get()
+        ))
     }
 
     /// What each connection runs when it goes back to the pool (for the
     /// reset benchmark, `cargo bench --bench reset`).
     pub fn reset_statement(&self) -> &str {
-        &self.reset
-    }
-
-    async fn acquire(&self) -> Result<PoolConnection<Postgres>> {
-        self.pool.acquire(pg_error).await
+        &self.engine().reset
     }
 }
 
@@ -647,33 +643,6 @@ fn format_interval(months: i32, days: i32, micros: i64) -> String {
     out
 }
 
-/// A pooled connection that, if dropped before its statement finished (the
-/// caller left or its deadline passed), is closed rather than returned:
-/// returning it would first wait for the statement or drain its result.
-/// PostgreSQL notices the closed connection within
-/// `client_connection_check_interval` (set on every connection, see
-/// [`CONNECTION_CHECK_INTERVAL_MS`]) and ends the statement, even one that
-/// sends nothing, such as `pg_sleep`.
-struct StatementConnection {
-    conn: Option<PoolConnection<Postgres>>,
-    finished: bool,
-}
-
-impl StatementConnection {
-    fn new(conn: PoolConnection<Postgres>) -> Self {
-        Self {
-            conn: Some(conn),
-            finished: false,
-        }
-    }
-
-    fn connection(&mut self) -> Result<&mut sqlx::PgConnection> {
-        self.conn
-            .as_deref_mut()
-            .ok_or_else(|| Error::internal("connection gone"))
-    }
-}
-
 /// How often (ms) PostgreSQL 14+ checks, while a statement runs, that its
 /// client is still connected.
 const CONNECTION_CHECK_INTERVAL_MS: u32 = 500;
@@ -739,16 +708,6 @@ async fn reset_connection(
     }
 }
 
-impl Drop for StatementConnection {
-    fn drop(&mut self) {
-        if !self.finished
-            && let Some(conn) = self.conn.take()
-        {
-            drop(conn.detach());
-        }
-    }
-}
-
 /// Prepares `sql` on `conn` with the declared types and returns the
 /// statement's columns and the arguments bound as the resolved types.
 async fn prepare(
@@ -792,37 +751,46 @@ async fn execute_on(
     })
 }
 
-/// Runs one statement on `conn` and sends its columns and rows to `sink`.
-async fn query_into(
-    conn: &mut sqlx::PgConnection,
-    sql: &str,
-    params: &[Value],
-    sink: &mut dyn RowSink,
-) -> Result<ExecuteOutcome> {
-    let (text, types) = prepare_text(sql, params)?;
-    let (columns, args) = prepare(conn, &text, &types, params).await?;
-    sink.columns(columns).await?;
-    let mut outcome = ExecuteOutcome::default();
-    let mut row_number = 0u64;
-    let mut results = conn.fetch_many(sqlx::query_with(&text, args));
-    while let Some(item) = results.next().await {
-        match item.map_err(pg_error)? {
-            Either::Left(done) => outcome.rows_affected += done.rows_affected(),
-            Either::Right(row) => {
-                row_number += 1;
-                sink.row(decode_row(&row, row_number)?).await?;
-            }
-        }
-    }
-    Ok(outcome)
+/// A statement checked for PostgreSQL: its text (placeholders rewritten,
+/// prefixed with its type signature), the types it declares, and the
+/// parameters, bound once the prepare has resolved their types.
+pub struct PgStatement {
+    text: String,
+    types: Vec<PgTypeInfo>,
+    params: Vec<Value>,
 }
 
-/// PostgreSQL for the generic session.
-pub(crate) struct PostgresEngine;
+/// Prepares `statement` on `conn` (its columns come from the prepare,
+/// before the first row), then runs it.
+fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
+    let PgStatement {
+        text,
+        types,
+        params,
+    } = statement;
+    Box::pin(async_stream::try_stream! {
+        let (columns, args) = prepare(conn, &text, &types, &params).await?;
+        yield Step::Columns(columns);
+        let mut outcome = ExecuteOutcome::default();
+        let mut row_number = 0u64;
+        let mut results = conn.fetch_many(sqlx::query_with(&text, args));
+        while let Some(item) = results.next().await {
+            match item.map_err(pg_error)? {
+                Either::Left(done) => outcome.rows_affected += done.rows_affected(),
+                Either::Right(row) => {
+                    row_number += 1;
+                    yield Step::Row(decode_row(&row, row_number)?);
+                }
+            }
+        }
+        yield Step::Done(outcome);
+    })
+}
 
 impl SqlxEngine for PostgresEngine {
     type DB = Postgres;
     type Guard = ();
+    type Statement = PgStatement;
     const ENGINE: DatabaseType = DatabaseType::Postgresql;
 
     fn map_error(e: sqlx::Error) -> Error {
@@ -830,7 +798,6 @@ impl SqlxEngine for PostgresEngine {
     }
 
     fn begin_plan(options: &TxOptions) -> Result<BeginPlan> {
-        options.check_immediate(DatabaseType::Postgresql)?;
         let mut begin = String::from("BEGIN");
         match options.isolation {
             Isolation::Default => {}
@@ -857,15 +824,90 @@ impl SqlxEngine for PostgresEngine {
         })
     }
 
-    sqlx_statement_paths!(sqlx::PgConnection);
-}
+    /// Checked by `execute_on` (on the connection, as before the generic
+    /// adapter): nothing here.
+    fn check(_sql: &str, _params: &[Value]) -> Result<()> {
+        Ok(())
+    }
 
-#[async_trait]
-impl DatabaseInterface for PostgresBackend {
-    async fn connect(&self) -> Result<()> {
-        let pool = PgPoolOptions::new()
-            .max_connections(self.settings.max_connections.max(1))
-            .acquire_timeout(self.settings.acquire_timeout)
+    fn statement(sql: &str, params: &[Value]) -> Result<PgStatement> {
+        let (text, types) = prepare_text(sql, params)?;
+        Ok(PgStatement {
+            text: text.into_owned(),
+            types,
+            params: params.to_vec(),
+        })
+    }
+
+    sqlx_statement_paths!(sqlx::PgConnection);
+
+    fn table_exists<'a>(
+        conn: &'a mut sqlx::PgConnection,
+        table: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (schema, name) = split_schema(table);
+            let found: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = $2 AND n.nspname = COALESCE($1, current_schema()) \
+                 AND c.relkind IN ('r', 'v', 'm', 'p', 'f'))",
+            )
+            .bind(schema)
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+            Ok(found)
+        })
+    }
+
+    /// A superuser (`rolsuper`), or a member of the roles that read and
+    /// write the server's files or run programs on it (`COPY ... FROM
+    /// PROGRAM`, `pg_read_file`).
+    fn broad_privileges(db: &dyn DatabaseInterface) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            const CHECKS: &[&str] = &[
+                "pg_read_server_files",
+                "pg_write_server_files",
+                "pg_execute_server_program",
+            ];
+            let sql = format!(
+                "SELECT r.rolsuper{} FROM pg_roles r WHERE r.rolname = current_user",
+                CHECKS
+                    .iter()
+                    .map(|role| format!(", pg_has_role(current_user, '{role}', 'MEMBER')"))
+                    .collect::<String>()
+            );
+            let Some(row) = db.fetch_one(&sql, &[]).await? else {
+                return Ok(Vec::new());
+            };
+            let granted = |i: usize| matches!(row.get_index(i), Some(Value::Bool(true)));
+            if granted(0) {
+                return Ok(vec!["superuser (rolsuper)".to_owned()]);
+            }
+            Ok(CHECKS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| granted(i + 1))
+                .map(|(_, role)| format!("member of {role}"))
+                .collect())
+        })
+    }
+
+    fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// Each new connection gets iadb's settings ([`on_connect`], the
+    /// URL's time zone); an idle one is pinged before it is lent; each
+    /// runs [`reset_sql`] when it comes back.
+    fn pool_options(
+        &self,
+        base: PoolOptions<Postgres>,
+        rolled_back: Arc<AtomicU64>,
+    ) -> Result<PoolOptions<Postgres>> {
+        Ok(base
             .after_connect({
                 let time_zone = self.time_zone.clone();
                 move |conn, _| {
@@ -879,14 +921,12 @@ impl DatabaseInterface for PostgresBackend {
                     })
                 }
             })
-            .test_before_acquire(false)
             .before_acquire(ping_if_idle)
             .after_release({
                 let reset = self.reset.clone();
-                let dirty = self.pool.rollback_counter();
                 move |conn, _| {
                     let reset = reset.clone();
-                    let dirty = dirty.clone();
+                    let dirty = rolled_back.clone();
                     Box::pin(async move {
                         let clean = reset_connection(conn, &reset).await?;
                         if !clean {
@@ -895,135 +935,17 @@ impl DatabaseInterface for PostgresBackend {
                         Ok(clean)
                     })
                 }
-            })
-            .connect_with(self.options.clone())
-            .await
-            .map_err(pg_error)?;
-        self.pool.set(pool)
+            }))
     }
 
-    async fn disconnect(&self) -> Result<()> {
-        self.pool.close().await
-    }
-
-    fn is_connected(&self) -> bool {
-        self.pool().is_ok()
-    }
-
-    fn pool_status(&self) -> Option<PoolStatus> {
-        self.pool.status()
-    }
-
-    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
-        let (text, types) = prepare_text(sql, params)?;
-        let text = text.into_owned();
-        let mut conn = self.acquire().await?;
-        let (columns, args) = prepare(&mut conn, &text, &types, params).await?;
-        let events = async_stream::try_stream! {
-            let mut guard = StatementConnection { conn: Some(conn), finished: false };
-            let mut outcome = ExecuteOutcome::default();
-            let mut row_number = 0u64;
-            {
-                let conn = guard.conn.as_mut().ok_or_else(|| Error::internal("connection gone"))?;
-                let mut results = conn.fetch_many(sqlx::query_with(&text, args));
-                while let Some(item) = results.next().await {
-                    match item.map_err(pg_error)? {
-                        Either::Left(done) => outcome.rows_affected += done.rows_affected(),
-                        Either::Right(row) => {
-                            row_number += 1;
-                            yield QueryEvent::Row(decode_row(&row, row_number)?);
-                        }
-                    }
-                }
-            }
-            guard.finished = true;
-            yield QueryEvent::Done(outcome);
-        };
-        Ok(QueryStream {
-            columns,
-            events: events.boxed(),
-        })
-    }
-
-    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
-        let mut statement = StatementConnection::new(self.acquire().await?);
-        let done = execute_on(statement.connection()?, sql, params).await;
-        // Ended, well or not: the connection can go back to the pool.
-        statement.finished = true;
-        done
-    }
-
-    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
-        let mut statement = StatementConnection::new(self.acquire().await?);
-        let outcome =
-            PostgresEngine::execute_many_on(statement.connection()?, sql, param_sets).await;
-        // Committed or rolled back: the connection can go back to the pool.
-        statement.finished = true;
-        outcome
-    }
-
-    async fn table_exists(&self, table: &str) -> Result<bool> {
-        let (schema, name) = match table.split_once('.') {
-            Some((s, t)) => (Some(s), t),
-            None => (None, table),
-        };
-        let found: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relname = $2 AND n.nspname = COALESCE($1, current_schema()) \
-             AND c.relkind IN ('r', 'v', 'm', 'p', 'f'))",
-        )
-        .bind(schema)
-        .bind(name)
-        .fetch_one(&mut *self.acquire().await?)
-        .await
-        .map_err(pg_error)?;
-        Ok(found)
-    }
-}
-
-#[async_trait]
-impl Backend for PostgresBackend {
-    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        let conn = self.acquire().await?;
-        let session = SqlxSession::<PostgresEngine>::detached(conn, ());
-        Ok(Box::new(OnSession(Box::new(session))))
-    }
-
-    async fn session(&self) -> Result<Box<dyn Session>> {
-        let conn = self.acquire().await?;
-        Ok(Box::new(SqlxSession::<PostgresEngine>::new(conn, ())))
-    }
-
-    /// A superuser (`rolsuper`), or a member of the roles that read and
-    /// write the server's files or run programs on it (`COPY ... FROM
-    /// PROGRAM`, `pg_read_file`).
-    async fn broad_privileges(&self) -> Result<Vec<String>> {
-        const CHECKS: &[&str] = &[
-            "pg_read_server_files",
-            "pg_write_server_files",
-            "pg_execute_server_program",
-        ];
-        let sql = format!(
-            "SELECT r.rolsuper{} FROM pg_roles r WHERE r.rolname = current_user",
-            CHECKS
-                .iter()
-                .map(|role| format!(", pg_has_role(current_user, '{role}', 'MEMBER')"))
-                .collect::<String>()
-        );
-        let Some(row) = self.fetch_one(&sql, &[]).await? else {
-            return Ok(Vec::new());
-        };
-        let granted = |i: usize| matches!(row.get_index(i), Some(Value::Bool(true)));
-        if granted(0) {
-            return Ok(vec!["superuser (rolsuper)".to_owned()]);
-        }
-        Ok(CHECKS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| granted(i + 1))
-            .map(|(_, role)| format!("member of {role}"))
-            .collect())
+    /// A connection whose call was dropped before its statement finished
+    /// is closed rather than returned: returning it would first wait for
+    /// the statement or drain its result. PostgreSQL notices the closed
+    /// connection within `client_connection_check_interval` (set on every
+    /// connection, see [`CONNECTION_CHECK_INTERVAL_MS`]) and ends the
+    /// statement, even one that sends nothing, such as `pg_sleep`.
+    fn abandon(conn: PoolConnection<Postgres>, _guard: (), _call: Call) {
+        drop(conn.detach());
     }
 }
 

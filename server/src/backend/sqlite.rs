@@ -5,33 +5,28 @@
 //! load_extension or schema writes).
 
 use super::{
-    Backend, PoolSettings, check_param_count, check_sql,
-    session::{Isolation, RowSink, Session, TxOptions},
+    PoolSettings, check_param_count, check_sql,
+    session::{Isolation, TxOptions},
     sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
+    sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, PoolSlot, SqlxEngine, SqlxSession, map_sqlx_error, sqlx_statement_paths,
+        BeginPlan, PoolSlot, Readied, SqlxEngine, Step, Steps, map_sqlx_error, sqlx_statement_paths,
     },
 };
-use crate::{
-    migrate::{MigrationSession, OnSession},
-    placeholders::Dialect,
-};
-use async_trait::async_trait;
+use crate::placeholders::Dialect;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use futures::{StreamExt, future::BoxFuture};
 use iadb::{
-    Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    PoolStatus, QueryEvent, QueryStream, Result, Value,
+    Column, ConnectionConfig, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, Value,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::TransactionManager as _;
-use sqlx::pool::PoolConnection;
+use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{
     Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
     error::DatabaseError,
     sqlite::{
-        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-        SqliteRow, SqliteSynchronous,
+        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous,
     },
 };
 use std::{
@@ -39,19 +34,21 @@ use std::{
     str::FromStr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-/// The SQLite adapter.
-pub struct SqliteBackend {
+/// The SQLite adapter: the generic sqlx adapter on [`SqliteEngine`].
+pub type SqliteBackend = SqlxBackend<SqliteEngine>;
+
+/// SQLite, for the generic sqlx adapter and session: the settings from its
+/// URL.
+pub struct SqliteEngine {
     options: SqliteConnectOptions,
     memory: bool,
-    settings: PoolSettings,
     /// Installed on every connection as it opens.
     sandbox: SqliteSandbox,
-    pool: PoolSlot<sqlx::Sqlite>,
 }
 
 impl SqliteBackend {
@@ -85,52 +82,14 @@ impl SqliteBackend {
             // sqlx would log each statement's text, literals and all; the
             // server logs its fingerprint instead.
             .disable_statement_logging();
-        Ok(Self {
-            options,
-            memory,
+        Ok(SqlxBackend::with_engine(
+            SqliteEngine {
+                options,
+                memory,
+                sandbox,
+            },
             settings,
-            sandbox,
-            pool: PoolSlot::new(),
-        })
-    }
-
-    fn pool(&self) -> Result<SqlitePool> {
-        self.pool.get()
-    }
-
-    /// A pooled connection with a fresh progress handler, and the
-    /// [`Interrupt`] that stops its statement if the call is dropped (its
-    /// deadline passed, its client left) before the statement finished.
-    /// Every statement on a pooled connection goes through here, so none
-    /// runs under an earlier call's handler.
-    async fn acquire(&self) -> Result<(PoolConnection<sqlx::Sqlite>, Interrupt)> {
-        let mut conn = self.pool.acquire(sqlite_error).await?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = stop.clone();
-        let in_transaction = {
-            let mut handle = conn.lock_handle().await.map_err(sqlite_error)?;
-            handle.set_progress_handler(PROGRESS_OPS, move || !seen.load(Ordering::Relaxed));
-            in_transaction(&mut handle)
-        };
-        if in_transaction || conn.is_in_transaction() {
-            // The second line of defence: pooled calls refuse transaction
-            // control, so this is a statement that slipped past (or sqlx's
-            // count of open transactions drifted from SQLite's); whatever
-            // it left open is not the next caller's.
-            tracing::warn!("a pooled SQLite connection was inside a transaction; rolled back");
-            self.pool.count_rollback();
-            if let Err(e) = rollback(&mut conn).await {
-                // A connection in a state that cannot be repaired is not
-                // lent again.
-                conn.close_on_drop();
-                return Err(Error::unavailable(format!(
-                    "a pooled connection was left inside a transaction and could not be \
-                     rolled back, so it was closed ({}); retry the call",
-                    sqlite_error(e).message()
-                )));
-            }
-        }
-        Ok((conn, Interrupt(Some(stop))))
+        ))
     }
 }
 
@@ -139,9 +98,9 @@ impl SqliteBackend {
 /// step with SQLite's: each level sqlx counts is rolled back through sqlx
 /// (after a `BEGIN` where SQLite has already ended the transaction, so that
 /// the rollback has one to end), then whatever SQLite still has open.
-/// Boxed: an `Executor` call inline in `acquire` trips rustc's
+/// Boxed: an `Executor` call inline in `ready` trips rustc's
 /// higher-ranked lifetime check on the async trait methods that await
-/// `acquire`.
+/// a connection through it.
 fn rollback(
     conn: &mut sqlx::SqliteConnection,
 ) -> futures::future::BoxFuture<'_, std::result::Result<(), sqlx::Error>> {
@@ -191,7 +150,8 @@ const PROGRESS_OPS: i32 = 10_000;
 /// connection.
 ///
 /// [`done`]: Interrupt::done
-pub(crate) struct Interrupt(Option<Arc<AtomicBool>>);
+#[derive(Default)]
+pub struct Interrupt(Option<Arc<AtomicBool>>);
 
 impl Interrupt {
     /// The statement ended: nothing to stop.
@@ -206,13 +166,6 @@ impl Drop for Interrupt {
             stop.store(true, Ordering::Relaxed);
         }
     }
-}
-
-/// A connection and its interrupt, dropped in this order: the flag is set
-/// before the connection goes back to the pool.
-struct Armed {
-    interrupt: Interrupt,
-    conn: PoolConnection<sqlx::Sqlite>,
 }
 
 /// SQLite's primary result codes that mean "try again" rather than "your SQL
@@ -377,13 +330,6 @@ fn is_decimal(s: &str) -> bool {
         && digits.bytes().any(|b| b.is_ascii_digit())
 }
 
-/// What the statement behind [`SqliteBackend::query`] gives, in order: its
-/// columns once, before its first row, then its events.
-enum Step {
-    Columns(Arc<[Column]>),
-    Event(QueryEvent),
-}
-
 /// The columns of a statement or of one of its rows.
 fn columns_of(columns: &[sqlx::sqlite::SqliteColumn]) -> Arc<[Column]> {
     columns
@@ -461,59 +407,65 @@ fn may_be_stale_schema(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if STALE.iter().any(|s| db.message().starts_with(s)))
 }
 
-/// Runs one statement on `conn` and sends its columns and rows to `sink`.
-async fn query_into(
-    conn: &mut sqlx::SqliteConnection,
-    sql: &str,
-    params: &[Value],
-    sink: &mut dyn RowSink,
-) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    check_param_count(sql, Dialect::Sqlite, params.len())?;
-    let args = bind_all(params)?;
-    let dml = changes_rows(sql);
-    let mut outcome = ExecuteOutcome::default();
-    let mut declared: Option<Vec<String>> = None;
-    {
-        let mut results = conn.fetch_many(sqlx::query_with(sql, args));
-        while let Some(item) = results.next().await {
-            match item.map_err(sqlite_error)? {
-                Either::Left(done) if dml => {
-                    outcome.rows_affected += done.rows_affected();
-                    if done.rows_affected() > 0 {
-                        outcome.last_insert_id = Some(done.last_insert_rowid());
+/// A statement checked and bound for SQLite.
+pub struct SqliteStatement {
+    sql: String,
+    args: SqliteArguments<'static>,
+    /// It changes rows ([`changes_rows`]): only then does its outcome
+    /// count them.
+    dml: bool,
+}
+
+/// Runs `statement` on `conn`. It runs at once and its columns come with
+/// its first row: one trip to the connection's worker thread, where a
+/// prepare first would take two. Only a result without rows asks for its
+/// columns afterwards (from the statement cache, without running it
+/// again).
+fn steps(conn: &mut sqlx::SqliteConnection, statement: SqliteStatement) -> Steps<'_> {
+    let SqliteStatement { sql, args, dml } = statement;
+    Box::pin(async_stream::try_stream! {
+        let mut outcome = ExecuteOutcome::default();
+        let mut declared: Option<Vec<String>> = None;
+        {
+            let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
+            while let Some(item) = results.next().await {
+                match item.map_err(sqlite_error)? {
+                    Either::Left(done) if dml => {
+                        outcome.rows_affected += done.rows_affected();
+                        if done.rows_affected() > 0 {
+                            outcome.last_insert_id = Some(done.last_insert_rowid());
+                        }
                     }
-                }
-                Either::Left(_) => {}
-                Either::Right(row) => {
-                    if declared.is_none() {
-                        let columns = columns_of(row.columns());
-                        declared = Some(columns.iter().map(|c| c.declared_type.clone()).collect());
-                        sink.columns(columns).await?;
+                    Either::Left(_) => {}
+                    Either::Right(row) => {
+                        if declared.is_none() {
+                            let columns = columns_of(row.columns());
+                            declared =
+                                Some(columns.iter().map(|c| c.declared_type.clone()).collect());
+                            yield Step::Columns(columns);
+                        }
+                        let types = declared.as_deref().unwrap_or_default();
+                        let mut values = Vec::with_capacity(types.len());
+                        for (i, ty) in types.iter().enumerate() {
+                            values.push(decode_value(&row, i, ty)?);
+                        }
+                        yield Step::Row(values);
                     }
-                    let types = declared.as_deref().unwrap_or_default();
-                    let mut values = Vec::with_capacity(types.len());
-                    for (i, ty) in types.iter().enumerate() {
-                        values.push(decode_value(&row, i, ty)?);
-                    }
-                    sink.row(values).await?;
                 }
             }
         }
-    }
-    if declared.is_none() {
-        let statement = conn.prepare(sql).await.map_err(sqlite_error)?;
-        sink.columns(columns_of(statement.columns())).await?;
-    }
-    Ok(outcome)
+        if declared.is_none() {
+            let statement = conn.prepare(&sql).await.map_err(sqlite_error)?;
+            yield Step::Columns(columns_of(statement.columns()));
+        }
+        yield Step::Done(outcome);
+    })
 }
-
-/// SQLite for the generic session.
-pub(crate) struct SqliteEngine;
 
 impl SqlxEngine for SqliteEngine {
     type DB = sqlx::Sqlite;
     type Guard = Interrupt;
+    type Statement = SqliteStatement;
     const ENGINE: DatabaseType = DatabaseType::Sqlite;
 
     fn map_error(e: sqlx::Error) -> Error {
@@ -549,7 +501,127 @@ impl SqlxEngine for SqliteEngine {
         })
     }
 
+    fn statement(sql: &str, params: &[Value]) -> Result<SqliteStatement> {
+        Self::check(sql, params)?;
+        Ok(SqliteStatement {
+            sql: sql.to_owned(),
+            args: bind_all(params)?,
+            dml: changes_rows(sql),
+        })
+    }
+
     sqlx_statement_paths!(sqlx::SqliteConnection);
+
+    fn table_exists<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        table: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (sql, name) = super::sqlite_table_lookup(table);
+            let found = sqlx::query(&sql)
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await;
+            Ok(found.map_err(sqlite_error)?.is_some())
+        })
+    }
+
+    fn connect_options(&self) -> SqliteConnectOptions {
+        self.options.clone()
+    }
+
+    /// No ping before a connection is handed out: an embedded database's
+    /// connection does not drop, and the ping is a trip to its worker
+    /// thread on every call. Every connection is sandboxed as it opens.
+    fn pool_options(
+        &self,
+        base: PoolOptions<sqlx::Sqlite>,
+        _rolled_back: Arc<AtomicU64>,
+    ) -> Result<PoolOptions<sqlx::Sqlite>> {
+        let folder = self.options.get_filename().parent();
+        if let Some(path) = folder.filter(|p| !self.memory && !p.as_os_str().is_empty())
+            && !Path::new(path).exists()
+        {
+            std::fs::create_dir_all(path).map_err(|e| {
+                Error::unavailable(format!("cannot create folder {}: {e}", path.display()))
+            })?;
+        }
+        let mut pool_options = base;
+        if self.memory {
+            // One connection that never closes: an in-memory database lives
+            // and dies with its connection.
+            pool_options = pool_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let sandbox = self.sandbox;
+        Ok(pool_options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                let mut handle = conn.lock_handle().await?;
+                // SAFETY: the handle is locked for the duration of the
+                // call, so the connection is open and used by no other
+                // thread.
+                unsafe { sandbox.install(handle.as_raw_handle()) }.map_err(|rc| {
+                    sqlx::Error::Configuration(
+                        format!("SQLite refused iadb's sandbox settings (code {rc})").into(),
+                    )
+                })
+            })
+        }))
+    }
+
+    /// A fresh progress handler, so that no statement runs under an
+    /// earlier call's handler, and the [`Interrupt`] that stops its
+    /// statement if the call is dropped (its deadline passed, its client
+    /// left) before the statement finished. Every statement on a pooled
+    /// connection goes through here.
+    fn ready(
+        conn: PoolConnection<sqlx::Sqlite>,
+        pool: &PoolSlot<sqlx::Sqlite>,
+    ) -> BoxFuture<'_, Result<Readied<Self>>> {
+        Box::pin(async move {
+            let mut conn = conn;
+            let stop = Arc::new(AtomicBool::new(false));
+            let seen = stop.clone();
+            let in_transaction = {
+                let mut handle = conn.lock_handle().await.map_err(sqlite_error)?;
+                handle.set_progress_handler(PROGRESS_OPS, move || !seen.load(Ordering::Relaxed));
+                in_transaction(&mut handle)
+            };
+            if in_transaction || conn.is_in_transaction() {
+                // The second line of defence: pooled calls refuse transaction
+                // control, so this is a statement that slipped past (or sqlx's
+                // count of open transactions drifted from SQLite's); whatever
+                // it left open is not the next caller's.
+                tracing::warn!("a pooled SQLite connection was inside a transaction; rolled back");
+                pool.count_rollback();
+                if let Err(e) = rollback(&mut conn).await {
+                    // A connection in a state that cannot be repaired is not
+                    // lent again.
+                    conn.close_on_drop();
+                    return Err(Error::unavailable(format!(
+                        "a pooled connection was left inside a transaction and could not be \
+                         rolled back, so it was closed ({}); retry the call",
+                        sqlite_error(e).message()
+                    )));
+                }
+            }
+            Ok((conn, Interrupt(Some(stop))))
+        })
+    }
+
+    fn disarm(guard: &mut Interrupt) {
+        guard.done();
+    }
+
+    /// Detached from the pool for a file database (so nothing the run
+    /// leaves behind reaches other calls), pooled for `:memory:` (whose one
+    /// connection is the database).
+    fn migrates_on_pool(&self) -> bool {
+        self.memory
+    }
 
     /// SQLite has no reset: the connection is closed, except the one
     /// connection of a `:memory:` database, which is the database itself
@@ -596,194 +668,11 @@ async fn is_autocommit(
     Ok(!in_transaction(&mut handle))
 }
 
-#[async_trait]
-impl DatabaseInterface for SqliteBackend {
-    async fn connect(&self) -> Result<()> {
-        let folder = self.options.get_filename().parent();
-        if let Some(path) = folder.filter(|p| !self.memory && !p.as_os_str().is_empty())
-            && !Path::new(path).exists()
-        {
-            std::fs::create_dir_all(path).map_err(|e| {
-                Error::unavailable(format!("cannot create folder {}: {e}", path.display()))
-            })?;
-        }
-        // No ping before a connection is handed out: an embedded database's
-        // connection does not drop, and the ping is a trip to its worker
-        // thread on every call.
-        let mut pool_options = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .acquire_timeout(self.settings.acquire_timeout)
-            .max_connections(self.settings.max_connections.max(1));
-        if self.memory {
-            // One connection that never closes: an in-memory database lives
-            // and dies with its connection.
-            pool_options = pool_options
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-        }
-        let sandbox = self.sandbox;
-        let pool = pool_options
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    let mut handle = conn.lock_handle().await?;
-                    // SAFETY: the handle is locked for the duration of the
-                    // call, so the connection is open and used by no other
-                    // thread.
-                    unsafe { sandbox.install(handle.as_raw_handle()) }.map_err(|rc| {
-                        sqlx::Error::Configuration(
-                            format!("SQLite refused iadb's sandbox settings (code {rc})").into(),
-                        )
-                    })
-                })
-            })
-            .connect_with(self.options.clone())
-            .await
-            .map_err(sqlite_error)?;
-        self.pool.set(pool)
-    }
-
-    async fn disconnect(&self) -> Result<()> {
-        self.pool.close().await
-    }
-
-    fn is_connected(&self) -> bool {
-        self.pool().is_ok()
-    }
-
-    fn pool_status(&self) -> Option<PoolStatus> {
-        self.pool.status()
-    }
-
-    async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
-        check_sql(sql)?;
-        check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let args = bind_all(params)?;
-        let (conn, interrupt) = self.acquire().await?;
-        let armed = Armed { interrupt, conn };
-        let sql = sql.to_owned();
-        let dml = changes_rows(&sql);
-        // The statement runs at once and its columns come with its first
-        // row: one trip to the connection's worker thread, where a prepare
-        // first would take two. Only a result without rows asks for its
-        // columns afterwards (from the statement cache, without running it
-        // again).
-        let mut steps = async_stream::try_stream! {
-            // Moved whole, so the interrupt drops before the connection.
-            let mut armed = armed;
-            let mut outcome = ExecuteOutcome::default();
-            let mut declared: Option<Vec<String>> = None;
-            {
-                let mut results = armed.conn.fetch_many(sqlx::query_with(&sql, args));
-                while let Some(item) = results.next().await {
-                    match item.map_err(sqlite_error)? {
-                        Either::Left(done) if dml => {
-                            outcome.rows_affected += done.rows_affected();
-                            if done.rows_affected() > 0 {
-                                outcome.last_insert_id = Some(done.last_insert_rowid());
-                            }
-                        }
-                        Either::Left(_) => {}
-                        Either::Right(row) => {
-                            if declared.is_none() {
-                                let columns = columns_of(row.columns());
-                                declared =
-                                    Some(columns.iter().map(|c| c.declared_type.clone()).collect());
-                                yield Step::Columns(columns);
-                            }
-                            let types = declared.as_deref().unwrap_or_default();
-                            let mut values = Vec::with_capacity(types.len());
-                            for (i, ty) in types.iter().enumerate() {
-                                values.push(decode_value(&row, i, ty)?);
-                            }
-                            yield Step::Event(QueryEvent::Row(values));
-                        }
-                    }
-                }
-            }
-            if declared.is_none() {
-                let statement = armed.conn.prepare(&sql).await.map_err(sqlite_error)?;
-                yield Step::Columns(columns_of(statement.columns()));
-            }
-            armed.interrupt.done();
-            yield Step::Event(QueryEvent::Done(outcome));
-        }
-        .boxed();
-        let columns = match steps.next().await {
-            Some(Ok(Step::Columns(columns))) => columns,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(Step::Event(_))) | None => {
-                return Err(Error::internal("sqlite: a result without its columns"));
-            }
-        };
-        let events = steps.map(|step| match step {
-            Ok(Step::Event(event)) => Ok(event),
-            Ok(Step::Columns(_)) => Err(Error::internal("sqlite: columns given twice")),
-            Err(e) => Err(e),
-        });
-        Ok(QueryStream {
-            columns,
-            events: events.boxed(),
-        })
-    }
-
-    async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {
-        check_sql(sql)?;
-        check_param_count(sql, Dialect::Sqlite, params.len())?;
-        let (conn, interrupt) = self.acquire().await?;
-        let mut armed = Armed { interrupt, conn };
-        let outcome = execute_on(&mut armed.conn, sql, params).await;
-        armed.interrupt.done();
-        outcome
-    }
-
-    async fn execute_many(&self, sql: &str, param_sets: &[Vec<Value>]) -> Result<ExecuteOutcome> {
-        check_sql(sql)?;
-        let (conn, interrupt) = self.acquire().await?;
-        let mut armed = Armed { interrupt, conn };
-        let outcome = SqliteEngine::execute_many_on(&mut armed.conn, sql, param_sets).await;
-        armed.interrupt.done();
-        outcome
-    }
-
-    async fn table_exists(&self, table: &str) -> Result<bool> {
-        let (sql, name) = super::sqlite_table_lookup(table);
-        let (mut conn, mut interrupt) = self.acquire().await?;
-        let found = sqlx::query(&sql)
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await;
-        interrupt.done();
-        Ok(found.map_err(sqlite_error)?.is_some())
-    }
-}
-
-#[async_trait]
-impl Backend for SqliteBackend {
-    /// Detached from the pool for a file database (so nothing the run
-    /// leaves behind reaches other calls), pooled for `:memory:` (whose one
-    /// connection is the database).
-    async fn migration_session(&self) -> Result<Box<dyn MigrationSession>> {
-        let (conn, interrupt) = self.acquire().await?;
-        let session = if self.memory {
-            SqlxSession::<SqliteEngine>::new(conn, interrupt)
-        } else {
-            SqlxSession::<SqliteEngine>::detached(conn, interrupt)
-        };
-        Ok(Box::new(OnSession(Box::new(session))))
-    }
-
-    async fn session(&self) -> Result<Box<dyn Session>> {
-        let (conn, interrupt) = self.acquire().await?;
-        Ok(Box::new(SqlxSession::<SqliteEngine>::new(conn, interrupt)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::session::CollectSink;
+    use crate::backend::{Backend, session::CollectSink};
+    use iadb::{DatabaseInterface, QueryEvent};
 
     #[test]
     fn only_dml_reports_changes() {

@@ -1,17 +1,19 @@
-//! What the sqlx-based adapters share: mapping sqlx errors to iadb errors,
-//! the pool slot, and the generic [`SqlxSession`].
+//! What the sqlx-based adapters share: the [`SqlxEngine`] trait (what an
+//! engine is to them), mapping sqlx errors to iadb errors, the pool slot,
+//! and the generic [`SqlxSession`]. The generic pooled adapter is
+//! `sqlx_adapter`.
 
 use super::{
     WaitGuard,
     session::{RowSink, Session, TxOptions},
 };
-use futures::future::BoxFuture;
+use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
 use iadb::{Error, ErrorKind, ExecuteOutcome, Value};
 use sqlx::TransactionManager as _;
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 /// How an engine's error codes map to iadb error kinds beyond what sqlx's
@@ -67,12 +69,14 @@ pub(crate) fn map_sqlx_error(e: sqlx::Error, classify: CodeClassifier) -> Error 
 /// longer is pinged first, and one that fails the ping is closed and
 /// replaced. This is pgbouncer's `server_check_delay`, whose default is 30 s,
 /// with a shorter delay.
-pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The pools' `before_acquire` hook (with sqlx's `test_before_acquire` off):
 /// pings a connection only when it has been idle for [`PING_AFTER_IDLE`] or
 /// longer. A failed ping makes sqlx close the connection and hand out
 /// another (or open a new one).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn ping_if_idle<C: sqlx::Connection>(
     conn: &mut C,
     meta: sqlx::pool::PoolConnectionMetadata,
@@ -87,7 +91,7 @@ pub(crate) fn ping_if_idle<C: sqlx::Connection>(
 
 /// The pool of a sqlx adapter: empty until `connect`, emptied by
 /// `disconnect`; what every sqlx adapter needs to hold, hand out and report.
-pub(crate) struct PoolSlot<DB: sqlx::Database> {
+pub struct PoolSlot<DB: sqlx::Database> {
     pool: std::sync::RwLock<Option<sqlx::Pool<DB>>>,
     /// Calls inside [`PoolSlot::acquire`] right now (sqlx does not count
     /// its waiters).
@@ -109,6 +113,7 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
 
     /// Counts a connection that was found inside a transaction and rolled
     /// back (reported as `pool_transactions_rolled_back_total`).
+    #[cfg(feature = "sqlite")]
     pub(crate) fn count_rollback(&self) {
         self.rolled_back.fetch_add(1, Ordering::Relaxed);
     }
@@ -175,36 +180,94 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
     }
 }
 
-/// The parts of a sqlx engine that the generic [`SqlxSession`] needs: how
-/// it begins a transaction, and its three statement paths on one
-/// connection (the pooled adapter runs the same functions on a pooled
-/// connection).
-pub(crate) trait SqlxEngine: Send + Sync + 'static {
+/// One step of a statement's result as its engine reads it: the columns
+/// once, before any row; the rows; then what the statement changed.
+pub enum Step {
+    /// The result's columns (empty for a statement without a result).
+    Columns(Arc<[iadb::Column]>),
+    /// The next row, in column order.
+    Row(Vec<Value>),
+    /// The statement ended: what it changed.
+    Done(ExecuteOutcome),
+}
+
+/// The steps of one statement run on one connection.
+pub type Steps<'c> = BoxStream<'c, Result<Step, Error>>;
+
+/// What a pooled call lends its connection for, which decides what
+/// becomes of a connection whose call is dropped before its statement
+/// ended ([`SqlxEngine::abandon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// A result streamed to the caller (FetchAll, FetchOne).
+    Stream,
+    /// A statement whose outcome the call awaits (Execute, ExecuteMany, a
+    /// catalogue lookup).
+    Statement,
+}
+
+/// A pooled connection readied for a call or a session
+/// ([`SqlxEngine::ready`]), and its guard.
+pub type Readied<E> = (
+    sqlx::pool::PoolConnection<<E as SqlxEngine>::DB>,
+    <E as SqlxEngine>::Guard,
+);
+
+/// What makes a sqlx driver an iadb engine: how it binds, decodes and maps
+/// errors (its statement paths), how it begins a transaction, and what its
+/// pool does as connections open, are lent and come back. The generic
+/// adapter ([`super::sqlx_adapter::SqlxBackend`]) and the generic
+/// [`SqlxSession`] are the rest. The value is the engine's settings from
+/// its URL (how to connect, what the pool hooks need); the session needs
+/// none of them.
+pub trait SqlxEngine: Send + Sync + Sized + 'static {
     /// The sqlx driver.
     type DB: sqlx::Database;
-    /// Held for the session's life and dropped before its connection
-    /// (SQLite: the interrupt that stops a statement left running).
-    type Guard: Send;
+    /// Held while a connection runs a call or a session, and dropped before
+    /// the connection (SQLite: the interrupt that stops a statement left
+    /// running). The default guard guards nothing.
+    type Guard: Send + Default;
+    /// A statement checked and bound, before any connection is taken for it.
+    type Statement: Send + 'static;
     /// The engine.
     const ENGINE: iadb::DatabaseType;
+
     /// The engine's error mapping.
     fn map_error(e: sqlx::Error) -> Error;
+
     /// How a transaction with `options` begins, or INVALID_ARGUMENT for
-    /// options the engine does not have.
+    /// options the engine does not have (`immediate` is checked before).
     fn begin_plan(options: &TxOptions) -> Result<BeginPlan, Error>;
-    /// Runs one statement, sending its rows to `sink`.
-    fn query_into<'a>(
-        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
-        sql: &'a str,
-        params: &'a [Value],
-        sink: &'a mut dyn RowSink,
-    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+
+    /// Checks `sql` and its parameters before a pooled call takes a
+    /// connection for it: not empty, and as many parameters as `?`
+    /// placeholders in the engine's dialect.
+    fn check(sql: &str, params: &[Value]) -> Result<(), Error> {
+        super::check_sql(sql)?;
+        super::check_param_count(
+            sql,
+            crate::engine::engine(Self::ENGINE).dialect,
+            params.len(),
+        )
+    }
+
+    /// Checks `sql` ([`SqlxEngine::check`]) and binds `params` for it.
+    fn statement(sql: &str, params: &[Value]) -> Result<Self::Statement, Error>;
+
+    /// Runs `statement` on `conn`: its columns, its rows, then its outcome
+    /// ([`Step`]).
+    fn steps(
+        conn: &mut <Self::DB as sqlx::Database>::Connection,
+        statement: Self::Statement,
+    ) -> Steps<'_>;
+
     /// Runs one statement (without parameters: a script).
     fn execute_on<'a>(
         conn: &'a mut <Self::DB as sqlx::Database>::Connection,
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+
     /// Runs one statement per parameter set in a transaction of its own (a
     /// savepoint inside a session's transaction), each as
     /// [`SqlxEngine::execute_on`] runs it; the error of a failing set names
@@ -240,6 +303,73 @@ pub(crate) trait SqlxEngine: Send + Sync + 'static {
         sql: &'a str,
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 
+    /// Whether a table or view `table` exists (`schema.table` where the
+    /// engine has schemas).
+    fn table_exists<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        table: &'a str,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Quotes an identifier the way the engine reads one.
+    fn quote_identifier(name: &str) -> String {
+        iadb::quote_identifier(name)
+    }
+
+    /// What the engine's user may do beyond its own databases
+    /// (`Backend::broad_privileges`), asked through `db`.
+    fn broad_privileges(
+        db: &dyn iadb::DatabaseInterface,
+    ) -> BoxFuture<'_, Result<Vec<String>, Error>> {
+        let _ = db;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// How to reach the engine.
+    fn connect_options(
+        &self,
+    ) -> <<Self::DB as sqlx::Database>::Connection as sqlx::Connection>::Options;
+
+    /// The pool's options: `base` (its size, its acquire timeout, no ping
+    /// before a connection is lent) with the engine's hooks for a
+    /// connection that opens, is lent or comes back; `rolled_back` counts
+    /// the connections found inside a transaction when they came back.
+    fn pool_options(
+        &self,
+        base: sqlx::pool::PoolOptions<Self::DB>,
+        rolled_back: Arc<AtomicU64>,
+    ) -> Result<sqlx::pool::PoolOptions<Self::DB>, Error>;
+
+    /// Readies a connection the pool lent for a call or a session, with
+    /// its guard; `pool` counts one found inside a transaction.
+    fn ready(
+        conn: sqlx::pool::PoolConnection<Self::DB>,
+        pool: &PoolSlot<Self::DB>,
+    ) -> BoxFuture<'_, Result<Readied<Self>, Error>> {
+        let _ = pool;
+        Box::pin(async move { Ok((conn, Self::Guard::default())) })
+    }
+
+    /// The call ended, well or not: its guard has nothing left to stop.
+    fn disarm(guard: &mut Self::Guard) {
+        let _ = guard;
+    }
+
+    /// A pooled call was dropped (its caller left, its deadline passed)
+    /// before the statement it lent `conn` for ended. By default the
+    /// guard is dropped, then the connection goes back to the pool.
+    fn abandon(conn: sqlx::pool::PoolConnection<Self::DB>, guard: Self::Guard, call: Call) {
+        let _ = call;
+        drop(guard);
+        drop(conn);
+    }
+
+    /// Whether a migration run keeps its connection in the pool (SQLite's
+    /// `:memory:`, whose one connection is the database) rather than taking
+    /// it out, so that its locks and whatever state it leaves end with it.
+    fn migrates_on_pool(&self) -> bool {
+        false
+    }
+
     /// Clears what statements of a session left on its connection (TEMP
     /// objects, settings, prepared statements, session locks) after its
     /// transaction ended: `true` when the connection is clean again,
@@ -273,18 +403,49 @@ pub(crate) trait SqlxEngine: Send + Sync + 'static {
     }
 }
 
+/// Runs one statement of engine `E` on `conn` and sends its columns and
+/// rows to `sink` (a session's statement; the pooled adapter streams the
+/// same steps to its caller).
+pub(crate) async fn query_into<E: SqlxEngine>(
+    conn: &mut <E::DB as sqlx::Database>::Connection,
+    sql: &str,
+    params: &[Value],
+    sink: &mut dyn RowSink,
+) -> Result<ExecuteOutcome, Error> {
+    let statement = E::statement(sql, params)?;
+    let mut steps = E::steps(conn, statement);
+    while let Some(step) = steps.next().await {
+        match step? {
+            Step::Columns(columns) => sink.columns(columns).await?,
+            Step::Row(values) => sink.row(values).await?,
+            Step::Done(outcome) => return Ok(outcome),
+        }
+    }
+    Err(Error::internal(format!(
+        "{}: a result without its outcome",
+        E::ENGINE
+    )))
+}
+
+/// `schema.table` split at its first dot; a bare name has no schema.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn split_schema(table: &str) -> (Option<&str>, &str) {
+    match table.split_once('.') {
+        Some((schema, name)) => (Some(schema), name),
+        None => (None, table),
+    }
+}
+
 /// The statement paths of an [`SqlxEngine`] impl whose module defines
-/// `query_into` and `execute_on` over `$conn` (the same functions its pooled
-/// adapter runs), and a raw script path.
+/// `steps` and `execute_on` over `$conn` (the same functions its session
+/// runs), and a raw script path.
 macro_rules! sqlx_statement_paths {
     ($conn:ty) => {
-        fn query_into<'a>(
-            conn: &'a mut $conn,
-            sql: &'a str,
-            params: &'a [iadb::Value],
-            sink: &'a mut dyn $crate::backend::session::RowSink,
-        ) -> futures::future::BoxFuture<'a, iadb::Result<iadb::ExecuteOutcome>> {
-            Box::pin(query_into(conn, sql, params, sink))
+        fn steps(
+            conn: &mut $conn,
+            statement: Self::Statement,
+        ) -> $crate::backend::sqlx_common::Steps<'_> {
+            steps(conn, statement)
         }
 
         fn execute_on<'a>(
@@ -310,7 +471,7 @@ macro_rules! sqlx_statement_paths {
 pub(crate) use sqlx_statement_paths;
 
 /// The statements that begin a transaction.
-pub(crate) struct BeginPlan {
+pub struct BeginPlan {
     /// Run before the begin (MySQL: `SET TRANSACTION ISOLATION LEVEL ...`,
     /// which applies to the next transaction only).
     pub before: Option<String>,
@@ -500,6 +661,7 @@ impl<E: SqlxEngine> Session for SqlxSession<E> {
                 "a transaction is already open on this session",
             ));
         }
+        options.check_immediate(E::ENGINE)?;
         let plan = E::begin_plan(&options)?;
         // From here on the connection's state is the transaction's.
         self.busy = true;
@@ -525,7 +687,7 @@ impl<E: SqlxEngine> Session for SqlxSession<E> {
     ) -> Result<ExecuteOutcome, Error> {
         self.busy = true;
         let result = match self.held.as_mut() {
-            Some((conn, _)) => E::query_into(conn, sql, params, sink).await,
+            Some((conn, _)) => query_into::<E>(conn, sql, params, sink).await,
             None => Err(gone()),
         };
         self.busy = false;
