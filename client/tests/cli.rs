@@ -748,3 +748,37 @@ async fn tls_flags_reach_an_mtls_server() {
         String::from_utf8_lossy(&plain.stderr)
     );
 }
+
+/// The repository's LICENSE is the MIT licence every manifest declares.
+#[test]
+fn license_file_matches_the_declared_licence() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["workspace"]["package"]["license"].as_str(),
+        Some("MIT")
+    );
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "MIT");
+    let license = std::fs::read_to_string(root.join("LICENSE")).expect("a LICENSE file");
+    assert!(license.starts_with("MIT License\n"), "{license}");
+    for text in [
+        "Permission is hereby granted, free of charge, to any person obtaining a copy",
+        "The above copyright notice and this permission notice shall be included in all",
+        "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND",
+    ] {
+        assert!(license.contains(text), "{text}");
+    }
+    let pyproject = std::fs::read_to_string(root.join("client/python/pyproject.toml")).unwrap();
+    assert!(
+        pyproject
+            .lines()
+            .any(|l| l.starts_with("license") && l.contains("MIT")),
+        "client/python/pyproject.toml declares another licence"
+    );
+    let package: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("client/node/package.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(package["license"], "MIT");
+}
