@@ -965,6 +965,42 @@ mod tests {
     }
 
     #[test]
+    fn parameters_are_numbers_only_in_their_canonical_form() {
+        let kind = |text| parse_param(text).unwrap();
+        for text in [
+            "007",
+            "+1",
+            "-0",
+            "1e3",
+            "1E3",
+            "1.50",
+            ".5",
+            "5.",
+            "0x10",
+            " 1",
+            "1 ",
+            "-",
+            "",
+            "9223372036854775808",
+            "1.00000000000000000001",
+            "inf",
+            "NaN",
+            "-.5",
+        ] {
+            assert_eq!(kind(text), Value::Text(text.to_owned()), "{text:?}");
+        }
+        assert_eq!(kind("0"), Value::Int(0));
+        assert_eq!(kind("-9223372036854775808"), Value::Int(i64::MIN));
+        assert_eq!(kind("0.1"), Value::Float(0.1));
+        assert_eq!(kind("1.0"), Value::Float(1.0));
+        assert_eq!(kind("-0.0"), Value::Float(-0.0));
+        assert_eq!(kind("0.00001"), Value::Float(0.00001));
+        assert_eq!(kind("NULL"), Value::Null);
+        assert_eq!(kind("int:007"), Value::Int(7));
+        assert_eq!(kind("text:1.0"), Value::Text("1.0".to_owned()));
+    }
+
+    #[test]
     fn probe_exit_codes_follow_grpc_health_probe() {
         let code = |answer| probe_outcome(answer).1;
         assert_eq!(code(Ok(ServingStatus::Serving as i32)), ExitCode::SUCCESS);
