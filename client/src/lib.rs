@@ -246,6 +246,18 @@ impl TlsOptions {
     }
 }
 
+/// The URI of a server address: `HOST:PORT` without a scheme is
+/// `http://HOST:PORT`, as grpcurl and the other clients read it; an address
+/// with a scheme (`http://`, `https://`) is kept as it is.
+pub fn server_uri(address: impl Into<String>) -> String {
+    let address = address.into();
+    if address.contains("://") {
+        address
+    } else {
+        format!("http://{address}")
+    }
+}
+
 /// A database behind an iadb server.
 pub struct RemoteDatabase {
     endpoint: String,
@@ -262,11 +274,12 @@ pub struct RemoteDatabase {
 }
 
 impl RemoteDatabase {
-    /// A client for `endpoint` (e.g. `http://127.0.0.1:50051`), using the
-    /// server's default database; `connect` opens it.
+    /// A client for `endpoint` (e.g. `http://127.0.0.1:50051`, or
+    /// `127.0.0.1:50051`, which is `http://`), using the server's default
+    /// database; `connect` opens it.
     pub fn new(endpoint: impl Into<String>) -> Self {
         Self {
-            endpoint: endpoint.into(),
+            endpoint: server_uri(endpoint.into()),
             database: String::new(),
             timeout: None,
             connect_timeout: Duration::from_secs(5),
@@ -559,6 +572,14 @@ impl RemoteDatabase {
             columns,
             events: events.boxed(),
         })
+    }
+
+    /// Like [`DatabaseInterface::query`], for a statement that may write
+    /// (the CLI's `query` runs whatever it is given): its rows and its
+    /// outcome stream, but it is retried only when the request never left
+    /// the client, as `execute` is.
+    pub async fn query_write(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
+        self.open_stream(sql, params, Call::Write).await
     }
 
     fn params(params: &[Value]) -> Vec<proto::Value> {

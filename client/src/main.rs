@@ -2,13 +2,20 @@
 
 use clap::{Parser, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use futures::TryStreamExt;
 use iadb::{DatabaseInterface, Error, Row, Value};
 use iadb_client::{
     Isolation, RemoteDatabase, Statement, StatementResult, TlsOptions, TransactionOptions,
     script::{ScriptDialect, split_statements},
+    server_uri,
 };
-use std::{process::ExitCode, time::Duration};
+use output::{Failure, Format};
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+mod output;
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +24,8 @@ use std::{process::ExitCode, time::Duration};
     about = "Command-line client of an iadb server"
 )]
 struct Cli {
-    /// Server address.
+    /// Server address: `HOST:PORT` (plain gRPC), `http://HOST:PORT` or
+    /// `https://HOST:PORT` (TLS).
     #[arg(
         long,
         env = "IADB_SERVER",
@@ -56,15 +64,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a query and prints its rows (a table, or --json / --csv).
+    /// Runs a query and prints its rows as they arrive (a table, or
+    /// --json / --csv); a statement without result columns prints the rows
+    /// it changed.
+    #[command(allow_negative_numbers = true)]
     Query {
-        /// The SQL, with `?` placeholders.
-        sql: String,
-        /// Parameters: 42, 1.5, null, text, or TYPE:VALUE with TYPE one of
-        /// int, double, text, bool, null, bytes (hex), decimal, date, time,
-        /// datetime, timestamptz, json.
+        /// The SQL, with `?` placeholders (`-`: read it from stdin).
+        #[arg(required_unless_present = "file")]
+        sql: Option<String>,
+        /// Parameters: an integer or a double when written exactly as one
+        /// (42, -7, 9.5, 0.25), null, anything else text (007,
+        /// +14155551234, 1e3, 1.50 stay text); or TYPE:VALUE with TYPE one
+        /// of int, double, text, bool, null, bytes (hex), decimal, date,
+        /// time, datetime, timestamptz, json.
         params: Vec<String>,
-        /// Print a JSON array of objects.
+        /// Read the SQL from FILE (`-`: stdin); every argument is then a
+        /// parameter.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<String>,
+        /// Print a JSON array of objects, keys in column order.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
         /// Print CSV with a header line.
@@ -72,11 +90,17 @@ enum Command {
         csv: bool,
     },
     /// Runs a statement and prints the rows affected.
+    #[command(allow_negative_numbers = true)]
     Exec {
-        /// The SQL, with `?` placeholders.
-        sql: String,
+        /// The SQL, with `?` placeholders (`-`: read it from stdin).
+        #[arg(required_unless_present = "file")]
+        sql: Option<String>,
         /// Parameters, as for `query`.
         params: Vec<String>,
+        /// Read the SQL from FILE (`-`: stdin); every argument is then a
+        /// parameter.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<String>,
     },
     /// Runs the statements of FILE (`-`: stdin), separated by `;`, as one
     /// Batch: one transaction, one round trip, all or nothing. Prints what
@@ -209,23 +233,54 @@ fn script_statements(text: &str, file: &str, engine: &str) -> Result<Vec<String>
 }
 
 /// Prints what statement `index` of a script did.
-fn print_statement_result(index: usize, result: &StatementResult) {
+fn print_statement_result(
+    out: &mut impl Write,
+    index: usize,
+    result: &StatementResult,
+) -> io::Result<()> {
     if result.columns.is_empty() {
-        match result.last_insert_id {
-            Some(id) => println!(
-                "statement {index}: {} row(s) affected, last insert id {id}",
-                result.rows_affected
-            ),
-            None => println!(
-                "statement {index}: {} row(s) affected",
-                result.rows_affected
-            ),
-        }
+        let outcome = iadb::ExecuteOutcome {
+            rows_affected: result.rows_affected,
+            last_insert_id: result.last_insert_id,
+        };
+        writeln!(
+            out,
+            "statement {index}: {}",
+            output::affected_line(&outcome)
+        )
     } else {
-        println!("statement {index}:");
+        writeln!(out, "statement {index}:")?;
         let columns: Vec<String> = result.columns.iter().map(|c| c.name.clone()).collect();
-        print_table(&columns, &result.rows);
+        print_table(out, &columns, &result.rows)
     }
+}
+
+/// The SQL of `query` or `exec`, and its parameters: the `sql` argument,
+/// or (`-`, or `--file`) the one statement of a file or stdin, after which
+/// every argument is a parameter.
+async fn statement_text(
+    db: &RemoteDatabase,
+    sql: Option<String>,
+    params: Vec<String>,
+    file: Option<String>,
+) -> Result<(String, Vec<String>), Error> {
+    let (file, params) = match (file, sql) {
+        (Some(file), sql) => (file, sql.into_iter().chain(params).collect()),
+        (None, Some(sql)) if sql == "-" => ("-".to_owned(), params),
+        (None, Some(sql)) => return Ok((sql, params)),
+        (None, None) => return Err(Error::invalid_argument("no SQL given")),
+    };
+    let text = read_script(&file)?;
+    let mut statements = script_statements(&text, &file, &engine_of(db).await?)?;
+    if statements.len() > 1 {
+        let name = if file == "-" { "stdin" } else { &file };
+        return Err(Error::invalid_argument(format!(
+            "{name} holds {} statements; `query` and `exec` run one \
+             (`iadb batch` or `iadb tx` run a script)",
+            statements.len()
+        )));
+    }
+    Ok((statements.remove(0), params))
 }
 
 /// The engine of the client's database, from the server's health report.
@@ -298,7 +353,11 @@ fn read_migration_files(
     Ok(files)
 }
 
-/// Parses one command-line parameter.
+/// Parses one command-line parameter. Without a type prefix, a value is an
+/// integer or a double only when `text` is exactly how that number is
+/// written (no sign `+`, no leading zeros, no exponent, no trailing zeros
+/// after the point but one), so nothing the user typed is lost: `007`,
+/// `+14155551234`, `1e3` and `1.50` stay text.
 fn parse_param(text: &str) -> Result<Value, Error> {
     use iadb::proto::value::Kind;
     if let Some((ty, v)) = text.split_once(':') {
@@ -330,16 +389,38 @@ fn parse_param(text: &str) -> Result<Value, Error> {
     if text.eq_ignore_ascii_case("null") {
         return Ok(Value::Null);
     }
-    if let Ok(i) = text.parse::<i64>() {
+    if let Ok(i) = text.parse::<i64>()
+        && i.to_string() == text
+    {
         return Ok(Value::Int(i));
     }
-    if text.contains(['.', 'e', 'E'])
-        && let Ok(f) = text.parse::<f64>()
-        && f.is_finite()
-    {
+    if let Some(f) = canonical_double(text) {
         return Ok(Value::Float(f));
     }
     Ok(Value::Text(text.to_owned()))
+}
+
+/// The double `text` is the canonical form of: digits, a point and digits,
+/// exactly as the shortest decimal that reads back as the same double is
+/// written (`0.1`, `-2.5`, `1.0`, `0.00001`), never an exponent.
+fn canonical_double(text: &str) -> Option<f64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let f: f64 = text.parse().ok()?;
+    if !f.is_finite() {
+        return None;
+    }
+    // Display never uses an exponent and gives the shortest round trip;
+    // it leaves out the point of a whole number (`1`), written `1.0`.
+    let mut canonical = f.to_string();
+    if !canonical.contains('.') {
+        canonical.push_str(".0");
+    }
+    (canonical == text).then_some(f)
 }
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, Error> {
@@ -358,49 +439,15 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, Error> {
         .collect()
 }
 
-fn print_table(columns: &[String], rows: &[Row]) {
+/// A table of rows held in memory (a script's statement results).
+fn print_table(out: &mut impl Write, columns: &[String], rows: &[Row]) -> io::Result<()> {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(columns);
     for row in rows {
         table.add_row(row.values().iter().map(Value::to_string));
     }
-    println!("{table}");
-    let n = rows.len();
-    println!("({n} row{})", if n == 1 { "" } else { "s" });
-}
-
-fn print_json(rows: &[Row]) -> Result<(), Error> {
-    let array: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            serde_json::Value::Object(
-                row.iter()
-                    .map(|(name, value)| (name.to_owned(), value.to_json()))
-                    .collect(),
-            )
-        })
-        .collect();
-    let text = serde_json::to_string_pretty(&array)
-        .map_err(|e| Error::internal(format!("cannot write JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
-}
-
-fn print_csv(columns: &[String], rows: &[Row]) -> Result<(), Error> {
-    let mut writer = csv::Writer::from_writer(std::io::stdout());
-    let failed = |e: csv::Error| Error::internal(format!("cannot write CSV: {e}"));
-    writer.write_record(columns).map_err(failed)?;
-    for row in rows {
-        writer
-            .write_record(row.values().iter().map(|v| match v {
-                Value::Null => String::new(),
-                other => other.to_string(),
-            }))
-            .map_err(failed)?;
-    }
-    writer
-        .flush()
-        .map_err(|e| Error::internal(format!("cannot write CSV: {e}")))
+    writeln!(out, "{table}")?;
+    writeln!(out, "{}", output::rows_line(rows.len() as u64))
 }
 
 /// SQL listing the user's tables on each engine (an engine this client does
@@ -475,13 +522,19 @@ fn probe_outcome(answer: Result<i32, tonic::Status>) -> (String, ExitCode) {
 }
 
 /// `iadb probe`: one `grpc.health.v1.Health/Check` call.
-async fn probe(server: &str, tls: &TlsOptions, service: String, timeout: Duration) -> ExitCode {
+async fn probe(
+    out: &mut impl Write,
+    server: &str,
+    tls: &TlsOptions,
+    service: String,
+    timeout: Duration,
+) -> io::Result<ExitCode> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let endpoint = match tonic::transport::Endpoint::from_shared(server.to_owned()) {
         Ok(e) => e.connect_timeout(timeout).timeout(timeout),
         Err(e) => {
             eprintln!("error: bad server address `{server}`: {e}");
-            return ExitCode::from(PROBE_UNREACHABLE);
+            return Ok(ExitCode::from(PROBE_UNREACHABLE));
         }
     };
     let endpoint = match tls
@@ -492,25 +545,25 @@ async fn probe(server: &str, tls: &TlsOptions, service: String, timeout: Duratio
         Ok(Some(Ok(endpoint))) => endpoint,
         Ok(Some(Err(e))) => {
             eprintln!("error: TLS: {e}");
-            return ExitCode::from(PROBE_UNREACHABLE);
+            return Ok(ExitCode::from(PROBE_UNREACHABLE));
         }
         Err(e) => {
             eprintln!("error: {}", e.message());
-            return ExitCode::from(PROBE_UNREACHABLE);
+            return Ok(ExitCode::from(PROBE_UNREACHABLE));
         }
     };
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
             eprintln!("error: cannot connect to {server}: {e}");
-            return ExitCode::from(PROBE_UNREACHABLE);
+            return Ok(ExitCode::from(PROBE_UNREACHABLE));
         }
         Err(_) => {
             eprintln!(
                 "error: cannot connect to {server}: no connection within {} ms",
                 timeout.as_millis()
             );
-            return ExitCode::from(PROBE_UNREACHABLE);
+            return Ok(ExitCode::from(PROBE_UNREACHABLE));
         }
     };
     let mut client = HealthClient::new(channel);
@@ -524,14 +577,15 @@ async fn probe(server: &str, tls: &TlsOptions, service: String, timeout: Duratio
     };
     let (text, code) = probe_outcome(answer);
     if text.starts_with("status:") {
-        println!("{text}");
+        writeln!(out, "{text}")?;
     } else {
         eprintln!("{text}");
     }
-    code
+    Ok(code)
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, Error> {
+async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    let server = server_uri(cli.server.clone());
     let read = |flag: &str, path: &std::path::Path| {
         std::fs::read(path)
             .map_err(|e| Error::invalid_argument(format!("{flag} {}: {e}", path.display())))
@@ -553,7 +607,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let command = match cli.command {
         Command::Probe { service } => {
             let ms = cli.timeout_ms.unwrap_or(PROBE_TIMEOUT_MS).max(1);
-            return Ok(probe(&cli.server, &tls, service, Duration::from_millis(ms)).await);
+            return Ok(probe(out, &server, &tls, service, Duration::from_millis(ms)).await?);
         }
         Command::Token {
             name,
@@ -563,7 +617,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             max_concurrent_calls,
         } => {
             let token = new_token()?;
-            print!(
+            write!(
+                out,
                 "{}",
                 token_entry(
                     &token,
@@ -573,7 +628,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     requests_per_second,
                     max_concurrent_calls
                 )?
-            );
+            )?;
             eprintln!(
                 "# The first line is the token: give it to the client (IADB_TOKEN or --token); \
                  it is not stored anywhere. Append the rest to the server's tokens file and send \
@@ -583,7 +638,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         other => other,
     };
-    let mut db = RemoteDatabase::new(cli.server.clone())
+    let mut db = RemoteDatabase::new(server)
         .with_database(cli.database.clone())
         .with_read_only(cli.read_only)
         .with_tls(tls);
@@ -598,37 +653,50 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Query {
             sql,
             params,
+            file,
             json,
             csv,
         } => {
+            let (sql, params) = statement_text(&db, sql, params, file).await?;
             let params = params
                 .iter()
                 .map(|p| parse_param(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let iadb::RowStream { columns, rows } = db.fetch_stream(&sql, &params).await?;
-            let columns: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-            let rows: Vec<Row> = rows.try_collect().await?;
-            if json {
-                print_json(&rows)?;
-            } else if csv {
-                print_csv(&columns, &rows)?;
+            // Whatever the statement is: a write is not sent twice (with
+            // --read-only the engine refuses writes, so it is a read).
+            let iadb::QueryStream { columns, events } = if cli.read_only {
+                db.query(&sql, &params).await?
             } else {
-                print_table(&columns, &rows);
+                db.query_write(&sql, &params).await?
+            };
+            let format = if json {
+                Format::Json
+            } else if csv {
+                Format::Csv
+            } else {
+                Format::Table
+            };
+            let mut progress: Box<dyn output::Progress> = match output::TermProgress::when_useful()
+            {
+                Some(p) => Box::new(p),
+                None => Box::new(output::NoProgress),
+            };
+            let printed =
+                output::print_stream(&mut *out, format, &columns, events, progress.as_mut())
+                    .await?;
+            if columns.is_empty() {
+                let outcome = printed.outcome.unwrap_or_default();
+                writeln!(out, "{}", output::affected_line(&outcome))?;
             }
         }
-        Command::Exec { sql, params } => {
+        Command::Exec { sql, params, file } => {
+            let (sql, params) = statement_text(&db, sql, params, file).await?;
             let params = params
                 .iter()
                 .map(|p| parse_param(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let outcome = db.execute(&sql, &params).await?;
-            match outcome.last_insert_id {
-                Some(id) => println!(
-                    "{} row(s) affected, last insert id {id}",
-                    outcome.rows_affected
-                ),
-                None => println!("{} row(s) affected", outcome.rows_affected),
-            }
+            writeln!(out, "{}", output::affected_line(&outcome))?;
         }
         Command::Batch { file } => {
             let text = read_script(&file)?;
@@ -639,9 +707,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .collect();
             let results = db.batch(&statements, cli.read_only).await?;
             for (index, result) in results.iter().enumerate() {
-                print_statement_result(index, result);
+                print_statement_result(out, index, result)?;
             }
-            println!("committed {} statement(s)", results.len());
+            writeln!(out, "committed {} statement(s)", results.len())?;
         }
         Command::Tx {
             file,
@@ -660,7 +728,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 Ok(statements) => statements,
                 Err(e) => {
                     tx.rollback().await?;
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             for (index, sql) in statements.iter().enumerate() {
@@ -668,14 +736,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     .execute_query(sql, &[])
                     .await
                     .map_err(|e| e.in_context(format_args!("statement {index}")))?;
-                print_statement_result(index, &result);
+                print_statement_result(out, index, &result)?;
+                // Each statement's result shows as it completes.
+                out.flush()?;
             }
             if rollback {
                 tx.rollback().await?;
-                println!("rolled back {} statement(s)", statements.len());
+                writeln!(out, "rolled back {} statement(s)", statements.len())?;
             } else {
                 tx.commit().await?;
-                println!("committed {} statement(s)", statements.len());
+                writeln!(out, "committed {} statement(s)", statements.len())?;
             }
         }
         Command::Tables => {
@@ -686,7 +756,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .unwrap_or("sqlite");
             for row in db.fetch_all(tables_sql(engine), &[]).await? {
                 if let Some(name) = row.get_index(0) {
-                    println!("{name}");
+                    writeln!(out, "{name}")?;
                 }
             }
         }
@@ -726,14 +796,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     m.checksum_ok.to_string(),
                 ]);
             }
-            println!("{table}");
+            writeln!(out, "{table}")?;
             if matches!(action, MigrateCommand::Plan) {
                 for m in &response.migrations {
-                    println!("-- {}\n{}", m.filename, m.sql.trim_end());
+                    writeln!(out, "-- {}\n{}", m.filename, m.sql.trim_end())?;
                 }
             }
             if !response.changed.is_empty() {
-                println!("changed: {}", response.changed.join(", "));
+                writeln!(out, "changed: {}", response.changed.join(", "))?;
             }
         }
         Command::Health => {
@@ -762,7 +832,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     h.message,
                 ]);
             }
-            println!("{table}");
+            writeln!(out, "{table}")?;
             if !all_healthy {
                 return Ok(ExitCode::FAILURE);
             }
@@ -776,9 +846,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // Rust ignores SIGPIPE: a closed standard output (`| head`) is a
+    // BrokenPipe error on write, which ends the command quietly (exit 0)
+    // and drops the call.
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout());
+    let outcome = run(cli, &mut out).await;
+    // What was printed before an error shows before its message.
+    let outcome = match (outcome, out.flush()) {
+        (Ok(code), Ok(())) => Ok(code),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(Failure::from(e)),
+    };
+    match outcome {
         Ok(code) => code,
-        Err(e) => {
+        Err(Failure::Closed) => ExitCode::SUCCESS,
+        Err(Failure::Io(e)) => {
+            eprintln!("iadb: cannot write the output: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Call(e)) => {
             match e.code() {
                 Some(code) => eprintln!("iadb: {} ({}, {code})", e.message(), e.kind()),
                 None => eprintln!("iadb: {} ({})", e.message(), e.kind()),
@@ -876,6 +962,42 @@ mod tests {
             Some(hex::encode(sha2::Sha256::digest(token.as_bytes())).as_str())
         );
         assert!(!rest.contains(&token));
+    }
+
+    #[test]
+    fn parameters_are_numbers_only_in_their_canonical_form() {
+        let kind = |text| parse_param(text).unwrap();
+        for text in [
+            "007",
+            "+1",
+            "-0",
+            "1e3",
+            "1E3",
+            "1.50",
+            ".5",
+            "5.",
+            "0x10",
+            " 1",
+            "1 ",
+            "-",
+            "",
+            "9223372036854775808",
+            "1.00000000000000000001",
+            "inf",
+            "NaN",
+            "-.5",
+        ] {
+            assert_eq!(kind(text), Value::Text(text.to_owned()), "{text:?}");
+        }
+        assert_eq!(kind("0"), Value::Int(0));
+        assert_eq!(kind("-9223372036854775808"), Value::Int(i64::MIN));
+        assert_eq!(kind("0.1"), Value::Float(0.1));
+        assert_eq!(kind("1.0"), Value::Float(1.0));
+        assert_eq!(kind("-0.0"), Value::Float(-0.0));
+        assert_eq!(kind("0.00001"), Value::Float(0.00001));
+        assert_eq!(kind("NULL"), Value::Null);
+        assert_eq!(kind("int:007"), Value::Int(7));
+        assert_eq!(kind("text:1.0"), Value::Text("1.0".to_owned()));
     }
 
     #[test]

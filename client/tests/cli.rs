@@ -748,3 +748,409 @@ async fn tls_flags_reach_an_mtls_server() {
         String::from_utf8_lossy(&plain.stderr)
     );
 }
+
+/// SQL of `n` generated rows: `x` (1..=n) and a text `label`.
+fn generated_rows(n: u64) -> String {
+    format!(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) \
+         SELECT x, 'row number ' || x AS label FROM c"
+    )
+}
+
+/// The peak resident memory (VmHWM) of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `iadb` with `args`, reading its standard output as it comes:
+/// `keep` lines are kept, then the pipe is closed (as `| head` does) unless
+/// `keep` is `None`, when everything is read. Returns the lines kept, the
+/// bytes read, the exit status, stderr and the largest peak RSS seen (KiB).
+async fn iadb_piped(
+    server: &Server,
+    args: &[&str],
+    keep: Option<usize>,
+) -> (Vec<String>, u64, std::process::ExitStatus, String, u64) {
+    use std::io::{BufRead as _, Read as _};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+    command
+        .arg("--server")
+        .arg(&server.endpoint)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        let pid = child.id();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                peak
+            })
+        };
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        let mut bytes = 0u64;
+        let mut line = String::new();
+        while keep.is_none_or(|k| lines.len() < k) {
+            line.clear();
+            let n = stdout.read_line(&mut line).unwrap();
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            lines.push(line.trim_end_matches('\n').to_owned());
+            if keep.is_none() && lines.len() > 3 {
+                // Only the first lines and the last are kept.
+                lines.remove(1);
+            }
+        }
+        if keep.is_some() {
+            drop(stdout);
+        } else {
+            let mut rest = Vec::new();
+            stdout.read_to_end(&mut rest).unwrap();
+            bytes += rest.len() as u64;
+        }
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = watcher.join().unwrap();
+        (lines, bytes, status, stderr, peak)
+    })
+    .await
+    .unwrap()
+}
+
+/// Issue 13: every format ends quietly with exit 0 when its reader closes
+/// the pipe after a few lines (`iadb query ... | head`); it was a panic
+/// (exit 101) once the whole result had been read into memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_quietly_with_exit_0() {
+    let server = start_server().await;
+    let sql = generated_rows(200_000);
+    for format in [None, Some("--json"), Some("--csv")] {
+        let mut args = vec!["query"];
+        args.extend(format);
+        args.push(&sql);
+        let (lines, _, status, stderr, _) = iadb_piped(&server, &args, Some(3)).await;
+        assert_eq!(lines.len(), 3, "{format:?}: {lines:?} {stderr}");
+        assert_eq!(status.code(), Some(0), "{format:?}: {stderr}");
+        assert_eq!(stderr, "", "{format:?}");
+    }
+}
+
+/// Issue 13: rows are printed as they arrive, so the client's memory stays
+/// flat: 1,000,000 rows (about 30 MB of CSV, more as a table or JSON) go
+/// through a pipe with a peak RSS far below what holding them would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_for_a_large_result() {
+    let server = start_server().await;
+    let rows = 1_000_000u64;
+    let sql = generated_rows(rows);
+    for format in ["--csv", "--json", "--table"] {
+        let mut args = vec!["query"];
+        if format != "--table" {
+            args.push(format);
+        }
+        args.push(&sql);
+        let (lines, bytes, status, stderr, peak_kib) = iadb_piped(&server, &args, None).await;
+        assert!(status.success(), "{format}: {stderr}");
+        let last = lines.last().cloned().unwrap_or_default();
+        match format {
+            "--csv" => assert_eq!(last, format!("{rows},row number {rows}")),
+            "--json" => assert_eq!(lines.last().map(String::as_str), Some("]")),
+            _ => assert_eq!(last, "(1000000 rows)"),
+        }
+        eprintln!("{format}: {bytes} bytes printed, peak RSS {peak_kib} KiB");
+        assert!(
+            peak_kib > 0 && peak_kib < 64 * 1024,
+            "{format}: peak RSS {peak_kib} KiB for {bytes} bytes of output"
+        );
+    }
+}
+
+/// Issue 13: the table prints in chunks; a chunk's columns are as wide as
+/// its values and never narrower than before, and a `├` line marks where a
+/// wider value made them wider. One header, every row, the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_prints_in_chunks_with_aligned_widths() {
+    let server = start_server().await;
+    let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2500) \
+               SELECT x, CASE WHEN x = 2000 THEN 'a much longer label than the others' \
+               ELSE 'short' END AS label FROM c";
+    let text = stdout(&iadb(&server, &["query", sql]).await);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with('┌'), "{}", lines[0]);
+    assert!(lines[1].contains(" x ") && lines[1].contains(" label "));
+    assert!(lines[2].starts_with('╞'));
+    assert_eq!(lines.iter().filter(|l| l.contains("┆ label")).count(), 1);
+    assert_eq!(lines.last().copied(), Some("(2500 rows)"));
+    let body = &lines[3..lines.len() - 2];
+    assert!(lines[lines.len() - 2].starts_with('└'));
+    let rows: Vec<&&str> = body.iter().filter(|l| l.starts_with('│')).collect();
+    assert_eq!(rows.len(), 2500);
+    assert!(rows[0].contains("│ 1 ") && rows[2499].contains("│ 2500 "));
+    // Widths: the same within a chunk, wider after a `├` line, never narrower.
+    let separators = body.iter().filter(|l| l.starts_with('├')).count();
+    assert!(separators >= 1, "no chunk got wider:\n{text}");
+    let mut width = lines[0].chars().count();
+    for line in body {
+        let w = line.chars().count();
+        if line.starts_with('├') {
+            assert!(w > width, "{line}");
+            width = w;
+        } else {
+            assert_eq!(w, width, "{line}");
+        }
+    }
+    assert_eq!(lines[lines.len() - 2].chars().count(), width);
+    assert!(
+        text.contains("│ 2000 ┆ a much longer label than the others │"),
+        "{text}"
+    );
+}
+
+/// Issue 13: `--json` keeps the columns' order, one object per row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_keeps_column_order() {
+    let server = start_server().await;
+    let json = stdout(
+        &iadb(
+            &server,
+            &[
+                "query",
+                "--json",
+                "SELECT 1 AS zeta, 'a' AS alpha, NULL AS mid, 2.5 AS beta \
+                 UNION ALL SELECT 2, 'b\"', 3, -1.0",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(
+        json,
+        "[\n  {\"zeta\": 1, \"alpha\": \"a\", \"mid\": null, \"beta\": 2.5},\n  \
+         {\"zeta\": 2, \"alpha\": \"b\\\"\", \"mid\": 3, \"beta\": -1.0}\n]\n"
+    );
+    let empty = stdout(&iadb(&server, &["query", "--json", "SELECT 1 AS a WHERE 0"]).await);
+    assert_eq!(empty, "[]\n");
+}
+
+/// Issue 13: a parameter is an integer or a double only when written
+/// exactly as one; anything else reaches the engine as the text typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_keep_what_was_typed() {
+    let server = start_server().await;
+    let cases = [
+        ("007", "007", "text"),
+        ("+14155551234", "+14155551234", "text"),
+        ("1e3", "1e3", "text"),
+        ("1.50", "1.50", "text"),
+        ("-0", "-0", "text"),
+        (".5", ".5", "text"),
+        ("12345678901234567890", "12345678901234567890", "text"),
+        ("3.14159265358979323846", "3.14159265358979323846", "text"),
+        ("42", "42", "integer"),
+        ("-7", "-7", "integer"),
+        ("9.5", "9.5", "real"),
+        ("-0.25", "-0.25", "real"),
+        ("1.0", "1", "real"),
+        ("int:007", "7", "integer"),
+        ("double:1e3", "1000", "real"),
+        ("text:42", "42", "text"),
+        ("null", "", "null"),
+    ];
+    for (param, value, kind) in cases {
+        let out = iadb(
+            &server,
+            &[
+                "query",
+                "--csv",
+                "SELECT ? AS v, typeof(?) AS t",
+                param,
+                param,
+            ],
+        )
+        .await;
+        assert_eq!(stdout(&out), format!("v,t\n{value},{kind}\n"), "{param}");
+    }
+}
+
+/// Issue 13: `--server HOST:PORT` without a scheme is plain gRPC, as in
+/// grpcurl and the other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_address_without_a_scheme() {
+    let server = start_server().await;
+    let address = server.endpoint.trim_start_matches("http://").to_owned();
+    let run = |args: &'static [&'static str]| {
+        let address = address.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_iadb"))
+                .args(["--server", &address])
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["query", "--csv", "SELECT 1 AS one"]).await.unwrap();
+    assert_eq!(stdout(&out), "one\n1\n");
+    let out = run(&["probe"]).await.unwrap();
+    assert_eq!(stdout(&out), "status: SERVING\n");
+}
+
+/// Issue 13: the SQL of `query` and `exec` from a file (`-f FILE`) or
+/// stdin (`-`, `-f -`); `query` on a statement without rows says what it
+/// changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_from_a_file_or_stdin_and_rows_changed() {
+    let server = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let create = dir.path().join("create.sql");
+    std::fs::write(
+        &create,
+        "-- the table\nCREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n",
+    )
+    .unwrap();
+    let out = iadb(&server, &["exec", "-f", create.to_str().unwrap()]).await;
+    assert_eq!(stdout(&out), "0 row(s) affected\n");
+    let out = iadb_with_stdin(
+        &server,
+        &["exec", "-", "a;b", "007"],
+        "INSERT INTO notes (body) VALUES (?), (?);",
+    )
+    .await;
+    assert_eq!(stdout(&out), "2 row(s) affected, last insert id 2\n");
+    let select = dir.path().join("select.sql");
+    std::fs::write(
+        &select,
+        "SELECT id, body FROM notes WHERE id >= ? ORDER BY id;",
+    )
+    .unwrap();
+    let out = iadb(
+        &server,
+        &["query", "--csv", "-f", select.to_str().unwrap(), "1"],
+    )
+    .await;
+    assert_eq!(stdout(&out), "id,body\n1,a;b\n2,007\n");
+    let out = iadb_with_stdin(
+        &server,
+        &["query", "--csv", "-f", "-"],
+        "SELECT COUNT(*) AS n FROM notes",
+    )
+    .await;
+    assert_eq!(stdout(&out), "n\n2\n");
+
+    // A statement without result columns: the rows it changed.
+    let out = iadb(&server, &["query", "UPDATE notes SET body = body || '!'"]).await;
+    assert_eq!(stdout(&out), "2 row(s) affected\n");
+    let out = iadb(
+        &server,
+        &["query", "--csv", "DELETE FROM notes WHERE id = ?", "2"],
+    )
+    .await;
+    assert_eq!(stdout(&out), "1 row(s) affected\n");
+
+    // More than one statement is refused, naming the file; nothing runs.
+    let two = dir.path().join("two.sql");
+    std::fs::write(&two, "DELETE FROM notes; DROP TABLE notes;").unwrap();
+    let out = iadb(&server, &["query", "-f", two.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("two.sql holds 2 statements"), "{stderr}");
+    assert_eq!(count_notes(&server).await, "1");
+}
+
+/// The repository's LICENSE is the MIT licence every manifest declares.
+#[test]
+fn license_file_matches_the_declared_licence() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["workspace"]["package"]["license"].as_str(),
+        Some("MIT")
+    );
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "MIT");
+    let license = std::fs::read_to_string(root.join("LICENSE")).expect("a LICENSE file");
+    assert!(license.starts_with("MIT License\n"), "{license}");
+    for text in [
+        "Permission is hereby granted, free of charge, to any person obtaining a copy",
+        "The above copyright notice and this permission notice shall be included in all",
+        "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND",
+    ] {
+        assert!(license.contains(text), "{text}");
+    }
+    let pyproject = std::fs::read_to_string(root.join("client/python/pyproject.toml")).unwrap();
+    assert!(
+        pyproject
+            .lines()
+            .any(|l| l.starts_with("license") && l.contains("MIT")),
+        "client/python/pyproject.toml declares another licence"
+    );
+    let package: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("client/node/package.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(package["license"], "MIT");
+}
+
+/// Issue 13: with stderr on a terminal (a pseudo-terminal made by
+/// util-linux `script`) and stdout in a file, a long result shows a
+/// progress line on stderr (rows so far, rows/s), erased at the end; the
+/// file holds the rows only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_line_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "`script` (util-linux) is needed for the pseudo-terminal"
+        );
+        eprintln!("skipped: no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let server = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.csv");
+    let shell = format!(
+        "'{}' --server '{}' query --csv \
+         'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
+          SELECT x FROM c' > '{}'",
+        env!("CARGO_BIN_EXE_iadb"),
+        server.endpoint,
+        rows.display()
+    );
+    let mut command = Command::new("script");
+    command.args(["-qec", &shell, "/dev/null"]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    let progress = terminal
+        .split('\r')
+        .find(|part| part.contains(" rows, "))
+        .unwrap_or_else(|| panic!("no progress line on the terminal: {terminal:?}"));
+    assert!(progress.trim_end().ends_with("rows/s"), "{progress:?}");
+    // Erased at the end: the last thing on the terminal clears the line.
+    assert!(terminal.trim_end().ends_with("\r\x1b[K"), "{terminal:?}");
+    let csv = std::fs::read_to_string(&rows).unwrap();
+    assert!(csv.starts_with("x\n1\n2\n"));
+    assert!(csv.ends_with("\n300000\n"));
+    assert!(!csv.contains("rows/s"));
+}
