@@ -4,15 +4,17 @@
 //! servers on `IADB_TEST_POSTGRES_URL` and `IADB_TEST_MYSQL_URL`, which
 //! pytest inherits from this process (skipped without them, failed in CI).
 //!
-//! Needs `python3` with the package and pytest installed:
-//! `pip install ./client/python pytest pytest-asyncio`. Without them the test
-//! is skipped with a notice, except in CI (`CI=true`), where it fails.
+//! Needs `python3` with the package and its test tools installed: `pip
+//! install ./client/python pytest pytest-asyncio dbapi-compliance pandas
+//! sqlalchemy`. Without them the test is skipped with a notice, except in CI
+//! (`CI=true`), where it fails.
 
 use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{in_ci, repo_root, server_binary, skip};
 use std::process::Command;
 
-const INSTALL: &str = "install with: pip install ./client/python pytest pytest-asyncio";
+const INSTALL: &str =
+    "install with: pip install ./client/python pytest pytest-asyncio dbapi-compliance pandas sqlalchemy";
 
 /// `$IADB_PYTHON`, else `python3`.
 fn python() -> String {

@@ -8,7 +8,7 @@
             ...
 
     with iadb.SyncDatabase("127.0.0.1:50051") as db:
-        rows = db.fetch_all("SELECT * FROM people WHERE score > ?", [5])
+        result = db.fetch_all("SELECT * FROM people WHERE score > ?", [5])   # QueryResult
         with db.transaction() as tx:         # committed at the end of the block
             tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", [5, 1])
             tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", [5, 2])
@@ -26,7 +26,11 @@ except ImportError as _e:  # pragma: no cover - only in a checkout without a bui
 from ._client import Database, RowStream, with_retry
 from ._common import IsolationLevel
 from ._errors import DatabaseError
-from ._result import DatabaseHealth, ExecuteResult, HealthStatus, QueryResult, StatementResult
+from ._result import (DatabaseHealth, ExecuteResult, HealthStatus, QueryResult, StatementResult,
+                      create_error_result, create_query_result)
+from ._common import MigrateResult, MigrationStatus
+from ._original import (AsyncDatabaseManager, ConnectionConfig, DatabaseInterface, DatabaseManager,
+                        DatabaseType, MigrationRunner)
 from ._sync import SyncDatabase, SyncRowStream, with_retry_sync
 from ._transaction import SyncTransaction, SyncTxRowStream, Transaction, TxRowStream
 from ._values import Json
@@ -52,5 +56,15 @@ __all__ = [
     "Json",
     "with_retry",
     "with_retry_sync",
+    "create_query_result",
+    "create_error_result",
+    "DatabaseInterface",
+    "DatabaseType",
+    "ConnectionConfig",
+    "DatabaseManager",
+    "AsyncDatabaseManager",
+    "MigrationRunner",
+    "MigrateResult",
+    "MigrationStatus",
     "__version__",
 ]

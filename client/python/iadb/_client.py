@@ -160,11 +160,13 @@ class Database(c.ClientSettings):
     read-only transaction of its own on the server, enforced by the engine: a
     write or DDL fails with PERMISSION_DENIED and changes nothing.
 
-    Seed-style methods return a ``QueryResult`` and never raise for an error
-    from the server: ``execute_query``, ``execute_many``,
-    ``execute_with_retry``. The others raise ``DatabaseError``: ``connect``,
-    ``execute``, ``fetch_all``, ``fetch_one``, ``table_exists``,
-    ``health_check`` and iteration over ``iterate``. Every method raises
+    The original API's methods return a ``QueryResult`` and never raise for
+    an error from the server: ``execute_query``, ``fetch_all``,
+    ``fetch_one``, ``execute_many``, ``execute_with_retry``;
+    ``health_check`` and ``create_table`` return a bool. The typed ones
+    raise ``DatabaseError``: ``connect``, ``execute``, ``fetch_rows``,
+    ``fetch_row``, ``table_exists``, ``health``, ``migrate``, ``batch`` and
+    iteration over ``iterate``. Every method raises
     ``TypeError`` (``OverflowError`` for an int outside int64) for a bad
     parameter before anything is sent, and ``RuntimeError`` when called
     before ``connect``.
@@ -178,27 +180,41 @@ class Database(c.ClientSettings):
     def is_connected(self) -> bool:
         return self._stub is not None
 
-    async def connect(self) -> None:
-        """Opens the channel and waits (``connect_timeout``) until it is ready.
+    async def connect(self) -> bool:
+        """Opens the channel and waits (``connect_timeout``) until it is
+        ready; returns True.
 
-        Raises ``DatabaseError`` UNAVAILABLE when the server cannot be reached.
+        Raises ``DatabaseError`` UNAVAILABLE when the server cannot be
+        reached: at once when the connection is refused (nothing listens
+        there), after ``connect_timeout`` when there is no answer at all.
         """
         if self._channel is not None:
-            return
+            return True
         if self._credentials is not None:
             channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
         else:
             channel = grpc.aio.insecure_channel(self.target, options=self._options)
         try:
-            await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
+            await asyncio.wait_for(self._wait_ready(channel), self.connect_timeout)
         except asyncio.TimeoutError:
             await channel.close()
-            raise DatabaseError(
-                grpc.StatusCode.UNAVAILABLE,
-                "cannot reach iadb server at %s within %.1f s" % (self.target, self.connect_timeout),
-            ) from None
+            raise c.unreachable(self.target, "no answer within %.1f s" % self.connect_timeout) from None
+        except DatabaseError:
+            await channel.close()
+            raise
         self._channel = channel
         self._stub = pb_grpc.DatabaseStub(channel)
+        return True
+
+    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
+        """Waits for READY; the first TRANSIENT_FAILURE (a refused or failed
+        connection) raises UNAVAILABLE at once instead of retrying."""
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                raise c.unreachable(self.target, "the connection failed (refused, no route, or a failed TLS handshake)")
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
 
     async def disconnect(self) -> None:
         """Closes the channel; running calls are cancelled."""
@@ -232,16 +248,16 @@ class Database(c.ClientSettings):
         request = c.execute_request(self.database, sql, params, self.read_only)
         return c.execute_result(await self._unary("Execute", request))
 
-    async def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
-        """Every row, as dicts keyed by column name."""
+    async def fetch_rows(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
+        """Every row, as dicts keyed by column name; raises ``DatabaseError``."""
         rows = []
         async with self.iterate(sql, params) as stream:
             async for row in stream:
                 rows.append(row)
         return rows
 
-    async def fetch_one(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
-        """The first row, or None when there is none."""
+    async def fetch_row(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
+        """The first row, or None when there is none; raises ``DatabaseError``."""
         request = c.fetch_one_request(self.database, sql, params, self.read_only)
         return c.fetch_one_row(await self._unary("FetchOne", request))
 
@@ -250,11 +266,34 @@ class Database(c.ClientSettings):
         request = c.table_exists_request(self.database, table_name)
         return (await self._unary("TableExists", request)).exists
 
-    async def health_check(self) -> HealthStatus:
-        """The Health RPC for this client's database (every database when it is '')."""
+    async def health(self) -> HealthStatus:
+        """The Health RPC for this client's database (every database when it is '');
+        raises ``DatabaseError``."""
         start = time.perf_counter()
         resp = await self._unary("Health", pb.HealthRequest(database=self.database))
         return c.health_status(resp, _ms(start))
+
+    async def health_check(self) -> bool:
+        """True when the server answers and its database is healthy; never raises
+        for a server error or an unreachable server (False)."""
+        if self._stub is None:
+            return False
+        try:
+            return (await self.health()).healthy
+        except DatabaseError:
+            return False
+
+    async def migrate(self, action: Union[str, int] = "apply", *, target_version: Optional[str] = None,
+                      files: Any = None, paths: Any = None, allow_missing: bool = False,
+                      allow_out_of_order: bool = False) -> "c.MigrateResult":
+        """The Migrate RPC: ``action`` is "status", "plan", "apply", "rollback",
+        "validate", "repair" or "baseline". ``paths`` (folders of
+        ``V{version}__{name}.sql`` / ``U...`` files) and ``files``
+        (``{filename: sql}`` or ``(filename, sql)`` pairs) are app migrations
+        sent with the request. Raises ``DatabaseError``."""
+        request = c.migrate_request(self.database, action, target_version, files, paths,
+                                    allow_missing, allow_out_of_order)
+        return c.migrate_result(await self._unary("Migrate", request))
 
     def iterate(self, sql: str, params: Params = None) -> RowStream:
         """Streams the rows of a query (``async for row in db.iterate(...)``).
@@ -318,7 +357,38 @@ class Database(c.ClientSettings):
         except DatabaseError as e:
             return c.failed_result(e, _ms(start))
 
+    async def fetch_all(self, sql: str, params: Params = None) -> QueryResult:
+        """Every row of a query as a ``QueryResult`` (the original API):
+        ``success``, ``data`` (dicts), ``row_count``; a server error is
+        ``success=False`` with ``error_message``, never raised."""
+        return await self.execute_query(sql, params)
+
+    async def fetch_one(self, sql: str, params: Params = None) -> QueryResult:
+        """The first row of a query as a ``QueryResult`` whose ``data`` holds
+        it (``[]`` when there is none; ``get_first_row()`` gives it or None)."""
+        request = c.fetch_one_request(self.database, sql, params, self.read_only)
+        self._stub_or_raise()
+        start = time.perf_counter()
+        try:
+            resp = await self._unary("FetchOne", request)
+        except DatabaseError as e:
+            return c.failed_result(e, _ms(start))
+        return c.fetch_one_result(resp, _ms(start))
+
+    async def create_table(self, table_name: str, schema: Any) -> bool:
+        """``CREATE TABLE IF NOT EXISTS table_name (schema)``: ``schema`` is the
+        column definitions as SQL text, or a ``{column: definition}`` dict.
+        True when it succeeded."""
+        return (await self.execute_query(c.create_table_sql(table_name, schema))).success
+
     async def _run_query(self, request: pb.FetchAllRequest, start: float) -> QueryResult:
+        if c.is_plain_write(request.sql):
+            # A write without RETURNING: the Execute RPC, which reports the
+            # last insert id (FetchAll's summary has none).
+            resp = await self._unary("Execute", pb.ExecuteRequest(
+                database=request.database, sql=request.sql, params=request.params,
+                options=request.options if request.HasField("options") else None))
+            return c.write_result(resp, _ms(start))
         stream = RowStream(self, request, self.timeout)
         data = []
         async with stream:

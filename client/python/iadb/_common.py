@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import os
+import re
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -171,6 +174,161 @@ def health_status(resp: pb.HealthResponse, latency_ms: float) -> HealthStatus:
                         latency_ms=latency_ms)
 
 
+def unreachable(target: str, why: str) -> DatabaseError:
+    """UNAVAILABLE for a server that cannot be reached (``never_sent``)."""
+    return DatabaseError(
+        grpc.StatusCode.UNAVAILABLE,
+        "cannot reach iadb server at %s: %s; is iadb-server running there?" % (target, why),
+    )
+
+
+def fetch_one_result(resp: pb.FetchOneResponse, elapsed_ms: float) -> QueryResult:
+    row = fetch_one_row(resp)
+    data = [row] if row is not None else []
+    return QueryResult(success=True, data=data, row_count=len(data), execution_time_ms=elapsed_ms,
+                       columns=[col.name for col in resp.columns])
+
+
+def write_result(resp: pb.ExecuteResponse, elapsed_ms: float) -> QueryResult:
+    """The QueryResult of a write run with Execute: rows affected and the
+    last insert id."""
+    n = resp.rows_affected
+    return QueryResult(success=True, row_count=n, rows_affected=n, execution_time_ms=elapsed_ms,
+                       last_insert_id=resp.last_insert_id if resp.HasField("last_insert_id") else None)
+
+
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
+_RETURNING = re.compile(r"\bRETURNING\b", re.I)
+_WRITE_WORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+
+
+def is_plain_write(sql: str) -> bool:
+    """An INSERT, UPDATE, DELETE or REPLACE without RETURNING: a statement
+    that returns no rows, run with the Execute RPC (which reports the last
+    insert id). Anything else runs with FetchAll."""
+    rest = sql[_LEADING_NOISE.match(sql).end():]
+    m = _FIRST_WORD.match(rest)
+    return bool(m) and m.group(0).upper() in _WRITE_WORDS and not _RETURNING.search(rest)
+
+
+def create_table_sql(table_name: str, schema: Any) -> str:
+    if not isinstance(table_name, str) or not table_name:
+        raise TypeError("table_name must be a non-empty str")
+    if isinstance(schema, dict):
+        body = ", ".join("%s %s" % (name, definition) for name, definition in schema.items())
+    elif isinstance(schema, str):
+        body = schema.strip()
+        if body.startswith("(") and body.endswith(")"):
+            body = body[1:-1]
+    else:
+        raise TypeError("schema must be the column definitions as str, or a {column: definition} dict")
+    return "CREATE TABLE IF NOT EXISTS %s (%s)" % (table_name, body)
+
+
+# --- migrations -------------------------------------------------------------
+
+MIGRATE_ACTIONS = {
+    "status": pb.MIGRATE_ACTION_STATUS,
+    "plan": pb.MIGRATE_ACTION_PLAN,
+    "apply": pb.MIGRATE_ACTION_APPLY,
+    "rollback": pb.MIGRATE_ACTION_ROLLBACK,
+    "validate": pb.MIGRATE_ACTION_VALIDATE,
+    "repair": pb.MIGRATE_ACTION_REPAIR,
+    "baseline": pb.MIGRATE_ACTION_BASELINE,
+}
+
+_MIGRATION_FILE = re.compile(r"^[VU][0-9][^_]*__.+\.sql$")
+
+
+@dataclass
+class MigrationStatus:
+    """One migration as the server reports it."""
+
+    version: str
+    description: str
+    migration_type: str
+    filename: str
+    state: str
+    applied_at: str
+    checksum: str
+    checksum_ok: bool
+    sql: str = ""
+
+
+@dataclass
+class MigrateResult:
+    """What ``migrate`` returns: every known migration, the versions this
+    call changed, and the server's time."""
+
+    migrations: List[MigrationStatus] = field(default_factory=list)
+    changed: List[str] = field(default_factory=list)
+    execution_time_ms: float = 0.0
+
+    @property
+    def pending(self) -> List[MigrationStatus]:
+        return [m for m in self.migrations if m.state == "pending"]
+
+    @property
+    def applied(self) -> List[MigrationStatus]:
+        return [m for m in self.migrations if m.state == "applied"]
+
+
+def migration_files(paths: Any) -> List[pb.MigrationFile]:
+    """The ``V...__name.sql`` / ``U...__name.sql`` files of a folder or folders."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out = []
+    for folder in paths:
+        folder = os.fspath(folder)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError("migration folder %r does not exist" % folder)
+        for name in sorted(os.listdir(folder)):
+            if _MIGRATION_FILE.match(name):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    out.append(pb.MigrationFile(filename=name, content=f.read()))
+    return out
+
+
+def migrate_request(database: str, action: Any, target_version: Optional[str], files: Any, paths: Any,
+                    allow_missing: bool, allow_out_of_order: bool) -> pb.MigrateRequest:
+    if isinstance(action, str):
+        try:
+            wire = MIGRATE_ACTIONS[action.strip().lower()]
+        except KeyError:
+            raise ValueError("action must be one of %s, not %r"
+                             % (", ".join(sorted(MIGRATE_ACTIONS)), action)) from None
+    elif isinstance(action, int) and action in MIGRATE_ACTIONS.values():
+        wire = action
+    else:
+        raise ValueError("action must be one of %s, not %r" % (", ".join(sorted(MIGRATE_ACTIONS)), action))
+    sent = migration_files(paths)
+    if isinstance(files, dict):
+        files = list(files.items())
+    for item in files or ():
+        if isinstance(item, pb.MigrationFile):
+            sent.append(item)
+        else:
+            name, content = item
+            sent.append(pb.MigrationFile(filename=name, content=content))
+    return pb.MigrateRequest(database=database, action=wire, target_version=target_version or "",
+                             files=sent, allow_missing=check_flag("allow_missing", allow_missing),
+                             allow_out_of_order=check_flag("allow_out_of_order", allow_out_of_order))
+
+
+def migrate_result(resp: pb.MigrateResponse) -> MigrateResult:
+    return MigrateResult(
+        migrations=[MigrationStatus(version=m.version, description=m.description,
+                                    migration_type=m.migration_type, filename=m.filename, state=m.state,
+                                    applied_at=m.applied_at, checksum=m.checksum,
+                                    checksum_ok=m.checksum_ok, sql=m.sql) for m in resp.migrations],
+        changed=list(resp.changed),
+        execution_time_ms=resp.execution_time_ms,
+    )
+
+
 def failed_result(e: DatabaseError, elapsed_ms: float) -> QueryResult:
     return QueryResult(success=False, error_message=e.message, execution_time_ms=elapsed_ms,
                        error_code=e.code, sqlstate=e.sqlstate)
@@ -190,10 +348,14 @@ class FrameReader:
     """
 
     __slots__ = ("columns", "row_count", "rows_affected", "server_time_ms", "_batch", "_next", "done",
-                 "_received")
+                 "_received", "types", "as_tuples")
 
     def __init__(self) -> None:
         self.columns: Optional[List[str]] = None
+        # The engine's declared type of each column ("" where unknown).
+        self.types: Optional[List[str]] = None
+        # Rows as tuples in column order (DB-API) instead of dicts.
+        self.as_tuples = False
         self.row_count = 0
         self.rows_affected = 0
         self.server_time_ms = 0.0
@@ -210,6 +372,7 @@ class FrameReader:
             if self.columns is not None:
                 raise broken("a second header")
             self.columns = [c.name for c in frame.header.columns]
+            self.types = [c.declared_type for c in frame.header.columns]
         elif which == "batch":
             if self.columns is None:
                 raise broken("it did not start with a header")
@@ -251,6 +414,8 @@ class FrameReader:
             return None
         self._next = i + 1
         row = batch[i]
+        if self.as_tuples:
+            return tuple(decode_value(v) for v in row.values)
         return {name: decode_value(v) for name, v in zip(self.columns, row.values)}
 
     def result(self, data: List[Dict[str, Any]], elapsed_ms: float) -> QueryResult:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Iterator, List, Optional
 
 import grpc
 
 
-@dataclass
+@dataclass(eq=False)
 class QueryResult:
     """The seed-shaped result of ``execute_query`` / ``execute_many``.
 
@@ -38,6 +38,64 @@ class QueryResult:
     def get_column_values(self, column_name: str) -> List[Any]:
         """Every row's value of ``column_name`` (rows without it are skipped)."""
         return [row[column_name] for row in self.data if column_name in row]
+
+    # A QueryResult also behaves as the list of its rows: ``len(result)``,
+    # ``for row in result``, ``result[0]``, and ``result == [{...}, ...]``
+    # compares ``data``. Its truth value is that of the list (a failed or
+    # empty result is falsy); test ``success`` to tell the two apart.
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        return iter(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueryResult):
+            return all(getattr(self, f.name) == getattr(other, f.name)
+                       for f in fields(self) if f.name != "execution_time_ms")
+        if isinstance(other, list):
+            return self.data == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def raise_for_error(self) -> "QueryResult":
+        """Returns the result, or raises its error as ``iadb.DatabaseError``."""
+        if not self.success:
+            from ._errors import DatabaseError
+
+            raise DatabaseError(self.error_code or grpc.StatusCode.UNKNOWN, self.error_message or "",
+                                self.sqlstate)
+        return self
+
+
+def create_query_result(
+    success: bool = True,
+    data: Optional[List[Dict[str, Any]]] = None,
+    row_count: Optional[int] = None,
+    error_message: Optional[str] = None,
+    execution_time_ms: Optional[float] = None,
+    **extra: Any,
+) -> QueryResult:
+    """A ``QueryResult`` as the original helper made it: ``row_count``
+    defaults to the number of rows in ``data``."""
+    data = list(data or [])
+    return QueryResult(success=success, data=data,
+                       row_count=len(data) if row_count is None else row_count,
+                       error_message=error_message,
+                       execution_time_ms=execution_time_ms if execution_time_ms is not None else 0.0,
+                       **extra)
+
+
+def create_error_result(error_message: str, execution_time_ms: Optional[float] = None,
+                        **extra: Any) -> QueryResult:
+    """A failed ``QueryResult`` carrying ``error_message``."""
+    return create_query_result(success=False, data=[], row_count=0, error_message=error_message,
+                               execution_time_ms=execution_time_ms, **extra)
 
 
 @dataclass

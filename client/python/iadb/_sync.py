@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -145,24 +146,39 @@ class SyncDatabase(c.ClientSettings):
     def is_connected(self) -> bool:
         return self._stub is not None
 
-    def connect(self) -> None:
-        """Opens the channel and waits (``connect_timeout``) until it is ready."""
+    def connect(self) -> bool:
+        """Opens the channel and waits (``connect_timeout``) until it is
+        ready; returns True. A refused connection raises ``DatabaseError``
+        UNAVAILABLE at once; no answer at all, after ``connect_timeout``."""
         if self._channel is not None:
-            return
+            return True
         if self._credentials is not None:
             channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
         else:
             channel = grpc.insecure_channel(self.target, options=self._options)
+        settled = threading.Event()
+        states = []
+
+        def watch(state):
+            if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                         grpc.ChannelConnectivity.SHUTDOWN):
+                states.append(state)
+                settled.set()
+
+        channel.subscribe(watch, try_to_connect=True)
         try:
-            grpc.channel_ready_future(channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
+            if not settled.wait(self.connect_timeout):
+                raise c.unreachable(self.target, "no answer within %.1f s" % self.connect_timeout)
+            if states[0] != grpc.ChannelConnectivity.READY:
+                raise c.unreachable(self.target, "the connection failed (refused, no route, or a failed TLS handshake)")
+        except DatabaseError:
+            channel.unsubscribe(watch)
             channel.close()
-            raise DatabaseError(
-                grpc.StatusCode.UNAVAILABLE,
-                "cannot reach iadb server at %s within %.1f s" % (self.target, self.connect_timeout),
-            ) from None
+            raise
+        channel.unsubscribe(watch)
         self._channel = channel
         self._stub = pb_grpc.DatabaseStub(channel)
+        return True
 
     def disconnect(self) -> None:
         channel, self._channel, self._stub = self._channel, None, None
@@ -193,20 +209,61 @@ class SyncDatabase(c.ClientSettings):
     def execute(self, sql: str, params: Params = None) -> ExecuteResult:
         return c.execute_result(self._unary("Execute", c.execute_request(self.database, sql, params, self.read_only)))
 
-    def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
+    def fetch_rows(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
+        """Every row, as dicts; raises ``DatabaseError``."""
         with self.iterate(sql, params) as rows:
             return list(rows)
 
-    def fetch_one(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
+    def fetch_row(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
+        """The first row or None; raises ``DatabaseError``."""
         return c.fetch_one_row(self._unary("FetchOne", c.fetch_one_request(self.database, sql, params, self.read_only)))
 
     def table_exists(self, table_name: str) -> bool:
         return self._unary("TableExists", c.table_exists_request(self.database, table_name)).exists
 
-    def health_check(self) -> HealthStatus:
+    def health(self) -> HealthStatus:
+        """The Health RPC; raises ``DatabaseError``."""
         start = time.perf_counter()
         resp = self._unary("Health", pb.HealthRequest(database=self.database))
         return c.health_status(resp, _ms(start))
+
+    def health_check(self) -> bool:
+        """True when the server answers and its database is healthy; False
+        otherwise (never raises for a server error)."""
+        if self._stub is None:
+            return False
+        try:
+            return self.health().healthy
+        except DatabaseError:
+            return False
+
+    def migrate(self, action: Union[str, int] = "apply", *, target_version: Optional[str] = None,
+                files: Any = None, paths: Any = None, allow_missing: bool = False,
+                allow_out_of_order: bool = False) -> "c.MigrateResult":
+        """See ``Database.migrate``."""
+        request = c.migrate_request(self.database, action, target_version, files, paths,
+                                    allow_missing, allow_out_of_order)
+        return c.migrate_result(self._unary("Migrate", request))
+
+    def fetch_all(self, sql: str, params: Params = None) -> QueryResult:
+        """Every row as a ``QueryResult`` (the original API); never raises
+        for a server error (``success=False``)."""
+        return self.execute_query(sql, params)
+
+    def fetch_one(self, sql: str, params: Params = None) -> QueryResult:
+        """The first row as a ``QueryResult`` (``data`` holds it, or ``[]``)."""
+        request = c.fetch_one_request(self.database, sql, params, self.read_only)
+        self._stub_or_raise()
+        start = time.perf_counter()
+        try:
+            resp = self._unary("FetchOne", request)
+        except DatabaseError as e:
+            return c.failed_result(e, _ms(start))
+        return c.fetch_one_result(resp, _ms(start))
+
+    def create_table(self, table_name: str, schema: Any) -> bool:
+        """``CREATE TABLE IF NOT EXISTS table_name (schema)``; True when it succeeded."""
+        return self.execute_query(c.create_table_sql(table_name, schema)).success
 
     def iterate(self, sql: str, params: Params = None) -> SyncRowStream:
         request = c.fetch_all_request(self.database, sql, params, self.read_only)
@@ -260,6 +317,11 @@ class SyncDatabase(c.ClientSettings):
             return c.failed_result(e, _ms(start))
 
     def _run_query(self, request: pb.FetchAllRequest, start: float) -> QueryResult:
+        if c.is_plain_write(request.sql):
+            resp = self._unary("Execute", pb.ExecuteRequest(
+                database=request.database, sql=request.sql, params=request.params,
+                options=request.options if request.HasField("options") else None))
+            return c.write_result(resp, _ms(start))
         stream = SyncRowStream(self, request, self.timeout)
         with stream:
             data = list(stream)

@@ -10,6 +10,7 @@ import datetime as _dt
 import decimal as _decimal
 import json as _json
 import re as _re
+import uuid as _uuid
 from typing import Any, List, Optional, Sequence
 
 from ._proto import database_pb2 as pb
@@ -25,7 +26,8 @@ class Json:
 
     ``Json({"a": 1})`` serialises its object with ``json.dumps`` at once, so
     an object that is not JSON (a set, NaN, ...) fails where it is wrapped.
-    Plain ``dict``/``list`` parameters are refused: wrap them explicitly.
+    A plain ``dict`` or ``list`` parameter is sent as JSON too; ``Json``
+    also wraps any other JSON value (a string, a number) to send it as JSON.
     """
 
     __slots__ = ("obj", "text")
@@ -99,10 +101,20 @@ def encode_value(v: Any, position: Optional[int] = None) -> pb.Value:
         return pb.Value(time="%02d:%02d:%02d%s" % (v.hour, v.minute, v.second, _frac(v.microsecond)))
     if isinstance(v, Json):
         return pb.Value(json=v.text)
-    if isinstance(v, (dict, list, tuple)):
+    if isinstance(v, _uuid.UUID):
+        # Sent as its canonical text (36 characters, lowercase): PostgreSQL
+        # casts it to uuid, the others store text.
+        return pb.Value(text=str(v))
+    if isinstance(v, (dict, list)):
+        # A dict or a list is a JSON document, as the original API bound it.
+        try:
+            return pb.Value(json=Json(v).text)
+        except TypeError as e:
+            raise TypeError(where + str(e)) from None
+    if isinstance(v, tuple):
         raise TypeError(
-            "%s%s is not a SQL value; wrap JSON documents in iadb.Json(...)"
-            % (where, type(v).__name__)
+            "%stuple is not a SQL value; pass a list (sent as a JSON array) or "
+            "iadb.Json(...)" % where
         )
     raise TypeError("%sunsupported parameter type %s" % (where, type(v).__name__))
 

@@ -16,17 +16,17 @@ async def test_connect_and_disconnect(server):
     await db.connect()
     assert db.is_connected
     await db.connect()  # idempotent
-    assert (await db.fetch_one("SELECT 1 AS one")) == {"one": 1}
+    assert (await db.fetch_row("SELECT 1 AS one")) == {"one": 1}
     await db.disconnect()
     assert not db.is_connected
     await db.disconnect()  # idempotent
     with pytest.raises(RuntimeError, match="not connected"):
-        await db.fetch_all("SELECT 1")
+        await db.fetch_rows("SELECT 1")
 
 
 async def test_http_target_form_is_accepted(server):
     async with iadb.Database("http://" + server.address) as db:
-        assert (await db.fetch_one("SELECT 2 AS two")) == {"two": 2}
+        assert (await db.fetch_row("SELECT 2 AS two")) == {"two": 2}
 
 
 async def test_connect_to_nothing_is_unavailable():
@@ -40,7 +40,7 @@ async def test_connect_to_nothing_is_unavailable():
 async def test_async_with(server):
     async with iadb.Database(server.address) as db:
         assert db.is_connected
-        assert (await db.health_check()).healthy
+        assert (await db.health()).healthy
     assert not db.is_connected
 
 
@@ -102,7 +102,7 @@ async def test_execute_many_is_one_transaction(db, table):
     assert not r.success
     assert r.error_code == grpc.StatusCode.ALREADY_EXISTS
     assert "parameter set 2" in r.error_message
-    assert await db.fetch_all("SELECT v FROM %s ORDER BY v" % table) == [
+    assert await db.fetch_rows("SELECT v FROM %s ORDER BY v" % table) == [
         {"v": "a"}, {"v": "b"}, {"v": "c"}
     ]
 
@@ -113,7 +113,7 @@ async def test_execute_many_with_tuples_and_generators(db, table):
         "INSERT INTO %s (a, b) VALUES (?, ?)" % table, ((i, str(i)) for i in range(100))
     )
     assert r.success and r.row_count == 100
-    assert (await db.fetch_one("SELECT COUNT(*) AS n, SUM(a) AS s FROM %s" % table)) == {
+    assert (await db.fetch_row("SELECT COUNT(*) AS n, SUM(a) AS s FROM %s" % table)) == {
         "n": 100, "s": 4950
     }
 
@@ -121,11 +121,11 @@ async def test_execute_many_with_tuples_and_generators(db, table):
 async def test_fetch_all_and_fetch_one(db, table):
     await db.execute("CREATE TABLE %s (id INTEGER PRIMARY KEY, v TEXT)" % table)
     await db.execute_many("INSERT INTO %s (v) VALUES (?)" % table, [[c] for c in "abcde"])
-    rows = await db.fetch_all("SELECT id, v FROM %s ORDER BY id" % table)
+    rows = await db.fetch_rows("SELECT id, v FROM %s ORDER BY id" % table)
     assert rows == [{"id": i + 1, "v": c} for i, c in enumerate("abcde")]
-    assert await db.fetch_all("SELECT id FROM %s WHERE id > ?" % table, [99]) == []
-    assert await db.fetch_one("SELECT v FROM %s WHERE id = ?" % table, [3]) == {"v": "c"}
-    assert await db.fetch_one("SELECT v FROM %s WHERE id = ?" % table, [99]) is None
+    assert await db.fetch_rows("SELECT id FROM %s WHERE id > ?" % table, [99]) == []
+    assert await db.fetch_row("SELECT v FROM %s WHERE id = ?" % table, [3]) == {"v": "c"}
+    assert await db.fetch_row("SELECT v FROM %s WHERE id = ?" % table, [99]) is None
 
 
 async def test_table_exists(db, table):
@@ -137,7 +137,7 @@ async def test_table_exists(db, table):
 
 
 async def test_health_check(db):
-    h = await db.health_check()
+    h = await db.health()
     assert isinstance(h, iadb.HealthStatus)
     assert h.healthy and bool(h)
     names = {d.name for d in h.databases}
@@ -152,7 +152,7 @@ async def test_named_database(server, table):
         await other.execute("CREATE TABLE %s (id INTEGER)" % table)
         assert await other.table_exists(table)
         assert not await default.table_exists(table)
-        h = await other.health_check()
+        h = await other.health()
         assert [d.name for d in h.databases] == ["other"]
 
 
@@ -183,8 +183,8 @@ async def test_leaving_iterate_early_cancels_and_frees_the_connection(db):
             async for row in rows:
                 if row["x"] == 10:
                     break
-    assert (await db.fetch_one("SELECT 42 AS x")) == {"x": 42}
-    assert (await db.health_check()).healthy
+    assert (await db.fetch_row("SELECT 42 AS x")) == {"x": 42}
+    assert (await db.health()).healthy
 
 
 async def test_error_after_some_rows_ends_the_stream(db, table):
@@ -206,7 +206,7 @@ async def test_timeout_is_a_deadline(server):
     async with iadb.Database(server.address, timeout=0.2) as db:
         sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c"
         with pytest.raises(iadb.DatabaseError) as info:
-            await db.fetch_one(sql)
+            await db.fetch_row(sql)
         assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
@@ -214,7 +214,7 @@ async def test_bad_parameters_raise_type_error_before_any_call():
     # Never connected: a TypeError (not RuntimeError) shows that the check
     # comes before anything is sent.
     db = iadb.Database("127.0.0.1:1")
-    bad = [{"a": 1}]
+    bad = [object()]  # (a dict is a JSON document now)
     with pytest.raises(TypeError):
         await db.execute_query("SELECT ?", bad)
     with pytest.raises(TypeError):
@@ -222,9 +222,9 @@ async def test_bad_parameters_raise_type_error_before_any_call():
     with pytest.raises(TypeError):
         await db.execute_many("SELECT ?", [[1], bad])
     with pytest.raises(TypeError):
-        await db.fetch_all("SELECT ?", bad)
+        await db.fetch_rows("SELECT ?", bad)
     with pytest.raises(TypeError):
-        await db.fetch_one("SELECT ?", bad)
+        await db.fetch_row("SELECT ?", bad)
     with pytest.raises(TypeError):
         await db.execute_with_retry("SELECT ?", bad)
     with pytest.raises(TypeError):

@@ -37,7 +37,7 @@ def token_server(tmp_path_factory):
 async def test_async_token_option(token_server, table):
     async with iadb.Database(token_server.address) as anonymous:
         with pytest.raises(iadb.DatabaseError) as err:
-            await anonymous.fetch_all("SELECT 1 AS one")
+            await anonymous.fetch_rows("SELECT 1 AS one")
         assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
     async with iadb.Database(token_server.address, token=WRITE) as writer:
         await writer.execute("CREATE TABLE %s (id INTEGER)" % table)
@@ -47,7 +47,7 @@ async def test_async_token_option(token_server, table):
             await reader.execute("INSERT INTO %s (id) VALUES (?)" % table, [2])
         assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
         assert "py-reader" in err.value.message
-        rows = await reader.fetch_all("SELECT id FROM %s" % table)
+        rows = await reader.fetch_rows("SELECT id FROM %s" % table)
         assert [r["id"] for r in rows] == [1]
 
 

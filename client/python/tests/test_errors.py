@@ -19,14 +19,14 @@ async def test_execute_query_reports_the_servers_message(db):
     assert r.execution_time_ms > 0
     # The same message as the typed API's.
     with pytest.raises(iadb.DatabaseError) as info:
-        await db.fetch_all("SELECT * FROM no_such_table_here")
+        await db.fetch_rows("SELECT * FROM no_such_table_here")
     assert info.value.message == r.error_message
 
 
 async def test_syntax_error_is_invalid_argument(db):
     r = await db.execute_query("SELEC 1")
     assert not r.success and "syntax error" in r.error_message
-    for call in (db.fetch_all, db.fetch_one, db.execute):
+    for call in (db.fetch_rows, db.fetch_row, db.execute):
         with pytest.raises(iadb.DatabaseError) as info:
             await call("SELEC 1")
         e = info.value
@@ -66,7 +66,7 @@ async def test_wrong_parameter_count(db):
 
 async def test_empty_sql(db):
     with pytest.raises(iadb.DatabaseError) as info:
-        await db.fetch_all("")
+        await db.fetch_rows("")
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -86,4 +86,4 @@ async def test_execute_many_error_names_the_set(db, table):
     assert not r.success
     assert r.error_code == grpc.StatusCode.FAILED_PRECONDITION
     assert r.error_message.startswith("parameter set 2")
-    assert (await db.fetch_one("SELECT COUNT(*) AS n FROM %s" % table)) == {"n": 0}
+    assert (await db.fetch_row("SELECT COUNT(*) AS n FROM %s" % table)) == {"n": 0}

@@ -20,11 +20,11 @@ import iadb
 
 
 async def _count(db, key):
-    return (await db.fetch_one("count " + key))["n"]
+    return (await db.fetch_row("count " + key))["n"]
 
 
 def _count_sync(db, key):
-    return db.fetch_one("count " + key)["n"]
+    return db.fetch_row("count " + key)["n"]
 
 
 # --- case 2: a stream without its summary ------------------------------------
@@ -32,10 +32,10 @@ def _count_sync(db, key):
 
 async def test_stream_without_summary_is_an_error(fake_address):
     async with iadb.Database(fake_address) as db:
-        assert len(await db.fetch_all("rows 250")) == 250  # control
+        assert len(await db.fetch_rows("rows 250")) == 250  # control
 
         with pytest.raises(iadb.DatabaseError) as info:
-            await db.fetch_all("truncate 250")
+            await db.fetch_rows("truncate 250")
         assert info.value.code == grpc.StatusCode.INTERNAL
         assert "without its summary" in info.value.message
         assert not info.value.retryable
@@ -63,10 +63,10 @@ async def test_stream_without_summary_is_an_error(fake_address):
 
 def test_sync_stream_without_summary_is_an_error(fake_address):
     with iadb.SyncDatabase(fake_address) as db:
-        assert len(db.fetch_all("rows 250")) == 250
+        assert len(db.fetch_rows("rows 250")) == 250
 
         with pytest.raises(iadb.DatabaseError) as info:
-            db.fetch_all("truncate 250")
+            db.fetch_rows("truncate 250")
         assert info.value.code == grpc.StatusCode.INTERNAL
 
         seen = 0
@@ -97,8 +97,8 @@ async def test_passed_deadline_is_deadline_exceeded(fake_address):
             took = time.perf_counter() - start
             assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, (i, info.value)
             assert 0.15 <= took < 5.0, took
-        for call in (lambda: db.fetch_one("hang"), lambda: db.fetch_all("hang"),
-                     lambda: db.fetch_all("header-then-hang")):
+        for call in (lambda: db.fetch_row("hang"), lambda: db.fetch_rows("hang"),
+                     lambda: db.fetch_rows("header-then-hang")):
             with pytest.raises(iadb.DatabaseError) as info:
                 await call()
             assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -113,7 +113,7 @@ def test_sync_passed_deadline_is_deadline_exceeded(fake_address):
                 db.execute("hang")
             assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, (i, info.value)
         with pytest.raises(iadb.DatabaseError) as info:
-            db.fetch_all("header-then-hang")
+            db.fetch_rows("header-then-hang")
         assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
@@ -136,7 +136,7 @@ async def test_unavailable_write_is_not_sent_again(fake_address):
 
         # Reads are retried: the first attempt and 2 retries.
         with pytest.raises(iadb.DatabaseError):
-            await iadb.with_retry(lambda: db.fetch_one("unavailable py-r1"), max_retries=2, base_delay=0.01)
+            await iadb.with_retry(lambda: db.fetch_row("unavailable py-r1"), max_retries=2, base_delay=0.01)
         assert await _count(db, "FetchOne py-r1") == 3
         r = await db.execute_with_retry("unavailable py-r2", idempotent=True, max_retries=2, base_delay=0.01)
         assert r.success is False and r.error_code == grpc.StatusCode.UNAVAILABLE
@@ -149,7 +149,7 @@ def test_sync_unavailable_write_is_not_sent_again(fake_address):
         assert r.success is False and r.error_code == grpc.StatusCode.UNAVAILABLE
         assert _count_sync(db, "FetchAll py-sw1") == 1
         with pytest.raises(iadb.DatabaseError):
-            iadb.with_retry_sync(lambda: db.fetch_one("unavailable py-sr1"), max_retries=2, base_delay=0.01)
+            iadb.with_retry_sync(lambda: db.fetch_row("unavailable py-sr1"), max_retries=2, base_delay=0.01)
         assert _count_sync(db, "FetchOne py-sr1") == 3
 
 

@@ -92,7 +92,7 @@ async def test_execute_with_retry_against_a_stopped_server(fresh_server):
 
     # The typed API raises UNAVAILABLE, also through with_retry.
     with pytest.raises(iadb.DatabaseError) as info:
-        await iadb.with_retry(lambda: db.fetch_all("SELECT 1"), max_retries=1, base_delay=0.01)
+        await iadb.with_retry(lambda: db.fetch_rows("SELECT 1"), max_retries=1, base_delay=0.01)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.retryable
     await db.disconnect()
 

@@ -11,10 +11,10 @@ import iadb
 def test_with_block(server):
     with iadb.SyncDatabase(server.address) as db:
         assert db.is_connected
-        assert db.health_check().healthy
+        assert db.health().healthy
     assert not db.is_connected
     with pytest.raises(RuntimeError):
-        db.fetch_all("SELECT 1")
+        db.fetch_rows("SELECT 1")
 
 
 def test_connect_to_nothing_is_unavailable():
@@ -39,11 +39,11 @@ def test_every_method(sdb, table):
     assert r.success and r.row_count == 2
     assert r.get_first_row() == {"name": "Ada", "score": 9.5}
     assert r.get_column_values("name") == ["Ada", "Grace"]
-    assert sdb.fetch_all("SELECT name FROM %s ORDER BY id" % table) == [
+    assert sdb.fetch_rows("SELECT name FROM %s ORDER BY id" % table) == [
         {"name": "Ada"}, {"name": "Grace"}, {"name": "Linus"}
     ]
-    assert sdb.fetch_one("SELECT name FROM %s WHERE id = ?" % table, [3]) == {"name": "Linus"}
-    assert sdb.fetch_one("SELECT name FROM %s WHERE id = ?" % table, [99]) is None
+    assert sdb.fetch_row("SELECT name FROM %s WHERE id = ?" % table, [3]) == {"name": "Linus"}
+    assert sdb.fetch_row("SELECT name FROM %s WHERE id = ?" % table, [99]) is None
     with sdb.iterate("SELECT id FROM %s ORDER BY id" % table) as rows:
         assert [row["id"] for row in rows] == [1, 2, 3]
         assert rows.columns == ["id"] and rows.row_count == 3
@@ -56,7 +56,7 @@ def test_errors(sdb, table):
     assert not r.success and r.error_message == "no such table: missing_sync_table"
     assert r.error_code == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(iadb.DatabaseError) as info:
-        sdb.fetch_all("SELEC 1")
+        sdb.fetch_rows("SELEC 1")
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and info.value.sqlstate == "1"
     sdb.execute("CREATE TABLE %s (v TEXT PRIMARY KEY)" % table)
     sdb.execute("INSERT INTO %s VALUES ('a')" % table)
@@ -65,7 +65,7 @@ def test_errors(sdb, table):
     assert info.value.code == grpc.StatusCode.ALREADY_EXISTS
     r = sdb.execute_many("INSERT INTO %s VALUES (?)" % table, [["b"], ["a"]])
     assert not r.success and r.error_code == grpc.StatusCode.ALREADY_EXISTS
-    assert sdb.fetch_all("SELECT v FROM %s" % table) == [{"v": "a"}]
+    assert sdb.fetch_rows("SELECT v FROM %s" % table) == [{"v": "a"}]
 
 
 def test_early_close_cancels(sdb):
@@ -75,7 +75,7 @@ def test_early_close_cancels(sdb):
             for row in rows:
                 if row["x"] == 5:
                     break
-    assert sdb.fetch_one("SELECT 7 AS x") == {"x": 7}
+    assert sdb.fetch_row("SELECT 7 AS x") == {"x": 7}
 
 
 def test_bad_parameters_raise_before_any_call():

@@ -53,17 +53,17 @@ def _credentials(folder: str, client: bool) -> grpc.ChannelCredentials:
 async def test_async_mtls(mtls_server):
     folder = _tls_dir()
     async with iadb.Database(mtls_server.address, credentials=_credentials(folder, True)) as db:
-        assert await db.fetch_all("SELECT 1 AS one") == [{"one": 1}]
+        assert await db.fetch_rows("SELECT 1 AS one") == [{"one": 1}]
 
 
 def test_sync_mtls_and_refusals(mtls_server):
     folder = _tls_dir()
     with iadb.SyncDatabase(mtls_server.address, credentials=_credentials(folder, True)) as db:
-        assert db.fetch_one("SELECT 2 AS two") == {"two": 2}
+        assert db.fetch_row("SELECT 2 AS two") == {"two": 2}
     # Without a client certificate, or in clear text: not served.
     for credentials in (_credentials(folder, False), None):
         db = iadb.SyncDatabase(mtls_server.address, credentials=credentials, connect_timeout=2.0, timeout=5.0)
         with pytest.raises(iadb.DatabaseError):
             db.connect()
-            db.fetch_one("SELECT 1 AS one")
+            db.fetch_row("SELECT 1 AS one")
         db.disconnect()

@@ -23,7 +23,7 @@ async def make_table(db, table):
 
 
 async def values(db, table):
-    return [r["v"] for r in await db.fetch_all("SELECT v FROM %s ORDER BY id" % table)]
+    return [r["v"] for r in await db.fetch_rows("SELECT v FROM %s ORDER BY id" % table)]
 
 
 # --- batch ---------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_sync_batch_and_its_bad_parameter(sdb, table):
     with pytest.raises(iadb.DatabaseError) as info:
         sdb.batch(["INSERT INTO %s (v) VALUES ('y')" % table, "SELEC 1"])
     assert info.value.statement_index == 1 and info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [r["v"] for r in sdb.fetch_all("SELECT v FROM %s" % table)] == ["x"]
+    assert [r["v"] for r in sdb.fetch_rows("SELECT v FROM %s" % table)] == ["x"]
 
 
 async def test_read_only_batch_refuses_a_write(db, table):
@@ -92,7 +92,7 @@ async def test_read_only_client_reads_and_the_engine_refuses_its_writes(db, serv
     await make_table(db, table)
     await db.execute("INSERT INTO %s (v) VALUES ('kept')" % table)
     async with iadb.Database(server.address, read_only=True) as ro:
-        assert [r["v"] for r in await ro.fetch_all("SELECT v FROM %s" % table)] == ["kept"]
+        assert [r["v"] for r in await ro.fetch_rows("SELECT v FROM %s" % table)] == ["kept"]
         for sql in ["INSERT INTO %s (v) VALUES ('no')" % table, "DELETE FROM %s" % table,
                     "DROP TABLE %s" % table]:
             with pytest.raises(iadb.DatabaseError) as info:
@@ -289,9 +289,9 @@ def test_sync_transaction_commit_rollback_and_exception(sdb, server, table):
             assert tx.execute_many("INSERT INTO %s (v) VALUES (?)" % table, [["b"]]).rows_affected == 1
             assert [r["v"] for r in tx.fetch_all(select)] == ["a", "b"]
             assert [r["v"] for r in tx.iterate(select)] == ["a", "b"]
-            assert other.fetch_all(select) == []
+            assert other.fetch_rows(select) == []
         assert tx.committed is True
-        assert [r["v"] for r in other.fetch_all(select)] == ["a", "b"]
+        assert [r["v"] for r in other.fetch_rows(select)] == ["a", "b"]
 
         with pytest.raises(Boom):
             with sdb.transaction() as tx:
@@ -306,7 +306,7 @@ def test_sync_transaction_commit_rollback_and_exception(sdb, server, table):
                 tx.execute("DELETE FROM %s" % table)
                 tx.execute("ROLLBACK")
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
-        assert [r["v"] for r in other.fetch_all(select)] == ["a", "b"]
+        assert [r["v"] for r in other.fetch_rows(select)] == ["a", "b"]
 
 
 # --- the connection a transaction holds ---------------------------------------
@@ -340,7 +340,7 @@ async def test_twenty_transactions_of_every_ending_free_their_connection(small_p
                 assert how in (2, 3), e
         assert await values(db, table) == ["v%d" % i for i in range(0, 20, 4)]
         # Every connection is back in the pool (the server's own figures).
-        health = await db.health_check()
+        health = await db.health()
         pool = health.databases[0]
         assert pool.pool_max == 2 and pool.pool_idle == pool.pool_size, pool
 
@@ -351,18 +351,18 @@ async def test_a_transaction_holds_one_connection_until_it_ends(small_pool_serve
             # A connection goes back to the pool just after its call (or
             # its transaction's `ended`) was answered.
             for _ in range(50):
-                pool = (await db.health_check()).databases[0]
+                pool = (await db.health()).databases[0]
                 if pool.pool_size == pool.pool_idle:
                     break
                 await asyncio.sleep(0.05)
             return pool
 
-        await db.fetch_all("SELECT 1")
+        await db.fetch_rows("SELECT 1")
         before = await idle()
         assert before.pool_size == before.pool_idle, before
         async with db.transaction() as tx:
             await tx.execute("SELECT 1")
-            during = (await db.health_check()).databases[0]
+            during = (await db.health()).databases[0]
             assert during.pool_size - during.pool_idle == 1, (before, during)
         after = await idle()
         assert after.pool_size == after.pool_idle, after
@@ -407,7 +407,7 @@ def test_sync_idle_transaction_is_aborted(idle_server, table):
         # The block ended normally: its commit finds the transaction gone.
         assert info.value.code == grpc.StatusCode.ABORTED, repr(info.value)
         assert not info.value.commit_outcome_unknown
-        assert db.fetch_all("SELECT v FROM %s" % table) == []
+        assert db.fetch_rows("SELECT v FROM %s" % table) == []
 
 
 # --- the protocol, below the client ----------------------------------------------
@@ -445,7 +445,7 @@ def test_a_commit_followed_at_once_by_a_half_close_is_committed_and_says_so(fres
             except grpc.RpcError as e:
                 answers.append("%s: %s" % (e.code().name, e.details()))
         channel.close()
-        committed = db.fetch_one("SELECT count(*) AS n FROM %s" % table)["n"]
+        committed = db.fetch_row("SELECT count(*) AS n FROM %s" % table)["n"]
     told_committed = sum(1 for a in answers if a == ["ended"])
     # What the server answered is what happened, and every commit is kept.
     assert (told_committed, committed) == (rounds, rounds), [a for a in answers if a != ["ended"]][:3]

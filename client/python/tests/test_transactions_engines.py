@@ -60,7 +60,7 @@ def insert(table):
 
 async def rows(db, table):
     """(id, v) of every committed row, by a pooled call."""
-    got = await db.fetch_all("SELECT id, v FROM %s ORDER BY id" % table)
+    got = await db.fetch_rows("SELECT id, v FROM %s ORDER BY id" % table)
     return [(int(r["id"]), int(r["v"])) for r in got]
 
 
@@ -116,7 +116,7 @@ def test_sync_commit_and_rollback(sdb, table):
     with sdb.transaction() as tx:
         tx.execute(insert(table), [1, 1])
         assert [r["id"] for r in tx.fetch_all(select)] == [1]
-        assert sdb.fetch_all(select) == []
+        assert sdb.fetch_rows(select) == []
     assert tx.committed is True
     with pytest.raises(Boom):
         with sdb.transaction() as tx:
@@ -125,7 +125,7 @@ def test_sync_commit_and_rollback(sdb, table):
     with sdb.transaction() as tx:
         tx.execute("DELETE FROM %s" % table)
         tx.rollback()
-    assert [(int(r["id"]), int(r["v"])) for r in sdb.fetch_all(select)] == [(1, 1)]
+    assert [(int(r["id"]), int(r["v"])) for r in sdb.fetch_rows(select)] == [(1, 1)]
 
 
 # --- batch ------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_sync_serializable_conflict_in_two_threads(sdb, engine_server, table):
     for t in threads:
         t.join(60)
     assert not any(t.is_alive() for t in threads), outcomes
-    got = [(int(r["id"]), int(r["v"])) for r in sdb.fetch_all("SELECT id, v FROM %s ORDER BY id" % table)]
+    got = [(int(r["id"]), int(r["v"])) for r in sdb.fetch_rows("SELECT id, v FROM %s ORDER BY id" % table)]
     check_conflict(engine_server.engine, outcomes, got)
 
 
@@ -259,7 +259,7 @@ async def test_a_concurrent_commit_is_seen_under_read_committed_only(db, table, 
     async with db.transaction(isolation=isolation) as tx:
         assert int((await tx.fetch_one(count))["c"]) == 1
         await db.execute(insert(table), [2, 0])  # committed by a pooled call
-        assert int((await db.fetch_one(count))["c"]) == 2
+        assert int((await db.fetch_row(count))["c"]) == 2
         again = int((await tx.fetch_one(count))["c"])
         assert again == (2 if sees_the_commit else 1), isolation
     assert tx.committed is True
