@@ -13,8 +13,7 @@ use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{in_ci, repo_root, server_binary, skip};
 use std::process::Command;
 
-const INSTALL: &str =
-    "install with: pip install ./client/python pytest pytest-asyncio dbapi-compliance pandas sqlalchemy";
+const INSTALL: &str = "install with: pip install ./client/python pytest pytest-asyncio dbapi-compliance pandas sqlalchemy";
 
 /// `$IADB_PYTHON`, else `python3`.
 fn python() -> String {
