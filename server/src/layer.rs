@@ -259,13 +259,22 @@ impl<S> CallGuard<S> {
     }
 }
 
-/// The database a call is about, as its handler names it once it has read
-/// the request's body (a configured name, or [`UNKNOWN_DATABASE`] /
-/// [`ALL_DATABASES`](crate::metrics::ALL_DATABASES)); the layer labels the
-/// call's metrics with it when the call ends. Put in each guarded
-/// request's extensions by the layer.
+/// What a handler tells the layer about its call once it has read the
+/// request's body: the database it names (a configured name, or
+/// [`UNKNOWN_DATABASE`] / [`ALL_DATABASES`](crate::metrics::ALL_DATABASES)),
+/// which labels the call's metrics, and, for a streaming call, how its
+/// work ended — so a client that drops a stream after its last answer
+/// without reading the trailers (a committed Transaction, a FetchAll whose
+/// summary arrived) is counted by what the server did, not as CANCELLED.
+/// Put in each guarded request's extensions by the layer.
 #[derive(Clone, Default)]
-pub struct CallLabel(Arc<OnceLock<String>>);
+pub struct CallLabel(Arc<CallNote>);
+
+#[derive(Default)]
+struct CallNote {
+    database: OnceLock<String>,
+    ended: OnceLock<(tonic::Code, String)>,
+}
 
 impl CallLabel {
     /// The label slot of a request (a fresh one, never read, when the
@@ -280,11 +289,23 @@ impl CallLabel {
 
     /// Names the call's database (the first name given stays).
     pub fn set(&self, database: &str) {
-        let _ = self.0.set(database.to_owned());
+        let _ = self.0.database.set(database.to_owned());
+    }
+
+    /// Records how a streaming call's work ended (the first result stays).
+    pub fn ended(&self, result: &Result<(), iadb::Error>) {
+        let ended = match result {
+            Ok(()) => (tonic::Code::Ok, String::new()),
+            Err(e) => (tonic::Code::from(e.kind()), e.message().to_owned()),
+        };
+        let _ = self.0.ended.set(ended);
     }
 
     fn get(&self) -> &str {
-        self.0.get().map_or(UNKNOWN_DATABASE, String::as_str)
+        self.0
+            .database
+            .get()
+            .map_or(UNKNOWN_DATABASE, String::as_str)
     }
 }
 
@@ -335,8 +356,13 @@ impl CallEnd {
 
 impl Drop for CallEnd {
     fn drop(&mut self) {
-        // A response dropped before its trailers: the client left.
-        self.record(&Status::cancelled("the client left before the call ended"));
+        // A response dropped before its trailers: the client left, after
+        // the work ended (as the handler reported) or before.
+        let status = match self.label.0.ended.get() {
+            Some((code, message)) => Status::new(*code, message.clone()),
+            None => Status::cancelled("the client left before the call ended"),
+        };
+        self.record(&status);
     }
 }
 

@@ -665,7 +665,7 @@ impl Database for DatabaseService {
             .by(identity);
         if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
-                .fetch_all_read_only(call, database, sql, params, limit)
+                .fetch_all_read_only(call, label, database, sql, params, limit)
                 .await;
         }
         // Errors before the first row (bad SQL, unknown table) fail the call
@@ -701,6 +701,7 @@ impl Database for DatabaseService {
             // The engine's cursor and connection are gone now; so is the
             // call's turn.
             drop(turn);
+            label.ended(&result);
             set_ending(&pump_ending, result);
             // `tx` drops here, after the error is in place.
         });
@@ -1058,6 +1059,7 @@ impl Database for DatabaseService {
                     lasted_ms = ?ended.lasted.map(|d| d.as_millis()),
                     "transaction ended"
                 );
+                label.ended(&ended.result);
                 set_ending(&pump_ending, ended.result);
             }
             .instrument(Span::current()),
@@ -1269,6 +1271,7 @@ impl DatabaseService {
     async fn fetch_all_read_only(
         &self,
         call: Call,
+        label: CallLabel,
         database: String,
         sql: String,
         params: Vec<proto::Value>,
@@ -1306,6 +1309,7 @@ impl DatabaseService {
             })
             .await;
             drop(turn);
+            label.ended(&result);
             set_ending(&task_ending, result);
         });
         Ok(Response::new(frames_then_ending(rx, ending)))
