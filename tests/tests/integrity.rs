@@ -265,14 +265,29 @@ async fn streams_that_are_never_read_are_ended_and_free_their_connections() {
             Err(e) => panic!("the stalled streams kept their connections: {e:?}"),
         }
     }
+    // Both stalled streams must have been ended by the server before their
+    // clients read anything: a stalled stream gives its connection back
+    // only when the stall ends it. Reading a stream whose stall timer has not
+    // fired yet would unblock it, and it would then arrive whole (that race,
+    // not a hidden buffer, made this test flaky on a loaded machine).
+    let started = Instant::now();
+    loop {
+        let health = other.health(false).await.expect("health");
+        let pool = health.first().expect("a report");
+        if pool.pool_size == pool.pool_idle {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} of {} connections still held 30 s after the stall timeout:\n{}",
+            pool.pool_size - pool.pool_idle,
+            pool.pool_size,
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The stalled clients get what was sent, then the stall's error: never
-    // a short result that looks complete. On a saturated machine a stalled
-    // client was seen (about 1 run in 4 with both cores busy) to receive its
-    // stream whole, all 200,000 rows and the summary, although it read
-    // nothing until now; that is complete, not short, and where those 22 MB
-    // waited is not found yet (see the closing note of issue 11). At least
-    // one of the two must have been ended by the stall.
-    let mut ended_by_stall = 0;
+    // a short result that looks complete.
     for (_client, stream) in stalled {
         let mut rows = stream.rows;
         let mut read = 0u64;
@@ -284,13 +299,7 @@ async fn streams_that_are_never_read_are_ended_and_free_their_connections() {
             }
         };
         println!("a stalled client read {read} rows before its stream ended");
-        let Some(error) = ending else {
-            assert_eq!(
-                read, 200_000,
-                "a stream that ends without an error is whole"
-            );
-            continue;
-        };
+        let error = ending.expect("a stalled stream ends with the stall's error");
         assert_eq!(error.kind(), ErrorKind::ResourceExhausted, "{error:?}");
         assert!(
             error.message().contains("--stream-stall-timeout-secs"),
@@ -298,13 +307,7 @@ async fn streams_that_are_never_read_are_ended_and_free_their_connections() {
             error.message()
         );
         assert!(read < 200_000, "all {read} rows arrived before the error");
-        ended_by_stall += 1;
     }
-    assert!(
-        ended_by_stall >= 1,
-        "neither stalled stream was ended by --stream-stall-timeout-secs:\n{}",
-        server.log_text()
-    );
 }
 
 /// A message that is not a valid `ExecuteRequest`: field 1 (`database`, a

@@ -550,3 +550,78 @@ async fn mysql_fetch_one_keeps_its_connection() {
         assert_eq!(id().await, first, "FetchOne closed its connection");
     }
 }
+
+/// A statement that sends nothing for long (`SLEEP`) whose call's deadline
+/// passes is stopped on the server (`KILL QUERY` from a second connection):
+/// it is gone from the process list within seconds after
+/// DEADLINE_EXCEEDED, through Execute, FetchAll, ExecuteMany and inside a
+/// Transaction alike, and the pool's one connection serves the next call. Before, it ran its 30 s
+/// to the end (closing the connection does not stop it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_deadline_stops_a_silent_statement_on_the_server() {
+    use iadb::DatabaseInterface;
+    use std::time::{Duration, Instant};
+    let Ok(url) = std::env::var("IADB_TEST_MYSQL_URL") else {
+        iadb_tests::harness::skip("mysql", "IADB_TEST_MYSQL_URL is not set");
+        return;
+    };
+    let server = iadb_tests::TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
+    let db = iadb_client::RemoteDatabase::new(server.endpoint.clone())
+        .with_timeout(Duration::from_millis(500))
+        .with_retry(iadb_client::RetryPolicy::none());
+    db.connect().await.expect("connect");
+    let observer = sqlx::MySqlPool::connect(&url).await.expect("observer");
+    let marker = format!("iadb_kill_marker_{}", std::process::id());
+    let running = |tag: String| {
+        let observer = observer.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE CONCAT('%', ?, '%') AND ID <> CONNECTION_ID() \
+                 AND COMMAND <> 'Sleep'",
+            )
+            .bind(tag)
+            .fetch_one(&observer)
+            .await
+            .expect("processlist")
+        }
+    };
+    for rpc in ["Execute", "FetchAll", "ExecuteMany", "Transaction"] {
+        let tag = format!("{marker}_{rpc}");
+        let sql = format!("SELECT SLEEP(30) AS slept /* {tag} */");
+        let err = match rpc {
+            "Execute" => db.execute(&sql, &[]).await.map(|_| ()),
+            "FetchAll" => db.fetch_all(&sql, &[]).await.map(|_| ()),
+            "ExecuteMany" => db.execute_many(&sql, &[vec![]]).await.map(|_| ()),
+            _ => match db.transaction(Default::default()).await {
+                Ok(mut tx) => tx.fetch_all(&sql, &[]).await.map(|_| ()),
+                Err(e) => panic!("begin: {e}"),
+            },
+        }
+        .expect_err("30 s of sleep under a 500 ms deadline");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::DeadlineExceeded,
+            "{rpc}: {}",
+            err.message()
+        );
+        let ended = Instant::now();
+        while running(tag.clone()).await > 0 {
+            assert!(
+                ended.elapsed() < Duration::from_secs(5),
+                "{rpc}: SLEEP still running 5 s after DEADLINE_EXCEEDED"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "{rpc}: statement gone {} ms after DEADLINE_EXCEEDED",
+            ended.elapsed().as_millis()
+        );
+    }
+    let row = db
+        .fetch_one("SELECT 1 AS one", &[])
+        .await
+        .expect("the server still serves")
+        .expect("a row");
+    assert_eq!(row.get("one"), Some(&Value::Int(1)));
+}

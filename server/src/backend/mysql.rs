@@ -17,8 +17,8 @@ use super::{
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, split_schema,
-        sqlx_statement_paths,
+        BeginPlan, Call, PoolSlot, Readied, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle,
+        split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::Dialect;
@@ -589,7 +589,7 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
 
 impl SqlxEngine for MySqlEngine {
     type DB = MySql;
-    type Guard = ();
+    type Guard = ThreadGuard;
     type Statement = MySqlStatement;
     const ENGINE: DatabaseType = DatabaseType::Mysql;
 
@@ -763,29 +763,117 @@ impl SqlxEngine for MySqlEngine {
             }))
     }
 
-    /// A stream dropped before its end: MySQL's protocol has no way to
-    /// stop a result part-way on the same connection, the rest must be
-    /// read before the next command, and sqlx reads it when the connection
-    /// returns to the pool, which for a large result takes as long as the
-    /// whole query. So the connection gets a short budget to finish; past
-    /// it the connection is closed, which stops a query that is sending
-    /// rows at its next write, and the pool opens a fresh one. (A
-    /// statement silent for long, such as `SLEEP`, runs to its end: only
-    /// `KILL QUERY` stops it, and sqlx does not expose the connection id.)
-    /// Any other call's connection goes back to the pool as it is.
-    fn abandon(mut conn: PoolConnection<MySql>, _guard: (), call: Call) {
-        if call != Call::Stream {
-            return;
-        }
+    /// Learns the server's id of the connection (`CONNECTION_ID()`, one
+    /// round trip per call), which `KILL QUERY` needs if the call is
+    /// dropped while its statement runs ([`Self::abandon`]). sqlx reads the
+    /// id in the handshake but keeps it private, so it is asked for here.
+    fn ready(
+        conn: PoolConnection<MySql>,
+        pool: &PoolSlot<MySql>,
+    ) -> BoxFuture<'_, Result<Readied<Self>>> {
+        Box::pin(async move {
+            let mut conn = conn;
+            let row = (&mut *conn)
+                .fetch_one(sqlx::raw_sql("SELECT CONNECTION_ID()"))
+                .await
+                .map_err(mysql_error)?;
+            let thread: u64 = row.try_get(0).map_err(mysql_error)?;
+            let options = pool.get()?.connect_options();
+            Ok((
+                conn,
+                ThreadGuard {
+                    thread: Some((thread, options)),
+                },
+            ))
+        })
+    }
+
+    /// The statement ended: nothing to kill.
+    fn disarm(guard: &mut ThreadGuard) {
+        guard.thread = None;
+    }
+
+    /// `KILL QUERY` for the connection's thread ([`kill_query`]), unless
+    /// the guard was disarmed: a pooled call's statement still running when
+    /// the call was dropped, or a session's (a Transaction stream whose
+    /// client left mid-statement) before it is rolled back.
+    fn stop_statement(guard: ThreadGuard) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some((thread, options)) = guard.thread {
+                kill_query(&options, thread).await;
+            }
+        })
+    }
+
+    /// A call dropped before its statement ended (its caller left, its
+    /// deadline passed). MySQL's protocol cannot stop a statement on the
+    /// same connection: the rest of a result must be read before the next
+    /// command, and a statement that sends nothing for long (`SLEEP`, a
+    /// big aggregate) runs on even after its connection is closed. So a
+    /// second connection sends `KILL QUERY` for the lent connection's
+    /// thread ([`kill_query`]); then the connection gets a short budget to
+    /// read what is left, and past it is closed (the pool opens a fresh
+    /// one).
+    fn abandon(mut conn: PoolConnection<MySql>, guard: ThreadGuard, _call: Call) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
+            Self::stop_statement(guard).await;
             match tokio::time::timeout(DRAIN_BUDGET, conn.ping()).await {
                 Ok(Ok(())) => drop(conn),
                 _ => drop(conn.detach()),
             }
         });
+    }
+}
+
+/// The server's id of a lent connection and the options to open a second
+/// connection to the same server: what stops the lent connection's
+/// statement when its call is dropped.
+#[derive(Default)]
+pub struct ThreadGuard {
+    thread: Option<(u64, Arc<MySqlConnectOptions>)>,
+}
+
+/// How long stopping an abandoned statement may take (connecting a second
+/// connection and sending `KILL QUERY`).
+const KILL_BUDGET: Duration = Duration::from_secs(5);
+
+/// Stops the statement that server thread `thread` is running, from a
+/// connection of its own (the pool's may all be taken). A thread whose
+/// statement has just ended is left as it is: `KILL QUERY` on an idle
+/// connection does not touch its next statement. Failures are logged, not
+/// returned: the connection is closed after it anyway.
+async fn kill_query(options: &MySqlConnectOptions, thread: u64) {
+    let killed = tokio::time::timeout(KILL_BUDGET, async {
+        let mut killer = sqlx::MySqlConnection::connect_with(options).await?;
+        let sent = killer
+            .execute(sqlx::raw_sql(&format!("KILL QUERY {thread}")))
+            .await;
+        let _ = killer.close().await;
+        sent.map(|_| ())
+    })
+    .await;
+    match killed {
+        Ok(Ok(())) => tracing::debug!(thread, "an abandoned statement was stopped (KILL QUERY)"),
+        // 1094: the thread is gone (its connection closed as it ended).
+        Ok(Err(sqlx::Error::Database(e)))
+            if e.try_downcast_ref::<MySqlDatabaseError>()
+                .map(MySqlDatabaseError::number)
+                == Some(1094) =>
+        {
+            tracing::debug!(thread, "an abandoned statement's thread had already ended");
+        }
+        Ok(Err(e)) => tracing::warn!(
+            thread,
+            "could not stop an abandoned statement: {}",
+            mysql_error(e).message()
+        ),
+        Err(_) => tracing::warn!(
+            thread,
+            "could not stop an abandoned statement within {KILL_BUDGET:?}"
+        ),
     }
 }
 

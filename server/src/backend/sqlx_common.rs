@@ -382,16 +382,26 @@ pub trait SqlxEngine: Send + Sync + Sized + 'static {
         Box::pin(async { Ok(false) })
     }
 
+    /// Stops the statement an abandoned session's connection may still be
+    /// running, through its guard (disarmed when none runs). By default
+    /// the guard is dropped.
+    fn stop_statement(guard: Self::Guard) -> BoxFuture<'static, ()> {
+        drop(guard);
+        Box::pin(async {})
+    }
+
     /// Brings an abandoned session's connection back to a clean state: its
-    /// guard dropped, its transaction rolled back, `after` run.
+    /// statement stopped ([`Self::stop_statement`]), its transaction rolled
+    /// back, `after` run.
     fn settle<'a>(
         conn: &'a mut <Self::DB as sqlx::Database>::Connection,
         guard: Self::Guard,
         in_transaction: bool,
         after: Option<&'static str>,
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        drop(guard);
+        let stopped = Self::stop_statement(guard);
         Box::pin(async move {
+            stopped.await;
             if in_transaction {
                 <Self::DB as sqlx::Database>::TransactionManager::rollback(conn).await?;
             }
@@ -525,6 +535,9 @@ pub(crate) struct SqlxSession<E: SqlxEngine> {
     held: Option<(Held<E::DB>, E::Guard)>,
     in_transaction: bool,
     busy: bool,
+    /// A statement's future was dropped part-way (its call's deadline, a
+    /// client that left): the connection may still be running it.
+    cut_off: bool,
     after: Option<&'static str>,
     /// A statement changed the connection's session state: when the
     /// transaction ends the connection is reset where the engine can
@@ -552,6 +565,7 @@ impl<E: SqlxEngine> SqlxSession<E> {
             held: Some((held, guard)),
             in_transaction: false,
             busy: false,
+            cut_off: false,
             after: None,
             session_state: false,
             close_at_end: false,
@@ -578,6 +592,16 @@ impl<E: SqlxEngine> SqlxSession<E> {
             return Err(Error::new(
                 iadb::ErrorKind::FailedPrecondition,
                 "no transaction is open on this session",
+            ));
+        }
+        if self.cut_off {
+            // Ending it here would first wait for the statement (MySQL
+            // reads the rest of its result first; SQLite queues behind
+            // it). Dropping the session stops it, then rolls back.
+            return Err(Error::new(
+                iadb::ErrorKind::FailedPrecondition,
+                "a statement was cut off part-way; the transaction is rolled back as the \
+                 session is dropped",
             ));
         }
         self.busy = true;
@@ -612,10 +636,14 @@ impl<E: SqlxEngine> Drop for SqlxSession<E> {
         if !(self.in_transaction || self.busy || self.after.is_some() || self.session_state) {
             return;
         }
-        let Some((Held::Pooled(mut conn), guard)) = self.held.take() else {
+        let Some((Held::Pooled(mut conn), mut guard)) = self.held.take() else {
             // A detached connection closes as it drops, which rolls back.
             return;
         };
+        if !self.busy {
+            // No statement runs: nothing for the guard to stop.
+            E::disarm(&mut guard);
+        }
         let (in_transaction, after, session_state) =
             (self.in_transaction, self.after, self.session_state);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -686,21 +714,25 @@ impl<E: SqlxEngine> Session for SqlxSession<E> {
         sink: &mut dyn RowSink,
     ) -> Result<ExecuteOutcome, Error> {
         self.busy = true;
+        self.cut_off = true;
         let result = match self.held.as_mut() {
             Some((conn, _)) => query_into::<E>(conn, sql, params, sink).await,
             None => Err(gone()),
         };
         self.busy = false;
+        self.cut_off = false;
         result
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome, Error> {
         self.busy = true;
+        self.cut_off = true;
         let result = match self.held.as_mut() {
             Some((conn, _)) => E::execute_on(conn, sql, params).await,
             None => Err(gone()),
         };
         self.busy = false;
+        self.cut_off = false;
         result
     }
 
@@ -710,21 +742,25 @@ impl<E: SqlxEngine> Session for SqlxSession<E> {
         param_sets: &[Vec<Value>],
     ) -> Result<ExecuteOutcome, Error> {
         self.busy = true;
+        self.cut_off = true;
         let result = match self.held.as_mut() {
             Some((conn, _)) => E::execute_many_on(conn, sql, param_sets).await,
             None => Err(gone()),
         };
         self.busy = false;
+        self.cut_off = false;
         result
     }
 
     async fn run_script(&mut self, sql: &str) -> Result<(), Error> {
         self.busy = true;
+        self.cut_off = true;
         let result = match self.held.as_mut() {
             Some((conn, _)) => E::run_script(conn, sql).await.map_err(E::map_error),
             None => Err(gone()),
         };
         self.busy = false;
+        self.cut_off = false;
         result
     }
 
