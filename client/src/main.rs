@@ -16,6 +16,7 @@ use std::{
 };
 
 mod output;
+mod shell;
 
 #[derive(Parser)]
 #[command(
@@ -130,6 +131,12 @@ enum Command {
         #[arg(long)]
         rollback: bool,
     },
+    /// An interactive prompt: statements end with `;` and may span lines,
+    /// line editing and a history file (`IADB_HISTORY`, default
+    /// `~/.iadb_history`; empty: none), `\dt` lists tables, `\format
+    /// table|json|csv` switches the output, and BEGIN ... COMMIT (or
+    /// ROLLBACK) runs over one Transaction stream. `\?` lists the commands.
+    Shell,
     /// Lists the tables of the database.
     Tables,
     /// Prints the health of every database (exit 1 if one is unhealthy).
@@ -638,7 +645,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode, Failure> {
         }
         other => other,
     };
-    let mut db = RemoteDatabase::new(server)
+    let mut db = RemoteDatabase::new(server.clone())
         .with_database(cli.database.clone())
         .with_read_only(cli.read_only)
         .with_tls(tls);
@@ -748,6 +755,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode, Failure> {
                 writeln!(out, "committed {} statement(s)", statements.len())?;
             }
         }
+        Command::Shell => shell::run(&db, &server, out, Format::Table).await?,
         Command::Tables => {
             let health = db.health(false).await?;
             let engine = health

@@ -49,6 +49,23 @@ fn is_word(b: u8) -> bool {
 /// whitespace and comments are left out. An unterminated literal or
 /// comment runs to the end (the engine reports it).
 pub fn split_statements(script: &str, dialect: ScriptDialect) -> Vec<String> {
+    let (mut statements, rest) = split(script, dialect);
+    statements.extend(rest);
+    statements
+}
+
+/// Whether `script` ends its last statement: it holds code, and after its
+/// last `;` (outside literals, quoted names and comments) only whitespace
+/// and comments follow. An open literal or comment is not an end: the
+/// shell reads more lines.
+pub fn ends_statement(script: &str, dialect: ScriptDialect) -> bool {
+    let (statements, rest) = split(script, dialect);
+    !statements.is_empty() && rest.is_none()
+}
+
+/// The statements of `script` ended by `;`, and the code after the last
+/// one, if any (not ended).
+fn split(script: &str, dialect: ScriptDialect) -> (Vec<String>, Option<String>) {
     let bytes = script.as_bytes();
     let at = |i: usize| bytes.get(i).copied();
     let mut statements = Vec::new();
@@ -129,10 +146,8 @@ pub fn split_statements(script: &str, dialect: ScriptDialect) -> Vec<String> {
             }
         }
     }
-    if has_code {
-        statements.push(script[start..].trim().to_owned());
-    }
-    statements
+    let rest = has_code.then(|| script[start..].trim().to_owned());
+    (statements, rest)
 }
 
 /// The end of a line comment whose text starts at `i` (at its newline).
@@ -325,5 +340,22 @@ mod tests {
             split("INSERT INTO t VALUES ('é;ü'); SELECT 'ß'", Postgres),
             ["INSERT INTO t VALUES ('é;ü')", "SELECT 'ß'"]
         );
+    }
+
+    #[test]
+    fn a_statement_ends_at_a_semicolon_outside_literals_and_comments() {
+        for d in [Sqlite, Postgres, MySql] {
+            assert!(ends_statement("SELECT 1;", d), "{d:?}");
+            assert!(ends_statement("SELECT 1;  -- done\n", d), "{d:?}");
+            assert!(ends_statement("SELECT 1; SELECT 2;", d), "{d:?}");
+            assert!(!ends_statement("SELECT 1", d), "{d:?}");
+            assert!(!ends_statement("SELECT 1; SELECT", d), "{d:?}");
+            assert!(!ends_statement("SELECT 'a;", d), "{d:?}: open literal");
+            assert!(!ends_statement("SELECT 1 /* ; */", d), "{d:?}");
+            assert!(!ends_statement("", d), "{d:?}");
+            assert!(!ends_statement(" ; ", d), "{d:?}: no code");
+        }
+        assert!(!ends_statement("SELECT $$ a; $$", Postgres));
+        assert!(ends_statement("SELECT $$ a; $$;", Postgres));
     }
 }

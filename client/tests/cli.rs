@@ -1154,3 +1154,118 @@ async fn progress_line_on_a_terminal() {
     assert!(csv.ends_with("\n300000\n"));
     assert!(!csv.contains("rows/s"));
 }
+
+/// `iadb shell` at a terminal (a pseudo-terminal): statements over several
+/// lines run when a line ends them with `;`, `\dt` lists tables, `\format`
+/// switches the output, errors are printed and the shell goes on,
+/// BEGIN ... COMMIT / ROLLBACK run on one Transaction stream (another
+/// client sees the rows only after COMMIT), an error inside a transaction
+/// rolls it back, the up arrow recalls the last statement, the history is
+/// saved to `IADB_HISTORY`, and end of input (Ctrl-D) rolls back an open
+/// transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_at_a_terminal() {
+    let server = start_server().await;
+    let endpoint = server.endpoint.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let history_file = history.clone();
+    let count = move |endpoint: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_iadb"))
+            .args(["--server", endpoint, "query", "--csv"])
+            .arg("SELECT COUNT(*) AS n FROM shell_notes")
+            .output()
+            .unwrap();
+        stdout(&out).lines().nth(1).unwrap_or_default().to_owned()
+    };
+    tokio::task::spawn_blocking(move || {
+        let shell = |history: &std::path::Path| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_iadb"));
+            command
+                .args(["--server", &endpoint, "shell"])
+                .env("IADB_HISTORY", history)
+                .env("TERM", "xterm");
+            rexpect::session::spawn_command(command, Some(30_000)).unwrap()
+        };
+        let mut p = shell(&history);
+        p.exp_string("iadb=> ").unwrap();
+        p.send_line("CREATE TABLE shell_notes (id INTEGER, name TEXT);")
+            .unwrap();
+        p.exp_string("0 row(s) affected").unwrap();
+        // One statement over two lines: the `;` inside the literal does
+        // not end it.
+        p.send_line("INSERT INTO shell_notes VALUES (1, 'a'),")
+            .unwrap();
+        p.exp_string("iadb-> ").unwrap();
+        p.send_line("(2, 'b;c');").unwrap();
+        p.exp_string("2 row(s) affected").unwrap();
+        p.send_line("\\dt").unwrap();
+        p.exp_string("shell_notes\r\n").unwrap();
+        p.send_line("\\format csv").unwrap();
+        p.exp_string("format: csv").unwrap();
+        p.send_line("SELECT id, name FROM shell_notes ORDER BY id;")
+            .unwrap();
+        p.exp_string("id,name\r\n1,a\r\n2,b;c\r\n").unwrap();
+        // An error is printed, and the shell goes on.
+        p.send_line("SELEC 1;").unwrap();
+        p.exp_string("ERROR: ").unwrap();
+        p.exp_string("iadb=> ").unwrap();
+        // A transaction: another client sees its row after COMMIT only.
+        p.send_line("BEGIN;").unwrap();
+        p.exp_string("iadb*> ").unwrap();
+        p.send_line("INSERT INTO shell_notes VALUES (3, 'c');")
+            .unwrap();
+        p.exp_string("1 row(s) affected").unwrap();
+        p.exp_string("iadb*> ").unwrap();
+        assert_eq!(count(&endpoint), "2", "seen before COMMIT");
+        p.send_line("COMMIT;").unwrap();
+        p.exp_string("COMMIT\r\n").unwrap();
+        p.exp_string("iadb=> ").unwrap();
+        assert_eq!(count(&endpoint), "3", "not seen after COMMIT");
+        p.send_line("BEGIN;").unwrap();
+        p.exp_string("iadb*> ").unwrap();
+        p.send_line("DELETE FROM shell_notes;").unwrap();
+        p.exp_string("3 row(s) affected").unwrap();
+        p.send_line("ROLLBACK;").unwrap();
+        p.exp_string("ROLLBACK\r\n").unwrap();
+        p.exp_string("iadb=> ").unwrap();
+        assert_eq!(count(&endpoint), "3", "a rolled-back DELETE");
+        // An error inside a transaction rolls it back.
+        p.send_line("BEGIN;").unwrap();
+        p.exp_string("iadb*> ").unwrap();
+        p.send_line("DELETE FROM shell_notes WHERE id = 1;")
+            .unwrap();
+        p.exp_string("1 row(s) affected").unwrap();
+        p.send_line("INSERT INTO no_such_table VALUES (1);")
+            .unwrap();
+        p.exp_string("the transaction was rolled back").unwrap();
+        p.exp_string("iadb=> ").unwrap();
+        assert_eq!(count(&endpoint), "3", "the DELETE before the error");
+        // The up arrow recalls the last statement; Enter runs it again.
+        p.send_line("SELECT 40 + 2 AS answer;").unwrap();
+        p.exp_string("answer\r\n42\r\n").unwrap();
+        p.exp_string("iadb=> ").unwrap();
+        p.send("\x1b[A").unwrap();
+        p.send_line("").unwrap();
+        p.exp_string("answer\r\n42\r\n").unwrap();
+        p.send_line("\\q").unwrap();
+        p.exp_eof().unwrap();
+        let saved = std::fs::read_to_string(&history_file).unwrap();
+        assert!(saved.contains("SELECT 40 + 2 AS answer;"), "{saved}");
+        assert!(saved.contains("(2, 'b;c');"), "{saved}");
+        // End of input (Ctrl-D) with a transaction open rolls it back.
+        let mut p = shell(&history);
+        p.exp_string("iadb=> ").unwrap();
+        p.send_line("BEGIN;").unwrap();
+        p.exp_string("iadb*> ").unwrap();
+        p.send_line("DELETE FROM shell_notes;").unwrap();
+        p.exp_string("3 row(s) affected").unwrap();
+        p.send_control('d').unwrap();
+        p.exp_string("the open transaction was rolled back")
+            .unwrap();
+        p.exp_eof().unwrap();
+        assert_eq!(count(&endpoint), "3", "Ctrl-D committed");
+    })
+    .await
+    .unwrap();
+}
