@@ -1362,8 +1362,8 @@ function loadPackage(protoDir: string): grpc.GrpcObject {
   const proto = path.join(protoDir, "iadb", "v1", "database.proto");
   if (!fs.existsSync(proto)) {
     throw new Error(
-      `${proto} does not exist: build the package (\`npm run build\` copies the repository's proto/) ` +
-        "or pass protoDir (a folder holding iadb/v1/database.proto) to IadbClient.connect",
+      `${proto} does not exist: pass protoDir (a folder holding iadb/v1/database.proto) to IadbClient.connect, ` +
+        "or build the package (`npm run build` copies the repository's proto/)",
     );
   }
   const definition = protoLoader.loadSync(["iadb/v1/database.proto", path.basename(healthProtoPath)], {
