@@ -1,6 +1,12 @@
 //! Builds the Node client (`client/node`), then runs its streaming example
 //! and its `node --test` suite against a test server with a SQLite default
-//! database, so that `cargo test --workspace` covers it. The suite's
+//! database, so that `cargo test --workspace` covers it. The suite includes
+//! the package as a user gets it (`package.test.js`: `npm pack`, installed
+//! into an empty temporary folder with `npm ci --prefer-offline` from npm's
+//! cache, its example compiled there with tsc and run against the server,
+//! `require` and `import` both checked), the retry rules (`retry.test.js`,
+//! against the fake server and a server it kills and starts again) and
+//! `migrate` (`migrate.test.js`, on servers of its own). The suite's
 //! PostgreSQL and MySQL/MariaDB transaction tests
 //! (`transaction_engines.test.ts`) start servers of their own on
 //! `IADB_TEST_POSTGRES_URL` and `IADB_TEST_MYSQL_URL`, which `node` inherits
@@ -150,6 +156,9 @@ fn node_client_example_and_suite() {
             "dist/test/transaction.test.js",
             "dist/test/transaction_engines.test.js",
             "dist/test/auth.test.js",
+            "dist/test/retry.test.js",
+            "dist/test/migrate.test.js",
+            "dist/test/package.test.js",
         ])
         .current_dir(&dir)
         .env("IADB_ADDR", &addr)

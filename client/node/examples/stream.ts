@@ -5,6 +5,10 @@
  *   IADB_ADDR=127.0.0.1:6000 npm run example
  *   node dist/examples/stream.js 1000000   # another row count
  *
+ * The package ships this file (node_modules/@iadb/client/examples/): copy
+ * it next to a tsconfig.json and compile it, or run it with a TypeScript
+ * runner, after `npm install @iadb/client`.
+ *
  * Checks the standard health service (the server and its "default"
  * database), streams N generated rows (default 200000) from the server's
  * default database (SQLite), verifies their count, their sum and every
@@ -12,7 +16,10 @@
  * one line of JSON on stdout. Exits non-zero on any mismatch.
  */
 
-import { IadbClient, IadbError, Status, statusName } from "../src/index";
+// The package by its name: in this repository Node resolves it to the
+// package itself (its "exports"), and tsc to src/ (tsconfig "paths");
+// installed, to node_modules/@iadb/client.
+import { IadbClient, IadbError, Status, statusName } from "@iadb/client";
 
 const MIB = 1024 * 1024;
 

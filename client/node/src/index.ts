@@ -1,10 +1,15 @@
 /**
  * Node.js client for the iadb gRPC database gateway.
  *
- * The protocol is loaded at run time from the repository's
- * `proto/iadb/v1/database.proto` with `@grpc/proto-loader` (no generated
- * code), and the standard `grpc.health.v1` protocol from the `health.proto`
+ * The protocol is loaded at run time with `@grpc/proto-loader` (no
+ * generated code) from the package's copy of the repository's
+ * `proto/iadb/v1/database.proto` (`proto/` in the package, copied by the
+ * build), and the standard `grpc.health.v1` protocol from the `health.proto`
  * shipped in the `grpc-health-check` package.
+ *
+ * Calls are retried with the Rust client's rules (see `RetryPolicy`): a
+ * read on UNAVAILABLE, a write only when its request never left this
+ * client, a commit never.
  *
  * Value mapping (wire `Value` kind -> JavaScript):
  *
@@ -37,11 +42,14 @@ export const SQLSTATE_METADATA_KEY = "iadb-sqlstate";
 /** Largest message sent or accepted, as the server's default limit. */
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
-/** `client/node` (this file is `dist/src/index.js` once compiled). */
+/** The package's root (this file is `dist/src/index.js` once compiled). */
 const PACKAGE_ROOT = path.resolve(__dirname, "..", "..");
 
-/** The repository's proto folder, relative to this package. */
-export const DEFAULT_PROTO_DIR = path.resolve(PACKAGE_ROOT, "..", "..", "proto");
+/**
+ * The package's proto folder: `proto/iadb/v1/database.proto`, copied from
+ * the repository's `proto/` by `npm run build` (and so by `npm pack`).
+ */
+export const DEFAULT_PROTO_DIR = path.join(PACKAGE_ROOT, "proto");
 
 const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
@@ -79,8 +87,14 @@ export class IadbError extends Error {
    * away): it may have been applied or not. Never `retryable`.
    */
   readonly commitOutcomeUnknown: boolean;
+  /**
+   * True when the request never left this client: no connection to the
+   * server could be made, so nothing can have been applied and even a
+   * write may be sent again.
+   */
+  readonly unsent: boolean;
 
-  constructor(code: number, details: string, sqlstate?: string, commitOutcomeUnknown = false) {
+  constructor(code: number, details: string, sqlstate?: string, commitOutcomeUnknown = false, unsent = false) {
     const codeName = statusName(code);
     super(`${codeName}: ${details}${sqlstate ? ` (sqlstate ${sqlstate})` : ""}`);
     this.name = "IadbError";
@@ -89,12 +103,13 @@ export class IadbError extends Error {
     this.details = details;
     this.sqlstate = sqlstate;
     this.commitOutcomeUnknown = commitOutcomeUnknown;
+    this.unsent = unsent && !commitOutcomeUnknown;
   }
 
   /**
    * Whether the same call may succeed later (UNAVAILABLE). Safe to act on
-   * for a read; a write answered UNAVAILABLE may have been committed. False
-   * for a commit whose outcome is unknown.
+   * for a read; a write answered UNAVAILABLE may have been committed unless
+   * `unsent` is true. False for a commit whose outcome is unknown.
    */
   get retryable(): boolean {
     return this.code === grpc.status.UNAVAILABLE && !this.commitOutcomeUnknown;
@@ -121,7 +136,7 @@ function commitError(e: unknown): unknown {
   if (e instanceof IadbError && COMMIT_UNKNOWN_CODES.has(e.code) && !e.commitOutcomeUnknown) {
     return new IadbError(
       e.code,
-      `the commit's outcome is unknown (it may have been applied): ${e.details}`,
+      `the commit's outcome is unknown (it may have been applied), so it is not retried: ${e.details}`,
       e.sqlstate,
       true,
     );
@@ -155,6 +170,129 @@ function toIadbError(e: unknown): unknown {
   const code =
     e.code === grpc.status.CANCELLED && details === "Timeout expired" ? grpc.status.DEADLINE_EXCEEDED : e.code;
   return new IadbError(code, details, sqlstate);
+}
+
+// ---------------------------------------------------------------------------
+// Retries
+
+/**
+ * How calls are retried, with the Rust client's rules: a read (`fetchAll`
+ * before its first frame, `fetchOne`, `tableExists`, `health`,
+ * `standardHealth`, a read-only `batch`, opening a transaction) is retried
+ * on UNAVAILABLE. A write (`execute`, `executeMany`, `batch`, `migrate`) is
+ * retried only when its request never left this client (no connection to
+ * the server could be made: `IadbError.unsent`). Nothing inside a
+ * transaction is retried, and its commit never is. Waits grow from
+ * `initialDelayMs`, doubling up to `maxDelayMs`, each with up to as much
+ * again of random jitter; a call's `timeoutMs` covers every attempt.
+ */
+export interface RetryPolicy {
+  /** Retries after the first attempt (0: none). Default 3. */
+  maxRetries: number;
+  /** Wait before the first retry. Default 100 ms. */
+  initialDelayMs: number;
+  /** Longest wait between two attempts (before jitter). Default 2000 ms. */
+  maxDelayMs: number;
+  /**
+   * Called (and awaited) before each retry with the error of the failed
+   * attempt, the retry's number (1 for the first) and the wait before it.
+   */
+  onRetry?: (error: IadbError, retry: number, delayMs: number) => void | Promise<void>;
+}
+
+/** The Rust client's default: 3 retries from 100 ms, capped at 2 s. */
+export const DEFAULT_RETRY: Readonly<RetryPolicy> = Object.freeze({ maxRetries: 3, initialDelayMs: 100, maxDelayMs: 2000 });
+
+/** No retries. */
+export const NO_RETRY: Readonly<RetryPolicy> = Object.freeze({ maxRetries: 0, initialDelayMs: 100, maxDelayMs: 2000 });
+
+/**
+ * What a call may do: `"read"` changes nothing (retried on UNAVAILABLE),
+ * `"write"` may change data (retried only when its request was not sent).
+ */
+export type CallKind = "read" | "write";
+
+function checkPolicy(policy: Partial<RetryPolicy> | undefined): RetryPolicy {
+  const p: RetryPolicy = { ...DEFAULT_RETRY, ...(policy ?? {}) };
+  for (const key of ["maxRetries", "initialDelayMs", "maxDelayMs"] as const) {
+    const v = p[key];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+      throw new RangeError(`retry.${key} must be a whole number >= 0, not ${String(v)}`);
+    }
+  }
+  if (p.onRetry !== undefined && typeof p.onRetry !== "function") {
+    throw new TypeError("retry.onRetry must be a function");
+  }
+  return p;
+}
+
+/**
+ * Whether an attempt that failed with `e` may be made again, by the rules
+ * of `RetryPolicy`: only UNAVAILABLE, for a write only when its request was
+ * not sent, and never a commit whose outcome is unknown.
+ */
+export function mayRetry(e: unknown, kind: CallKind): e is IadbError {
+  return (
+    e instanceof IadbError &&
+    e.code === grpc.status.UNAVAILABLE &&
+    !e.commitOutcomeUnknown &&
+    (kind === "read" || e.unsent)
+  );
+}
+
+/** The attempts of one call: `again(e)` waits and says whether to retry. */
+class Attempts {
+  private retries = 0;
+
+  constructor(
+    private readonly policy: RetryPolicy,
+    private readonly kind: CallKind,
+    /** Date.now() by which every attempt must be over, if any. */
+    readonly deadlineAt: number | undefined,
+  ) {}
+
+  async again(e: unknown): Promise<boolean> {
+    if (!mayRetry(e, this.kind) || this.retries >= this.policy.maxRetries) {
+      return false;
+    }
+    const base = Math.min(this.policy.initialDelayMs * 2 ** this.retries, this.policy.maxDelayMs);
+    const delay = Math.round(base * (1 + Math.random()));
+    if (this.deadlineAt !== undefined && Date.now() + delay >= this.deadlineAt) {
+      return false;
+    }
+    this.retries++;
+    await this.policy.onRetry?.(e, this.retries, delay);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    return true;
+  }
+}
+
+/**
+ * Runs `fn` again while its error may be retried by the rules of
+ * `RetryPolicy`: on UNAVAILABLE, and for a write (`idempotent` false, the
+ * default) only when the request never left the client. An error whose
+ * commit outcome is unknown is never retried. Rejects with the last error.
+ *
+ * ```ts
+ * await retry(() => db.transaction((tx) => ...));            // resent only if never sent
+ * await retry(() => report(db), { idempotent: true });        // reads: any UNAVAILABLE
+ * ```
+ */
+export async function retry<T>(
+  fn: (attempt: number) => Promise<T>,
+  options: Partial<RetryPolicy> & { idempotent?: boolean } = {},
+): Promise<T> {
+  const { idempotent, ...policy } = options;
+  const attempts = new Attempts(checkPolicy(policy), idempotent === true ? "read" : "write", undefined);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (e) {
+      if (!(await attempts.again(e))) {
+        throw e;
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -502,8 +640,9 @@ export class RowStream implements AsyncIterable<Row> {
 
   /** @internal built by `IadbClient.fetchAll` */
   constructor(
-    private readonly open: () => grpc.ClientReadableStream<unknown>,
+    private readonly open: (deadlineAt: number | undefined) => grpc.ClientReadableStream<unknown>,
     private readonly mode: Int64Mode,
+    private readonly attempts: () => Attempts,
   ) {}
 
   [Symbol.asyncIterator](): AsyncIterator<Row> {
@@ -523,13 +662,29 @@ export class RowStream implements AsyncIterable<Row> {
     return rows;
   }
 
+  /** Reads one attempt; retries a read that failed before its first frame. */
   private async *rows(): AsyncGenerator<Row, void, undefined> {
-    const call = this.open();
+    const attempts = this.attempts();
+    for (;;) {
+      const seen = { frame: false };
+      try {
+        yield* this.read(this.open(attempts.deadlineAt), seen);
+        return;
+      } catch (e) {
+        if (seen.frame || !(await attempts.again(e))) {
+          throw e;
+        }
+      }
+    }
+  }
+
+  private async *read(call: grpc.ClientReadableStream<unknown>, seen: { frame: boolean }): AsyncGenerator<Row, void, undefined> {
     let finished = false;
     let names: string[] | undefined;
     let count = 0;
     try {
       for await (const frame of call as AsyncIterable<Record<string, unknown>>) {
+        seen.frame = true;
         switch (frame.frame) {
           case "header": {
             const header = frame.header as { columns?: WireColumn[] };
@@ -1060,8 +1215,138 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Largest message sent or received (default 64 MiB, as the server). */
   maxMessageBytes?: number;
-  /** Folder holding `iadb/v1/database.proto` (default: the repository's `proto/`). */
+  /** Folder holding `iadb/v1/database.proto` (default: the package's `proto/`). */
   protoDir?: string;
+  /**
+   * How calls are retried (see `RetryPolicy`); default `DEFAULT_RETRY`
+   * (3 retries from 100 ms, capped at 2 s). `{ maxRetries: 0 }` or
+   * `NO_RETRY` turns retries off.
+   */
+  retry?: Partial<RetryPolicy>;
+  /**
+   * grpc-js channel options, over this client's defaults (the message
+   * limits, and reconnection after a lost connection from 100 ms, backing
+   * off to at most 5 s).
+   */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/** Options of `migrate`. */
+export interface MigrateOptions {
+  /** Target version for apply, rollback and baseline; absent: the newest. */
+  targetVersion?: string;
+  /**
+   * Folders of app migrations (`V{version}__{name}.sql` and
+   * `U{version}__{name}.sql`; other files are ignored), sent with the
+   * request.
+   */
+  paths?: string | readonly string[];
+  /** App migrations as `{ filename: sql }`, `[filename, sql]` pairs or `{ filename, content }`. */
+  files?:
+    | Readonly<Record<string, string>>
+    | readonly (readonly [string, string] | { filename: string; content: string })[];
+  /** Apply even when applied migrations have no file any more. */
+  allowMissing?: boolean;
+  /** Apply a pending migration older than the newest applied one. */
+  allowOutOfOrder?: boolean;
+  /** gRPC deadline of the call, in milliseconds (every retry included). */
+  timeoutMs?: number;
+}
+
+/** The actions of the Migrate RPC. */
+export type MigrateAction = "status" | "plan" | "apply" | "rollback" | "validate" | "repair" | "baseline";
+
+const MIGRATE_ACTIONS: readonly MigrateAction[] = ["status", "plan", "apply", "rollback", "validate", "repair", "baseline"];
+
+/** One migration as the server reports it. */
+export interface MigrationStatus {
+  version: string;
+  description: string;
+  /** "system" or "app". */
+  migrationType: string;
+  filename: string;
+  /** "applied", "pending" or "failed". */
+  state: string;
+  /** When it was applied (RFC 3339); empty when not applied. */
+  appliedAt: string;
+  checksum: string;
+  checksumOk: boolean;
+  /** Its SQL (for `plan`). */
+  sql: string;
+}
+
+/** What `migrate` resolves to. */
+export interface MigrateResult {
+  /** Every known migration (system and app). */
+  migrations: MigrationStatus[];
+  /** The files this call applied, rolled back or changed. */
+  changed: string[];
+  executionTimeMs: number;
+  /** `migrations` whose state is "pending". */
+  pending: MigrationStatus[];
+  /** `migrations` whose state is "applied". */
+  applied: MigrationStatus[];
+}
+
+/** A file name the server takes as a migration. */
+const MIGRATION_FILE = /^[VU][0-9][^_]*__.+\.sql$/;
+
+/** The migration files of `folders`, in name order. */
+function migrationFiles(folders: string | readonly string[] | undefined): { filename: string; content: string }[] {
+  if (folders === undefined) {
+    return [];
+  }
+  const out: { filename: string; content: string }[] = [];
+  for (const folder of typeof folders === "string" ? [folders] : folders) {
+    if (typeof folder !== "string") {
+      throw new TypeError("paths must be a folder or an array of folders");
+    }
+    if (!fs.statSync(folder, { throwIfNoEntry: false })?.isDirectory()) {
+      const e = new Error(`migration folder ${JSON.stringify(folder)} does not exist`) as NodeJS.ErrnoException;
+      e.code = "ENOENT";
+      throw e;
+    }
+    for (const name of fs.readdirSync(folder).sort()) {
+      if (MIGRATION_FILE.test(name)) {
+        out.push({ filename: name, content: fs.readFileSync(path.join(folder, name), "utf8") });
+      }
+    }
+  }
+  return out;
+}
+
+function sentFiles(files: MigrateOptions["files"]): { filename: string; content: string }[] {
+  if (files === undefined) {
+    return [];
+  }
+  const items: unknown[] = Array.isArray(files) ? files : Object.entries(files as Record<string, string>);
+  return items.map((item, i) => {
+    let filename: unknown;
+    let content: unknown;
+    if (Array.isArray(item)) {
+      [filename, content] = item as unknown[];
+    } else if (typeof item === "object" && item !== null) {
+      ({ filename, content } = item as { filename: unknown; content: unknown });
+    }
+    if (typeof filename !== "string" || typeof content !== "string") {
+      throw new TypeError(`files[${i}]: a migration file is [filename, sql] or { filename, content } (strings)`);
+    }
+    return { filename, content };
+  });
+}
+
+function migrationStatus(m: Record<string, unknown>): MigrationStatus {
+  return {
+    version: String(m.version ?? ""),
+    description: String(m.description ?? ""),
+    migrationType: String(m.migration_type ?? ""),
+    filename: String(m.filename ?? ""),
+    state: String(m.state ?? ""),
+    appliedAt: String(m.applied_at ?? ""),
+    checksum: String(m.checksum ?? ""),
+    checksumOk: m.checksum_ok === true,
+    sql: String(m.sql ?? ""),
+  };
 }
 
 type UnaryCallback = (err: grpc.ServiceError | null, res?: unknown) => void;
@@ -1077,7 +1362,8 @@ function loadPackage(protoDir: string): grpc.GrpcObject {
   const proto = path.join(protoDir, "iadb", "v1", "database.proto");
   if (!fs.existsSync(proto)) {
     throw new Error(
-      `${proto} does not exist: pass protoDir (a folder holding iadb/v1/database.proto) to IadbClient.connect`,
+      `${proto} does not exist: pass protoDir (a folder holding iadb/v1/database.proto) to IadbClient.connect, ` +
+        "or build the package (`npm run build` copies the repository's proto/)",
     );
   }
   const definition = protoLoader.loadSync(["iadb/v1/database.proto", path.basename(healthProtoPath)], {
@@ -1109,27 +1395,48 @@ function parseAddress(address: string): { target: string; tls: boolean } {
   return { target: address.trim(), tls: false };
 }
 
+/** The channel and stubs that clients made by `withRetry` share. */
+interface Channel {
+  stub: grpc.Client;
+  healthStub: grpc.Client;
+  target: string;
+  connectTimeoutMs: number;
+}
+
 /** A client of one iadb server and one of its databases. */
 export class IadbClient {
   /** The database every call names ("" is the server's default). */
   readonly database: string;
+  /** How this client retries calls. */
+  readonly retryPolicy: Readonly<RetryPolicy>;
+  private readonly channel: Channel;
   private readonly stub: grpc.Client;
   private readonly healthStub: grpc.Client;
   private readonly mode: Int64Mode;
   private readonly token: string | undefined;
 
   private constructor(
-    stub: grpc.Client,
-    healthStub: grpc.Client,
+    channel: Channel,
     database: string,
     mode: Int64Mode,
     token: string | undefined,
+    policy: RetryPolicy,
   ) {
-    this.stub = stub;
-    this.healthStub = healthStub;
+    this.channel = channel;
+    this.stub = channel.stub;
+    this.healthStub = channel.healthStub;
     this.database = database;
     this.mode = mode;
     this.token = token;
+    this.retryPolicy = Object.freeze({ ...policy });
+  }
+
+  /**
+   * A client on the same channel (and database) that retries with
+   * `policy` (merged over `DEFAULT_RETRY`). Closing either closes both.
+   */
+  withRetry(policy: Partial<RetryPolicy>): IadbClient {
+    return new IadbClient(this.channel, this.database, this.mode, this.token, checkPolicy(policy));
   }
 
   /** The metadata of every call: the bearer token, when there is one. */
@@ -1155,6 +1462,7 @@ export class IadbClient {
     if (options.token !== undefined && (typeof options.token !== "string" || !token)) {
       throw new TypeError("token must be a non-empty string");
     }
+    const policy = checkPolicy(options.retry);
     const pkg = loadPackage(options.protoDir ?? DEFAULT_PROTO_DIR);
     const Database = lookupService(pkg, "iadb.v1.Database");
     const Health = lookupService(pkg, "grpc.health.v1.Health");
@@ -1165,6 +1473,11 @@ export class IadbClient {
     const stub = new Database(target, credentials, {
       "grpc.max_receive_message_length": max,
       "grpc.max_send_message_length": max,
+      // A lost server is looked for again soon (grpc-js starts at 1 s and
+      // backs off to 2 min), so that a retry can find it back.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 5000,
+      ...(options.channelOptions ?? {}),
     });
     // The health client shares the same channel (one connection).
     const healthStub = new Health(target, credentials, { channelOverride: stub.getChannel() });
@@ -1180,7 +1493,101 @@ export class IadbClient {
         `cannot connect to ${target} within ${timeout} ms: ${(e as Error).message}`,
       );
     }
-    return new IadbClient(stub, healthStub, options.database ?? "", mode, token);
+    return new IadbClient(
+      { stub, healthStub, target, connectTimeoutMs: timeout },
+      options.database ?? "",
+      mode,
+      token,
+      policy,
+    );
+  }
+
+  /**
+   * Waits until the channel is connected (it reconnects by itself after a
+   * lost connection); rejects with UNAVAILABLE after `timeoutMs`.
+   */
+  async waitForReady(timeoutMs = this.channel.connectTimeoutMs): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.stub.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve()));
+      });
+    } catch (e) {
+      throw new IadbError(
+        grpc.status.UNAVAILABLE,
+        `not connected to ${this.channel.target} within ${timeoutMs} ms: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  /**
+   * Before a write is sent: the channel must be connected. When it is not
+   * (the server cannot be reached), the request is not sent and the error
+   * is marked `unsent`, so that the write may be retried. A write sent
+   * and then answered UNAVAILABLE is never marked.
+   */
+  private async sendable(deadlineAt: number | undefined): Promise<void> {
+    const channel = this.stub.getChannel();
+    const limit = Math.min(deadlineAt ?? Infinity, Date.now() + this.channel.connectTimeoutMs);
+    let state = channel.getConnectivityState(true);
+    // IDLE -> CONNECTING -> READY or TRANSIENT_FAILURE: a few changes at most.
+    for (let i = 0; i < 8; i++) {
+      if (state === grpc.connectivityState.READY || state === grpc.connectivityState.SHUTDOWN) {
+        return; // SHUTDOWN: the call reports the closed client
+      }
+      if (state === grpc.connectivityState.TRANSIENT_FAILURE || Date.now() >= limit) {
+        break;
+      }
+      const from = state;
+      const changed = await new Promise<boolean>((resolve) => {
+        channel.watchConnectivityState(from, limit, (err) => resolve(err === undefined || err === null));
+      });
+      if (!changed) {
+        break;
+      }
+      state = channel.getConnectivityState(true);
+    }
+    throw new IadbError(
+      grpc.status.UNAVAILABLE,
+      `no connection to ${this.channel.target} (${grpc.connectivityState[state]}): the request was not sent`,
+      undefined,
+      false,
+      true,
+    );
+  }
+
+  /** The attempts of one call: its policy and the deadline of `opts.timeoutMs`. */
+  private attempts(kind: CallKind, opts: { timeoutMs?: number } | undefined): Attempts {
+    const timeout = opts?.timeoutMs;
+    return new Attempts(this.retryPolicy, kind, timeout !== undefined && timeout > 0 ? Date.now() + timeout : undefined);
+  }
+
+  /** `opts` for one attempt: what is left of the call's time. */
+  private attemptOptions<O extends { timeoutMs?: number }>(opts: O | undefined, deadlineAt: number | undefined): O | undefined {
+    if (opts === undefined || deadlineAt === undefined) {
+      return opts;
+    }
+    return { ...opts, timeoutMs: Math.max(1, Math.ceil(deadlineAt - Date.now())) };
+  }
+
+  /** Runs the attempts of one call, retried per the policy and `kind`. */
+  private async run<T, O extends { timeoutMs?: number }>(
+    kind: CallKind,
+    opts: O | undefined,
+    attempt: (opts: O | undefined) => Promise<T>,
+  ): Promise<T> {
+    const attempts = this.attempts(kind, opts);
+    for (;;) {
+      try {
+        if (kind === "write") {
+          await this.sendable(attempts.deadlineAt);
+        }
+        return await attempt(this.attemptOptions(opts, attempts.deadlineAt));
+      } catch (e) {
+        if (!(await attempts.again(e))) {
+          throw e;
+        }
+      }
+    }
   }
 
   private callOptions(opts: CallOptions | undefined): grpc.CallOptions {
@@ -1213,25 +1620,36 @@ export class IadbClient {
     });
   }
 
-  /** Runs one statement that returns no rows (INSERT, UPDATE, DDL, ...). */
+  /**
+   * Runs one statement that returns no rows (INSERT, UPDATE, DDL, ...). A
+   * write: retried only when its request was not sent.
+   */
   async execute(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<ExecuteResult> {
-    const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
-    const res = await this.unary<Record<string, unknown>>(this.stub, "Execute", request, opts);
+    this.queryOptions(opts);
+    const request = { database: this.database, sql, params: encodeParams(params) };
+    const res = await this.run("write", opts, (o) =>
+      this.unary<Record<string, unknown>>(this.stub, "Execute", { ...request, options: this.queryOptions(o) }, o),
+    );
     return executeResult(res, this.mode);
   }
 
-  /** Runs one statement once per parameter list, in one transaction. */
+  /**
+   * Runs one statement once per parameter list, in one transaction. A
+   * write: retried only when its request was not sent.
+   */
   async executeMany(sql: string, paramSets: readonly (readonly Param[])[], opts?: CallOptions): Promise<ExecuteManyResult> {
     if (!Array.isArray(paramSets)) {
       throw new TypeError("paramSets must be an array of parameter arrays");
     }
+    this.queryOptions(opts);
     const request = {
       database: this.database,
       sql,
       param_sets: paramSets.map((set) => ({ values: encodeParams(set) })),
-      options: this.queryOptions(opts),
     };
-    const res = await this.unary<Record<string, unknown>>(this.stub, "ExecuteMany", request, opts);
+    const res = await this.run("write", opts, (o) =>
+      this.unary<Record<string, unknown>>(this.stub, "ExecuteMany", { ...request, options: this.queryOptions(o) }, o),
+    );
     return {
       rowsAffected: decodeInt(res.rows_affected ?? "0", this.mode),
       executionTimeMs: Number(res.execution_time_ms ?? 0),
@@ -1240,23 +1658,38 @@ export class IadbClient {
 
   /**
    * Streams a result: `for await (const row of client.fetchAll(sql, params))`.
-   * Errors (from the server or a bad parameter) reject the iteration.
+   * Errors (from the server or a bad parameter) reject the iteration. A
+   * read: retried on UNAVAILABLE before the first frame arrived (send a
+   * statement that writes, `INSERT ... RETURNING` too, with `execute`).
    */
   fetchAll(sql: string, params?: readonly Param[], opts?: CallOptions): RowStream {
-    return new RowStream(() => {
-      const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
-      const stub = this.stub as unknown as Record<
-        string,
-        (req: unknown, metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
-      >;
-      return stub.FetchAll.call(this.stub, request, this.metadata(), this.callOptions(opts));
-    }, this.mode);
+    return new RowStream(
+      (deadlineAt) => {
+        const o = this.attemptOptions(opts, deadlineAt);
+        const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(o) };
+        const stub = this.stub as unknown as Record<
+          string,
+          (req: unknown, metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
+        >;
+        return stub.FetchAll.call(this.stub, request, this.metadata(), this.callOptions(o));
+      },
+      this.mode,
+      () => this.attempts("read", opts),
+    );
   }
 
-  /** The first row of a result, or `null` when it is empty. */
+  /** The first row of a result, or `null` when it is empty. A read. */
   async fetchOne(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<Row | null> {
-    const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(opts) };
-    const res = await this.unary<{ columns?: WireColumn[]; row?: WireRow | null }>(this.stub, "FetchOne", request, opts);
+    this.queryOptions(opts);
+    const request = { database: this.database, sql, params: encodeParams(params) };
+    const res = await this.run("read", opts, (o) =>
+      this.unary<{ columns?: WireColumn[]; row?: WireRow | null }>(
+        this.stub,
+        "FetchOne",
+        { ...request, options: this.queryOptions(o) },
+        o,
+      ),
+    );
     if (res.row === undefined || res.row === null) {
       return null;
     }
@@ -1269,7 +1702,9 @@ export class IadbClient {
 
   /** Whether a table exists (`schema.table` where the engine has schemas). */
   async tableExists(table: string, opts?: CallOptions): Promise<boolean> {
-    const res = await this.unary<{ exists?: boolean }>(this.stub, "TableExists", { database: this.database, table }, opts);
+    const res = await this.run("read", opts, (o) =>
+      this.unary<{ exists?: boolean }>(this.stub, "TableExists", { database: this.database, table }, o),
+    );
     return res.exists === true;
   }
 
@@ -1278,7 +1713,9 @@ export class IadbClient {
    * every configured database).
    */
   async health(database = "", opts?: CallOptions): Promise<DatabaseHealth[]> {
-    const res = await this.unary<{ databases?: Record<string, unknown>[] }>(this.stub, "Health", { database }, opts);
+    const res = await this.run("read", opts, (o) =>
+      this.unary<{ databases?: Record<string, unknown>[] }>(this.stub, "Health", { database }, o),
+    );
     return (res.databases ?? []).map((d) => ({
       name: String(d.name ?? ""),
       engine: String(d.engine ?? ""),
@@ -1297,7 +1734,7 @@ export class IadbClient {
    * NOT_FOUND.
    */
   async standardHealth(service = "", opts?: CallOptions): Promise<ServingStatus> {
-    const res = await this.unary<{ status?: string }>(this.healthStub, "Check", { service }, opts);
+    const res = await this.run("read", opts, (o) => this.unary<{ status?: string }>(this.healthStub, "Check", { service }, o));
     return (res.status ?? "UNKNOWN") as ServingStatus;
   }
 
@@ -1311,13 +1748,21 @@ export class IadbClient {
     if (!Array.isArray(statements)) {
       throw new TypeError("statements must be an array of SQL strings, [sql, params] pairs or { sql, params }");
     }
+    this.queryOptions(opts);
+    const readOnly = checkFlag("readOnly", opts?.readOnly);
     const request = {
       database: this.database,
       statements: statements.map((item, i) => encodeStatement(item, i)),
-      read_only: checkFlag("readOnly", opts?.readOnly),
-      options: this.queryOptions(opts),
+      read_only: readOnly,
     };
-    const res = await this.unary<{ results?: Record<string, unknown>[] }>(this.stub, "Batch", request, opts);
+    const res = await this.run(readOnly ? "read" : "write", opts, (o) =>
+      this.unary<{ results?: Record<string, unknown>[] }>(
+        this.stub,
+        "Batch",
+        { ...request, options: this.queryOptions(o) },
+        o,
+      ),
+    );
     return (res.results ?? []).map((r) => {
       const columns = decodeColumns(r.columns as WireColumn[] | undefined);
       const names = columns.map((c) => c.name);
@@ -1362,15 +1807,27 @@ export class IadbClient {
       string,
       (metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, unknown>
     >;
-    const call = stub.Transaction.call(this.stub, this.metadata(), this.callOptions(options));
-    const frames = (call as unknown as AsyncIterable<Record<string, unknown>>)[Symbol.asyncIterator]();
-    const tx = new Transaction(call, frames, this.mode);
-    call.write(begin);
-    try {
-      await tx.begun();
-    } catch (e) {
-      call.cancel();
-      throw e;
+    // Opening it is retried as a read (nothing has run yet); nothing after.
+    const attempts = this.attempts("read", options);
+    let tx: Transaction;
+    for (;;) {
+      const call = stub.Transaction.call(
+        this.stub,
+        this.metadata(),
+        this.callOptions(this.attemptOptions(options, attempts.deadlineAt)),
+      );
+      const frames = (call as unknown as AsyncIterable<Record<string, unknown>>)[Symbol.asyncIterator]();
+      tx = new Transaction(call, frames, this.mode);
+      call.write(begin);
+      try {
+        await tx.begun();
+        break;
+      } catch (e) {
+        call.cancel();
+        if (!(await attempts.again(e))) {
+          throw e;
+        }
+      }
     }
     let value: T;
     try {
@@ -1381,6 +1838,48 @@ export class IadbClient {
     }
     await tx.finish();
     return value;
+  }
+
+  /**
+   * The Migrate RPC: `action` is "status", "plan" (a dry run: the pending
+   * migrations and their SQL), "apply", "rollback" (run undo files down to
+   * `targetVersion`, which stays applied), "validate", "repair" or
+   * "baseline" (mark migrations up to `targetVersion` applied without
+   * running them). App migrations are sent from `paths` (folders) and
+   * `files`. A write: retried only when its request was not sent.
+   */
+  async migrate(action: MigrateAction = "apply", options: MigrateOptions = {}): Promise<MigrateResult> {
+    if (typeof action !== "string" || !MIGRATE_ACTIONS.includes(action.trim().toLowerCase() as MigrateAction)) {
+      throw new RangeError(`action must be one of ${MIGRATE_ACTIONS.join(", ")}, not ${JSON.stringify(action)}`);
+    }
+    const target = options.targetVersion;
+    if (target !== undefined && typeof target !== "string") {
+      throw new TypeError("targetVersion must be a string");
+    }
+    const request = {
+      database: this.database,
+      action: `MIGRATE_ACTION_${action.trim().toUpperCase()}`,
+      target_version: target ?? "",
+      files: [...migrationFiles(options.paths), ...sentFiles(options.files)],
+      allow_missing: checkFlag("allowMissing", options.allowMissing),
+      allow_out_of_order: checkFlag("allowOutOfOrder", options.allowOutOfOrder),
+    };
+    const res = await this.run("write", options, (o) =>
+      this.unary<{ migrations?: Record<string, unknown>[]; changed?: string[]; execution_time_ms?: number }>(
+        this.stub,
+        "Migrate",
+        request,
+        o,
+      ),
+    );
+    const migrations = (res.migrations ?? []).map(migrationStatus);
+    return {
+      migrations,
+      changed: (res.changed ?? []).map(String),
+      executionTimeMs: Number(res.execution_time_ms ?? 0),
+      pending: migrations.filter((m) => m.state === "pending"),
+      applied: migrations.filter((m) => m.state === "applied"),
+    };
   }
 
   /** Closes the channel; calls in flight end with CANCELLED. */
