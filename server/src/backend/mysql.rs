@@ -13,12 +13,12 @@
 //! `tests/tests/mysql_types.rs`.
 
 use super::{
-    PoolSettings, check_param_count, check_sql,
+    check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, split_schema,
-        sqlx_statement_paths,
+        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, result_steps,
+        split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::Dialect;
@@ -30,8 +30,8 @@ use iadb::{
 };
 use sqlx::ConnectOptions as _;
 use sqlx::{
-    Arguments, Column as _, Connection, Either, Executor, MySql, Row as _, Statement as _,
-    TypeInfo, ValueRef,
+    Arguments, Column as _, Connection, Executor, MySql, Row as _, Statement as _, TypeInfo,
+    ValueRef,
     encode::IsNull,
     error::{BoxDynError, DatabaseError},
     mysql::{
@@ -81,9 +81,11 @@ const KNOWN_OPTIONS: &[&str] = &[
     "sql_mode",
 ];
 
-impl MySqlBackend {
-    /// An adapter for `config` (a `mysql:` URL); `connect` opens its pool.
-    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+/// The settings of a `mysql:` URL.
+impl TryFrom<&ConnectionConfig> for MySqlEngine {
+    type Error = Error;
+
+    fn try_from(config: &ConnectionConfig) -> Result<Self> {
         if let Some(unknown) = config
             .options
             .keys()
@@ -165,13 +167,10 @@ impl MySqlBackend {
             added_modes.push("ANSI_QUOTES".to_owned());
         }
         added_modes.extend(extra_sql_mode);
-        Ok(SqlxBackend::with_engine(
-            MySqlEngine {
-                options,
-                added_modes: added_modes.join(","),
-            },
-            settings,
-        ))
+        Ok(MySqlEngine {
+            options,
+            added_modes: added_modes.join(","),
+        })
     }
 }
 
@@ -560,30 +559,24 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
                 .map(|c| Column::new(c.name(), declared_type(c)))
                 .collect()
         };
-        let width = columns.len();
         yield Step::Columns(columns);
-        let mut outcome = ExecuteOutcome::default();
-        let mut row_number = 0u64;
-        let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
-        while let Some(item) = results.next().await {
-            match item.map_err(mysql_error)? {
-                Either::Left(done) => {
-                    outcome.rows_affected += done.rows_affected();
-                    if let Some(id) = last_insert_id(done.last_insert_id()) {
-                        outcome.last_insert_id = Some(id);
-                    }
+        let mut rest = result_steps::<MySqlEngine>(
+            conn.fetch_many(sqlx::query_with(&sql, args)),
+            |row, number| {
+                (0..row.len())
+                    .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
+                    .collect()
+            },
+            |outcome, done| {
+                outcome.rows_affected += done.rows_affected();
+                if let Some(id) = last_insert_id(done.last_insert_id()) {
+                    outcome.last_insert_id = Some(id);
                 }
-                Either::Right(row) => {
-                    row_number += 1;
-                    let mut values = Vec::with_capacity(width);
-                    for i in 0..row.len() {
-                        values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
-                    }
-                    yield Step::Row(values);
-                }
-            }
+            },
+        );
+        while let Some(step) = rest.next().await {
+            yield step?;
         }
-        yield Step::Done(outcome);
     })
 }
 
@@ -792,6 +785,7 @@ impl SqlxEngine for MySqlEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::PoolSettings;
 
     #[test]
     fn decimals_are_recognised() {

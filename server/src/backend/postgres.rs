@@ -10,12 +10,12 @@
 //! ends the query on the server instead of draining it.
 
 use super::{
-    PoolSettings, check_param_count, check_sql,
+    check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, split_schema,
-        sqlx_statement_paths,
+        BeginPlan, Call, SqlxEngine, Step, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
+        result_steps, split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::rewrite_numbered;
@@ -58,9 +58,11 @@ pub struct PostgresEngine {
     reset: Arc<str>,
 }
 
-impl PostgresBackend {
-    /// An adapter for `config` (a `postgresql:` URL); `connect` opens it.
-    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+/// The settings of a `postgresql:` URL.
+impl TryFrom<&ConnectionConfig> for PostgresEngine {
+    type Error = Error;
+
+    fn try_from(config: &ConnectionConfig) -> Result<Self> {
         let mut options = PgConnectOptions::new_without_pgpass()
             .host(config.host.as_deref().unwrap_or("localhost"))
             .port(config.port.unwrap_or(5432))
@@ -113,16 +115,15 @@ impl PostgresBackend {
                 ));
             }
         };
-        Ok(SqlxBackend::with_engine(
-            PostgresEngine {
-                options,
-                reset: reset_sql(time_zone.as_deref()).into(),
-                time_zone,
-            },
-            settings,
-        ))
+        Ok(PostgresEngine {
+            options,
+            reset: reset_sql(time_zone.as_deref()).into(),
+            time_zone,
+        })
     }
+}
 
+impl PostgresBackend {
     /// What each connection runs when it goes back to the pool (for the
     /// reset benchmark, `cargo bench --bench reset`).
     pub fn reset_statement(&self) -> &str {
@@ -771,19 +772,14 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
     Box::pin(async_stream::try_stream! {
         let (columns, args) = prepare(conn, &text, &types, &params).await?;
         yield Step::Columns(columns);
-        let mut outcome = ExecuteOutcome::default();
-        let mut row_number = 0u64;
-        let mut results = conn.fetch_many(sqlx::query_with(&text, args));
-        while let Some(item) = results.next().await {
-            match item.map_err(pg_error)? {
-                Either::Left(done) => outcome.rows_affected += done.rows_affected(),
-                Either::Right(row) => {
-                    row_number += 1;
-                    yield Step::Row(decode_row(&row, row_number)?);
-                }
-            }
+        let mut rest = result_steps::<PostgresEngine>(
+            conn.fetch_many(sqlx::query_with(&text, args)),
+            decode_row,
+            |outcome, done| outcome.rows_affected += done.rows_affected(),
+        );
+        while let Some(step) = rest.next().await {
+            yield step?;
         }
-        yield Step::Done(outcome);
     })
 }
 
@@ -845,21 +841,16 @@ impl SqlxEngine for PostgresEngine {
         conn: &'a mut sqlx::PgConnection,
         table: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let (schema, name) = split_schema(table);
-            let found: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relname = $2 AND n.nspname = COALESCE($1, current_schema()) \
-                 AND c.relkind IN ('r', 'v', 'm', 'p', 'f'))",
-            )
-            .bind(schema)
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(pg_error)?;
-            Ok(found)
-        })
+        let (schema, name) = split_schema(table);
+        let sql = "SELECT 1 FROM pg_catalog.pg_class c \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE c.relname = ? AND n.nspname = COALESCE(?, current_schema()) \
+                   AND c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+        let params = vec![
+            Value::Text(name.to_owned()),
+            schema.map_or(Value::Null, |s| Value::Text(s.to_owned())),
+        ];
+        finds_a_row::<Self>(conn, sql.to_owned(), params)
     }
 
     /// A superuser (`rolsuper`), or a member of the roles that read and
