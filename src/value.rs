@@ -35,6 +35,20 @@ pub enum Value {
 }
 
 impl Value {
+    /// Whether this is a time with a leap second (second 60: chrono's
+    /// nanoseconds past one billion), which no engine iadb serves stores
+    /// (each would turn it into another time), so adapters refuse it.
+    pub fn is_leap_second(&self) -> bool {
+        use chrono::Timelike;
+        let nanos = match self {
+            Value::Time(t) => t.nanosecond(),
+            Value::DateTime(t) => t.nanosecond(),
+            Value::TimestampTz(t) => t.nanosecond(),
+            _ => 0,
+        };
+        nanos >= 1_000_000_000
+    }
+
     /// Whether this is SQL NULL.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)

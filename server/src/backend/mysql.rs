@@ -17,13 +17,13 @@ use super::{
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, result_steps,
+        BeginPlan, Call, SqlxEngine, Steps, map_sqlx_error, ping_if_idle, prepared_steps,
         split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::Dialect;
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
-use futures::{StreamExt, future::BoxFuture};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use futures::{TryFutureExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     Result, Value,
@@ -288,13 +288,7 @@ fn bind_all(params: &[Value]) -> Result<MySqlArguments> {
     let mut args = MySqlArguments::default();
     for (i, p) in params.iter().enumerate() {
         let n = i + 1;
-        let nanos = match p {
-            Value::Time(t) => t.nanosecond(),
-            Value::DateTime(t) => t.nanosecond(),
-            Value::TimestampTz(t) => t.nanosecond(),
-            _ => 0,
-        };
-        if nanos >= 1_000_000_000 {
+        if p.is_leap_second() {
             // chrono's leap second: the protocol would carry it as second
             // 59 plus a million microseconds, which the server turns into
             // another time; MySQL stores no leap seconds.
@@ -550,7 +544,7 @@ pub struct MySqlStatement {
 /// then runs it.
 fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'_> {
     let MySqlStatement { sql, args } = statement;
-    Box::pin(async_stream::try_stream! {
+    let steps = async move {
         let columns: Arc<[Column]> = {
             let statement = conn.prepare(&sql).await.map_err(mysql_error)?;
             statement
@@ -559,9 +553,11 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
                 .map(|c| Column::new(c.name(), declared_type(c)))
                 .collect()
         };
-        yield Step::Columns(columns);
-        let mut rest = result_steps::<MySqlEngine>(
-            conn.fetch_many(sqlx::query_with(&sql, args)),
+        Ok(prepared_steps::<MySqlEngine, _>(
+            conn,
+            columns,
+            sql,
+            args,
             |row, number| {
                 (0..row.len())
                     .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
@@ -573,11 +569,9 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
                     outcome.last_insert_id = Some(id);
                 }
             },
-        );
-        while let Some(step) = rest.next().await {
-            yield step?;
-        }
-    })
+        ))
+    };
+    Box::pin(steps.try_flatten_stream())
 }
 
 impl SqlxEngine for MySqlEngine {

@@ -14,13 +14,13 @@ use super::{
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
-        result_steps, split_schema, sqlx_statement_paths,
+        BeginPlan, Call, SqlxEngine, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
+        prepared_steps, split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::rewrite_numbered;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::{StreamExt, future::BoxFuture};
+use futures::{TryFutureExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     Result, Value,
@@ -227,14 +227,7 @@ fn bind_all(params: &[Value], types: &[PgTypeInfo]) -> Result<PgArguments> {
 /// billion): PostgreSQL has none and would store the next second (for a
 /// time, `24:00:00`), so it is refused rather than changed.
 fn refuse_leap_second(value: &Value) -> std::result::Result<(), String> {
-    use chrono::Timelike;
-    let nanos = match value {
-        Value::Time(t) => t.nanosecond(),
-        Value::DateTime(t) => t.nanosecond(),
-        Value::TimestampTz(t) => t.nanosecond(),
-        _ => 0,
-    };
-    if nanos >= 1_000_000_000 {
+    if value.is_leap_second() {
         return Err(
             "a leap second (second 60) cannot be stored by PostgreSQL, which would turn it into the next second"
                 .into(),
@@ -769,18 +762,18 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
         types,
         params,
     } = statement;
-    Box::pin(async_stream::try_stream! {
+    let steps = async move {
         let (columns, args) = prepare(conn, &text, &types, &params).await?;
-        yield Step::Columns(columns);
-        let mut rest = result_steps::<PostgresEngine>(
-            conn.fetch_many(sqlx::query_with(&text, args)),
+        Ok(prepared_steps::<PostgresEngine, _>(
+            conn,
+            columns,
+            text,
+            args,
             decode_row,
             |outcome, done| outcome.rows_affected += done.rows_affected(),
-        );
-        while let Some(step) = rest.next().await {
-            yield step?;
-        }
-    })
+        ))
+    };
+    Box::pin(steps.try_flatten_stream())
 }
 
 impl SqlxEngine for PostgresEngine {

@@ -429,33 +429,33 @@ pub(crate) async fn query_into<E: SqlxEngine>(
     )))
 }
 
-/// What `fetch_many` gives: each statement's outcome and each row.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) type Results<'c, DB> = BoxStream<
-    'c,
-    Result<
-        sqlx::Either<<DB as sqlx::Database>::QueryResult, <DB as sqlx::Database>::Row>,
-        sqlx::Error,
-    >,
->;
-
 /// Decodes a row, given its number in the result (from 1).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) type DecodeRow<DB> = fn(&<DB as sqlx::Database>::Row, u64) -> Result<Vec<Value>, Error>;
 
-/// The rest of a result whose columns were sent: its rows, each decoded
-/// by `decode` (given its number in the result, from 1), then the outcome,
-/// to which `count` adds what each statement of it changed. `E` maps the
-/// driver's errors.
+/// The steps of a statement prepared on `conn` (its `columns` known from
+/// the prepare, its arguments bound as `args`): the columns, its rows,
+/// each decoded by `decode`, then the outcome, to which `count` adds what
+/// each statement of it changed. `E` maps the driver's errors.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) fn result_steps<'c, E: SqlxEngine>(
-    mut results: Results<'c, E::DB>,
+pub(crate) fn prepared_steps<'c, E, A>(
+    conn: &'c mut <E::DB as sqlx::Database>::Connection,
+    columns: Arc<[iadb::Column]>,
+    sql: String,
+    args: A,
     decode: DecodeRow<E::DB>,
     count: fn(&mut ExecuteOutcome, &<E::DB as sqlx::Database>::QueryResult),
-) -> Steps<'c> {
+) -> Steps<'c>
+where
+    E: SqlxEngine,
+    A: for<'q> sqlx::IntoArguments<'q, E::DB> + Send + 'c,
+    for<'e> &'e mut <E::DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = E::DB>,
+{
     Box::pin(async_stream::try_stream! {
+        yield Step::Columns(columns);
         let mut outcome = ExecuteOutcome::default();
         let mut row_number = 0u64;
+        let mut results = sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args));
         while let Some(item) = results.next().await {
             match item.map_err(E::map_error)? {
                 sqlx::Either::Left(done) => count(&mut outcome, &done),
