@@ -120,6 +120,57 @@ impl DatabaseService {
         self.begin_labelled(label, rpc, name, engine, sql)
     }
 
+    /// Begins the call of `request` ([`DatabaseService::begin`], by the
+    /// identity the auth layer found), with its time limit (the shorter
+    /// of its `timeout_ms` and its deadline).
+    fn open<T: CallRequest>(&self, request: Request<T>) -> Opened<T> {
+        let limit = call_timeout(&request, request.get_ref().options());
+        let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
+        let request = request.into_inner();
+        let call = self
+            .begin(&label, T::RPC, request.database(), request.sql())
+            .by(identity);
+        Opened {
+            limit,
+            label,
+            call,
+            request,
+        }
+    }
+
+    /// What a pooled call of one statement checks before it runs, in this
+    /// order: its caller may use `database` for `scope`, the database is
+    /// registered, then [`DatabaseService::pooled_params`]. Gives the
+    /// database and the parameters.
+    fn admit(
+        &self,
+        call: &Call,
+        scope: Scope,
+        database: &str,
+        sql: &str,
+        params: Vec<proto::Value>,
+    ) -> Result<(Arc<dyn iadb::DatabaseInterface>, Vec<Value>), Error> {
+        self.authorize(call.identity.as_ref(), database, scope)?;
+        let db = self.registry.get(database)?;
+        Ok((db, self.pooled_params(database, sql, params)?))
+    }
+
+    /// What a pooled call of one statement checks once its caller and
+    /// database are known, in this order: the statement's size, that it
+    /// fits a pooled call with `params.len()` parameters; then its
+    /// parameters, decoded.
+    fn pooled_params(
+        &self,
+        database: &str,
+        sql: &str,
+        params: Vec<proto::Value>,
+    ) -> Result<Vec<Value>, Error> {
+        self.check_sql_size(sql)?;
+        check_pooled_sql(sql, self.engine_of(database)?, params.len())?;
+        params_from_proto(params)
+    }
+
     /// [`DatabaseService::begin`] with the database label given.
     fn begin_labelled(
         &self,
@@ -337,6 +388,78 @@ fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<()
     check_statement(sql, engine, params, Place::Pooled).map(|_| ())
 }
 
+/// A unary request as the call layer reads it before anything runs: its
+/// RPC's name, its database, its statement (for the call's fingerprint)
+/// and its options (for the call's time limit).
+trait CallRequest {
+    /// The RPC's name in metrics and logs.
+    const RPC: &'static str;
+    /// The database it names.
+    fn database(&self) -> &str;
+    /// The statement whose fingerprint the call records, if one.
+    fn sql(&self) -> Option<&str>;
+    /// Its options, if the request has them.
+    fn options(&self) -> Option<&proto::QueryOptions>;
+}
+
+/// [`CallRequest`] for the requests of one statement (`sql`, `options`),
+/// or, with `no sql`, of none.
+macro_rules! call_request {
+    ($request:ident, $rpc:literal) => {
+        impl CallRequest for proto::$request {
+            const RPC: &'static str = $rpc;
+            fn database(&self) -> &str {
+                &self.database
+            }
+            fn sql(&self) -> Option<&str> {
+                Some(&self.sql)
+            }
+            fn options(&self) -> Option<&proto::QueryOptions> {
+                self.options.as_ref()
+            }
+        }
+    };
+}
+call_request!(ExecuteRequest, "Execute");
+call_request!(ExecuteManyRequest, "ExecuteMany");
+call_request!(FetchAllRequest, "FetchAll");
+call_request!(FetchOneRequest, "FetchOne");
+
+impl CallRequest for proto::TableExistsRequest {
+    const RPC: &'static str = "TableExists";
+    fn database(&self) -> &str {
+        &self.database
+    }
+    fn sql(&self) -> Option<&str> {
+        None
+    }
+    fn options(&self) -> Option<&proto::QueryOptions> {
+        None
+    }
+}
+
+impl CallRequest for proto::BatchRequest {
+    const RPC: &'static str = "Batch";
+    fn database(&self) -> &str {
+        &self.database
+    }
+    fn sql(&self) -> Option<&str> {
+        None
+    }
+    fn options(&self) -> Option<&proto::QueryOptions> {
+        self.options.as_ref()
+    }
+}
+
+/// A unary call begun ([`DatabaseService::open`]): its time limit, its
+/// label and record, and the request's message.
+struct Opened<T> {
+    limit: Option<Duration>,
+    label: CallLabel,
+    call: Call,
+    request: T,
+}
+
 /// `target_version`: empty for none, else a version number (`3`, `003`,
 /// or `V3`).
 fn parse_target(text: &str) -> Result<Option<u64>, Error> {
@@ -533,24 +656,20 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::ExecuteRequest {
-            database,
-            sql,
-            params,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "Execute", &database, Some(&sql))
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::ExecuteRequest {
+                    database,
+                    sql,
+                    params,
+                    options,
+                },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
-            self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
-            let db = self.registry.get(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let (db, params) = self.admit(&call, Scope::Write, &database, &sql, params)?;
             with_timeout(limit, async {
                 let _turn = self.turn(&database).await?;
                 if read_only(options.as_ref()) {
@@ -586,18 +705,18 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteManyRequest>,
     ) -> Result<Response<proto::ExecuteManyResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::ExecuteManyRequest {
-            database,
-            sql,
-            param_sets,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "ExecuteMany", &database, Some(&sql))
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::ExecuteManyRequest {
+                    database,
+                    sql,
+                    param_sets,
+                    options,
+                },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
             let db = self.registry.get(&database)?;
@@ -650,19 +769,19 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::FetchAllRequest>,
     ) -> Result<Response<Self::FetchAllStream>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let Opened {
+            limit,
+            label,
+            call,
+            request:
+                proto::FetchAllRequest {
+                    database,
+                    sql,
+                    params,
+                    options,
+                },
+        } = self.open(request);
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::FetchAllRequest {
-            database,
-            sql,
-            params,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "FetchAll", &database, Some(&sql))
-            .by(identity);
         if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
                 .fetch_all_read_only(call, label, database, sql, params, limit)
@@ -671,11 +790,7 @@ impl Database for DatabaseService {
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened: Result<_, Error> = async {
-            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let db = self.registry.get(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
                 let stream = caught(db.query(&sql, &params)).await?;
@@ -712,24 +827,20 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::FetchOneRequest>,
     ) -> Result<Response<proto::FetchOneResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::FetchOneRequest {
-            database,
-            sql,
-            params,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "FetchOne", &database, Some(&sql))
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::FetchOneRequest {
+                    database,
+                    sql,
+                    params,
+                    options,
+                },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
-            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let db = self.registry.get(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
                 if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
@@ -782,13 +893,12 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::TableExistsRequest>,
     ) -> Result<Response<proto::TableExistsResponse>, Status> {
-        let limit = call_timeout(&request, None);
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::TableExistsRequest { database, table } = request.into_inner();
-        let call = self
-            .begin(&label, "TableExists", &database, None)
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request: proto::TableExistsRequest { database, table },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
@@ -932,16 +1042,18 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::BatchRequest>,
     ) -> Result<Response<proto::BatchResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::BatchRequest {
-            database,
-            statements,
-            read_only,
-            options: _,
-        } = request.into_inner();
-        let call = self.begin(&label, "Batch", &database, None).by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::BatchRequest {
+                    database,
+                    statements,
+                    read_only,
+                    options: _,
+                },
+            ..
+        } = self.open(request);
         let needs = if read_only { Scope::Read } else { Scope::Write };
         // The statements' shapes, for the audit line (a read-only batch
         // changes nothing and has none).
@@ -1281,9 +1393,7 @@ impl DatabaseService {
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let backend = self.registry.ready_backend(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let params = self.pooled_params(&database, &sql, params)?;
             let turn = with_timeout(limit, self.turn(&database)).await?;
             Ok((backend, params, turn))
         }
