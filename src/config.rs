@@ -596,6 +596,27 @@ mod tests {
     }
 
     #[test]
+    fn every_engine_is_named_by_each_of_its_schemes() {
+        assert_eq!(DatabaseType::ALL.len(), 5);
+        for &kind in DatabaseType::ALL {
+            assert_eq!(kind.spec().kind, kind);
+            for scheme in kind.spec().schemes {
+                assert_eq!(DatabaseType::from_scheme(scheme), Some(kind));
+                assert_eq!(
+                    DatabaseType::from_scheme(&scheme.to_ascii_uppercase()),
+                    Some(kind)
+                );
+            }
+            assert_eq!(kind.as_str().parse::<DatabaseType>(), Ok(kind));
+        }
+        assert_eq!(
+            UrlError::UnknownScheme("oracle".into()).to_string(),
+            "unknown database URL scheme `oracle` (expected sqlite, postgresql, postgres, \
+             mysql, mariadb, duckdb, cloudflare_d1 or d1)"
+        );
+    }
+
+    #[test]
     fn bad_urls_are_refused_with_a_reason() {
         let err = |u: &str| ConnectionConfig::from_url(u).unwrap_err();
         assert_eq!(err("no-scheme"), UrlError::MissingScheme);

@@ -361,6 +361,18 @@ mod tests {
     }
 
     #[test]
+    fn leap_seconds_are_recognised_in_every_time_kind() {
+        let leap = NaiveTime::from_hms_nano_opt(23, 59, 59, 1_500_000_000).expect("leap time");
+        let day = NaiveDate::from_ymd_opt(2016, 12, 31).expect("date");
+        assert!(Value::Time(leap).is_leap_second());
+        assert!(Value::DateTime(day.and_time(leap)).is_leap_second());
+        assert!(Value::TimestampTz(day.and_time(leap).and_utc()).is_leap_second());
+        let plain = NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("time");
+        assert!(!Value::Time(plain).is_leap_second());
+        assert!(!Value::Int(1_500_000_000).is_leap_second());
+    }
+
+    #[test]
     fn decimal_literals() {
         for ok in [
             "0",
