@@ -271,6 +271,26 @@ pub(crate) fn sqlite_table_lookup(table: &str) -> (String, &str) {
     (sql, name)
 }
 
+/// The URL option `key` of a value that goes into SQL text as it is (a
+/// session setting): `None` when not given; refused with `expected` unless
+/// it is not empty and every byte is `allowed`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn sql_text_option<'a>(
+    config: &'a ConnectionConfig,
+    key: &str,
+    allowed: fn(u8) -> bool,
+    expected: &str,
+) -> Result<Option<&'a str>> {
+    match config.option(key) {
+        None => Ok(None),
+        Some(value) if !value.is_empty() && value.bytes().all(allowed) => Ok(Some(value)),
+        Some(_) => Err(Error::invalid_argument(format!(
+            "{} URL option {key}: expected {expected}",
+            config.db_type
+        ))),
+    }
+}
+
 /// Checks the number of `?` placeholders against the parameters given.
 pub(crate) fn check_param_count(
     sql: &str,
@@ -292,4 +312,31 @@ pub(crate) fn check_sql(sql: &str) -> Result<()> {
         return Err(Error::invalid_argument("empty SQL statement"));
     }
     Ok(())
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_text_options_are_checked_byte_by_byte_and_never_echoed() {
+        let check = |url: &str| {
+            let config = ConnectionConfig::from_url(url).expect("url parses");
+            sql_text_option(&config, "timezone", |b| b.is_ascii_alphanumeric(), "a name")
+                .map(|v| v.map(str::to_owned))
+        };
+        assert_eq!(check("postgresql://h/db").ok(), Some(None));
+        assert_eq!(
+            check("postgresql://h/db?timezone=UTC").ok(),
+            Some(Some("UTC".to_owned()))
+        );
+        for bad in ["timezone=", "timezone=UTC%27%3B%20DROP"] {
+            let err = check(&format!("postgresql://h/db?{bad}")).expect_err("refused");
+            assert_eq!(err.kind(), iadb::ErrorKind::InvalidArgument);
+            assert_eq!(
+                err.message(),
+                "postgresql URL option timezone: expected a name"
+            );
+        }
+    }
 }

@@ -13,7 +13,6 @@
 //! `tests/tests/mysql_types.rs`.
 
 use super::{
-    check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
@@ -21,7 +20,6 @@ use super::{
         split_schema, sqlx_statement_paths,
     },
 };
-use crate::placeholders::Dialect;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use futures::{TryFutureExt, future::BoxFuture};
 use iadb::{
@@ -145,23 +143,13 @@ impl TryFrom<&ConnectionConfig> for MySqlEngine {
         };
         // Modes added to the server's `sql_mode` on every connection (the
         // place for session settings: a pooled call may not SET them).
-        let extra_sql_mode = match config.option("sql_mode") {
-            None => None,
-            Some(modes)
-                if !modes.is_empty()
-                    && modes
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b',') =>
-            {
-                Some(modes.to_ascii_uppercase())
-            }
-            Some(_) => {
-                return Err(Error::invalid_argument(
-                    "mysql URL option sql_mode: expected mode names separated by commas \
-                     (letters, digits and `_`)",
-                ));
-            }
-        };
+        let extra_sql_mode = super::sql_text_option(
+            config,
+            "sql_mode",
+            |b| b.is_ascii_alphanumeric() || b == b'_' || b == b',',
+            "mode names separated by commas (letters, digits and `_`)",
+        )?
+        .map(str::to_ascii_uppercase);
         let mut added_modes = Vec::new();
         if ansi_quotes {
             added_modes.push("ANSI_QUOTES".to_owned());
@@ -455,12 +443,7 @@ fn raw_temporal_text(row: &MySqlRow, i: usize, with_time: bool) -> Result<String
 
 /// The column type as sqlx reports it; empty when unknown (`NULL`).
 fn declared_type(column: &sqlx::mysql::MySqlColumn) -> String {
-    let name = column.type_info().name();
-    if name == "NULL" {
-        String::new()
-    } else {
-        name.to_owned()
-    }
+    super::sqlx_common::declared_type_name(column.type_info())
 }
 
 /// How long the connection of a stream dropped before its end may spend
@@ -517,8 +500,7 @@ async fn execute_on(
     sql: &str,
     params: &[Value],
 ) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    check_param_count(sql, Dialect::MySql, params.len())?;
+    MySqlEngine::check(sql, params)?;
     let done = if params.is_empty() {
         // No parameters: the text may be a script of several statements
         // (and may hold statements MySQL cannot prepare).

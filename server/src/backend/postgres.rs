@@ -98,23 +98,13 @@ impl TryFrom<&ConnectionConfig> for PostgresEngine {
         if let Some(schema) = config.option("search_path") {
             options = options.options([("search_path", schema)]);
         }
-        let time_zone = match config.option("timezone") {
-            None => None,
-            Some(zone)
-                if !zone.is_empty()
-                    && zone
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_/+-:".contains(&b)) =>
-            {
-                Some(format!("SET TIME ZONE '{zone}'"))
-            }
-            Some(_) => {
-                return Err(Error::invalid_argument(
-                    "postgresql URL option timezone: expected a time zone name such as \
-                     Europe/Paris or an offset such as +02:00",
-                ));
-            }
-        };
+        let time_zone = super::sql_text_option(
+            config,
+            "timezone",
+            |b| b.is_ascii_alphanumeric() || b"_/+-:".contains(&b),
+            "a time zone name such as Europe/Paris or an offset such as +02:00",
+        )?
+        .map(|zone| format!("SET TIME ZONE '{zone}'"));
         Ok(PostgresEngine {
             options,
             reset: reset_sql(time_zone.as_deref()).into(),

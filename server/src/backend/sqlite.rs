@@ -5,7 +5,6 @@
 //! load_extension or schema writes).
 
 use super::{
-    check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
     sqlx_adapter::SqlxBackend,
@@ -340,12 +339,7 @@ fn columns_of(columns: &[sqlx::sqlite::SqliteColumn]) -> Arc<[Column]> {
 
 /// The declared type as sqlx reports it; "NULL" means unknown (an expression).
 fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
-    let name = column.type_info().name();
-    if name == "NULL" {
-        String::new()
-    } else {
-        name.to_owned()
-    }
+    super::sqlx_common::declared_type_name(column.type_info())
 }
 
 /// Runs one statement (without parameters: a script) on `conn`.
@@ -354,8 +348,7 @@ async fn execute_on(
     sql: &str,
     params: &[Value],
 ) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    check_param_count(sql, Dialect::Sqlite, params.len())?;
+    SqliteEngine::check(sql, params)?;
     let mut done = run_statement(conn, sql, params).await?;
     if let Err(e) = &done
         && may_be_stale_schema(e)

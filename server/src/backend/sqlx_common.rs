@@ -489,6 +489,16 @@ pub(crate) fn finds_a_row<E: SqlxEngine>(
     })
 }
 
+/// A column's declared type as sqlx reports it; `NULL` (SQLite: an
+/// expression; MySQL: a NULL literal) is unknown, the empty string.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn declared_type_name(ty: &impl sqlx::TypeInfo) -> String {
+    match ty.name() {
+        "NULL" => String::new(),
+        name => name.to_owned(),
+    }
+}
+
 /// `schema.table` split at its first dot; a bare name has no schema.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn split_schema(table: &str) -> (Option<&str>, &str) {
