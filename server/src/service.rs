@@ -139,6 +139,32 @@ impl DatabaseService {
         }
     }
 
+    /// Runs `work` once `database`'s turn has come, holding the turn until
+    /// `work` ends, within `limit` (the wait for the turn counts).
+    async fn in_turn<T>(
+        &self,
+        database: &str,
+        limit: Option<Duration>,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        with_timeout(limit, async {
+            let _turn = self.turn(database).await?;
+            work.await
+        })
+        .await
+    }
+
+    /// Runs `call` read-only on `database`'s backend
+    /// ([`ReadOnlyCall::run_on`]).
+    async fn read_only_call(
+        &self,
+        database: &str,
+        call: ReadOnlyCall<'_>,
+    ) -> Result<ExecuteOutcome, Error> {
+        let backend = self.registry.ready_backend(database)?;
+        caught(call.run_on(&*backend)).await
+    }
+
     /// What a pooled call of one statement checks before it runs, in this
     /// order: its caller may use `database` for `scope`, the database is
     /// registered, then [`DatabaseService::pooled_params`]. Gives the
@@ -670,15 +696,13 @@ impl Database for DatabaseService {
         } = self.open(request);
         let result: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Write, &database, &sql, params)?;
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
+            self.in_turn(&database, limit, async {
                 if read_only(options.as_ref()) {
                     let call = ReadOnlyCall::Execute {
                         sql: &sql,
                         params: &params,
                     };
-                    let backend = self.registry.ready_backend(&database)?;
-                    return caught(call.run_on(&*backend)).await;
+                    return self.read_only_call(&database, call).await;
                 }
                 caught(db.execute(&sql, &params)).await
             })
@@ -736,15 +760,13 @@ impl Database for DatabaseService {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
+            self.in_turn(&database, limit, async {
                 if read_only(options.as_ref()) {
                     let call = ReadOnlyCall::ExecuteMany {
                         sql: &sql,
                         param_sets: &sets,
                     };
-                    let backend = self.registry.ready_backend(&database)?;
-                    return caught(call.run_on(&*backend)).await;
+                    return self.read_only_call(&database, call).await;
                 }
                 caught(db.execute_many(&sql, &sets)).await
             })
@@ -852,8 +874,7 @@ impl Database for DatabaseService {
                         params: &params,
                         sink: &mut sink,
                     };
-                    let backend = self.registry.ready_backend(&database)?;
-                    caught(call.run_on(&*backend)).await?;
+                    self.read_only_call(&database, call).await?;
                     return Ok((sink.columns, sink.row));
                 }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
@@ -905,11 +926,8 @@ impl Database for DatabaseService {
             if table.trim().is_empty() {
                 return Err(Error::invalid_argument("empty table name"));
             }
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
-                caught(db.table_exists(&table)).await
-            })
-            .await
+            self.in_turn(&database, limit, caught(db.table_exists(&table)))
+                .await
         }
         .await;
         Ok(Response::new(proto::TableExistsResponse {
@@ -1087,12 +1105,11 @@ impl Database for DatabaseService {
                 result_limit: self.limits.batch_result_bytes,
                 session_state,
             };
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
-                caught(backend.batch(&list, options)).await
-            })
-            .await
-            .map_err(|e| ValueScrubber::for_sets(list.iter().map(|(_, p)| p.as_slice())).scrub(e))
+            self.in_turn(&database, limit, caught(backend.batch(&list, options)))
+                .await
+                .map_err(|e| {
+                    ValueScrubber::for_sets(list.iter().map(|(_, p)| p.as_slice())).scrub(e)
+                })
         }
         .await;
         if let Some(fingerprints) = &fingerprints {
