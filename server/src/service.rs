@@ -428,54 +428,35 @@ trait CallRequest {
     fn options(&self) -> Option<&proto::QueryOptions>;
 }
 
-/// [`CallRequest`] for the requests of one statement (`sql`, `options`),
-/// or, with `no sql`, of none.
+/// [`CallRequest`] for a request type: its RPC's name, and its statement
+/// and options read from the request `$r`.
 macro_rules! call_request {
-    ($request:ident, $rpc:literal) => {
+    ($request:ident, $rpc:literal, |$r:ident| sql: $sql:expr, options: $options:expr) => {
         impl CallRequest for proto::$request {
             const RPC: &'static str = $rpc;
             fn database(&self) -> &str {
                 &self.database
             }
+            // A request without a statement does not read `$r` here.
+            #[allow(unused_variables)]
             fn sql(&self) -> Option<&str> {
-                Some(&self.sql)
+                let $r = self;
+                $sql
             }
+            #[allow(unused_variables)]
             fn options(&self) -> Option<&proto::QueryOptions> {
-                self.options.as_ref()
+                let $r = self;
+                $options
             }
         }
     };
 }
-call_request!(ExecuteRequest, "Execute");
-call_request!(ExecuteManyRequest, "ExecuteMany");
-call_request!(FetchAllRequest, "FetchAll");
-call_request!(FetchOneRequest, "FetchOne");
-
-impl CallRequest for proto::TableExistsRequest {
-    const RPC: &'static str = "TableExists";
-    fn database(&self) -> &str {
-        &self.database
-    }
-    fn sql(&self) -> Option<&str> {
-        None
-    }
-    fn options(&self) -> Option<&proto::QueryOptions> {
-        None
-    }
-}
-
-impl CallRequest for proto::BatchRequest {
-    const RPC: &'static str = "Batch";
-    fn database(&self) -> &str {
-        &self.database
-    }
-    fn sql(&self) -> Option<&str> {
-        None
-    }
-    fn options(&self) -> Option<&proto::QueryOptions> {
-        self.options.as_ref()
-    }
-}
+call_request!(ExecuteRequest, "Execute", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(ExecuteManyRequest, "ExecuteMany", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(FetchAllRequest, "FetchAll", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(FetchOneRequest, "FetchOne", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(TableExistsRequest, "TableExists", |r| sql: None, options: None);
+call_request!(BatchRequest, "Batch", |r| sql: None, options: r.options.as_ref());
 
 /// A unary call begun ([`DatabaseService::open`]): its time limit, its
 /// label and record, and the request's message.
