@@ -3,7 +3,11 @@
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
 /// The engines iadb serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// What the domain knows about each (its names, how its URL reads) is its
+/// [`EngineSpec`] ([`DatabaseType::spec`]); the server adds what it needs in
+/// its own per-engine description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum DatabaseType {
     /// SQLite, embedded.
     Sqlite,
@@ -17,33 +21,99 @@ pub enum DatabaseType {
     CloudflareD1,
 }
 
+/// What the domain knows about one engine: its names and the form of its
+/// URL.
+#[derive(Debug)]
+pub struct EngineSpec {
+    /// Which engine.
+    pub kind: DatabaseType,
+    /// The URL schemes that name it, its name first (the name used on the
+    /// wire and in configuration); matched case-insensitively.
+    pub schemes: &'static [&'static str],
+    /// How its URL reads.
+    pub url: UrlForm,
+}
+
+/// The form of an engine's URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlForm {
+    /// An embedded engine on a local file: `scheme:///./app.db`,
+    /// `scheme:////abs.db`, `scheme:///:memory:`.
+    File,
+    /// A server: `scheme://user:pass@host:port/database?options`.
+    Server {
+        /// The port when the URL names none.
+        default_port: u16,
+    },
+    /// A hosted API: `scheme://DATABASE_ID?options` (no port, no database
+    /// name).
+    Api,
+}
+
+const SQLITE: EngineSpec = EngineSpec {
+    kind: DatabaseType::Sqlite,
+    schemes: &["sqlite"],
+    url: UrlForm::File,
+};
+
+const POSTGRESQL: EngineSpec = EngineSpec {
+    kind: DatabaseType::Postgresql,
+    schemes: &["postgresql", "postgres"],
+    url: UrlForm::Server { default_port: 5432 },
+};
+
+const MYSQL: EngineSpec = EngineSpec {
+    kind: DatabaseType::Mysql,
+    schemes: &["mysql", "mariadb"],
+    url: UrlForm::Server { default_port: 3306 },
+};
+
+const DUCKDB: EngineSpec = EngineSpec {
+    kind: DatabaseType::Duckdb,
+    schemes: &["duckdb"],
+    url: UrlForm::File,
+};
+
+const CLOUDFLARE_D1: EngineSpec = EngineSpec {
+    kind: DatabaseType::CloudflareD1,
+    schemes: &["cloudflare_d1", "d1"],
+    url: UrlForm::Api,
+};
+
 impl DatabaseType {
+    /// Every engine.
+    pub const ALL: &'static [DatabaseType] = <Self as strum::VariantArray>::VARIANTS;
+
+    /// What the domain knows about the engine (one exhaustive match: a new
+    /// engine is a compile error here until it is described).
+    pub fn spec(self) -> &'static EngineSpec {
+        match self {
+            DatabaseType::Sqlite => &SQLITE,
+            DatabaseType::Postgresql => &POSTGRESQL,
+            DatabaseType::Mysql => &MYSQL,
+            DatabaseType::Duckdb => &DUCKDB,
+            DatabaseType::CloudflareD1 => &CLOUDFLARE_D1,
+        }
+    }
+
     /// The name used on the wire and in configuration.
     pub fn as_str(self) -> &'static str {
-        match self {
-            DatabaseType::Sqlite => "sqlite",
-            DatabaseType::Postgresql => "postgresql",
-            DatabaseType::Mysql => "mysql",
-            DatabaseType::Duckdb => "duckdb",
-            DatabaseType::CloudflareD1 => "cloudflare_d1",
-        }
+        self.spec().schemes[0]
     }
 
     /// The type a URL scheme names, if any.
     pub fn from_scheme(scheme: &str) -> Option<Self> {
-        Some(match scheme.to_ascii_lowercase().as_str() {
-            "sqlite" => DatabaseType::Sqlite,
-            "postgresql" | "postgres" => DatabaseType::Postgresql,
-            "mysql" | "mariadb" => DatabaseType::Mysql,
-            "duckdb" => DatabaseType::Duckdb,
-            "cloudflare_d1" | "d1" => DatabaseType::CloudflareD1,
-            _ => return None,
+        Self::ALL.iter().copied().find(|kind| {
+            kind.spec()
+                .schemes
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(scheme))
         })
     }
 
     /// Whether the engine runs inside the server process on a local file.
     pub fn is_embedded(self) -> bool {
-        matches!(self, DatabaseType::Sqlite | DatabaseType::Duckdb)
+        self.spec().url == UrlForm::File
     }
 }
 
@@ -72,7 +142,8 @@ pub enum UrlError {
     MissingScheme,
     /// The scheme names no engine iadb serves.
     #[error(
-        "unknown database URL scheme `{0}` (expected sqlite, postgresql, postgres, mysql, duckdb or cloudflare_d1)"
+        "unknown database URL scheme `{0}` (expected {known})",
+        known = known_schemes()
     )]
     UnknownScheme(String),
     /// The URL does not parse.
@@ -83,6 +154,18 @@ pub enum UrlError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Every engine's schemes, for [`UrlError::UnknownScheme`]: `a, b or c`.
+fn known_schemes() -> String {
+    let schemes: Vec<&str> = DatabaseType::ALL
+        .iter()
+        .flat_map(|kind| kind.spec().schemes.iter().copied())
+        .collect();
+    match schemes.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => schemes.join(""),
+    }
 }
 
 impl From<UrlError> for crate::Error {
@@ -263,12 +346,16 @@ impl ConnectionConfig {
         }
         let db_type = DatabaseType::from_scheme(scheme)
             .ok_or_else(|| UrlError::UnknownScheme(scheme.to_owned()))?;
-        let mut config = match db_type {
-            DatabaseType::Sqlite | DatabaseType::Duckdb => parse_file_url(db_type, rest)?,
-            // `_` is not allowed in a URL scheme; parse D1 URLs under a
-            // scheme the URL grammar accepts (the host keeps its case).
-            DatabaseType::CloudflareD1 => parse_network_url(db_type, &format!("d1:{rest}"))?,
-            _ => parse_network_url(db_type, url)?,
+        let mut config = match db_type.spec().url {
+            UrlForm::File => parse_file_url(db_type, rest)?,
+            // `_` is not allowed in a URL scheme (`cloudflare_d1`): parse
+            // under one the URL grammar accepts. Every engine's scheme is
+            // a non-special one, which the grammar parses alike (the host
+            // keeps its case).
+            UrlForm::Server { default_port } => {
+                parse_network_url(db_type, Some(default_port), &format!("iadb:{rest}"))?
+            }
+            UrlForm::Api => parse_network_url(db_type, None, &format!("iadb:{rest}"))?,
         };
         config.url = url.to_owned();
         Ok(config)
@@ -394,7 +481,11 @@ fn parse_file_url(db_type: DatabaseType, rest: &str) -> Result<ConnectionConfig,
     })
 }
 
-fn parse_network_url(db_type: DatabaseType, raw: &str) -> Result<ConnectionConfig, UrlError> {
+fn parse_network_url(
+    db_type: DatabaseType,
+    default_port: Option<u16>,
+    raw: &str,
+) -> Result<ConnectionConfig, UrlError> {
     let parsed = url::Url::parse(raw).map_err(|e| malformed(db_type, e.to_string()))?;
     let decode = percent_decode;
     let host = parsed
@@ -402,25 +493,24 @@ fn parse_network_url(db_type: DatabaseType, raw: &str) -> Result<ConnectionConfi
         .filter(|h| !h.is_empty())
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
     let options = parse_query(parsed.query().unwrap_or(""));
-    let (port, database) = match db_type {
-        DatabaseType::CloudflareD1 => {
+    let (port, database) = match default_port {
+        // A hosted API: the host is the database id.
+        None => {
             if host.is_none() {
                 return Err(malformed(
                     db_type,
-                    "no database id (cloudflare_d1://DATABASE_ID?account_id=...)",
+                    format!(
+                        "no database id ({}://DATABASE_ID?account_id=...)",
+                        db_type.as_str()
+                    ),
                 ));
             }
             (None, None)
         }
-        _ => {
+        Some(default_port) => {
             if host.is_none() {
                 return Err(malformed(db_type, "no host"));
             }
-            let default_port = if db_type == DatabaseType::Postgresql {
-                5432
-            } else {
-                3306
-            };
             let db = decode(parsed.path().trim_start_matches('/'));
             if db.contains('/') {
                 return Err(malformed(db_type, "database name may not contain '/'"));
@@ -503,6 +593,27 @@ mod tests {
         assert_eq!(c.host.as_deref(), Some("DATABASE_ID"));
         assert_eq!(c.option("account_id"), Some("ACCOUNT"));
         assert_eq!(c.option("api_token"), Some("TOKEN"));
+    }
+
+    #[test]
+    fn every_engine_is_named_by_each_of_its_schemes() {
+        assert_eq!(DatabaseType::ALL.len(), 5);
+        for &kind in DatabaseType::ALL {
+            assert_eq!(kind.spec().kind, kind);
+            for scheme in kind.spec().schemes {
+                assert_eq!(DatabaseType::from_scheme(scheme), Some(kind));
+                assert_eq!(
+                    DatabaseType::from_scheme(&scheme.to_ascii_uppercase()),
+                    Some(kind)
+                );
+            }
+            assert_eq!(kind.as_str().parse::<DatabaseType>(), Ok(kind));
+        }
+        assert_eq!(
+            UrlError::UnknownScheme("oracle".into()).to_string(),
+            "unknown database URL scheme `oracle` (expected sqlite, postgresql, postgres, \
+             mysql, mariadb, duckdb, cloudflare_d1 or d1)"
+        );
     }
 
     #[test]

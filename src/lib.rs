@@ -26,7 +26,10 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("iadb_descriptor");
 }
 
-pub use config::{ConnectionConfig, DatabaseType, UrlError, is_secret_option, redact_url_text};
+pub use config::{
+    ConnectionConfig, DatabaseType, EngineSpec, UrlError, UrlForm, is_secret_option,
+    redact_url_text,
+};
 pub use error::{ECHO_MAX_BYTES, Error, ErrorKind, Result, clip};
 pub use interface::{
     DatabaseInterface, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, RowStream,

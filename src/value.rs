@@ -35,6 +35,20 @@ pub enum Value {
 }
 
 impl Value {
+    /// Whether this is a time with a leap second (second 60: chrono's
+    /// nanoseconds past one billion), which no engine iadb serves stores
+    /// (each would turn it into another time), so adapters refuse it.
+    pub fn is_leap_second(&self) -> bool {
+        use chrono::Timelike;
+        let nanos = match self {
+            Value::Time(t) => t.nanosecond(),
+            Value::DateTime(t) => t.nanosecond(),
+            Value::TimestampTz(t) => t.nanosecond(),
+            _ => 0,
+        };
+        nanos >= 1_000_000_000
+    }
+
     /// Whether this is SQL NULL.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
@@ -344,6 +358,18 @@ mod tests {
             }
         }
         assert!(checked > 20_000, "{checked}");
+    }
+
+    #[test]
+    fn leap_seconds_are_recognised_in_every_time_kind() {
+        let leap = NaiveTime::from_hms_nano_opt(23, 59, 59, 1_500_000_000).expect("leap time");
+        let day = NaiveDate::from_ymd_opt(2016, 12, 31).expect("date");
+        assert!(Value::Time(leap).is_leap_second());
+        assert!(Value::DateTime(day.and_time(leap)).is_leap_second());
+        assert!(Value::TimestampTz(day.and_time(leap).and_utc()).is_leap_second());
+        let plain = NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("time");
+        assert!(!Value::Time(plain).is_leap_second());
+        assert!(!Value::Int(1_500_000_000).is_leap_second());
     }
 
     #[test]

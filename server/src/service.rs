@@ -120,6 +120,83 @@ impl DatabaseService {
         self.begin_labelled(label, rpc, name, engine, sql)
     }
 
+    /// Begins the call of `request` ([`DatabaseService::begin`], by the
+    /// identity the auth layer found), with its time limit (the shorter
+    /// of its `timeout_ms` and its deadline).
+    fn open<T: CallRequest>(&self, request: Request<T>) -> Opened<T> {
+        let limit = call_timeout(&request, request.get_ref().options());
+        let identity = Identity::of(&request);
+        let label = CallLabel::of(&request);
+        let request = request.into_inner();
+        let call = self
+            .begin(&label, T::RPC, request.database(), request.sql())
+            .by(identity);
+        Opened {
+            limit,
+            label,
+            call,
+            request,
+        }
+    }
+
+    /// Runs `work` once `database`'s turn has come, holding the turn until
+    /// `work` ends, within `limit` (the wait for the turn counts).
+    async fn in_turn<T>(
+        &self,
+        database: &str,
+        limit: Option<Duration>,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        with_timeout(limit, async {
+            let _turn = self.turn(database).await?;
+            work.await
+        })
+        .await
+    }
+
+    /// Runs `call` read-only on `database`'s backend
+    /// ([`ReadOnlyCall::run_on`]).
+    async fn read_only_call(
+        &self,
+        database: &str,
+        call: ReadOnlyCall<'_>,
+    ) -> Result<ExecuteOutcome, Error> {
+        let backend = self.registry.ready_backend(database)?;
+        caught(call.run_on(&*backend)).await
+    }
+
+    /// What a pooled call of one statement checks before it runs, in this
+    /// order: its caller may use `database` for `scope`, the database is
+    /// registered, then [`DatabaseService::pooled_params`]. Gives the
+    /// database and the parameters.
+    fn admit(
+        &self,
+        call: &Call,
+        scope: Scope,
+        database: &str,
+        sql: &str,
+        params: Vec<proto::Value>,
+    ) -> Result<(Arc<dyn iadb::DatabaseInterface>, Vec<Value>), Error> {
+        self.authorize(call.identity.as_ref(), database, scope)?;
+        let db = self.registry.get(database)?;
+        Ok((db, self.pooled_params(database, sql, params)?))
+    }
+
+    /// What a pooled call of one statement checks once its caller and
+    /// database are known, in this order: the statement's size, that it
+    /// fits a pooled call with `params.len()` parameters; then its
+    /// parameters, decoded.
+    fn pooled_params(
+        &self,
+        database: &str,
+        sql: &str,
+        params: Vec<proto::Value>,
+    ) -> Result<Vec<Value>, Error> {
+        self.check_sql_size(sql)?;
+        check_pooled_sql(sql, self.engine_of(database)?, params.len())?;
+        params_from_proto(params)
+    }
+
     /// [`DatabaseService::begin`] with the database label given.
     fn begin_labelled(
         &self,
@@ -337,6 +414,59 @@ fn check_pooled_sql(sql: &str, engine: DatabaseType, params: usize) -> Result<()
     check_statement(sql, engine, params, Place::Pooled).map(|_| ())
 }
 
+/// A unary request as the call layer reads it before anything runs: its
+/// RPC's name, its database, its statement (for the call's fingerprint)
+/// and its options (for the call's time limit).
+trait CallRequest {
+    /// The RPC's name in metrics and logs.
+    const RPC: &'static str;
+    /// The database it names.
+    fn database(&self) -> &str;
+    /// The statement whose fingerprint the call records, if one.
+    fn sql(&self) -> Option<&str>;
+    /// Its options, if the request has them.
+    fn options(&self) -> Option<&proto::QueryOptions>;
+}
+
+/// [`CallRequest`] for a request type: its RPC's name, and its statement
+/// and options read from the request `$r`.
+macro_rules! call_request {
+    ($request:ident, $rpc:literal, |$r:ident| sql: $sql:expr, options: $options:expr) => {
+        impl CallRequest for proto::$request {
+            const RPC: &'static str = $rpc;
+            fn database(&self) -> &str {
+                &self.database
+            }
+            // A request without a statement does not read `$r` here.
+            #[allow(unused_variables)]
+            fn sql(&self) -> Option<&str> {
+                let $r = self;
+                $sql
+            }
+            #[allow(unused_variables)]
+            fn options(&self) -> Option<&proto::QueryOptions> {
+                let $r = self;
+                $options
+            }
+        }
+    };
+}
+call_request!(ExecuteRequest, "Execute", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(ExecuteManyRequest, "ExecuteMany", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(FetchAllRequest, "FetchAll", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(FetchOneRequest, "FetchOne", |r| sql: Some(&r.sql), options: r.options.as_ref());
+call_request!(TableExistsRequest, "TableExists", |r| sql: None, options: None);
+call_request!(BatchRequest, "Batch", |r| sql: None, options: r.options.as_ref());
+
+/// A unary call begun ([`DatabaseService::open`]): its time limit, its
+/// label and record, and the request's message.
+struct Opened<T> {
+    limit: Option<Duration>,
+    label: CallLabel,
+    call: Call,
+    request: T,
+}
+
 /// `target_version`: empty for none, else a version number (`3`, `003`,
 /// or `V3`).
 fn parse_target(text: &str) -> Result<Option<u64>, Error> {
@@ -533,33 +663,27 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteRequest>,
     ) -> Result<Response<proto::ExecuteResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::ExecuteRequest {
-            database,
-            sql,
-            params,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "Execute", &database, Some(&sql))
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::ExecuteRequest {
+                    database,
+                    sql,
+                    params,
+                    options,
+                },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
-            self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
-            let db = self.registry.get(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
+            let (db, params) = self.admit(&call, Scope::Write, &database, &sql, params)?;
+            self.in_turn(&database, limit, async {
                 if read_only(options.as_ref()) {
                     let call = ReadOnlyCall::Execute {
                         sql: &sql,
                         params: &params,
                     };
-                    let backend = self.registry.ready_backend(&database)?;
-                    return caught(call.run_on(&*backend)).await;
+                    return self.read_only_call(&database, call).await;
                 }
                 caught(db.execute(&sql, &params)).await
             })
@@ -586,18 +710,18 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::ExecuteManyRequest>,
     ) -> Result<Response<proto::ExecuteManyResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::ExecuteManyRequest {
-            database,
-            sql,
-            param_sets,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "ExecuteMany", &database, Some(&sql))
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::ExecuteManyRequest {
+                    database,
+                    sql,
+                    param_sets,
+                    options,
+                },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Write)?;
             let db = self.registry.get(&database)?;
@@ -617,15 +741,13 @@ impl Database for DatabaseService {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
+            self.in_turn(&database, limit, async {
                 if read_only(options.as_ref()) {
                     let call = ReadOnlyCall::ExecuteMany {
                         sql: &sql,
                         param_sets: &sets,
                     };
-                    let backend = self.registry.ready_backend(&database)?;
-                    return caught(call.run_on(&*backend)).await;
+                    return self.read_only_call(&database, call).await;
                 }
                 caught(db.execute_many(&sql, &sets)).await
             })
@@ -650,19 +772,19 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::FetchAllRequest>,
     ) -> Result<Response<Self::FetchAllStream>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
+        let Opened {
+            limit,
+            label,
+            call,
+            request:
+                proto::FetchAllRequest {
+                    database,
+                    sql,
+                    params,
+                    options,
+                },
+        } = self.open(request);
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::FetchAllRequest {
-            database,
-            sql,
-            params,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "FetchAll", &database, Some(&sql))
-            .by(identity);
         if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
                 .fetch_all_read_only(call, label, database, sql, params, limit)
@@ -671,11 +793,7 @@ impl Database for DatabaseService {
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened: Result<_, Error> = async {
-            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let db = self.registry.get(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
                 let stream = caught(db.query(&sql, &params)).await?;
@@ -712,24 +830,20 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::FetchOneRequest>,
     ) -> Result<Response<proto::FetchOneResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::FetchOneRequest {
-            database,
-            sql,
-            params,
-            options,
-        } = request.into_inner();
-        let call = self
-            .begin(&label, "FetchOne", &database, Some(&sql))
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::FetchOneRequest {
+                    database,
+                    sql,
+                    params,
+                    options,
+                },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
-            self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let db = self.registry.get(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
                 if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
@@ -741,8 +855,7 @@ impl Database for DatabaseService {
                         params: &params,
                         sink: &mut sink,
                     };
-                    let backend = self.registry.ready_backend(&database)?;
-                    caught(call.run_on(&*backend)).await?;
+                    self.read_only_call(&database, call).await?;
                     return Ok((sink.columns, sink.row));
                 }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
@@ -782,24 +895,20 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::TableExistsRequest>,
     ) -> Result<Response<proto::TableExistsResponse>, Status> {
-        let limit = call_timeout(&request, None);
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::TableExistsRequest { database, table } = request.into_inner();
-        let call = self
-            .begin(&label, "TableExists", &database, None)
-            .by(identity);
+        let Opened {
+            limit,
+            call,
+            request: proto::TableExistsRequest { database, table },
+            ..
+        } = self.open(request);
         let result: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let db = self.registry.get(&database)?;
             if table.trim().is_empty() {
                 return Err(Error::invalid_argument("empty table name"));
             }
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
-                caught(db.table_exists(&table)).await
-            })
-            .await
+            self.in_turn(&database, limit, caught(db.table_exists(&table)))
+                .await
         }
         .await;
         Ok(Response::new(proto::TableExistsResponse {
@@ -932,16 +1041,18 @@ impl Database for DatabaseService {
         &self,
         request: Request<proto::BatchRequest>,
     ) -> Result<Response<proto::BatchResponse>, Status> {
-        let limit = call_timeout(&request, request.get_ref().options.as_ref());
-        let identity = Identity::of(&request);
-        let label = CallLabel::of(&request);
-        let proto::BatchRequest {
-            database,
-            statements,
-            read_only,
-            options: _,
-        } = request.into_inner();
-        let call = self.begin(&label, "Batch", &database, None).by(identity);
+        let Opened {
+            limit,
+            call,
+            request:
+                proto::BatchRequest {
+                    database,
+                    statements,
+                    read_only,
+                    options: _,
+                },
+            ..
+        } = self.open(request);
         let needs = if read_only { Scope::Read } else { Scope::Write };
         // The statements' shapes, for the audit line (a read-only batch
         // changes nothing and has none).
@@ -975,12 +1086,11 @@ impl Database for DatabaseService {
                 result_limit: self.limits.batch_result_bytes,
                 session_state,
             };
-            with_timeout(limit, async {
-                let _turn = self.turn(&database).await?;
-                caught(backend.batch(&list, options)).await
-            })
-            .await
-            .map_err(|e| ValueScrubber::for_sets(list.iter().map(|(_, p)| p.as_slice())).scrub(e))
+            self.in_turn(&database, limit, caught(backend.batch(&list, options)))
+                .await
+                .map_err(|e| {
+                    ValueScrubber::for_sets(list.iter().map(|(_, p)| p.as_slice())).scrub(e)
+                })
         }
         .await;
         if let Some(fingerprints) = &fingerprints {
@@ -1281,9 +1391,7 @@ impl DatabaseService {
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let backend = self.registry.ready_backend(&database)?;
-            self.check_sql_size(&sql)?;
-            check_pooled_sql(&sql, self.engine_of(&database)?, params.len())?;
-            let params = params_from_proto(params)?;
+            let params = self.pooled_params(&database, &sql, params)?;
             let turn = with_timeout(limit, self.turn(&database)).await?;
             Ok((backend, params, turn))
         }

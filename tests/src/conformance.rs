@@ -669,9 +669,15 @@ pub async fn concurrent_streams(t: &Target) {
 }
 
 /// Instantiates every conformance case as a test of `$target` (an async
-/// expression giving `Option<Target>`; `None` means skipped with a notice).
+/// expression giving `Option<Target>`; `None` means skipped with a notice);
+/// or, given two module names and an engine, as tests of the engine's
+/// adapter in this process (the first) and through a server (the second).
 #[macro_export]
 macro_rules! conformance_suite {
+    ($direct:ident, $remote:ident: $engine:expr) => {
+        $crate::conformance_suite!($direct, $crate::Target::direct($engine));
+        $crate::conformance_suite!($remote, $crate::Target::remote($engine));
+    };
     ($module:ident, $target:expr) => {
         mod $module {
             #[allow(unused_imports)]

@@ -1,7 +1,7 @@
 //! Starting servers and engines for tests.
 
 use crate::d1_fake::D1Fake;
-use iadb::{ConnectionConfig, DatabaseInterface};
+use iadb::{ConnectionConfig, DatabaseInterface, DatabaseType, UrlForm};
 use iadb_client::RemoteDatabase;
 use iadb_server::backend::{PoolSettings, backend_for};
 use std::{
@@ -148,73 +148,82 @@ impl Drop for TestServer {
     }
 }
 
-/// The engines the suite runs on.
+/// An engine the suite runs on: a [`DatabaseType`], so that every engine
+/// the domain knows is one the suite can run on, with no list of its own.
+///
+/// Where its test database comes from follows from the engine's URL form
+/// ([`iadb::UrlForm`]): an embedded engine gets a fresh file (when its
+/// adapter is compiled into the server); any other engine reads
+/// `IADB_TEST_<SCHEME>_URL` for its schemes in order (PostgreSQL:
+/// `IADB_TEST_POSTGRESQL_URL`, then `IADB_TEST_POSTGRES_URL`), or starts
+/// the local fake its [`TestDialect::start_fake`](crate::dialect::TestDialect::start_fake)
+/// offers (D1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub struct Engine(pub DatabaseType);
+
+/// The names the tests use for the engines.
+#[allow(non_upper_case_globals)]
+impl Engine {
     /// SQLite (always available: embedded).
-    Sqlite,
+    pub const Sqlite: Engine = Engine(DatabaseType::Sqlite);
     /// PostgreSQL at `IADB_TEST_POSTGRES_URL`.
-    Postgres,
+    pub const Postgres: Engine = Engine(DatabaseType::Postgresql);
     /// MySQL or MariaDB at `IADB_TEST_MYSQL_URL`.
-    Mysql,
+    pub const Mysql: Engine = Engine(DatabaseType::Mysql);
     /// DuckDB (embedded; needs the `duckdb` feature of the tests package).
-    Duckdb,
+    pub const Duckdb: Engine = Engine(DatabaseType::Duckdb);
     /// Cloudflare D1, through a local fake of its REST API ([`crate::d1_fake`]).
-    D1,
+    pub const D1: Engine = Engine(DatabaseType::CloudflareD1);
 }
 
 impl Engine {
     /// The engine's conformance hooks.
     pub fn dialect(self) -> &'static dyn crate::dialect::TestDialect {
-        match self {
-            Engine::Sqlite => &crate::dialect::Sqlite,
-            Engine::Postgres => &crate::dialect::Postgres,
-            Engine::Mysql => &crate::dialect::Mysql,
-            Engine::Duckdb => &crate::dialect::Duckdb,
-            Engine::D1 => &crate::dialect::D1,
-        }
+        crate::dialect::of(self.0)
     }
 
     /// The engine's name in notices.
     pub fn name(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "sqlite",
-            Engine::Postgres => "postgresql",
-            Engine::Mysql => "mysql",
-            Engine::Duckdb => "duckdb",
-            Engine::D1 => "cloudflare_d1",
-        }
+        self.0.as_str()
     }
 
     /// A fresh database URL for this engine, or why it is not available.
     pub fn url(self, dir: &TempDir) -> Result<String, String> {
-        match self {
-            Engine::Sqlite => Ok(format!(
-                "sqlite:///{}",
-                dir.path().join("test.db").display()
+        let name = self.name();
+        match self.0.spec().url {
+            UrlForm::File if iadb_server::engine::engine(self.0).open.is_some() => Ok(format!(
+                "{name}:///{}",
+                dir.path().join(format!("test.{name}")).display()
             )),
-            Engine::Postgres => std::env::var("IADB_TEST_POSTGRES_URL")
-                .map_err(|_| "IADB_TEST_POSTGRES_URL is not set".to_owned()),
-            Engine::Mysql => std::env::var("IADB_TEST_MYSQL_URL")
-                .map_err(|_| "IADB_TEST_MYSQL_URL is not set".to_owned()),
-            Engine::Duckdb if cfg!(feature = "duckdb") => Ok(format!(
-                "duckdb:///{}",
-                dir.path().join("test.duckdb").display()
+            UrlForm::File => Err(format!(
+                "the tests were built without the `{}` feature",
+                iadb_server::engine::engine(self.0).feature
             )),
-            Engine::Duckdb => Err("the tests were built without the `duckdb` feature".to_owned()),
-            Engine::D1 => Err("D1 needs a fake started with Engine::start".to_owned()),
+            UrlForm::Server { .. } | UrlForm::Api => {
+                let vars: Vec<String> = self
+                    .0
+                    .spec()
+                    .schemes
+                    .iter()
+                    .map(|scheme| format!("IADB_TEST_{}_URL", scheme.to_ascii_uppercase()))
+                    .collect();
+                vars.iter()
+                    .find_map(|var| std::env::var(var).ok())
+                    .ok_or_else(|| format!("{} is not set", vars.join(" or ")))
+            }
         }
     }
 
-    /// A fresh database URL, with the fake D1 API behind it for D1 (keep
-    /// the fake as long as the URL is used).
+    /// A fresh database URL, with the engine's local fake behind it where
+    /// no test database is configured and the engine has one (D1; keep the
+    /// fake as long as the URL is used).
     pub fn start(self, dir: &TempDir) -> Result<(String, Option<D1Fake>), String> {
-        match self {
-            Engine::D1 => {
-                let fake = D1Fake::start();
-                Ok((fake.url(), Some(fake)))
-            }
-            other => other.url(dir).map(|url| (url, None)),
+        match self.url(dir) {
+            Ok(url) => Ok((url, None)),
+            Err(why) => match self.dialect().start_fake() {
+                Some(fake) => Ok((fake.url(), Some(fake))),
+                None => Err(why),
+            },
         }
     }
 }

@@ -2,28 +2,26 @@
 //! [`DatabaseInterface`], behind its cargo feature.
 
 use crate::migrate::MigrationSession;
-use iadb::{
-    ConnectionConfig, DatabaseInterface, DatabaseType, Error, ExecuteOutcome, Result, Value,
-};
+use iadb::{ConnectionConfig, DatabaseInterface, Error, ExecuteOutcome, Result, Value};
 use session::{CollectSink, RowSink, Session, TxOptions};
 use std::{sync::Arc, time::Duration};
 
 #[cfg(feature = "d1")]
-mod d1;
+pub(crate) mod d1;
 #[cfg(feature = "duckdb")]
-mod duckdb;
+pub(crate) mod duckdb;
 #[cfg(feature = "mysql")]
-mod mysql;
+pub(crate) mod mysql;
 #[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod postgres;
 pub mod session;
 #[cfg(feature = "sqlite")]
-mod sqlite;
+pub(crate) mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_sandbox;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg(feature = "sqlx-adapter")]
 mod sqlx_adapter;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg(feature = "sqlx-adapter")]
 mod sqlx_common;
 
 #[cfg(feature = "duckdb")]
@@ -219,43 +217,25 @@ pub struct StatementResult {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// Builds the adapter for `config`'s engine (not yet connected).
+/// Builds the adapter for `config`'s engine (not yet connected), as its
+/// description says ([`crate::engine::Engine::open`]).
 pub fn backend_for(config: &ConnectionConfig, pool: PoolSettings) -> Result<Arc<dyn Backend>> {
-    match config.db_type {
-        #[cfg(feature = "sqlite")]
-        DatabaseType::Sqlite => Ok(Arc::new(SqliteBackend::new(config, pool)?)),
-        #[cfg(feature = "postgres")]
-        DatabaseType::Postgresql => Ok(Arc::new(PostgresBackend::new(config, pool)?)),
-        #[cfg(feature = "mysql")]
-        DatabaseType::Mysql => Ok(Arc::new(MySqlBackend::new(config, pool)?)),
-        #[cfg(feature = "duckdb")]
-        DatabaseType::Duckdb => Ok(Arc::new(DuckDbBackend::new(config, pool)?)),
-        #[cfg(feature = "d1")]
-        DatabaseType::CloudflareD1 => Ok(Arc::new(D1Backend::new(config, pool)?)),
-        // Unreachable when every backend feature is on.
-        #[allow(unreachable_patterns)]
-        other => Err(Error::invalid_argument(format!(
-            "engine {other} is not compiled into this server (enable its cargo feature)"
+    let engine = crate::engine::engine(config.db_type);
+    match engine.open {
+        Some(open) => open(config, pool),
+        None => Err(Error::invalid_argument(format!(
+            "engine {} is not compiled into this server (enable its cargo feature `{}`)",
+            config.db_type, engine.feature
         ))),
     }
 }
 
-#[cfg(any(
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "mysql",
-    feature = "duckdb"
-))]
+#[cfg(feature = "pooled")]
 /// Counts one waiter for as long as it lives (also when the waiting call is
 /// dropped, e.g. on a deadline).
 pub(crate) struct WaitGuard(Arc<std::sync::atomic::AtomicU32>);
 
-#[cfg(any(
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "mysql",
-    feature = "duckdb"
-))]
+#[cfg(feature = "pooled")]
 impl WaitGuard {
     pub(crate) fn new(counter: &Arc<std::sync::atomic::AtomicU32>) -> Self {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -263,12 +243,7 @@ impl WaitGuard {
     }
 }
 
-#[cfg(any(
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "mysql",
-    feature = "duckdb"
-))]
+#[cfg(feature = "pooled")]
 impl Drop for WaitGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -296,6 +271,26 @@ pub(crate) fn sqlite_table_lookup(table: &str) -> (String, &str) {
     (sql, name)
 }
 
+/// The URL option `key` of a value that goes into SQL text as it is (a
+/// session setting): `None` when not given; refused with `expected` unless
+/// it is not empty and every byte is `allowed`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn sql_text_option<'a>(
+    config: &'a ConnectionConfig,
+    key: &str,
+    allowed: fn(u8) -> bool,
+    expected: &str,
+) -> Result<Option<&'a str>> {
+    match config.option(key) {
+        None => Ok(None),
+        Some(value) if !value.is_empty() && value.bytes().all(allowed) => Ok(Some(value)),
+        Some(_) => Err(Error::invalid_argument(format!(
+            "{} URL option {key}: expected {expected}",
+            config.db_type
+        ))),
+    }
+}
+
 /// Checks the number of `?` placeholders against the parameters given.
 pub(crate) fn check_param_count(
     sql: &str,
@@ -317,4 +312,31 @@ pub(crate) fn check_sql(sql: &str) -> Result<()> {
         return Err(Error::invalid_argument("empty SQL statement"));
     }
     Ok(())
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_text_options_are_checked_byte_by_byte_and_never_echoed() {
+        let check = |url: &str| {
+            let config = ConnectionConfig::from_url(url).expect("url parses");
+            sql_text_option(&config, "timezone", |b| b.is_ascii_alphanumeric(), "a name")
+                .map(|v| v.map(str::to_owned))
+        };
+        assert_eq!(check("postgresql://h/db").ok(), Some(None));
+        assert_eq!(
+            check("postgresql://h/db?timezone=UTC").ok(),
+            Some(Some("UTC".to_owned()))
+        );
+        for bad in ["timezone=", "timezone=UTC%27%3B%20DROP"] {
+            let err = check(&format!("postgresql://h/db?{bad}")).expect_err("refused");
+            assert_eq!(err.kind(), iadb::ErrorKind::InvalidArgument);
+            assert_eq!(
+                err.message(),
+                "postgresql URL option timezone: expected a name"
+            );
+        }
+    }
 }

@@ -13,25 +13,23 @@
 //! `tests/tests/mysql_types.rs`.
 
 use super::{
-    PoolSettings, check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, PoolSlot, Readied, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle,
-        split_schema, sqlx_statement_paths,
+        BeginPlan, Call, PoolSlot, Readied, SqlxEngine, Steps, map_sqlx_error, ping_if_idle,
+        prepared_steps, split_schema, sqlx_statement_paths,
     },
 };
-use crate::placeholders::Dialect;
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
-use futures::{StreamExt, future::BoxFuture};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use futures::{TryFutureExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     Result, Value,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::{
-    Arguments, Column as _, Connection, Either, Executor, MySql, Row as _, Statement as _,
-    TypeInfo, ValueRef,
+    Arguments, Column as _, Connection, Executor, MySql, Row as _, Statement as _, TypeInfo,
+    ValueRef,
     encode::IsNull,
     error::{BoxDynError, DatabaseError},
     mysql::{
@@ -81,9 +79,11 @@ const KNOWN_OPTIONS: &[&str] = &[
     "sql_mode",
 ];
 
-impl MySqlBackend {
-    /// An adapter for `config` (a `mysql:` URL); `connect` opens its pool.
-    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+/// The settings of a `mysql:` URL.
+impl TryFrom<&ConnectionConfig> for MySqlEngine {
+    type Error = Error;
+
+    fn try_from(config: &ConnectionConfig) -> Result<Self> {
         if let Some(unknown) = config
             .options
             .keys()
@@ -143,35 +143,22 @@ impl MySqlBackend {
         };
         // Modes added to the server's `sql_mode` on every connection (the
         // place for session settings: a pooled call may not SET them).
-        let extra_sql_mode = match config.option("sql_mode") {
-            None => None,
-            Some(modes)
-                if !modes.is_empty()
-                    && modes
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b',') =>
-            {
-                Some(modes.to_ascii_uppercase())
-            }
-            Some(_) => {
-                return Err(Error::invalid_argument(
-                    "mysql URL option sql_mode: expected mode names separated by commas \
-                     (letters, digits and `_`)",
-                ));
-            }
-        };
+        let extra_sql_mode = super::sql_text_option(
+            config,
+            "sql_mode",
+            |b| b.is_ascii_alphanumeric() || b == b'_' || b == b',',
+            "mode names separated by commas (letters, digits and `_`)",
+        )?
+        .map(str::to_ascii_uppercase);
         let mut added_modes = Vec::new();
         if ansi_quotes {
             added_modes.push("ANSI_QUOTES".to_owned());
         }
         added_modes.extend(extra_sql_mode);
-        Ok(SqlxBackend::with_engine(
-            MySqlEngine {
-                options,
-                added_modes: added_modes.join(","),
-            },
-            settings,
-        ))
+        Ok(MySqlEngine {
+            options,
+            added_modes: added_modes.join(","),
+        })
     }
 }
 
@@ -289,13 +276,7 @@ fn bind_all(params: &[Value]) -> Result<MySqlArguments> {
     let mut args = MySqlArguments::default();
     for (i, p) in params.iter().enumerate() {
         let n = i + 1;
-        let nanos = match p {
-            Value::Time(t) => t.nanosecond(),
-            Value::DateTime(t) => t.nanosecond(),
-            Value::TimestampTz(t) => t.nanosecond(),
-            _ => 0,
-        };
-        if nanos >= 1_000_000_000 {
+        if p.is_leap_second() {
             // chrono's leap second: the protocol would carry it as second
             // 59 plus a million microseconds, which the server turns into
             // another time; MySQL stores no leap seconds.
@@ -462,12 +443,7 @@ fn raw_temporal_text(row: &MySqlRow, i: usize, with_time: bool) -> Result<String
 
 /// The column type as sqlx reports it; empty when unknown (`NULL`).
 fn declared_type(column: &sqlx::mysql::MySqlColumn) -> String {
-    let name = column.type_info().name();
-    if name == "NULL" {
-        String::new()
-    } else {
-        name.to_owned()
-    }
+    super::sqlx_common::declared_type_name(column.type_info())
 }
 
 /// How long the connection of a stream dropped before its end may spend
@@ -524,8 +500,7 @@ async fn execute_on(
     sql: &str,
     params: &[Value],
 ) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    check_param_count(sql, Dialect::MySql, params.len())?;
+    MySqlEngine::check(sql, params)?;
     let done = if params.is_empty() {
         // No parameters: the text may be a script of several statements
         // (and may hold statements MySQL cannot prepare).
@@ -551,7 +526,7 @@ pub struct MySqlStatement {
 /// then runs it.
 fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'_> {
     let MySqlStatement { sql, args } = statement;
-    Box::pin(async_stream::try_stream! {
+    let steps = async move {
         let columns: Arc<[Column]> = {
             let statement = conn.prepare(&sql).await.map_err(mysql_error)?;
             statement
@@ -560,31 +535,25 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
                 .map(|c| Column::new(c.name(), declared_type(c)))
                 .collect()
         };
-        let width = columns.len();
-        yield Step::Columns(columns);
-        let mut outcome = ExecuteOutcome::default();
-        let mut row_number = 0u64;
-        let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
-        while let Some(item) = results.next().await {
-            match item.map_err(mysql_error)? {
-                Either::Left(done) => {
-                    outcome.rows_affected += done.rows_affected();
-                    if let Some(id) = last_insert_id(done.last_insert_id()) {
-                        outcome.last_insert_id = Some(id);
-                    }
+        Ok(prepared_steps::<MySqlEngine, _>(
+            conn,
+            columns,
+            sql,
+            args,
+            |row, number| {
+                (0..row.len())
+                    .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
+                    .collect()
+            },
+            |outcome, done| {
+                outcome.rows_affected += done.rows_affected();
+                if let Some(id) = last_insert_id(done.last_insert_id()) {
+                    outcome.last_insert_id = Some(id);
                 }
-                Either::Right(row) => {
-                    row_number += 1;
-                    let mut values = Vec::with_capacity(width);
-                    for i in 0..row.len() {
-                        values.push(decode_value(&row, i).map_err(|e| at_row(e, row_number))?);
-                    }
-                    yield Step::Row(values);
-                }
-            }
-        }
-        yield Step::Done(outcome);
-    })
+            },
+        ))
+    };
+    Box::pin(steps.try_flatten_stream())
 }
 
 impl SqlxEngine for MySqlEngine {
@@ -880,6 +849,7 @@ async fn kill_query(options: &MySqlConnectOptions, thread: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::PoolSettings;
 
     #[test]
     fn decimals_are_recognised() {

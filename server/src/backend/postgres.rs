@@ -10,17 +10,17 @@
 //! ends the query on the server instead of draining it.
 
 use super::{
-    PoolSettings, check_param_count, check_sql,
+    check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, map_sqlx_error, ping_if_idle, split_schema,
-        sqlx_statement_paths,
+        BeginPlan, Call, SqlxEngine, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
+        prepared_steps, split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::rewrite_numbered;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::{StreamExt, future::BoxFuture};
+use futures::{TryFutureExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     Result, Value,
@@ -58,9 +58,11 @@ pub struct PostgresEngine {
     reset: Arc<str>,
 }
 
-impl PostgresBackend {
-    /// An adapter for `config` (a `postgresql:` URL); `connect` opens it.
-    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+/// The settings of a `postgresql:` URL.
+impl TryFrom<&ConnectionConfig> for PostgresEngine {
+    type Error = Error;
+
+    fn try_from(config: &ConnectionConfig) -> Result<Self> {
         let mut options = PgConnectOptions::new_without_pgpass()
             .host(config.host.as_deref().unwrap_or("localhost"))
             .port(config.port.unwrap_or(5432))
@@ -96,33 +98,22 @@ impl PostgresBackend {
         if let Some(schema) = config.option("search_path") {
             options = options.options([("search_path", schema)]);
         }
-        let time_zone = match config.option("timezone") {
-            None => None,
-            Some(zone)
-                if !zone.is_empty()
-                    && zone
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_/+-:".contains(&b)) =>
-            {
-                Some(format!("SET TIME ZONE '{zone}'"))
-            }
-            Some(_) => {
-                return Err(Error::invalid_argument(
-                    "postgresql URL option timezone: expected a time zone name such as \
-                     Europe/Paris or an offset such as +02:00",
-                ));
-            }
-        };
-        Ok(SqlxBackend::with_engine(
-            PostgresEngine {
-                options,
-                reset: reset_sql(time_zone.as_deref()).into(),
-                time_zone,
-            },
-            settings,
-        ))
+        let time_zone = super::sql_text_option(
+            config,
+            "timezone",
+            |b| b.is_ascii_alphanumeric() || b"_/+-:".contains(&b),
+            "a time zone name such as Europe/Paris or an offset such as +02:00",
+        )?
+        .map(|zone| format!("SET TIME ZONE '{zone}'"));
+        Ok(PostgresEngine {
+            options,
+            reset: reset_sql(time_zone.as_deref()).into(),
+            time_zone,
+        })
     }
+}
 
+impl PostgresBackend {
     /// What each connection runs when it goes back to the pool (for the
     /// reset benchmark, `cargo bench --bench reset`).
     pub fn reset_statement(&self) -> &str {
@@ -226,14 +217,7 @@ fn bind_all(params: &[Value], types: &[PgTypeInfo]) -> Result<PgArguments> {
 /// billion): PostgreSQL has none and would store the next second (for a
 /// time, `24:00:00`), so it is refused rather than changed.
 fn refuse_leap_second(value: &Value) -> std::result::Result<(), String> {
-    use chrono::Timelike;
-    let nanos = match value {
-        Value::Time(t) => t.nanosecond(),
-        Value::DateTime(t) => t.nanosecond(),
-        Value::TimestampTz(t) => t.nanosecond(),
-        _ => 0,
-    };
-    if nanos >= 1_000_000_000 {
+    if value.is_leap_second() {
         return Err(
             "a leap second (second 60) cannot be stored by PostgreSQL, which would turn it into the next second"
                 .into(),
@@ -768,23 +752,18 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
         types,
         params,
     } = statement;
-    Box::pin(async_stream::try_stream! {
+    let steps = async move {
         let (columns, args) = prepare(conn, &text, &types, &params).await?;
-        yield Step::Columns(columns);
-        let mut outcome = ExecuteOutcome::default();
-        let mut row_number = 0u64;
-        let mut results = conn.fetch_many(sqlx::query_with(&text, args));
-        while let Some(item) = results.next().await {
-            match item.map_err(pg_error)? {
-                Either::Left(done) => outcome.rows_affected += done.rows_affected(),
-                Either::Right(row) => {
-                    row_number += 1;
-                    yield Step::Row(decode_row(&row, row_number)?);
-                }
-            }
-        }
-        yield Step::Done(outcome);
-    })
+        Ok(prepared_steps::<PostgresEngine, _>(
+            conn,
+            columns,
+            text,
+            args,
+            decode_row,
+            |outcome, done| outcome.rows_affected += done.rows_affected(),
+        ))
+    };
+    Box::pin(steps.try_flatten_stream())
 }
 
 impl SqlxEngine for PostgresEngine {
@@ -845,21 +824,16 @@ impl SqlxEngine for PostgresEngine {
         conn: &'a mut sqlx::PgConnection,
         table: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let (schema, name) = split_schema(table);
-            let found: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relname = $2 AND n.nspname = COALESCE($1, current_schema()) \
-                 AND c.relkind IN ('r', 'v', 'm', 'p', 'f'))",
-            )
-            .bind(schema)
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(pg_error)?;
-            Ok(found)
-        })
+        let (schema, name) = split_schema(table);
+        let sql = "SELECT 1 FROM pg_catalog.pg_class c \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE c.relname = ? AND n.nspname = COALESCE(?, current_schema()) \
+                   AND c.relkind IN ('r', 'v', 'm', 'p', 'f')";
+        let params = vec![
+            Value::Text(name.to_owned()),
+            schema.map_or(Value::Null, |s| Value::Text(s.to_owned())),
+        ];
+        finds_a_row::<Self>(conn, sql.to_owned(), params)
     }
 
     /// A superuser (`rolsuper`), or a member of the roles that read and

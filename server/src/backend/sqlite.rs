@@ -5,12 +5,12 @@
 //! load_extension or schema writes).
 
 use super::{
-    PoolSettings, check_param_count, check_sql,
     session::{Isolation, TxOptions},
     sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, PoolSlot, Readied, SqlxEngine, Step, Steps, map_sqlx_error, sqlx_statement_paths,
+        BeginPlan, PoolSlot, Readied, SqlxEngine, Step, Steps, finds_a_row, map_sqlx_error,
+        sqlx_statement_paths,
     },
 };
 use crate::placeholders::Dialect;
@@ -51,9 +51,11 @@ pub struct SqliteEngine {
     sandbox: SqliteSandbox,
 }
 
-impl SqliteBackend {
-    /// An adapter for `config` (a `sqlite:` URL); `connect` opens it.
-    pub fn new(config: &ConnectionConfig, settings: PoolSettings) -> Result<Self> {
+/// The settings of a `sqlite:` URL.
+impl TryFrom<&ConnectionConfig> for SqliteEngine {
+    type Error = Error;
+
+    fn try_from(config: &ConnectionConfig) -> Result<Self> {
         let path = config
             .path
             .as_deref()
@@ -82,14 +84,11 @@ impl SqliteBackend {
             // sqlx would log each statement's text, literals and all; the
             // server logs its fingerprint instead.
             .disable_statement_logging();
-        Ok(SqlxBackend::with_engine(
-            SqliteEngine {
-                options,
-                memory,
-                sandbox,
-            },
-            settings,
-        ))
+        Ok(SqliteEngine {
+            options,
+            memory,
+            sandbox,
+        })
     }
 }
 
@@ -340,12 +339,7 @@ fn columns_of(columns: &[sqlx::sqlite::SqliteColumn]) -> Arc<[Column]> {
 
 /// The declared type as sqlx reports it; "NULL" means unknown (an expression).
 fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
-    let name = column.type_info().name();
-    if name == "NULL" {
-        String::new()
-    } else {
-        name.to_owned()
-    }
+    super::sqlx_common::declared_type_name(column.type_info())
 }
 
 /// Runs one statement (without parameters: a script) on `conn`.
@@ -354,8 +348,7 @@ async fn execute_on(
     sql: &str,
     params: &[Value],
 ) -> Result<ExecuteOutcome> {
-    check_sql(sql)?;
-    check_param_count(sql, Dialect::Sqlite, params.len())?;
+    SqliteEngine::check(sql, params)?;
     let mut done = run_statement(conn, sql, params).await?;
     if let Err(e) = &done
         && may_be_stale_schema(e)
@@ -516,14 +509,8 @@ impl SqlxEngine for SqliteEngine {
         conn: &'a mut sqlx::SqliteConnection,
         table: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let (sql, name) = super::sqlite_table_lookup(table);
-            let found = sqlx::query(&sql)
-                .bind(name)
-                .fetch_optional(&mut *conn)
-                .await;
-            Ok(found.map_err(sqlite_error)?.is_some())
-        })
+        let (sql, name) = super::sqlite_table_lookup(table);
+        finds_a_row::<Self>(conn, sql, vec![Value::Text(name.to_owned())])
     }
 
     fn connect_options(&self) -> SqliteConnectOptions {
@@ -671,7 +658,7 @@ async fn is_autocommit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, session::CollectSink};
+    use crate::backend::{Backend, PoolSettings, session::CollectSink};
     use iadb::{DatabaseInterface, QueryEvent};
 
     #[test]

@@ -25,13 +25,14 @@ pub struct SqlxBackend<E: SqlxEngine> {
 }
 
 impl<E: SqlxEngine> SqlxBackend<E> {
-    /// An adapter for `engine` (not yet connected).
-    pub(crate) fn with_engine(engine: E, settings: PoolSettings) -> Self {
-        Self {
-            engine,
+    /// An adapter for `config` (a URL of `E`'s engine; its settings are
+    /// read and checked here); `connect` opens its pool.
+    pub fn new(config: &iadb::ConnectionConfig, settings: PoolSettings) -> Result<Self, Error> {
+        Ok(Self {
+            engine: E::try_from(config)?,
             settings,
             pool: PoolSlot::new(),
-        }
+        })
     }
 
     /// The engine's settings.

@@ -220,7 +220,9 @@ pub type Readied<E> = (
 /// [`SqlxSession`] are the rest. The value is the engine's settings from
 /// its URL (how to connect, what the pool hooks need); the session needs
 /// none of them.
-pub trait SqlxEngine: Send + Sync + Sized + 'static {
+pub trait SqlxEngine:
+    for<'c> TryFrom<&'c iadb::ConnectionConfig, Error = Error> + Send + Sync + Sized + 'static
+{
     /// The sqlx driver.
     type DB: sqlx::Database;
     /// Held while a connection runs a call or a session, and dropped before
@@ -435,6 +437,76 @@ pub(crate) async fn query_into<E: SqlxEngine>(
         "{}: a result without its outcome",
         E::ENGINE
     )))
+}
+
+/// Decodes a row, given its number in the result (from 1).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) type DecodeRow<DB> = fn(&<DB as sqlx::Database>::Row, u64) -> Result<Vec<Value>, Error>;
+
+/// The steps of a statement prepared on `conn` (its `columns` known from
+/// the prepare, its arguments bound as `args`): the columns, its rows,
+/// each decoded by `decode`, then the outcome, to which `count` adds what
+/// each statement of it changed. `E` maps the driver's errors.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn prepared_steps<'c, E, A>(
+    conn: &'c mut <E::DB as sqlx::Database>::Connection,
+    columns: Arc<[iadb::Column]>,
+    sql: String,
+    args: A,
+    decode: DecodeRow<E::DB>,
+    count: fn(&mut ExecuteOutcome, &<E::DB as sqlx::Database>::QueryResult),
+) -> Steps<'c>
+where
+    E: SqlxEngine,
+    A: for<'q> sqlx::IntoArguments<'q, E::DB> + Send + 'c,
+    for<'e> &'e mut <E::DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = E::DB>,
+{
+    Box::pin(async_stream::try_stream! {
+        yield Step::Columns(columns);
+        let mut outcome = ExecuteOutcome::default();
+        let mut row_number = 0u64;
+        let mut results = sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args));
+        while let Some(item) = results.next().await {
+            match item.map_err(E::map_error)? {
+                sqlx::Either::Left(done) => count(&mut outcome, &done),
+                sqlx::Either::Right(row) => {
+                    row_number += 1;
+                    yield Step::Row(decode(&row, row_number)?);
+                }
+            }
+        }
+        yield Step::Done(outcome);
+    })
+}
+
+/// Whether `sql` (a catalogue lookup, with `params`) finds a row on
+/// `conn`, run through the engine's own statement path (its binding, its
+/// decoding and its errors are those of any call).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn finds_a_row<E: SqlxEngine>(
+    conn: &mut <E::DB as sqlx::Database>::Connection,
+    sql: String,
+    params: Vec<Value>,
+) -> BoxFuture<'_, Result<bool, Error>> {
+    Box::pin(async move {
+        let statement = E::statement(&sql, &params)?;
+        let mut steps = E::steps(conn, statement);
+        let mut found = false;
+        while let Some(step) = steps.next().await {
+            found |= matches!(step?, Step::Row(_));
+        }
+        Ok(found)
+    })
+}
+
+/// A column's declared type as sqlx reports it; `NULL` (SQLite: an
+/// expression; MySQL: a NULL literal) is unknown, the empty string.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn declared_type_name(ty: &impl sqlx::TypeInfo) -> String {
+    match ty.name() {
+        "NULL" => String::new(),
+        name => name.to_owned(),
+    }
 }
 
 /// `schema.table` split at its first dot; a bare name has no schema.

@@ -9,6 +9,9 @@ use iadb::Value;
 pub struct D1;
 
 impl TestDialect for D1 {
+    fn start_fake(&self) -> Option<crate::d1_fake::D1Fake> {
+        Some(crate::d1_fake::D1Fake::start())
+    }
     // SQLite underneath: the same types and SQL.
     fn double_type(&self) -> &'static str {
         Sqlite.double_type()

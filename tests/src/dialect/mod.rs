@@ -2,7 +2,8 @@
 //! documented differences between engines. The defaults are the common
 //! answer; each engine's file overrides only where it truly differs.
 
-use iadb::Value;
+use crate::d1_fake::D1Fake;
+use iadb::{DatabaseType, Value};
 
 mod d1;
 mod duckdb;
@@ -16,8 +17,25 @@ pub use mysql::Mysql;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
+/// The conformance hooks of `kind` (one exhaustive match: a new engine is
+/// a compile error here until it has its hooks).
+pub fn of(kind: DatabaseType) -> &'static dyn TestDialect {
+    match kind {
+        DatabaseType::Sqlite => &Sqlite,
+        DatabaseType::Postgresql => &Postgres,
+        DatabaseType::Mysql => &Mysql,
+        DatabaseType::Duckdb => &Duckdb,
+        DatabaseType::CloudflareD1 => &D1,
+    }
+}
+
 /// What the conformance cases ask of an engine.
 pub trait TestDialect: Sync {
+    /// A local fake of the engine's service, started when no test database
+    /// is configured for it (`IADB_TEST_<SCHEME>_URL`); `None`: it has none.
+    fn start_fake(&self) -> Option<D1Fake> {
+        None
+    }
     /// Column type for 64-bit integers.
     fn bigint_type(&self) -> &'static str {
         "BIGINT"

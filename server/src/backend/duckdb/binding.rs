@@ -33,13 +33,7 @@ impl ToSql for Param<'_> {
         if self.call.is_some_and(CallState::is_abandoned) {
             return Err(bad("the call was abandoned".into()));
         }
-        let nanos = match self.value {
-            Value::Time(t) => t.nanosecond(),
-            Value::DateTime(t) => t.nanosecond(),
-            Value::TimestampTz(t) => t.nanosecond(),
-            _ => 0,
-        };
-        if nanos >= 1_000_000_000 {
+        if self.value.is_leap_second() {
             // chrono's leap second: DuckDB has none and would store the
             // next second (`24:00:00` for a time) instead.
             return Err(bad(
