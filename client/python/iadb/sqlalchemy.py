@@ -103,8 +103,10 @@ def _typed_or_text(parse, typed):
     dialect's own processor ``parse`` reads."""
 
     def process(value):
-        if value is None or isinstance(value, str):
-            return value if value is None else parse(value)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return parse(value)
         return typed(value)
 
     return process
