@@ -283,7 +283,11 @@ fn python_wheel_in_clean_venvs_on_oldest_and_newest_protobuf() {
         std::thread::scope(|s| {
             let clean = s.spawn(|| -> Result<String, String> {
                 let t = Instant::now();
-                let py = venv(&python, &tmp.path().join("clean"), &[wheel.clone()])?;
+                let py = venv(
+                    &python,
+                    &tmp.path().join("clean"),
+                    std::slice::from_ref(&wheel),
+                )?;
                 let setup = t.elapsed();
                 let mut cmd = Command::new(&py);
                 cmd.arg(&smoke).arg(&address).current_dir(tmp.path());
