@@ -78,22 +78,47 @@ def generate_stubs(out_dir):
                 f.write(text)
     with open(os.path.join(out_dir, "__init__.py"), "w", encoding="utf-8") as f:
         f.write('"""gRPC stubs generated from proto/iadb/v1/database.proto at build time."""\n')
+    check_declared_range(out_dir)
 
 
-def runtime_requirements():
-    """grpcio and protobuf no older than what the stubs were generated for."""
-    try:
-        from importlib.metadata import version
+def _floor(requirement_name):
+    """The `>=` version of `requirement_name` in pyproject.toml's
+    dependencies, as a tuple of ints (None when absent)."""
+    with open(os.path.join(HERE, "pyproject.toml"), encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r'"%s>=([0-9.]+)' % re.escape(requirement_name), text)
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
 
-        tools = version("grpcio-tools")
-        pb = version("protobuf")
-    except Exception:  # metadata queries only (egg_info without build deps)
-        return ["grpcio>=1.66", "protobuf>=5.27"]
-    tools = ".".join(tools.split(".")[:3])
-    major = int(pb.split(".")[0])
-    # The protoc inside grpcio-tools matches the protobuf it depends on.
-    pb_floor = ".".join(pb.split(".")[:2])
-    return ["grpcio>=" + tools, "protobuf>=%s,<%d" % (pb_floor, major + 1)]
+
+def check_declared_range(out_dir):
+    """Refuses a build whose stubs need a newer grpcio or protobuf than the
+    declared dependencies allow (someone bumped the grpcio-tools pin alone)."""
+    with open(os.path.join(out_dir, "database_pb2.py"), encoding="utf-8") as f:
+        pb2 = f.read()
+    with open(os.path.join(out_dir, "database_pb2_grpc.py"), encoding="utf-8") as f:
+        grpc_stub = f.read()
+    m = re.search(r"ValidateProtobufRuntimeVersion\(\s*[\w.]+,\s*(\d+),\s*(\d+),\s*(\d+),", pb2)
+    g = re.search(r"GRPC_GENERATED_VERSION = '([0-9.]+)'", grpc_stub)
+    needs = {
+        "protobuf": tuple(int(x) for x in m.groups()) if m else None,
+        "grpcio": tuple(int(x) for x in g.group(1).split(".")) if g else None,
+    }
+    for name, needed in needs.items():
+        declared = _floor(name)
+        if needed is not None and (declared is None or declared < needed):
+            raise SystemExit(
+                "iadb: the generated stubs need %s>=%s but pyproject.toml declares %s; "
+                "update its dependencies with the grpcio-tools pin"
+                % (name, ".".join(map(str, needed)), "none" if declared is None else ">=" + ".".join(map(str, declared)))
+            )
+    # protobuf runs gencode of major N on runtimes N and N+1 only.
+    with open(os.path.join(HERE, "pyproject.toml"), encoding="utf-8") as f:
+        ceiling = re.search(r'"protobuf>=[0-9.]+,<([0-9]+)"', f.read())
+    if needs["protobuf"] and (ceiling is None or int(ceiling.group(1)) > needs["protobuf"][0] + 2):
+        raise SystemExit(
+            "iadb: protobuf gencode %d.x runs on protobuf %d and %d only; pyproject.toml must "
+            "declare protobuf<%d" % (needs["protobuf"][0], needs["protobuf"][0], needs["protobuf"][0] + 1, needs["protobuf"][0] + 2)
+        )
 
 
 class BuildPyWithStubs(build_py):
@@ -125,6 +150,5 @@ class SdistWithProto(sdist):
 
 
 setup(
-    install_requires=runtime_requirements(),
     cmdclass={"build_py": BuildPyWithStubs, "sdist": SdistWithProto},
 )

@@ -160,6 +160,16 @@ def _parse_time(s: str) -> _dt.time:
 
 
 def _parse_datetime(s: str, aware: bool) -> _dt.datetime:
+    # The common naive form (`YYYY-MM-DDTHH:MM:SS`, with 6 fraction digits
+    # or none) at C speed; anything else (a zone, nanoseconds, a leap
+    # second, a year past 9999) through the regular expression below.
+    if not aware and (len(s) == 19 or (len(s) == 26 and s[19] == ".")):
+        try:
+            t = _dt.datetime.fromisoformat(s)
+        except ValueError:
+            t = None
+        if t is not None and t.tzinfo is None:
+            return t
     m = _DATETIME.match(s)
     if not m:
         raise ValueError("bad %s from server: %r" % ("timestamp_tz" if aware else "datetime", s))

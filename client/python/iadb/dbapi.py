@@ -320,6 +320,22 @@ class Connection:
             self.commit()
         self._autocommit = value
 
+    @property
+    def isolation(self) -> Any:
+        """The isolation level of the transactions this connection begins
+        (an ``iadb.IsolationLevel``, its name, or None: the engine's
+        default). It cannot change inside a transaction."""
+        return self._isolation
+
+    @isolation.setter
+    def isolation(self, value: Any) -> None:
+        self._check()
+        c.isolation_level(value)  # a bad name fails here
+        if self._tx is not None:
+            raise ProgrammingError("the isolation level cannot change inside a transaction: "
+                                   "commit or roll back first")
+        self._isolation = value
+
     def _check(self) -> None:
         if self._closed:
             raise InterfaceError("the connection is closed")

@@ -254,6 +254,36 @@ def test_postgres_and_mysql(engine_server, table):
             conn.close()
 
 
+def test_isolation_is_set_on_the_connection(engine_server):
+    """`Connection.isolation` is the level of the transactions it begins
+    (what SQLAlchemy's `isolation_level` sets); it cannot change inside one."""
+    conn = dbapi.connect(engine_server.address, isolation="read committed")
+    try:
+        cur = conn.cursor()
+        conn.isolation = "REPEATABLE READ"
+        assert conn.isolation == "REPEATABLE READ"
+        if engine_server.engine == "postgresql":
+            cur.execute("SHOW transaction_isolation")
+            assert cur.fetchone() == ("repeatable read",)
+        else:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        assert conn.in_transaction
+        with pytest.raises(dbapi.ProgrammingError, match="inside a transaction"):
+            conn.isolation = "serializable"
+        conn.rollback()
+        conn.isolation = "serializable"
+        if engine_server.engine == "postgresql":
+            cur.execute("SHOW transaction_isolation")
+            assert cur.fetchone() == ("serializable",)
+        conn.rollback()
+        with pytest.raises(ValueError):
+            conn.isolation = "no such level"
+        assert conn.isolation == "serializable"
+    finally:
+        conn.close()
+
+
 # --- the compliance suite ------------------------------------------------------
 
 

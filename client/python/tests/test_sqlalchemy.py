@@ -97,3 +97,21 @@ def test_url_options_and_errors(server):
         with pytest.raises(sa.exc.ProgrammingError):
             conn.exec_driver_sql("SELECT * FROM no_such_table_sa")
     engine.dispose()
+
+
+def test_isolation_level_through_iadb(engine_server):
+    """`isolation_level` goes with each transaction (the dialects' own
+    COMMIT + SET SESSION is refused by the server)."""
+    engine = sa.create_engine("%s+iadb://%s/" % (engine_server.engine, engine_server.address),
+                              isolation_level="REPEATABLE READ")
+    try:
+        with engine.connect() as conn:
+            if engine_server.engine == "postgresql":
+                assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "repeatable read"
+            assert conn.exec_driver_sql("SELECT 41 + 1").scalar() == 42
+        with engine.connect().execution_options(isolation_level="SERIALIZABLE") as conn:
+            if engine_server.engine == "postgresql":
+                assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "serializable"
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        engine.dispose()
