@@ -597,3 +597,85 @@ async fn leap_second_and_huge_exponent_parameters_are_refused() {
         assert_eq!(row.get("v"), Some(&Value::Time(before)));
     }
 }
+
+/// A table dropped and made again with other columns by another client:
+/// the pooled connection's cached statement for the same SQL would fail
+/// with 0A000 "cached plan must not change result type" (found by
+/// SQLAlchemy's dialect suite). Outside a transaction the statement is
+/// prepared again and answers with the new columns, through FetchAll,
+/// FetchOne and Execute alike; inside a transaction the error is ABORTED
+/// and the transaction run again succeeds (`--pool-max 1`: the same server
+/// connection every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remade_table_is_read_with_its_new_columns() {
+    let Some(url) = postgres_url() else { return };
+    let server = TestServer::start(&["--database-url", &url, "--pool-max", "1"]);
+    let db = server.client("").await;
+    let other = sqlx::PgPool::connect(&url).await.expect("another client");
+    let table = format!("remade_{}", std::process::id());
+    let remake = |columns: &'static str| {
+        let (other, table) = (other.clone(), table.clone());
+        async move {
+            sqlx::raw_sql(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns}); \
+                 INSERT INTO {table} (id) VALUES (1)"
+            ))
+            .execute(&other)
+            .await
+            .expect("remake the table");
+        }
+    };
+    let select = format!("SELECT * FROM {table} WHERE id = ?");
+    let update = format!("UPDATE {table} SET id = id WHERE id = ? RETURNING *");
+    remake("id int8").await;
+    let rows = db.fetch_all(&select, &[Value::Int(1)]).await.expect("read");
+    assert_eq!(rows[0].values(), &[Value::Int(1)]);
+    db.execute(&update, &[Value::Int(1)]).await.expect("update");
+    remake("id int8, name text DEFAULT 'one'").await;
+    let rows = db
+        .fetch_all(&select, &[Value::Int(1)])
+        .await
+        .expect("FetchAll");
+    assert_eq!(
+        rows[0].values(),
+        &[Value::Int(1), Value::Text("one".into())]
+    );
+    remake("id int8, name text DEFAULT 'two'").await;
+    let row = db
+        .fetch_one(&select, &[Value::Int(1)])
+        .await
+        .expect("FetchOne")
+        .expect("a row");
+    assert_eq!(row.get("name"), Some(&Value::Text("two".into())));
+    remake("id int8, flag bool DEFAULT true").await;
+    let done = db
+        .execute(&update, &[Value::Int(1)])
+        .await
+        .expect("Execute");
+    assert_eq!(done.rows_affected, 1);
+    // Inside a transaction: ABORTED, and the transaction again succeeds.
+    db.fetch_all(&select, &[Value::Int(1)])
+        .await
+        .expect("cache it");
+    remake("id int8, n int4 DEFAULT 3").await;
+    let mut tx = db.transaction(Default::default()).await.expect("begin");
+    let err = tx
+        .fetch_all(&select, &[Value::Int(1)])
+        .await
+        .expect_err("a stale statement inside a transaction");
+    assert_eq!(err.kind(), iadb::ErrorKind::Aborted, "{err}");
+    let mut tx = db
+        .transaction(Default::default())
+        .await
+        .expect("begin again");
+    let rows = tx
+        .fetch_all(&select, &[Value::Int(1)])
+        .await
+        .expect("again");
+    assert_eq!(rows[0].values(), &[Value::Int(1), Value::Int(3)]);
+    tx.commit().await.expect("commit");
+    sqlx::raw_sql(&format!("DROP TABLE {table}"))
+        .execute(&other)
+        .await
+        .expect("drop");
+}

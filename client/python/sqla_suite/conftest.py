@@ -31,10 +31,6 @@ _SAME_AS_PYSQLITE = (
 _PG_CHAR = ('the server cannot return PostgreSQL\'s internal "char" type (pg_attribute.attgenerated, '
             'pg_constraint.contype ...), which column and constraint reflection read')
 _PG_INT2VECTOR = "the server cannot return PostgreSQL's int2vector (pg_index.indkey), which index reflection reads"
-_PG_CACHED_PLAN = (
-    "the server's cached prepared statement fails with 0A000 'cached plan must not change result type' "
-    "once a table of the same name was created again with other column types")
-
 _PG_JSON_SPACE = (
     "a value bound to a json (not jsonb) parameter is stored with a leading space (' null'): "
     "the server's encoding of json parameters")
@@ -71,18 +67,6 @@ EXCLUDED = [
     ("postgresql", "QuotedNameArgumentTest", "test_get_indexes", _PG_INT2VECTOR),
     # PostgreSQL: round trips through tables the suite creates again with
     # other types (the server's statement cache; see README.md).
-    ("postgresql", "DateTimeTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "DateTimeMicrosecondsTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "NumericTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "TextTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "UnicodeTextTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "UnicodeVarcharTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "UuidTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "ReturningTest", "test_insert_w_floats", _PG_CACHED_PLAN),
-    ("postgresql", "ReturningTest", "test_imv_returning_datatypes", _PG_CACHED_PLAN),
-    ("postgresql", "DateTimeHistoricTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "DateTimeTZTest", "*", _PG_CACHED_PLAN),
-    ("postgresql", "NativeUUIDTest", "*", _PG_CACHED_PLAN),
     ("postgresql", "ComponentReflectionTestExtra", "test_server_defaults", _PG_CHAR),
     ("postgresql", "IdentityReflectionTest", "*", _PG_CHAR),
     ("postgresql", "TableDDLTest", "test_create_index_if_not_exists", _PG_INT2VECTOR),

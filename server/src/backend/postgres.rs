@@ -14,13 +14,13 @@ use super::{
     session::{Isolation, TxOptions},
     sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
+        BeginPlan, Call, SqlxEngine, Step, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
         prepared_steps, split_schema, sqlx_statement_paths,
     },
 };
 use crate::placeholders::rewrite_numbered;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::{TryFutureExt, future::BoxFuture};
+use futures::{StreamExt as _, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
     Result, Value,
@@ -133,6 +133,15 @@ fn classify_postgres(e: &dyn DatabaseError) -> Option<ErrorKind> {
         (_, "08P01") => ErrorKind::InvalidArgument,
         (_, "57014") => ErrorKind::DeadlineExceeded,
         (_, "40001") | (_, "40P01") => ErrorKind::Aborted,
+        // A cached statement whose table changed shape (`is_stale_plan`),
+        // met inside a transaction: the transaction is aborted, and running
+        // it again succeeds (the cache is cleared).
+        (_, "0A000")
+            if e.message()
+                .contains("cached plan must not change result type") =>
+        {
+            ErrorKind::Aborted
+        }
         // An object that already exists: database (42P04), schema (42P06),
         // table, view or sequence (42P07), function (42723), other objects
         // such as a trigger, type or index (42710).
@@ -725,14 +734,51 @@ async fn execute_on(
         conn.execute(sqlx::raw_sql(&text)).await.map_err(pg_error)?
     } else {
         let (_, args) = prepare(conn, &text, &types, params).await?;
-        conn.execute(sqlx::query_with(&text, args))
+        match conn
+            .execute(sqlx::query_with(&text, args))
             .await
-            .map_err(pg_error)?
+            .map_err(pg_error)
+        {
+            Err(e) if is_stale_plan(&e) => {
+                // The cache goes either way (see `steps`); inside a
+                // transaction the error has aborted it.
+                let cleared = sqlx::Connection::clear_cached_statements(&mut *conn).await;
+                if sqlx::Connection::is_in_transaction(&*conn) {
+                    return Err(e);
+                }
+                cleared.map_err(pg_error)?;
+                let (_, args) = prepare(conn, &text, &types, params).await?;
+                conn.execute(sqlx::query_with(&text, args))
+                    .await
+                    .map_err(pg_error)?
+            }
+            done => done?,
+        }
     };
+    if may_change_tables(sql) {
+        // Statements cached on this connection for a table just dropped,
+        // made again or altered would fail (`is_stale_plan`); other
+        // connections meet that on their next use and retry.
+        sqlx::Connection::clear_cached_statements(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
     Ok(ExecuteOutcome {
         rows_affected: done.rows_affected(),
         last_insert_id: None,
     })
+}
+
+/// Whether `sql` may change a table's columns: it holds the word `CREATE`,
+/// `DROP` or `ALTER` (a literal or a name that holds one only costs a
+/// cache clear).
+fn may_change_tables(sql: &str) -> bool {
+    sql.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|w| {
+            ["CREATE", "DROP", "ALTER"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+        })
 }
 
 /// A statement checked for PostgreSQL: its text (placeholders rewritten,
@@ -745,25 +791,75 @@ pub struct PgStatement {
 }
 
 /// Prepares `statement` on `conn` (its columns come from the prepare,
-/// before the first row), then runs it.
+/// before the first row), then runs it. A cached statement whose result
+/// columns changed since it was prepared ([`is_stale_plan`]) is dropped
+/// from the cache and, outside a transaction, prepared again and run once
+/// more: nothing is sent before the first row or the outcome is known.
 fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
     let PgStatement {
         text,
         types,
         params,
     } = statement;
-    let steps = async move {
-        let (columns, args) = prepare(conn, &text, &types, &params).await?;
-        Ok(prepared_steps::<PostgresEngine, _>(
-            conn,
-            columns,
-            text,
-            args,
-            decode_row,
-            |outcome, done| outcome.rows_affected += done.rows_affected(),
-        ))
-    };
-    Box::pin(steps.try_flatten_stream())
+    Box::pin(async_stream::try_stream! {
+        let mut retried = false;
+        loop {
+            let in_transaction = sqlx::Connection::is_in_transaction(&*conn);
+            let (columns, args) = prepare(conn, &text, &types, &params).await?;
+            let mut steps = prepared_steps::<PostgresEngine, _>(
+                &mut *conn,
+                columns,
+                text.clone(),
+                args,
+                decode_row,
+                |outcome, done| outcome.rows_affected += done.rows_affected(),
+            );
+            let columns = steps.next().await;
+            let first = steps.next().await;
+            if !retried && matches!(&first, Some(Err(e)) if is_stale_plan(e)) {
+                drop(steps);
+                // The cache goes either way, so that the next statement on
+                // this connection is prepared afresh.
+                let cleared = sqlx::Connection::clear_cached_statements(&mut *conn).await;
+                if !in_transaction {
+                    cleared.map_err(pg_error)?;
+                    retried = true;
+                    continue;
+                }
+                if let Some(Err(e)) = first {
+                    Err(e)?;
+                }
+                break;
+            }
+            let mut rest = futures::stream::iter([columns, first].into_iter().flatten()).chain(steps);
+            while let Some(step) = rest.next().await {
+                let step = step?;
+                if matches!(step, Step::Done(_)) && may_change_tables(&text) {
+                    // As in `execute_on`: DDL sent as a query.
+                    drop(rest);
+                    sqlx::Connection::clear_cached_statements(&mut *conn)
+                        .await
+                        .map_err(pg_error)?;
+                    yield step;
+                    break;
+                }
+                yield step;
+            }
+            break;
+        }
+    })
+}
+
+/// PostgreSQL refuses to run a cached prepared statement whose result
+/// columns changed since it was prepared (its table was dropped and made
+/// again, or altered): 0A000 "cached plan must not change result type". The
+/// statement has not run. The connection's cache is cleared; outside a
+/// transaction the statement is prepared again ([`steps`], [`execute_on`]),
+/// inside one the error has aborted the transaction and is returned.
+fn is_stale_plan(e: &Error) -> bool {
+    e.code() == Some("0A000")
+        && e.message()
+            .contains("cached plan must not change result type")
 }
 
 impl SqlxEngine for PostgresEngine {
