@@ -679,3 +679,72 @@ async fn a_remade_table_is_read_with_its_new_columns() {
         .await
         .expect("drop");
 }
+
+/// Catalogue types that SQLAlchemy's reflection reads (found by its dialect
+/// suite): the internal one-byte `"char"` comes back as its text, and
+/// `int2vector` / `oidvector` (`pg_index.indkey`) as JSON arrays, as other
+/// arrays do; both were refused as unmappable. And a JSON document bound to
+/// a `json` (not `jsonb`) column is stored as sent: it was stored with a
+/// leading space (`' null'`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_types_and_json_parameters() {
+    let Some(url) = postgres_url() else { return };
+    let server = TestServer::start(&["--database-url", &url]);
+    let db = server.client("").await;
+    let row = db
+        .fetch_one(
+            "SELECT 'p'::\"char\" AS c, ''::\"char\" AS e, '1 3'::int2vector AS v, \
+             '23 25'::oidvector AS o",
+            &[],
+        )
+        .await
+        .expect("catalogue types")
+        .expect("a row");
+    assert_eq!(row.get("c"), Some(&Value::Text("p".into())));
+    assert_eq!(row.get("e"), Some(&Value::Text(String::new())));
+    assert_eq!(row.get("v"), Some(&Value::Json("[1,3]".into())));
+    assert_eq!(row.get("o"), Some(&Value::Json("[23,25]".into())));
+    // A real catalogue read: the primary key's column numbers.
+    let table = format!("catalogue_{}", std::process::id());
+    db.execute(&format!("DROP TABLE IF EXISTS {table}"), &[])
+        .await
+        .expect("drop");
+    db.execute(
+        &format!("CREATE TABLE {table} (a int, b int, j json, PRIMARY KEY (b, a))"),
+        &[],
+    )
+    .await
+    .expect("create");
+    let row = db
+        .fetch_one(
+            "SELECT c.contype, i.indkey FROM pg_constraint c \
+             JOIN pg_index i ON i.indexrelid = c.conindid \
+             WHERE c.conrelid = CAST(? AS TEXT)::regclass",
+            &[Value::Text(table.clone())],
+        )
+        .await
+        .expect("pg_constraint")
+        .expect("the primary key");
+    assert_eq!(row.get("contype"), Some(&Value::Text("p".into())));
+    assert_eq!(row.get("indkey"), Some(&Value::Json("[2,1]".into())));
+    for (a, doc) in [(1, "null"), (2, r#"{"k": [1, 2]}"#)] {
+        db.execute(
+            &format!("INSERT INTO {table} (a, b, j) VALUES (?, ?, ?)"),
+            &[Value::Int(a), Value::Int(a), Value::Json(doc.into())],
+        )
+        .await
+        .expect("insert json");
+        let stored = db
+            .fetch_one(
+                &format!("SELECT j::text AS t FROM {table} WHERE a = ?"),
+                &[Value::Int(a)],
+            )
+            .await
+            .expect("read json")
+            .expect("a row");
+        assert_eq!(stored.get("t"), Some(&Value::Text(doc.into())), "{doc}");
+    }
+    db.execute(&format!("DROP TABLE {table}"), &[])
+        .await
+        .expect("drop");
+}

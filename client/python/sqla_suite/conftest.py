@@ -28,13 +28,6 @@ _SAME_AS_PYSQLITE = (
     "fails the same way with SQLAlchemy's own SQLite driver (pysqlite) under this requirement set "
     "(SQLite lists foreign keys and unique constraints in another order; test_metadata reflects "
     "test_schema, an ATTACHed database; a computed column reflects as not persisted)")
-_PG_CHAR = ('the server cannot return PostgreSQL\'s internal "char" type (pg_attribute.attgenerated, '
-            'pg_constraint.contype ...), which column and constraint reflection read')
-_PG_INT2VECTOR = "the server cannot return PostgreSQL's int2vector (pg_index.indkey), which index reflection reads"
-_PG_JSON_SPACE = (
-    "a value bound to a json (not jsonb) parameter is stored with a leading space (' null'): "
-    "the server's encoding of json parameters")
-
 #: Tests skipped on a backend: (backend, class, test or "*", reason). The
 #: class is the suite's (without the backend suffix SQLAlchemy adds).
 EXCLUDED = [
@@ -45,37 +38,10 @@ EXCLUDED = [
     ("sqlite", "ComponentReflectionTest", "test_get_multi_unique_constraints", _SAME_AS_PYSQLITE),
     ("sqlite", "ComponentReflectionTest", "test_metadata", _SAME_AS_PYSQLITE),
     ("sqlite", "ComputedReflectionTest", "test_get_column_returns_computed", _SAME_AS_PYSQLITE),
-    # PostgreSQL: reflection reads catalog types the server cannot map yet.
-    ("postgresql", "BizarroCharacterTest", "*", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_autoincrement_col", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_comments_unicode", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_get_columns", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_get_multi_columns", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_get_unique_constraints", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_metadata", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTestExtra", "test_nullable_reflection", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTestExtra", "test_numeric_reflection", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTestExtra", "test_string_length_reflection", _PG_CHAR),
-    ("postgresql", "QuotedNameArgumentTest", "test_get_columns", _PG_CHAR),
-    ("postgresql", "TableViaSelectTest", "*", _PG_CHAR),
-    ("postgresql", "ComponentReflectionTest", "test_get_indexes", _PG_INT2VECTOR),
-    ("postgresql", "ComponentReflectionTest", "test_get_indexes_quoted_name", _PG_INT2VECTOR),
-    ("postgresql", "ComponentReflectionTest", "test_get_multi_indexes", _PG_INT2VECTOR),
-    ("postgresql", "ComponentReflectionTest", "test_get_noncol_index", _PG_INT2VECTOR),
-    ("postgresql", "HasIndexTest", "*", _PG_INT2VECTOR),
-    ("postgresql", "LongNameBlowoutTest", "test_long_convention_name", _PG_INT2VECTOR),
-    ("postgresql", "QuotedNameArgumentTest", "test_get_indexes", _PG_INT2VECTOR),
-    # PostgreSQL: round trips through tables the suite creates again with
-    # other types (the server's statement cache; see README.md).
-    ("postgresql", "ComponentReflectionTestExtra", "test_server_defaults", _PG_CHAR),
-    ("postgresql", "IdentityReflectionTest", "*", _PG_CHAR),
-    ("postgresql", "TableDDLTest", "test_create_index_if_not_exists", _PG_INT2VECTOR),
-    ("postgresql", "TableDDLTest", "test_drop_index_if_exists", _PG_INT2VECTOR),
-    ("postgresql", "FutureTableDDLTest", "test_create_index_if_not_exists", _PG_INT2VECTOR),
-    ("postgresql", "FutureTableDDLTest", "test_drop_index_if_exists", _PG_INT2VECTOR),
-    ("postgresql", "JSONTest", "test_round_trip_json_null_as_json_null", _PG_JSON_SPACE),
-    ("postgresql", "JSONTest", "test_round_trip_none_as_json_null", _PG_JSON_SPACE),
-    ("postgresql", "JSONTest", "test_eval_none_flag_orm", _PG_JSON_SPACE),
+    # PostgreSQL.
+    ("postgresql", "ComponentReflectionTest", "test_get_multi_indexes",
+     "not investigated yet: reflecting the indexes of several tables at once (test_schema.dingalings) "
+     "returns 2 indexes where the suite expects none; the one-table index tests pass"),
     ("postgresql", "JSONTest", "test_round_trip_custom_json",
      "the server sends json columns parsed: an engine's json_deserializer is not called"),
 ]

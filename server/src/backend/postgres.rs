@@ -274,10 +274,17 @@ fn bind_one(
 ) -> std::result::Result<(), String> {
     let added = match (value, ty.name()) {
         (Value::Null, _) => args.add(None::<String>),
-        (Value::Text(s) | Value::Json(s), "JSON" | "JSONB") => {
+        (Value::Text(s) | Value::Json(s), name @ ("JSON" | "JSONB")) => {
             let raw = JsonRawValue::from_string(s.clone())
                 .map_err(|e| format!("not a JSON document: {e}"))?;
-            args.add(Json(raw))
+            if name == "JSON" {
+                // `json`'s binary form is its text. sqlx's `Json` writes
+                // jsonb's version byte and turns it into a space for
+                // `json`, which a `json` column keeps (`' null'`).
+                args.add(TextAs(raw.get().to_owned(), ty.clone()))
+            } else {
+                args.add(Json(raw))
+            }
         }
         (Value::Text(s), "UUID") => args.add(parse_text::<Uuid>(s, "uuid")?),
         (Value::Text(s), "INT2") => args.add(parse_text::<i16>(s, "smallint")?),
@@ -415,6 +422,26 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
             Value::Text(row.try_get_unchecked(i).map_err(get)?)
         }
         "BYTEA" => Value::Bytes(row.try_get_unchecked(i).map_err(get)?),
+        // The internal one-byte `"char"` (catalogue columns such as
+        // `pg_constraint.contype`): as PostgreSQL prints it, the byte as a
+        // character, an empty text for 0, `\ooo` for a byte past ASCII.
+        "int2vector" | "INT2VECTOR" | "oidvector" | "OIDVECTOR" => {
+            let bytes = raw.as_bytes().map_err(|e| Error::internal(e.to_string()))?;
+            let numbers = vector_elements(bytes).ok_or_else(|| unmappable(column(), name))?;
+            Value::Json(format!(
+                "[{}]",
+                numbers
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+        }
+        "\"CHAR\"" => {
+            Value::Text(internal_char(raw.as_bytes().map_err(|e| {
+                Error::internal(format!("column `{}`: {e}", column()))
+            })?))
+        }
         // Read from their binary form here: sqlx's chrono decoding panics
         // on `infinity` and turns `24:00:00` into midnight.
         "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ" | "TIMETZ" => decode_temporal(&raw, name)
@@ -572,7 +599,49 @@ fn unmappable(column: &str, type_name: &str) -> Error {
     ))
 }
 
-/// Arrays of common element types come back as a JSON array.
+/// The elements of an `int2vector` or `oidvector` from its binary form (an
+/// array's, one dimension counted from 0, which sqlx's array decoding
+/// refuses): `None` when the bytes are not that.
+fn vector_elements(bytes: &[u8]) -> Option<Vec<i64>> {
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let dimensions = word(0)?;
+    if dimensions == 0 {
+        return Some(Vec::new());
+    }
+    if dimensions != 1 {
+        return None;
+    }
+    let count = usize::try_from(word(12)?).ok()?;
+    let mut at = 20;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let len = usize::try_from(word(at)?).ok()?;
+        let value = bytes.get(at + 4..at + 4 + len)?;
+        out.push(match *value {
+            [a, b] => i64::from(i16::from_be_bytes([a, b])),
+            [a, b, c, d] => i64::from(u32::from_be_bytes([a, b, c, d])),
+            _ => return None,
+        });
+        at += 4 + len;
+    }
+    Some(out)
+}
+
+/// PostgreSQL's text of a `"char"` byte (its `charout`).
+fn internal_char(bytes: &[u8]) -> String {
+    match bytes.first() {
+        None | Some(0) => String::new(),
+        Some(&b) if b.is_ascii() => char::from(b).to_string(),
+        Some(&b) => format!("\\{b:03o}"),
+    }
+}
+
+/// Arrays of common element types come back as a JSON array (the
+/// catalogue's `int2vector` and `oidvector` too: [`vector_elements`]).
 fn decode_array(row: &PgRow, i: usize, element: &str) -> Option<Result<Value>> {
     fn json<T: serde::Serialize>(v: std::result::Result<T, sqlx::Error>) -> Result<Value> {
         let v = v.map_err(pg_error)?;
@@ -1022,6 +1091,29 @@ impl SqlxEngine for PostgresEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_chars_print_as_postgresql_prints_them() {
+        assert_eq!(internal_char(b"p"), "p");
+        assert_eq!(internal_char(&[0]), "");
+        assert_eq!(internal_char(&[]), "");
+        assert_eq!(internal_char(&[0xe9]), "\\351");
+    }
+
+    #[test]
+    fn vectors_decode_from_their_binary_form() {
+        // int2vector '1 3': one dimension of 2 from 0, elements int2.
+        let mut bytes = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 21, 0, 0, 0, 2, 0, 0, 0, 0];
+        bytes.extend([0, 0, 0, 2, 0, 1, 0, 0, 0, 2, 0, 3]);
+        assert_eq!(vector_elements(&bytes), Some(vec![1, 3]));
+        assert_eq!(
+            vector_elements(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 21]),
+            Some(vec![])
+        );
+        // Cut short, or a count past the bytes: not a vector, never a panic.
+        assert_eq!(vector_elements(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(vector_elements(&[0, 0, 0, 1]), None);
+    }
 
     #[test]
     fn intervals_format_as_iso_8601() {
