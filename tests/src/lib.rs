@@ -6,10 +6,12 @@
 pub mod certs;
 pub mod conformance;
 pub mod d1_fake;
+pub mod deadline;
 pub mod dialect;
 pub mod engine_proxy;
 pub mod fake_server;
 pub mod harness;
 pub mod pg_cluster;
+pub mod process;
 
 pub use harness::{Engine, Target, TestServer};

@@ -14,9 +14,9 @@
 
 use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
-use std::io::Read;
+use iadb_tests::process::run_bounded;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 const INSTALL: &str = "install with: apt-get install -y make g++ pkg-config libgrpc++-dev \
@@ -65,42 +65,18 @@ impl Output {
 }
 
 /// Runs `cmd` to its end, killing it after `limit`.
-fn run(mut cmd: Command, limit: Duration) -> Output {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{shown} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn run(cmd: Command, limit: Duration) -> Output {
+    let ran = run_bounded(cmd, limit).unwrap_or_else(|e| panic!("{e}"));
+    let Some(status) = ran.status else {
+        panic!(
+            "{} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+            ran.shown, ran.stdout, ran.stderr
+        );
     };
     Output {
         status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout: ran.stdout,
+        stderr: ran.stderr,
     }
 }
 

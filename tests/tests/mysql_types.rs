@@ -560,7 +560,7 @@ async fn mysql_fetch_one_keeps_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_deadline_stops_a_silent_statement_on_the_server() {
     use iadb::DatabaseInterface;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let Ok(url) = std::env::var("IADB_TEST_MYSQL_URL") else {
         iadb_tests::harness::skip("mysql", "IADB_TEST_MYSQL_URL is not set");
         return;
@@ -586,38 +586,14 @@ async fn mysql_deadline_stops_a_silent_statement_on_the_server() {
             .expect("processlist")
         }
     };
-    for rpc in ["Execute", "FetchAll", "ExecuteMany", "Transaction"] {
-        let tag = format!("{marker}_{rpc}");
-        let sql = format!("SELECT SLEEP(30) AS slept /* {tag} */");
-        let err = match rpc {
-            "Execute" => db.execute(&sql, &[]).await.map(|_| ()),
-            "FetchAll" => db.fetch_all(&sql, &[]).await.map(|_| ()),
-            "ExecuteMany" => db.execute_many(&sql, &[vec![]]).await.map(|_| ()),
-            _ => match db.transaction(Default::default()).await {
-                Ok(mut tx) => tx.fetch_all(&sql, &[]).await.map(|_| ()),
-                Err(e) => panic!("begin: {e}"),
-            },
-        }
-        .expect_err("30 s of sleep under a 500 ms deadline");
-        assert_eq!(
-            err.kind(),
-            ErrorKind::DeadlineExceeded,
-            "{rpc}: {}",
-            err.message()
-        );
-        let ended = Instant::now();
-        while running(tag.clone()).await > 0 {
-            assert!(
-                ended.elapsed() < Duration::from_secs(5),
-                "{rpc}: SLEEP still running 5 s after DEADLINE_EXCEEDED"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!(
-            "{rpc}: statement gone {} ms after DEADLINE_EXCEEDED",
-            ended.elapsed().as_millis()
-        );
-    }
+    iadb_tests::deadline::deadline_stops_silent_statements(
+        &db,
+        &marker,
+        &["Execute", "FetchAll", "ExecuteMany", "Transaction"],
+        |tag| format!("SELECT SLEEP(30) AS slept /* {tag} */"),
+        running,
+    )
+    .await;
     let row = db
         .fetch_one("SELECT 1 AS one", &[])
         .await

@@ -326,34 +326,14 @@ async fn deadline_stops_a_silent_statement_on_the_server() {
             .expect("pg_stat_activity")
         }
     };
-    for rpc in ["Execute", "FetchAll", "ExecuteMany"] {
-        let tag = format!("{marker}_{rpc}");
-        let sql = format!("SELECT pg_sleep(30) /* {tag} */");
-        let err = match rpc {
-            "Execute" => db.execute(&sql, &[]).await.map(|_| ()),
-            "FetchAll" => db.fetch_all(&sql, &[]).await.map(|_| ()),
-            _ => db.execute_many(&sql, &[vec![]]).await.map(|_| ()),
-        }
-        .expect_err("30 s of sleep under a 500 ms deadline");
-        assert_eq!(
-            err.kind(),
-            iadb::ErrorKind::DeadlineExceeded,
-            "{rpc}: {}",
-            err.message()
-        );
-        let ended = Instant::now();
-        while active(tag.clone()).await > 0 {
-            assert!(
-                ended.elapsed() < Duration::from_secs(5),
-                "{rpc}: pg_sleep still running 5 s after DEADLINE_EXCEEDED"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!(
-            "{rpc}: statement gone {} ms after DEADLINE_EXCEEDED",
-            ended.elapsed().as_millis()
-        );
-    }
+    iadb_tests::deadline::deadline_stops_silent_statements(
+        &db,
+        &marker,
+        &["Execute", "FetchAll", "ExecuteMany"],
+        |tag| format!("SELECT pg_sleep(30) /* {tag} */"),
+        active,
+    )
+    .await;
     let row = db
         .fetch_one("SELECT 1 AS one", &[])
         .await

@@ -17,9 +17,9 @@
 //! notice, except in CI (`CI=true`), where it fails.
 
 use iadb_tests::harness::{TestServer, in_ci, repo_root, server_binary, skip};
-use std::io::Read;
+use iadb_tests::process::run_bounded;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A pip or pytest step longer than this is stuck (pip's own network
@@ -48,58 +48,21 @@ fn python() -> String {
         .unwrap_or_else(|| "python3".to_owned())
 }
 
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `cmd` to its end (killing it after `limit`): its stdout, or an
 /// error that shows what it printed.
 fn run(mut cmd: Command, what: &str, limit: Duration) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{what}: cannot run {shown}: {e}"))?;
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("{what}: waiting for {shown}: {e}")),
-        }
-    };
-    let out = Output {
-        status: status.unwrap_or_default(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    match status {
-        Some(s) if s.success() => Ok(out.stdout),
-        Some(_) => Err(format!(
-            "{what} failed ({}): {shown}\n--- stdout\n{}\n--- stderr\n{}",
-            out.status, out.stdout, out.stderr
+    cmd.stdin(Stdio::null());
+    let ran = run_bounded(cmd, limit).map_err(|e| format!("{what}: {e}"))?;
+    let shown = &ran.shown;
+    match ran.status {
+        Some(s) if s.success() => Ok(ran.stdout),
+        Some(s) => Err(format!(
+            "{what} failed ({s}): {shown}\n--- stdout\n{}\n--- stderr\n{}",
+            ran.stdout, ran.stderr
         )),
         None => Err(format!(
             "{what} did not finish within {limit:?}: {shown}\n--- stdout\n{}\n--- stderr\n{}",
-            out.stdout, out.stderr
+            ran.stdout, ran.stderr
         )),
     }
 }

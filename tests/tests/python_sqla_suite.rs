@@ -11,7 +11,7 @@
 //! with a notice, except in CI (`CI=true`), where it fails.
 
 use iadb_tests::harness::{TestServer, in_ci, repo_root, skip};
-use std::io::Read;
+use iadb_tests::process::run_bounded;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,43 +33,15 @@ fn python() -> String {
 /// Runs `cmd` (killed after `limit`): whether it succeeded, and its stdout
 /// and stderr.
 fn run(mut cmd: Command, limit: Duration) -> (bool, String, String) {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
+    cmd.stdin(Stdio::null());
+    let ran = run_bounded(cmd, limit).unwrap_or_else(|e| panic!("{e}"));
+    let Some(status) = ran.status else {
+        panic!(
+            "{} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+            ran.shown, ran.stdout, ran.stderr
+        );
     };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let started = Instant::now();
-    let ok = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status.success();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{shown} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        ok,
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    )
+    (status.success(), ran.stdout, ran.stderr)
 }
 
 /// Whether `python3` can import what the suite needs (or why not).
