@@ -44,6 +44,20 @@ fn run(mut cmd: Command, limit: Duration) -> (bool, String, String) {
     (status.success(), ran.stdout, ran.stderr)
 }
 
+/// The Python that can run the suite, or `None` after a skip notice
+/// (which fails in CI).
+fn python_with_tools() -> Option<String> {
+    let python = python();
+    if let Some(why) = tools_missing(&python) {
+        skip(
+            "SQLAlchemy suite",
+            &format!("{why} (pip install ./client/python sqlalchemy pytest)"),
+        );
+        return None;
+    }
+    Some(python)
+}
+
 /// Whether `python3` can import what the suite needs (or why not).
 fn tools_missing(python: &str) -> Option<String> {
     let probe = Command::new(python)
@@ -83,14 +97,9 @@ fn suite(python: &str, dburi: &str) {
 
 #[test]
 fn sqlalchemy_suite_on_sqlite_through_iadb() {
-    let python = python();
-    if let Some(why) = tools_missing(&python) {
-        skip(
-            "SQLAlchemy suite",
-            &format!("{why} (pip install ./client/python sqlalchemy pytest)"),
-        );
+    let Some(python) = python_with_tools() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite:///{}/sqla.db", dir.path().display());
     // No system migrations: the suite's reflection tests expect the tables
@@ -102,14 +111,9 @@ fn sqlalchemy_suite_on_sqlite_through_iadb() {
 
 #[test]
 fn sqlalchemy_suite_on_postgres_through_iadb() {
-    let python = python();
-    if let Some(why) = tools_missing(&python) {
-        skip(
-            "SQLAlchemy suite",
-            &format!("{why} (pip install ./client/python sqlalchemy pytest)"),
-        );
+    let Some(python) = python_with_tools() else {
         return;
-    }
+    };
     let Ok(pg) = std::env::var("IADB_TEST_POSTGRES_URL") else {
         skip(
             "SQLAlchemy suite on PostgreSQL",
