@@ -4,9 +4,10 @@ use std::{collections::BTreeMap, fmt, str::FromStr};
 
 /// The engines iadb serves.
 ///
-/// What the domain knows about each (its names, how its URL reads) is its
-/// [`EngineSpec`] ([`DatabaseType::spec`]); the server adds what it needs in
-/// its own per-engine description.
+/// What an engine is (its names, how its URL reads, the lexical rules of its
+/// SQL, its migration store) is its [`EngineSpec`] ([`DatabaseType::spec`]),
+/// the one description of each engine; the server adds only how its adapter
+/// is built (`server/src/backend/mod.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum DatabaseType {
     /// SQLite, embedded.
@@ -21,8 +22,11 @@ pub enum DatabaseType {
     CloudflareD1,
 }
 
-/// What the domain knows about one engine: its names and the form of its
-/// URL.
+/// What one engine is: its names, the form of its URL, the lexical rules of
+/// its SQL and its migration store. Everything engine-independent code (the
+/// URL parser, the server's request checks and migration runner, the
+/// clients' script splitting, the tests' harness) asks of an engine is
+/// here, reached through one exhaustive match ([`DatabaseType::spec`]).
 #[derive(Debug)]
 pub struct EngineSpec {
     /// Which engine.
@@ -32,6 +36,46 @@ pub struct EngineSpec {
     pub schemes: &'static [&'static str],
     /// How its URL reads.
     pub url: UrlForm,
+    /// The lexical rules of its SQL: placeholders, statement boundaries,
+    /// transaction control, fingerprints.
+    pub dialect: Dialect,
+    /// Its migration tracking table and lock strategy.
+    pub store: StoreDialect,
+}
+
+/// The lexical rules of an engine's SQL: where literals, identifiers and
+/// comments begin and end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite: `'...'` strings, `"..."`, `` `...` `` and `[...]` identifiers,
+    /// `--` and non-nesting `/* */` comments.
+    Sqlite,
+    /// PostgreSQL: standard and `E'...'` strings, `"..."` identifiers, `--`
+    /// and nesting `/* */` comments, dollar quotes; `??` is a literal `?`.
+    Postgres,
+    /// MySQL: backslash-escaping `'...'` and `"..."` strings, `` `...` ``
+    /// identifiers, `#`, `-- ` and non-nesting `/* */` comments.
+    MySql,
+    /// DuckDB: PostgreSQL's lexical rules, except that `??` is two
+    /// placeholders.
+    DuckDb,
+}
+
+/// How an engine keeps migrations: the types of its tracking table, its
+/// lock, and whether its DDL is transactional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreDialect {
+    /// SQLite: lease-row lock, transactional DDL.
+    Sqlite,
+    /// PostgreSQL: session advisory lock, transactional DDL.
+    Postgres,
+    /// MySQL/MariaDB: `GET_LOCK`, DDL commits implicitly.
+    MySql,
+    /// DuckDB: lease-row lock, transactional DDL.
+    DuckDb,
+    /// Cloudflare D1: SQLite's SQL and lease-row lock, but no BEGIN/COMMIT
+    /// over the REST API (each request stands alone).
+    D1,
 }
 
 /// The form of an engine's URL.
@@ -54,30 +98,40 @@ const SQLITE: EngineSpec = EngineSpec {
     kind: DatabaseType::Sqlite,
     schemes: &["sqlite"],
     url: UrlForm::File,
+    dialect: Dialect::Sqlite,
+    store: StoreDialect::Sqlite,
 };
 
 const POSTGRESQL: EngineSpec = EngineSpec {
     kind: DatabaseType::Postgresql,
     schemes: &["postgresql", "postgres"],
     url: UrlForm::Server { default_port: 5432 },
+    dialect: Dialect::Postgres,
+    store: StoreDialect::Postgres,
 };
 
 const MYSQL: EngineSpec = EngineSpec {
     kind: DatabaseType::Mysql,
     schemes: &["mysql", "mariadb"],
     url: UrlForm::Server { default_port: 3306 },
+    dialect: Dialect::MySql,
+    store: StoreDialect::MySql,
 };
 
 const DUCKDB: EngineSpec = EngineSpec {
     kind: DatabaseType::Duckdb,
     schemes: &["duckdb"],
     url: UrlForm::File,
+    dialect: Dialect::DuckDb,
+    store: StoreDialect::DuckDb,
 };
 
 const CLOUDFLARE_D1: EngineSpec = EngineSpec {
     kind: DatabaseType::CloudflareD1,
     schemes: &["cloudflare_d1", "d1"],
     url: UrlForm::Api,
+    dialect: Dialect::Sqlite,
+    store: StoreDialect::D1,
 };
 
 impl DatabaseType {
@@ -537,6 +591,18 @@ fn parse_network_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_engine_describes_itself() {
+        for &kind in DatabaseType::ALL {
+            let spec = kind.spec();
+            assert_eq!(spec.kind, kind);
+            assert_eq!(DatabaseType::from_scheme(spec.schemes[0]), Some(kind));
+        }
+        // D1 speaks SQLite's SQL but keeps migrations without transactions.
+        let d1 = DatabaseType::CloudflareD1.spec();
+        assert_eq!((d1.dialect, d1.store), (Dialect::Sqlite, StoreDialect::D1));
+    }
 
     #[test]
     fn every_url_form_in_the_design_parses() {

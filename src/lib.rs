@@ -27,8 +27,8 @@ pub mod proto {
 }
 
 pub use config::{
-    ConnectionConfig, DatabaseType, EngineSpec, UrlError, UrlForm, is_secret_option,
-    redact_url_text,
+    ConnectionConfig, DatabaseType, Dialect, EngineSpec, StoreDialect, UrlError, UrlForm,
+    is_secret_option, redact_url_text,
 };
 pub use error::{ECHO_MAX_BYTES, Error, ErrorKind, Result, clip};
 pub use interface::{

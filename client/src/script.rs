@@ -26,13 +26,12 @@ impl ScriptDialect {
     /// `engine`); an engine this client does not know reads as SQLite.
     pub fn for_engine(engine: &str) -> Self {
         match engine.parse::<iadb::DatabaseType>() {
-            Ok(iadb::DatabaseType::Postgresql | iadb::DatabaseType::Duckdb) => {
-                ScriptDialect::Postgres
-            }
-            Ok(iadb::DatabaseType::Mysql) => ScriptDialect::MySql,
-            Ok(iadb::DatabaseType::Sqlite | iadb::DatabaseType::CloudflareD1) | Err(_) => {
-                ScriptDialect::Sqlite
-            }
+            Ok(kind) => match kind.spec().dialect {
+                iadb::Dialect::Postgres | iadb::Dialect::DuckDb => ScriptDialect::Postgres,
+                iadb::Dialect::MySql => ScriptDialect::MySql,
+                iadb::Dialect::Sqlite => ScriptDialect::Sqlite,
+            },
+            Err(_) => ScriptDialect::Sqlite,
         }
     }
 }

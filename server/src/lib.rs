@@ -11,7 +11,6 @@ mod admission;
 pub mod auth;
 pub mod backend;
 pub mod config;
-pub mod engine;
 pub mod layer;
 pub mod metrics;
 pub mod migrate;

@@ -12,23 +12,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// SQL dialect whose lexical rules decide where literals, identifiers and
-/// comments begin and end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// SQLite: `'...'` strings, `"..."`, `` `...` `` and `[...]` identifiers,
-    /// `--` and non-nesting `/* */` comments.
-    Sqlite,
-    /// PostgreSQL: standard and `E'...'` strings, `"..."` identifiers, `--`
-    /// and nesting `/* */` comments, dollar quotes; `??` is a literal `?`.
-    Postgres,
-    /// MySQL: backslash-escaping `'...'` and `"..."` strings, `` `...` ``
-    /// identifiers, `#`, `-- ` and non-nesting `/* */` comments.
-    MySql,
-    /// DuckDB: PostgreSQL's lexical rules, except that `??` is two
-    /// placeholders.
-    DuckDb,
-}
+pub use iadb::Dialect;
 
 /// Number of real `?` placeholders in `sql`. For Postgres a `??` is an escaped literal `?` operator and counts 0.
 pub fn count_placeholders(sql: &str, dialect: Dialect) -> usize {

@@ -212,8 +212,7 @@ impl DatabaseService {
         if let Some(sql) = sql
             && !span.is_disabled()
         {
-            let dialect =
-                engine.map_or(Dialect::Sqlite, |kind| crate::engine::engine(kind).dialect);
+            let dialect = engine.map_or(Dialect::Sqlite, |kind| kind.spec().dialect);
             span.record(
                 "fingerprint",
                 tracing::field::display(fingerprint(sql, dialect)),
@@ -282,9 +281,7 @@ impl DatabaseService {
         let dialect = self
             .registry
             .describe(database)
-            .map_or(Dialect::Sqlite, |(_, kind)| {
-                crate::engine::engine(kind).dialect
-            });
+            .map_or(Dialect::Sqlite, |(_, kind)| kind.spec().dialect);
         fingerprint(sql, dialect)
     }
 
@@ -359,7 +356,7 @@ pub(crate) fn check_statement(
         statements,
         transaction_control,
         session_state,
-    } = statement_shape(sql, crate::engine::engine(engine).dialect);
+    } = statement_shape(sql, engine.spec().dialect);
     if statements == 0 {
         return Err(Error::invalid_argument(
             "empty SQL: it holds no statement (only whitespace, comments or `;`)",

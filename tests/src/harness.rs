@@ -191,14 +191,15 @@ impl Engine {
     pub fn url(self, dir: &TempDir) -> Result<String, String> {
         let name = self.name();
         match self.0.spec().url {
-            UrlForm::File if iadb_server::engine::engine(self.0).open.is_some() => Ok(format!(
-                "{name}:///{}",
-                dir.path().join(format!("test.{name}")).display()
-            )),
-            UrlForm::File => Err(format!(
-                "the tests were built without the `{}` feature",
-                iadb_server::engine::engine(self.0).feature
-            )),
+            UrlForm::File => match iadb_server::backend::compiled_in(self.0) {
+                Ok(()) => Ok(format!(
+                    "{name}:///{}",
+                    dir.path().join(format!("test.{name}")).display()
+                )),
+                Err(feature) => Err(format!(
+                    "the tests were built without the `{feature}` feature"
+                )),
+            },
             UrlForm::Server { .. } | UrlForm::Api => {
                 let vars: Vec<String> = self
                     .0

@@ -2,7 +2,9 @@
 //! [`DatabaseInterface`], behind its cargo feature.
 
 use crate::migrate::MigrationSession;
-use iadb::{ConnectionConfig, DatabaseInterface, Error, ExecuteOutcome, Result, Value};
+use iadb::{
+    ConnectionConfig, DatabaseInterface, DatabaseType, Error, ExecuteOutcome, Result, Value,
+};
 use session::{CollectSink, RowSink, Session, TxOptions};
 use std::{sync::Arc, time::Duration};
 
@@ -217,15 +219,51 @@ pub struct StatementResult {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// Builds the adapter for `config`'s engine (not yet connected), as its
-/// description says ([`crate::engine::Engine::open`]).
+/// Builds an engine's adapter for a URL (not yet connected).
+type Open = fn(&ConnectionConfig, PoolSettings) -> Result<Arc<dyn Backend>>;
+
+/// How an engine's adapter is built: the cargo feature that compiles it in,
+/// and, when that feature is on, its type's `new(config, pool)`.
+macro_rules! adapter {
+    ($feature:literal, $backend:ty) => {{
+        #[cfg(feature = $feature)]
+        const OPEN: Option<Open> =
+            Some(|config, pool| Ok(Arc::new(<$backend>::new(config, pool)?)));
+        #[cfg(not(feature = $feature))]
+        const OPEN: Option<Open> = None;
+        ($feature, OPEN)
+    }};
+}
+
+/// The adapter of each engine: the only thing the server adds to the
+/// engine's description ([`iadb::EngineSpec`]). One exhaustive match, so a
+/// new engine is a compile error here until its adapter is named.
+fn adapter(kind: DatabaseType) -> (&'static str, Option<Open>) {
+    match kind {
+        DatabaseType::Sqlite => adapter!("sqlite", sqlite::SqliteBackend),
+        DatabaseType::Postgresql => adapter!("postgres", postgres::PostgresBackend),
+        DatabaseType::Mysql => adapter!("mysql", mysql::MySqlBackend),
+        DatabaseType::Duckdb => adapter!("duckdb", self::duckdb::DuckDbBackend),
+        DatabaseType::CloudflareD1 => adapter!("d1", d1::D1Backend),
+    }
+}
+
+/// Whether `kind`'s adapter is compiled into this build; if not, the cargo
+/// feature that compiles it in.
+pub fn compiled_in(kind: DatabaseType) -> std::result::Result<(), &'static str> {
+    match adapter(kind) {
+        (_, Some(_)) => Ok(()),
+        (feature, None) => Err(feature),
+    }
+}
+
+/// Builds the adapter for `config`'s engine (not yet connected).
 pub fn backend_for(config: &ConnectionConfig, pool: PoolSettings) -> Result<Arc<dyn Backend>> {
-    let engine = crate::engine::engine(config.db_type);
-    match engine.open {
-        Some(open) => open(config, pool),
-        None => Err(Error::invalid_argument(format!(
-            "engine {} is not compiled into this server (enable its cargo feature `{}`)",
-            config.db_type, engine.feature
+    match adapter(config.db_type) {
+        (_, Some(open)) => open(config, pool),
+        (feature, None) => Err(Error::invalid_argument(format!(
+            "engine {} is not compiled into this server (enable its cargo feature `{feature}`)",
+            config.db_type
         ))),
     }
 }

@@ -12,38 +12,20 @@
 //! `docs/types/mysql.md`; the round trip of every row of it is
 //! `tests/tests/mysql_types.rs`.
 
-use super::{
-    session::{Isolation, TxOptions},
-    sqlx_adapter::SqlxBackend,
-    sqlx_common::{
-        BeginPlan, Call, PoolSlot, Readied, SqlxEngine, Steps, map_sqlx_error, ping_if_idle,
-        prepared_steps, split_schema, sqlx_statement_paths,
-    },
+use super::sqlx_common::{
+    Call, PoolSlot, Readied, ping_if_idle, prelude::*, prepared_steps, split_schema,
 };
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
-use futures::{TryFutureExt, future::BoxFuture};
-use iadb::{
-    Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    Result, Value,
-};
-use sqlx::ConnectOptions as _;
+use chrono::{TimeZone, Utc};
+use futures::TryFutureExt;
+use iadb::DatabaseInterface;
 use sqlx::{
-    Arguments, Column as _, Connection, Executor, MySql, Row as _, Statement as _, TypeInfo,
-    ValueRef,
+    Arguments, Connection, MySql,
     encode::IsNull,
-    error::{BoxDynError, DatabaseError},
+    error::BoxDynError,
     mysql::{
         MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlRow, MySqlSslMode,
         MySqlTypeInfo, types::MySqlTime,
     },
-    pool::{PoolConnection, PoolOptions},
-};
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
 };
 
 /// The MySQL / MariaDB adapter: the generic sqlx adapter on

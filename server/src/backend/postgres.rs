@@ -11,36 +11,23 @@
 
 use super::{
     check_param_count, check_sql,
-    session::{Isolation, TxOptions},
-    sqlx_adapter::SqlxBackend,
     sqlx_common::{
-        BeginPlan, Call, SqlxEngine, Step, Steps, finds_a_row, map_sqlx_error, ping_if_idle,
-        prepared_steps, split_schema, sqlx_statement_paths,
+        Call, Step, finds_a_row, ping_if_idle, prelude::*, prepared_steps, split_schema,
     },
 };
 use crate::placeholders::rewrite_numbered;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::{StreamExt as _, future::BoxFuture};
-use iadb::{
-    Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    Result, Value,
-};
-use sqlx::ConnectOptions as _;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use iadb::DatabaseInterface;
 use sqlx::{
-    Arguments, Column as _, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
-    error::DatabaseError,
-    pool::{PoolConnection, PoolOptions},
+    Arguments, Either,
     postgres::{
         PgArguments, PgConnectOptions, PgRow, PgSslMode, PgTypeInfo, PgTypeKind, Postgres,
         types::Oid,
     },
     types::{BigDecimal, Json, JsonRawValue, Uuid},
 };
-use std::{
-    borrow::Cow,
-    str::FromStr,
-    sync::{Arc, atomic::AtomicU64},
-};
+use std::{borrow::Cow, str::FromStr};
 
 /// The PostgreSQL adapter: the generic sqlx adapter on [`PostgresEngine`].
 pub type PostgresBackend = SqlxBackend<PostgresEngine>;

@@ -5,39 +5,20 @@
 //! load_extension or schema writes).
 
 use super::{
-    session::{Isolation, TxOptions},
     sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
-    sqlx_adapter::SqlxBackend,
-    sqlx_common::{
-        BeginPlan, PoolSlot, Readied, SqlxEngine, Step, Steps, finds_a_row, map_sqlx_error,
-        sqlx_statement_paths,
-    },
+    sqlx_common::{PoolSlot, Readied, Step, finds_a_row, prelude::*},
 };
 use crate::placeholders::Dialect;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use futures::{StreamExt, future::BoxFuture};
-use iadb::{
-    Column, ConnectionConfig, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, Value,
-};
-use sqlx::ConnectOptions as _;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use sqlx::TransactionManager as _;
-use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{
-    Column as _, Connection, Either, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
-    error::DatabaseError,
+    Connection, Either,
     sqlite::{
         SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous,
     },
 };
-use std::{
-    path::Path,
-    str::FromStr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{path::Path, str::FromStr};
 
 /// The SQLite adapter: the generic sqlx adapter on [`SqliteEngine`].
 pub type SqliteBackend = SqlxBackend<SqliteEngine>;

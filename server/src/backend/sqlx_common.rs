@@ -16,6 +16,34 @@ use std::sync::{
     atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
+/// What every sqlx engine module starts from: the generic adapter and its
+/// trait, the session's options, and the domain, sqlx and std items each of
+/// them uses (`use super::sqlx_common::prelude::*;`).
+pub(crate) mod prelude {
+    pub(crate) use super::super::{
+        session::{Isolation, TxOptions},
+        sqlx_adapter::SqlxBackend,
+    };
+    pub(crate) use super::{BeginPlan, SqlxEngine, Steps, map_sqlx_error, sqlx_statement_paths};
+    pub(crate) use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+    pub(crate) use futures::future::BoxFuture;
+    pub(crate) use iadb::{
+        Column, ConnectionConfig, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, Value,
+    };
+    pub(crate) use sqlx::{
+        Column as _, ConnectOptions as _, Executor, Row as _, Statement as _, TypeInfo, ValueRef,
+        error::DatabaseError,
+        pool::{PoolConnection, PoolOptions},
+    };
+    pub(crate) use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        },
+        time::Duration,
+    };
+}
+
 /// How an engine's error codes map to iadb error kinds beyond what sqlx's
 /// own classification tells.
 pub(crate) type CodeClassifier = fn(&dyn DatabaseError) -> Option<ErrorKind>;
@@ -246,11 +274,7 @@ pub trait SqlxEngine:
     /// placeholders in the engine's dialect.
     fn check(sql: &str, params: &[Value]) -> Result<(), Error> {
         super::check_sql(sql)?;
-        super::check_param_count(
-            sql,
-            crate::engine::engine(Self::ENGINE).dialect,
-            params.len(),
-        )
+        super::check_param_count(sql, Self::ENGINE.spec().dialect, params.len())
     }
 
     /// Checks `sql` ([`SqlxEngine::check`]) and binds `params` for it.

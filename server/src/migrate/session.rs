@@ -5,21 +5,7 @@ use crate::backend::session::{CollectSink, Session};
 use async_trait::async_trait;
 use iadb::{Result, Value};
 
-/// SQL dialect details of the tracking table and the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreDialect {
-    /// SQLite: lease-row lock, transactional DDL.
-    Sqlite,
-    /// PostgreSQL: session advisory lock, transactional DDL.
-    Postgres,
-    /// MySQL/MariaDB: `GET_LOCK`, DDL commits implicitly.
-    MySql,
-    /// DuckDB: lease-row lock, transactional DDL.
-    DuckDb,
-    /// Cloudflare D1: SQLite's SQL and lease-row lock, but no BEGIN/COMMIT
-    /// over the REST API (each request stands alone).
-    D1,
-}
+pub use iadb::StoreDialect;
 
 /// A connection held for a whole migration run (locks are per session).
 /// Statements take `?` placeholders on every engine.
@@ -42,7 +28,7 @@ pub struct OnSession(pub Box<dyn Session>);
 #[async_trait]
 impl MigrationSession for OnSession {
     fn dialect(&self) -> StoreDialect {
-        crate::engine::engine(self.0.engine()).store
+        self.0.engine().spec().store
     }
 
     async fn run_script(&mut self, sql: &str) -> Result<()> {
