@@ -19,7 +19,8 @@ use crate::{
 use futures::FutureExt;
 use futures::StreamExt;
 use iadb::{
-    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value, ValueScrubber,
+    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, RowBatch, Value,
+    ValueScrubber,
     convert::params_from_proto,
     proto::{self, database_server::Database, fetch_all_response::Frame},
 };
@@ -860,9 +861,15 @@ impl Database for DatabaseService {
                 }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
                 let mut events = caught_events(events);
-                let first = match events.next().await.transpose()? {
-                    Some(QueryEvent::Row(values)) => Some(values),
-                    Some(QueryEvent::Done(_)) | None => None,
+                let first = loop {
+                    match events.next().await.transpose()? {
+                        Some(QueryEvent::Row(values)) => break Some(values),
+                        Some(QueryEvent::Rows(batch)) => match batch.into_rows().next() {
+                            Some(values) => break Some(values?),
+                            None => continue,
+                        },
+                        Some(QueryEvent::Done(_)) | None => break None,
+                    }
                 };
                 if first.is_some() {
                     // After the answer is sent, see whether the result ends;
@@ -1226,9 +1233,11 @@ async fn finish_after_first_row(
     mut events: futures::stream::BoxStream<'static, Result<QueryEvent, Error>>,
 ) {
     let rest = async {
-        for _ in 0..FETCH_ONE_TAIL_ROWS {
+        let mut rows = 0;
+        while rows < FETCH_ONE_TAIL_ROWS {
             match events.next().await {
-                Some(Ok(QueryEvent::Row(_))) => continue,
+                Some(Ok(QueryEvent::Row(_))) => rows += 1,
+                Some(Ok(QueryEvent::Rows(batch))) => rows += batch.len(),
                 Some(Ok(QueryEvent::Done(_)) | Err(_)) | None => return true,
             }
         }
@@ -1251,8 +1260,7 @@ pub(crate) struct FrameSink<'a, M> {
     limits: Limits,
     metrics: &'a Metrics,
     database: &'a str,
-    batch: Vec<proto::Row>,
-    batch_bytes: usize,
+    batch: RowBatch,
     /// Rows taken so far.
     pub(crate) row_count: u64,
 }
@@ -1271,15 +1279,14 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             limits,
             metrics,
             database,
-            batch: Vec::new(),
-            batch_bytes: 0,
+            batch: RowBatch::new(),
             row_count: 0,
         }
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), Error> {
         let rows = match &frame {
-            Frame::Batch(batch) => batch.rows.len() as u64,
+            Frame::Batch(batch) => batch.len() as u64,
             _ => 0,
         };
         let stall = self.limits.stream_stall_timeout;
@@ -1297,9 +1304,14 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        self.send(Frame::Batch(proto::RowBatch { rows })).await
+        let rows = self.batch.take();
+        self.send(Frame::Batch(rows)).await
+    }
+
+    /// Whether the rows taken make a whole batch (by row count or size).
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= self.limits.batch_rows
+            || self.batch.byte_len() >= self.limits.batch_bytes
     }
 
     /// Sends the last rows and the summary.
@@ -1328,11 +1340,36 @@ impl<M: Send + 'static> RowSink for FrameSink<'_, M> {
 
     async fn row(&mut self, values: Vec<Value>) -> Result<(), Error> {
         self.row_count += 1;
-        self.batch_bytes += values.iter().map(Value::encoded_len_hint).sum::<usize>() + 2;
-        self.batch.push(values.into());
-        if self.batch.len() >= self.limits.batch_rows || self.batch_bytes >= self.limits.batch_bytes
-        {
+        self.batch.push(&values);
+        if self.batch_full() {
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// An adapter's batch joins the rows taken as it is (its bytes are the
+    /// wire's), whole when it fits in the batch being filled, row by row
+    /// otherwise.
+    async fn rows(&mut self, batch: RowBatch) -> Result<(), Error> {
+        self.row_count += batch.len() as u64;
+        let fits = self.batch.len() + batch.len() <= self.limits.batch_rows
+            && self.batch.byte_len() + batch.byte_len() <= self.limits.batch_bytes;
+        if fits {
+            if self.batch.is_empty() {
+                self.batch = batch;
+            } else {
+                self.batch.append(&batch);
+            }
+            if self.batch_full() {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
+        for row in batch.encoded_rows() {
+            self.batch.push_encoded(row);
+            if self.batch_full() {
+                self.flush().await?;
+            }
         }
         Ok(())
     }
@@ -1458,6 +1495,7 @@ async fn pump(
             None => next.await,
         };
         match event {
+            Ok(Some(Ok(QueryEvent::Rows(batch)))) => sink.rows(batch).await?,
             Ok(Some(Ok(QueryEvent::Row(values)))) => sink.row(values).await?,
             Ok(Some(Ok(QueryEvent::Done(outcome)))) => rows_affected = outcome.rows_affected,
             Ok(Some(Err(e))) | Err(e) => {
@@ -1516,7 +1554,7 @@ mod tests {
         while let Some(frame) = rx.recv().await {
             match frame.expect("frames").frame {
                 Some(Frame::Header(_)) => {}
-                Some(Frame::Batch(batch)) => rows += batch.rows.len(),
+                Some(Frame::Batch(batch)) => rows += batch.len(),
                 Some(Frame::Summary(_)) => panic!("a summary after a panic"),
                 None => panic!("an empty frame"),
             }

@@ -24,7 +24,7 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use futures::{TryFutureExt, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    Result, Value,
+    Result, RowWriter, Value,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::{
@@ -341,6 +341,25 @@ fn decode_value(row: &MySqlRow, i: usize) -> Result<Value> {
     })
 }
 
+/// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
+/// it; text is copied from the row straight into the batch, without a
+/// `String` in between.
+fn write_value(row: &MySqlRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
+    let raw = row.try_get_raw(i).map_err(mysql_error)?;
+    if !raw.is_null()
+        && matches!(
+            raw.type_info().name(),
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET"
+        )
+        && let Ok(text) = row.try_get_unchecked::<&str, _>(i)
+    {
+        out.text(text);
+        return Ok(());
+    }
+    out.value(&decode_value(row, i)?);
+    Ok(())
+}
+
 fn decode_column(row: &MySqlRow, i: usize) -> Result<Value> {
     let raw = row.try_get_raw(i).map_err(mysql_error)?;
     let type_info = raw.type_info();
@@ -540,10 +559,10 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
             columns,
             sql,
             args,
-            |row, number| {
-                (0..row.len())
-                    .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
-                    .collect()
+            |row, number, out| {
+                (0..row.len()).try_for_each(|i| {
+                    write_value(row, i, out).map_err(|e| at_row(e, number))
+                })
             },
             |outcome, done| {
                 outcome.rows_affected += done.rows_affected();

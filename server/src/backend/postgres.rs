@@ -23,7 +23,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use futures::{StreamExt as _, future::BoxFuture};
 use iadb::{
     Column, ConnectionConfig, DatabaseInterface, DatabaseType, Error, ErrorKind, ExecuteOutcome,
-    Result, Value,
+    Result, RowWriter, Value,
 };
 use sqlx::ConnectOptions as _;
 use sqlx::{
@@ -362,12 +362,31 @@ impl sqlx::Encode<'_, Postgres> for TextAs {
     }
 }
 
-/// Every value of `row`, the `number`th of its result (from 1); an error
-/// names the row and the column.
-fn decode_row(row: &PgRow, number: u64) -> Result<Vec<Value>> {
-    (0..row.len())
-        .map(|i| decode_value(row, i).map_err(|e| e.in_context(format_args!("row {number}"))))
-        .collect()
+/// Every value of `row`, the `number`th of its result (from 1), written
+/// into a batch's row; an error names the row and the column.
+fn decode_row(row: &PgRow, number: u64, out: &mut RowWriter<'_>) -> Result<()> {
+    for i in 0..row.len() {
+        write_value(row, i, out).map_err(|e| e.in_context(format_args!("row {number}")))?;
+    }
+    Ok(())
+}
+
+/// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
+/// it; text is copied from the row straight into the batch, without a
+/// `String` in between.
+fn write_value(row: &PgRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
+    let raw = row.try_get_raw(i).map_err(pg_error)?;
+    if !raw.is_null()
+        && matches!(
+            raw.type_info().name(),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN"
+        )
+    {
+        out.text(row.try_get_unchecked::<&str, _>(i).map_err(pg_error)?);
+        return Ok(());
+    }
+    out.value(&decode_value(row, i)?);
+    Ok(())
 }
 
 /// Reads column `i` of `row` by its PostgreSQL type.
