@@ -1562,6 +1562,92 @@ mod tests {
         assert_eq!(rows, 3);
     }
 
+    /// Runs `events` through the pump with `limits`; gives the rows of
+    /// each batch frame sent, and whether a summary ended the stream.
+    async fn pumped(
+        events: Vec<Result<QueryEvent, Error>>,
+        limits: Limits,
+    ) -> (Result<(), Error>, Vec<Vec<Vec<Value>>>, bool) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let stream = QueryStream {
+            columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
+            events: futures::stream::iter(events).boxed(),
+        };
+        let result = pump(stream, &tx, limits, None, &test_call()).await;
+        drop(tx);
+        let (mut batches, mut summary) = (Vec::new(), false);
+        while let Some(frame) = rx.recv().await {
+            match frame.expect("frames").frame {
+                Some(Frame::Batch(batch)) => batches.push(batch.to_rows().expect("rows")),
+                Some(Frame::Summary(s)) => summary = s.row_count > 0,
+                _ => {}
+            }
+        }
+        (result, batches, summary)
+    }
+
+    fn ints(from: i64, to: i64) -> Vec<Vec<Value>> {
+        (from..to).map(|i| vec![Value::Int(i)]).collect()
+    }
+
+    /// An adapter's batches reach the wire joined or split to the server's
+    /// limits, every row once and in order.
+    #[tokio::test]
+    async fn adapter_batches_are_sent_within_the_batch_limits() {
+        let events = vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(0, 5)))),
+            Ok(QueryEvent::Rows(RowBatch::from(ints(5, 6)))),
+            Ok(QueryEvent::Row(vec![Value::Int(6)])),
+            Ok(QueryEvent::Rows(RowBatch::from(ints(7, 10)))),
+            Ok(QueryEvent::Done(ExecuteOutcome::default())),
+        ];
+        let limits = Limits {
+            batch_rows: 3,
+            ..Limits::default()
+        };
+        let (result, batches, summary) = pumped(events, limits).await;
+        result.expect("the stream ends well");
+        assert!(summary);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        assert_eq!(batches.concat(), ints(0, 10));
+
+        // By size: each of these rows takes 6 bytes on the wire, so a
+        // batch is full at its second row.
+        let events = vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(0, 4)))),
+            Ok(QueryEvent::Rows(RowBatch::from(ints(4, 8)))),
+            Ok(QueryEvent::Done(ExecuteOutcome::default())),
+        ];
+        assert_eq!(RowBatch::from(ints(0, 4)).byte_len(), 24);
+        let limits = Limits {
+            batch_bytes: 10,
+            ..Limits::default()
+        };
+        let (result, batches, _) = pumped(events, limits).await;
+        result.expect("the stream ends well");
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 2]
+        );
+        assert_eq!(batches.concat(), ints(0, 8));
+    }
+
+    /// An error after a batch: its rows go out, then the error, no summary.
+    #[tokio::test]
+    async fn rows_before_an_error_are_sent_before_it() {
+        let events = vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(0, 5)))),
+            Err(Error::invalid_argument("cannot decode column 1")),
+        ];
+        let (result, batches, summary) = pumped(events, Limits::default()).await;
+        assert_eq!(result.expect_err("the error").kind(), ErrorKind::InvalidArgument);
+        assert!(!summary);
+        assert_eq!(batches.concat(), ints(0, 5));
+    }
+
     #[tokio::test]
     async fn a_panic_in_a_call_is_internal() {
         let result: Result<(), Error> = caught(async { panic!("bug") }).await;
