@@ -484,7 +484,11 @@ mod tests {
         let decoded = RowBatch::decode(batch.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded.to_rows().expect("rows"), rows);
-        let owned: Vec<Vec<Value>> = decoded.clone().into_rows().map(|r| r.expect("row")).collect();
+        let owned: Vec<Vec<Value>> = decoded
+            .clone()
+            .into_rows()
+            .map(|r| r.expect("row"))
+            .collect();
         assert_eq!(owned, rows);
         assert_eq!(decoded.encoded_rows().count(), 3);
         let mut copy = RowBatch::new();

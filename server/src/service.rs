@@ -1643,7 +1643,10 @@ mod tests {
             Err(Error::invalid_argument("cannot decode column 1")),
         ];
         let (result, batches, summary) = pumped(events, Limits::default()).await;
-        assert_eq!(result.expect_err("the error").kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            result.expect_err("the error").kind(),
+            ErrorKind::InvalidArgument
+        );
         assert!(!summary);
         assert_eq!(batches.concat(), ints(0, 5));
     }

@@ -18,7 +18,9 @@ use std::time::Instant;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let endpoint = args.next().unwrap_or_else(|| "http://127.0.0.1:50071".into());
+    let endpoint = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:50071".into());
     let sql = args
         .next()
         .unwrap_or_else(|| "SELECT id, label, score, at FROM bench_rows".into());

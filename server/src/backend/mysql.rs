@@ -560,9 +560,8 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
             sql,
             args,
             |row, number, out| {
-                (0..row.len()).try_for_each(|i| {
-                    write_value(row, i, out).map_err(|e| at_row(e, number))
-                })
+                (0..row.len())
+                    .try_for_each(|i| write_value(row, i, out).map_err(|e| at_row(e, number)))
             },
             |outcome, done| {
                 outcome.rows_affected += done.rows_affected();

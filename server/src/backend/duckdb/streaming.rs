@@ -123,8 +123,7 @@ pub(super) fn produce_rows(
                 Ok(values) => values,
                 Err(e) => {
                     // The rows read before the error go out before it.
-                    if !batch.is_empty()
-                        && rows.blocking_send(Ok(QueryEvent::Rows(batch))).is_err()
+                    if !batch.is_empty() && rows.blocking_send(Ok(QueryEvent::Rows(batch))).is_err()
                     {
                         return Ok(Flow::Stopped);
                     }
