@@ -173,9 +173,17 @@ pub(crate) fn format_datetime(t: &NaiveDateTime) -> String {
 // timestamp column.
 
 fn push_digits(out: &mut String, value: u32, width: u32) {
-    for i in (0..width).rev() {
-        let digit = (value / 10u32.pow(i)) % 10;
-        out.push(char::from(b'0' + digit as u8));
+    // Right to left, dividing by the constant 10 (a multiplication), not by
+    // a power of ten computed per digit (a division each).
+    let mut digits = [b'0'; 10];
+    let width = (width as usize).min(digits.len());
+    let mut rest = value;
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    for digit in &digits[..width] {
+        out.push(char::from(*digit));
     }
 }
 

@@ -346,15 +346,32 @@ fn decode_value(row: &MySqlRow, i: usize) -> Result<Value> {
 /// `String` in between.
 fn write_value(row: &MySqlRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
     let raw = row.try_get_raw(i).map_err(mysql_error)?;
-    if !raw.is_null()
-        && matches!(
-            raw.type_info().name(),
-            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET"
-        )
-        && let Ok(text) = row.try_get_unchecked::<&str, _>(i)
-    {
-        out.text(text);
-        return Ok(());
+    // The common types, read as `decode_column` reads them; a NULL (which
+    // may be a zero date), anything else, and any error, through
+    // `decode_value` itself.
+    if !raw.is_null() {
+        match raw.type_info().name() {
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+            | "SET" => {
+                if let Ok(text) = row.try_get_unchecked::<&str, _>(i) {
+                    out.text(text);
+                    return Ok(());
+                }
+            }
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                if let Ok(n) = row.try_get_unchecked::<i64, _>(i) {
+                    out.int(n);
+                    return Ok(());
+                }
+            }
+            "FLOAT" | "DOUBLE" => {
+                if let Ok(f) = row.try_get_unchecked::<f64, _>(i) {
+                    out.double(f);
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
     }
     out.value(&decode_value(row, i)?);
     Ok(())

@@ -376,16 +376,29 @@ fn decode_row(row: &PgRow, number: u64, out: &mut RowWriter<'_>) -> Result<()> {
 /// `String` in between.
 fn write_value(row: &PgRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
     let raw = row.try_get_raw(i).map_err(pg_error)?;
-    if !raw.is_null()
-        && matches!(
-            raw.type_info().name(),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN"
-        )
-    {
-        out.text(row.try_get_unchecked::<&str, _>(i).map_err(pg_error)?);
+    if raw.is_null() {
+        out.null();
         return Ok(());
     }
-    out.value(&decode_value(row, i)?);
+    // The common types first, read as `decode_value` reads them; anything
+    // else, and any error, through `decode_value` itself.
+    let type_info = raw.type_info();
+    let name = type_info.name();
+    match name {
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN" => {
+            out.text(row.try_get_unchecked::<&str, _>(i).map_err(pg_error)?);
+        }
+        "INT8" => out.int(row.try_get_unchecked(i).map_err(pg_error)?),
+        "INT4" => out.int(i64::from(
+            row.try_get_unchecked::<i32, _>(i).map_err(pg_error)?,
+        )),
+        "FLOAT8" => out.double(row.try_get_unchecked(i).map_err(pg_error)?),
+        "DATE" | "TIMESTAMP" | "TIMESTAMPTZ" => match decode_temporal(&raw, name) {
+            Ok(value) => out.value(&value),
+            Err(_) => out.value(&decode_value(row, i)?),
+        },
+        _ => out.value(&decode_value(row, i)?),
+    }
     Ok(())
 }
 
