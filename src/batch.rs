@@ -511,7 +511,7 @@ mod tests {
         let mut twice_row = Vec::new();
         prost::encoding::bytes::encode(1, &twice, &mut twice_row);
         let mut bad_text = Vec::new();
-        prost::encoding::bytes::encode(1, &[0x2a, 1, 0xff], &mut bad_text);
+        prost::encoding::bytes::encode(1, &vec![0x2a, 1, 0xff], &mut bad_text);
         for (row, expected) in [
             (unknown_in_row, Ok(vec![Value::Int(7)])),
             (twice_row, Ok(vec![Value::Int(2)])),

@@ -236,11 +236,9 @@ fn push_time(out: &mut String, t: &NaiveTime) {
 pub(crate) fn write_wire_temporal(v: &Value, out: &mut String) {
     use chrono::Timelike;
     match v {
-        Value::Date(d) => {
-            if !push_date(out, d) {
-                out.push_str(&format_date(d));
-            }
-        }
+        // The guard writes the date when it can; chrono writes the others.
+        Value::Date(d) if !push_date(out, d) => out.push_str(&format_date(d)),
+        Value::Date(_) => {}
         Value::Time(t) => push_time(out, t),
         Value::DateTime(t) => {
             if push_date(out, &t.date()) {
