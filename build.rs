@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Malformed messages are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
         .codec_path("crate::codec::WireCodec")
+        // Row batches are written by the adapters straight into their
+        // encoded form, and read by the client row by row (src/batch.rs).
+        .extern_path(".iadb.v1.RowBatch", "crate::RowBatch")
         .compile_fds(descriptors)?;
     Ok(())
 }

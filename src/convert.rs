@@ -64,7 +64,9 @@ impl TryFrom<proto::Value> for Value {
                     .map_err(|_| bad_value("time", &s, "HH:MM:SS[.fraction]"))?,
             ),
             Some(Kind::Datetime(s)) => Value::DateTime(
-                NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f")
+                crate::value::parse_naive_datetime(&s)
+                    .map(Ok)
+                    .unwrap_or_else(|| NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f"))
                     .or_else(|_| NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S%.f"))
                     .map_err(|_| bad_value("datetime", &s, "YYYY-MM-DDTHH:MM:SS[.fraction]"))?,
             ),

@@ -1,7 +1,7 @@
 //! The [`DatabaseInterface`] trait: one way to talk to a database, whether the
 //! adapter is in this process or behind the gRPC server.
 
-use crate::{Column, Error, QueryResult, Result, Row, Value};
+use crate::{Column, Error, QueryResult, Result, Row, RowBatch, Value};
 use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
 use std::{sync::Arc, time::Instant};
@@ -15,11 +15,16 @@ pub struct ExecuteOutcome {
     pub last_insert_id: Option<i64>,
 }
 
-/// One event of a running statement: a row, or the end with what it changed.
+/// One event of a running statement: a row or a batch of rows, or the end
+/// with what it changed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryEvent {
     /// The next row's values, in column order.
     Row(Vec<Value>),
+    /// The next rows, encoded as the wire carries them (never empty): what
+    /// the server's adapters give, so that a result travels from the
+    /// engine's cursor to the wire batch by batch.
+    Rows(RowBatch),
     /// The statement finished; no event follows.
     Done(ExecuteOutcome),
 }
@@ -79,6 +84,11 @@ pub async fn collect_query_result(stream: Result<QueryStream>, started: Instant)
         while let Some(event) = events.next().await {
             match event? {
                 QueryEvent::Row(values) => data.push(Row::new(columns.clone(), values)),
+                QueryEvent::Rows(batch) => {
+                    for values in batch.rows() {
+                        data.push(Row::new(columns.clone(), values?));
+                    }
+                }
                 QueryEvent::Done(o) => outcome = o,
             }
         }
@@ -167,15 +177,22 @@ pub trait DatabaseInterface: Send + Sync {
         let QueryStream { columns, events } = self.query(sql, params).await?;
         let row_columns = columns.clone();
         let rows = events
-            .filter_map(move |event| {
+            .flat_map(move |event| {
                 let columns = row_columns.clone();
-                async move {
-                    match event {
-                        Ok(QueryEvent::Row(values)) => Some(Ok(Row::new(columns, values))),
-                        Ok(QueryEvent::Done(_)) => None,
-                        Err(e) => Some(Err(e)),
+                // A batch's rows are decoded one by one as they are read.
+                let rows: Box<dyn Iterator<Item = Result<Row>> + Send> = match event {
+                    Ok(QueryEvent::Row(values)) => {
+                        Box::new(std::iter::once(Ok(Row::new(columns, values))))
                     }
-                }
+                    Ok(QueryEvent::Rows(batch)) => Box::new(
+                        batch
+                            .into_rows()
+                            .map(move |values| Ok(Row::new(columns.clone(), values?))),
+                    ),
+                    Ok(QueryEvent::Done(_)) => Box::new(std::iter::empty()),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                };
+                futures::stream::iter(rows)
             })
             .boxed();
         Ok(RowStream { columns, rows })

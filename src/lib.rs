@@ -7,6 +7,7 @@
 //! the two sides live in one module (`convert`), and so does the mapping of
 //! errors to gRPC status codes (`status`).
 
+mod batch;
 pub mod codec;
 mod config;
 pub mod convert;
@@ -22,10 +23,15 @@ mod value;
 pub mod proto {
     tonic::include_proto!("iadb.v1");
 
+    /// `iadb.v1.RowBatch`: rows kept in their encoded form
+    /// ([`crate::RowBatch`]).
+    pub use crate::RowBatch;
+
     /// The encoded `FileDescriptorSet` of `proto/`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("iadb_descriptor");
 }
 
+pub use batch::{EncodedRows, IntoRows, RowBatch, RowWriter};
 pub use config::{
     ConnectionConfig, DatabaseType, Dialect, EngineSpec, StoreDialect, UrlError, UrlForm,
     is_secret_option, redact_url_text,
@@ -38,4 +44,4 @@ pub use interface::{
 pub use result::{Column, QueryResult, Row};
 pub use scrub::ValueScrubber;
 pub use status::SQLSTATE_METADATA_KEY;
-pub use value::Value;
+pub use value::{Value, parse_naive_datetime};

@@ -173,9 +173,17 @@ pub(crate) fn format_datetime(t: &NaiveDateTime) -> String {
 // timestamp column.
 
 fn push_digits(out: &mut String, value: u32, width: u32) {
-    for i in (0..width).rev() {
-        let digit = (value / 10u32.pow(i)) % 10;
-        out.push(char::from(b'0' + digit as u8));
+    // Right to left, dividing by the constant 10 (a multiplication), not by
+    // a power of ten computed per digit (a division each).
+    let mut digits = [b'0'; 10];
+    let width = (width as usize).min(digits.len());
+    let mut rest = value;
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    for digit in &digits[..width] {
+        out.push(char::from(*digit));
     }
 }
 
@@ -219,6 +227,79 @@ fn push_time(out: &mut String, t: &NaiveTime) {
     };
     out.push('.');
     push_digits(out, fraction, width);
+}
+
+/// Writes a date, time or timestamp as the wire carries it (what
+/// [`format_date`] and its siblings return) at the end of `out`, which is
+/// kept from one value to the next: a streamed result writes one per value.
+/// Other kinds write nothing.
+pub(crate) fn write_wire_temporal(v: &Value, out: &mut String) {
+    use chrono::Timelike;
+    match v {
+        // The guard writes the date when it can; chrono writes the others.
+        Value::Date(d) if !push_date(out, d) => out.push_str(&format_date(d)),
+        Value::Date(_) => {}
+        Value::Time(t) => push_time(out, t),
+        Value::DateTime(t) => {
+            if push_date(out, &t.date()) {
+                out.push('T');
+                push_time(out, &t.time());
+            } else {
+                out.push_str(&format_datetime(t));
+            }
+        }
+        Value::TimestampTz(t) => {
+            let naive = t.naive_utc();
+            // What `to_rfc3339_opts(AutoSi, true)` prints, for years 0 to
+            // 9999 and no leap second; chrono itself writes the others.
+            if naive.nanosecond() < 1_000_000_000 && push_date(out, &naive.date()) {
+                out.push('T');
+                push_time(out, &naive.time());
+                out.push('Z');
+            } else {
+                out.push_str(&format_timestamp_tz(t));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads `YYYY-MM-DD HH:MM:SS` (or with `T` between date and time) with an
+/// optional fraction of 1 to 9 digits: the form the wire, SQLite and most
+/// engines' text use for a timestamp without zone. `None` for anything
+/// else, a leap second included: a caller that gets `None` parses with
+/// chrono's formats as before, whose result this one equals where it
+/// answers. A streamed result reads one per value, and chrono's
+/// `parse_from_str` reads its format string every time.
+pub fn parse_naive_datetime(s: &str) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let number = |at: usize, width: usize| -> Option<u32> {
+        b.get(at..at + width)?.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i32::try_from(number(0, 4)?).ok()?;
+    let date = NaiveDate::from_ymd_opt(year, number(5, 2)?, number(8, 2)?)?;
+    let (hour, minute, second) = (number(11, 2)?, number(14, 2)?, number(17, 2)?);
+    let nanos = match &b[19..] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            let n = number(20, digits.len())?;
+            n * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    if second > 59 {
+        return None;
+    }
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    Some(date.and_time(time))
 }
 
 /// Formats a UTC timestamp as RFC 3339 with `Z`.
@@ -319,6 +400,45 @@ pub(crate) fn is_decimal_literal(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The fast reader answers as chrono's formats do, or not at all.
+    #[test]
+    fn naive_datetimes_read_as_chrono_reads_them() {
+        let chrono_reads = |s: &str| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        };
+        let mut answered = 0;
+        for s in [
+            "2024-01-01 00:00:01",
+            "2024-02-29T23:59:59.5",
+            "2024-02-29 23:59:59.123456789",
+            "0000-01-01 00:00:00.000001",
+            "9999-12-31T23:59:59.999",
+            "2023-02-29 00:00:00",
+            "2024-13-01 00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01 23:60:00",
+            "2024-01-01 23:59:60",
+            "2024-01-01 23:59:59.",
+            "2024-01-01 23:59:59.1234567891",
+            "2024-01-01 23:59:59Z",
+            "2024-01-01 23:59:59+01:00",
+            "2024-1-01 23:59:59",
+            "+2024-01-01 23:59:59",
+            "2024-01-01",
+            "",
+            "2024-01-01 23:59:5é",
+        ] {
+            let fast = parse_naive_datetime(s);
+            if fast.is_some() {
+                answered += 1;
+                assert_eq!(fast, chrono_reads(s), "{s}");
+            }
+        }
+        assert_eq!(answered, 5);
+    }
+
     #[test]
     fn wire_formats_match_chrono() {
         let nanos = [
@@ -353,6 +473,17 @@ mod tests {
                         format_datetime(&at),
                         at.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
                     );
+                    let zoned = chrono::TimeZone::from_utc_datetime(&Utc, &at);
+                    for (value, expected) in [
+                        (Value::Date(date), format_date(&date)),
+                        (Value::Time(time), format_time(&time)),
+                        (Value::DateTime(at), format_datetime(&at)),
+                        (Value::TimestampTz(zoned), format_timestamp_tz(&zoned)),
+                    ] {
+                        let mut written = String::from("kept");
+                        write_wire_temporal(&value, &mut written);
+                        assert_eq!(written, format!("kept{expected}"), "{value:?}");
+                    }
                     checked += 1;
                 }
             }

@@ -539,9 +539,11 @@ impl RemoteDatabase {
             {
                 match (message.frame, summary.is_some()) {
                     (Some(Frame::Batch(batch)), false) => {
-                        for row in batch.rows {
+                        // The batch's bytes are kept and each row decoded
+                        // as it is read.
+                        for values in batch.into_rows() {
                             rows += 1;
-                            yield QueryEvent::Row(Vec::<Value>::try_from(row)?);
+                            yield QueryEvent::Row(values?);
                         }
                     }
                     (Some(Frame::Summary(s)), false) => summary = Some(s),

@@ -337,6 +337,21 @@ pub async fn print_stream<W: Write>(
                 printed.rows += 1;
                 progress.rows(printed.rows);
             }
+            Some(Ok(QueryEvent::Rows(batch))) => {
+                for values in batch.rows() {
+                    let values = match values {
+                        Ok(values) => values,
+                        Err(e) => {
+                            progress.done();
+                            sink.pause()?;
+                            return Err(e.into());
+                        }
+                    };
+                    sink.row(&values)?;
+                    printed.rows += 1;
+                    progress.rows(printed.rows);
+                }
+            }
             Some(Ok(QueryEvent::Done(outcome))) => printed.outcome = Some(outcome),
             Some(Err(e)) => {
                 progress.done();

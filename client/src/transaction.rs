@@ -336,8 +336,8 @@ impl Transaction {
                 };
                 match frame {
                     Frame::Batch(batch) => {
-                        for row in batch.rows {
-                            let values = match Vec::<Value>::try_from(row) {
+                        for values in batch.into_rows() {
+                            let values = match values {
                                 Ok(values) => values,
                                 Err(e) => Err(tx.end(e))?,
                             };

@@ -19,7 +19,8 @@ use crate::{
 use futures::FutureExt;
 use futures::StreamExt;
 use iadb::{
-    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, Value, ValueScrubber,
+    DatabaseType, Error, ErrorKind, ExecuteOutcome, QueryEvent, QueryStream, RowBatch, Value,
+    ValueScrubber,
     convert::params_from_proto,
     proto::{self, database_server::Database, fetch_all_response::Frame},
 };
@@ -857,9 +858,15 @@ impl Database for DatabaseService {
                 }
                 let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
                 let mut events = caught_events(events);
-                let first = match events.next().await.transpose()? {
-                    Some(QueryEvent::Row(values)) => Some(values),
-                    Some(QueryEvent::Done(_)) | None => None,
+                let first = loop {
+                    match events.next().await.transpose()? {
+                        Some(QueryEvent::Row(values)) => break Some(values),
+                        Some(QueryEvent::Rows(batch)) => match batch.into_rows().next() {
+                            Some(values) => break Some(values?),
+                            None => continue,
+                        },
+                        Some(QueryEvent::Done(_)) | None => break None,
+                    }
                 };
                 if first.is_some() {
                     // After the answer is sent, see whether the result ends;
@@ -1223,9 +1230,11 @@ async fn finish_after_first_row(
     mut events: futures::stream::BoxStream<'static, Result<QueryEvent, Error>>,
 ) {
     let rest = async {
-        for _ in 0..FETCH_ONE_TAIL_ROWS {
+        let mut rows = 0;
+        while rows < FETCH_ONE_TAIL_ROWS {
             match events.next().await {
-                Some(Ok(QueryEvent::Row(_))) => continue,
+                Some(Ok(QueryEvent::Row(_))) => rows += 1,
+                Some(Ok(QueryEvent::Rows(batch))) => rows += batch.len(),
                 Some(Ok(QueryEvent::Done(_)) | Err(_)) | None => return true,
             }
         }
@@ -1248,8 +1257,7 @@ pub(crate) struct FrameSink<'a, M> {
     limits: Limits,
     metrics: &'a Metrics,
     database: &'a str,
-    batch: Vec<proto::Row>,
-    batch_bytes: usize,
+    batch: RowBatch,
     /// Rows taken so far.
     pub(crate) row_count: u64,
 }
@@ -1268,15 +1276,14 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             limits,
             metrics,
             database,
-            batch: Vec::new(),
-            batch_bytes: 0,
+            batch: RowBatch::new(),
             row_count: 0,
         }
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), Error> {
         let rows = match &frame {
-            Frame::Batch(batch) => batch.rows.len() as u64,
+            Frame::Batch(batch) => batch.len() as u64,
             _ => 0,
         };
         let stall = self.limits.stream_stall_timeout;
@@ -1294,9 +1301,14 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        self.send(Frame::Batch(proto::RowBatch { rows })).await
+        let rows = self.batch.take();
+        self.send(Frame::Batch(rows)).await
+    }
+
+    /// Whether the rows taken make a whole batch (by row count or size).
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= self.limits.batch_rows
+            || self.batch.byte_len() >= self.limits.batch_bytes
     }
 
     /// Sends the last rows and the summary.
@@ -1325,11 +1337,36 @@ impl<M: Send + 'static> RowSink for FrameSink<'_, M> {
 
     async fn row(&mut self, values: Vec<Value>) -> Result<(), Error> {
         self.row_count += 1;
-        self.batch_bytes += values.iter().map(Value::encoded_len_hint).sum::<usize>() + 2;
-        self.batch.push(values.into());
-        if self.batch.len() >= self.limits.batch_rows || self.batch_bytes >= self.limits.batch_bytes
-        {
+        self.batch.push(&values);
+        if self.batch_full() {
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// An adapter's batch joins the rows taken as it is (its bytes are the
+    /// wire's), whole when it fits in the batch being filled, row by row
+    /// otherwise.
+    async fn rows(&mut self, batch: RowBatch) -> Result<(), Error> {
+        self.row_count += batch.len() as u64;
+        let fits = self.batch.len() + batch.len() <= self.limits.batch_rows
+            && self.batch.byte_len() + batch.byte_len() <= self.limits.batch_bytes;
+        if fits {
+            if self.batch.is_empty() {
+                self.batch = batch;
+            } else {
+                self.batch.append(&batch);
+            }
+            if self.batch_full() {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
+        for row in batch.encoded_rows() {
+            self.batch.push_encoded(row);
+            if self.batch_full() {
+                self.flush().await?;
+            }
         }
         Ok(())
     }
@@ -1455,6 +1492,7 @@ async fn pump(
             None => next.await,
         };
         match event {
+            Ok(Some(Ok(QueryEvent::Rows(batch)))) => sink.rows(batch).await?,
             Ok(Some(Ok(QueryEvent::Row(values)))) => sink.row(values).await?,
             Ok(Some(Ok(QueryEvent::Done(outcome)))) => rows_affected = outcome.rows_affected,
             Ok(Some(Err(e))) | Err(e) => {
@@ -1513,12 +1551,101 @@ mod tests {
         while let Some(frame) = rx.recv().await {
             match frame.expect("frames").frame {
                 Some(Frame::Header(_)) => {}
-                Some(Frame::Batch(batch)) => rows += batch.rows.len(),
+                Some(Frame::Batch(batch)) => rows += batch.len(),
                 Some(Frame::Summary(_)) => panic!("a summary after a panic"),
                 None => panic!("an empty frame"),
             }
         }
         assert_eq!(rows, 3);
+    }
+
+    /// Runs `events` through the pump with `limits`; gives the rows of
+    /// each batch frame sent, and whether a summary ended the stream.
+    async fn pumped(
+        events: Vec<Result<QueryEvent, Error>>,
+        limits: Limits,
+    ) -> (Result<(), Error>, Vec<Vec<Vec<Value>>>, bool) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let stream = QueryStream {
+            columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
+            events: futures::stream::iter(events).boxed(),
+        };
+        let result = pump(stream, &tx, limits, None, &test_call()).await;
+        drop(tx);
+        let (mut batches, mut summary) = (Vec::new(), false);
+        while let Some(frame) = rx.recv().await {
+            match frame.expect("frames").frame {
+                Some(Frame::Batch(batch)) => batches.push(batch.to_rows().expect("rows")),
+                Some(Frame::Summary(s)) => summary = s.row_count > 0,
+                _ => {}
+            }
+        }
+        (result, batches, summary)
+    }
+
+    fn ints(from: i64, to: i64) -> Vec<Vec<Value>> {
+        (from..to).map(|i| vec![Value::Int(i)]).collect()
+    }
+
+    /// An adapter's batches reach the wire joined or split to the server's
+    /// limits, every row once and in order.
+    #[tokio::test]
+    async fn adapter_batches_are_sent_within_the_batch_limits() {
+        let events = vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(0, 5)))),
+            Ok(QueryEvent::Rows(RowBatch::from(ints(5, 6)))),
+            Ok(QueryEvent::Row(vec![Value::Int(6)])),
+            Ok(QueryEvent::Rows(RowBatch::from(ints(7, 10)))),
+            Ok(QueryEvent::Done(ExecuteOutcome::default())),
+        ];
+        let limits = Limits {
+            batch_rows: 3,
+            ..Limits::default()
+        };
+        let (result, batches, summary) = pumped(events, limits).await;
+        result.expect("the stream ends well");
+        assert!(summary);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        assert_eq!(batches.concat(), ints(0, 10));
+
+        // By size: each of these rows takes 6 bytes on the wire, so a
+        // batch is full at its second row.
+        let events = vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(0, 4)))),
+            Ok(QueryEvent::Rows(RowBatch::from(ints(4, 8)))),
+            Ok(QueryEvent::Done(ExecuteOutcome::default())),
+        ];
+        assert_eq!(RowBatch::from(ints(0, 4)).byte_len(), 24);
+        let limits = Limits {
+            batch_bytes: 10,
+            ..Limits::default()
+        };
+        let (result, batches, _) = pumped(events, limits).await;
+        result.expect("the stream ends well");
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 2, 2, 2]
+        );
+        assert_eq!(batches.concat(), ints(0, 8));
+    }
+
+    /// An error after a batch: its rows go out, then the error, no summary.
+    #[tokio::test]
+    async fn rows_before_an_error_are_sent_before_it() {
+        let events = vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(0, 5)))),
+            Err(Error::invalid_argument("cannot decode column 1")),
+        ];
+        let (result, batches, summary) = pumped(events, Limits::default()).await;
+        assert_eq!(
+            result.expect_err("the error").kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(!summary);
+        assert_eq!(batches.concat(), ints(0, 5));
     }
 
     #[tokio::test]

@@ -125,9 +125,7 @@ fn batches(n: u64) -> Vec<FetchAllResponse> {
         .collect();
     rows.chunks(100)
         .map(|chunk| FetchAllResponse {
-            frame: Some(Frame::Batch(RowBatch {
-                rows: chunk.to_vec(),
-            })),
+            frame: Some(Frame::Batch(RowBatch::from_proto_rows(chunk))),
         })
         .collect()
 }

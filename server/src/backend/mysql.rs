@@ -17,7 +17,7 @@ use super::sqlx_common::{
 };
 use chrono::{TimeZone, Utc};
 use futures::TryFutureExt;
-use iadb::DatabaseInterface;
+use iadb::{DatabaseInterface, RowWriter};
 use sqlx::{
     Arguments, Connection, MySql,
     encode::IsNull,
@@ -323,6 +323,42 @@ fn decode_value(row: &MySqlRow, i: usize) -> Result<Value> {
     })
 }
 
+/// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
+/// it; text is copied from the row straight into the batch, without a
+/// `String` in between.
+fn write_value(row: &MySqlRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
+    let raw = row.try_get_raw(i).map_err(mysql_error)?;
+    // The common types, read as `decode_column` reads them; a NULL (which
+    // may be a zero date), anything else, and any error, through
+    // `decode_value` itself.
+    if !raw.is_null() {
+        match raw.type_info().name() {
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+            | "SET" => {
+                if let Ok(text) = row.try_get_unchecked::<&str, _>(i) {
+                    out.text(text);
+                    return Ok(());
+                }
+            }
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                if let Ok(n) = row.try_get_unchecked::<i64, _>(i) {
+                    out.int(n);
+                    return Ok(());
+                }
+            }
+            "FLOAT" | "DOUBLE" => {
+                if let Ok(f) = row.try_get_unchecked::<f64, _>(i) {
+                    out.double(f);
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.value(&decode_value(row, i)?);
+    Ok(())
+}
+
 fn decode_column(row: &MySqlRow, i: usize) -> Result<Value> {
     let raw = row.try_get_raw(i).map_err(mysql_error)?;
     let type_info = raw.type_info();
@@ -522,10 +558,9 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
             columns,
             sql,
             args,
-            |row, number| {
+            |row, number, out| {
                 (0..row.len())
-                    .map(|i| decode_value(row, i).map_err(|e| at_row(e, number)))
-                    .collect()
+                    .try_for_each(|i| write_value(row, i, out).map_err(|e| at_row(e, number)))
             },
             |outcome, done| {
                 outcome.rows_affected += done.rows_affected();

@@ -18,7 +18,7 @@ use super::{
 use crate::placeholders::rewrite_numbered;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use iadb::DatabaseInterface;
+use iadb::{DatabaseInterface, RowWriter};
 use sqlx::{
     Arguments, Either,
     postgres::{
@@ -349,12 +349,44 @@ impl sqlx::Encode<'_, Postgres> for TextAs {
     }
 }
 
-/// Every value of `row`, the `number`th of its result (from 1); an error
-/// names the row and the column.
-fn decode_row(row: &PgRow, number: u64) -> Result<Vec<Value>> {
-    (0..row.len())
-        .map(|i| decode_value(row, i).map_err(|e| e.in_context(format_args!("row {number}"))))
-        .collect()
+/// Every value of `row`, the `number`th of its result (from 1), written
+/// into a batch's row; an error names the row and the column.
+fn decode_row(row: &PgRow, number: u64, out: &mut RowWriter<'_>) -> Result<()> {
+    for i in 0..row.len() {
+        write_value(row, i, out).map_err(|e| e.in_context(format_args!("row {number}")))?;
+    }
+    Ok(())
+}
+
+/// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
+/// it; text is copied from the row straight into the batch, without a
+/// `String` in between.
+fn write_value(row: &PgRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
+    let raw = row.try_get_raw(i).map_err(pg_error)?;
+    if raw.is_null() {
+        out.null();
+        return Ok(());
+    }
+    // The common types first, read as `decode_value` reads them; anything
+    // else, and any error, through `decode_value` itself.
+    let type_info = raw.type_info();
+    let name = type_info.name();
+    match name {
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN" => {
+            out.text(row.try_get_unchecked::<&str, _>(i).map_err(pg_error)?);
+        }
+        "INT8" => out.int(row.try_get_unchecked(i).map_err(pg_error)?),
+        "INT4" => out.int(i64::from(
+            row.try_get_unchecked::<i32, _>(i).map_err(pg_error)?,
+        )),
+        "FLOAT8" => out.double(row.try_get_unchecked(i).map_err(pg_error)?),
+        "DATE" | "TIMESTAMP" | "TIMESTAMPTZ" => match decode_temporal(&raw, name) {
+            Ok(value) => out.value(&value),
+            Err(_) => out.value(&decode_value(row, i)?),
+        },
+        _ => out.value(&decode_value(row, i)?),
+    }
+    Ok(())
 }
 
 /// Reads column `i` of `row` by its PostgreSQL type.

@@ -7,7 +7,7 @@
 //! back.
 
 use async_trait::async_trait;
-use iadb::{Column, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, Value};
+use iadb::{Column, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, RowBatch, Value};
 use std::sync::Arc;
 
 /// Isolation levels a transaction may ask for.
@@ -80,6 +80,33 @@ pub trait RowSink: Send {
     async fn columns(&mut self, columns: Arc<[Column]>) -> Result<()>;
     /// The next row, in column order.
     async fn row(&mut self, values: Vec<Value>) -> Result<()>;
+    /// The next rows, as an adapter read them from its cursor. By default
+    /// each is decoded and given to [`RowSink::row`].
+    async fn rows(&mut self, batch: RowBatch) -> Result<()> {
+        for values in batch.into_rows() {
+            self.row(values?).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Most rows an adapter reads from its cursor into one batch
+/// ([`iadb::QueryEvent::Rows`]). The server sends batches bounded by its
+/// own limits (`--batch-rows`, `--batch-bytes`), joining or splitting
+/// these; this bound keeps an adapter's batch small, so that a result's
+/// memory does not grow with it, and large enough that the work per batch
+/// (a trip through the streams between the cursor and the wire, a look
+/// for a client that left) is spread over many rows.
+pub const ADAPTER_BATCH_ROWS: usize = 512;
+
+/// Most bytes (about: the row that passes it is kept) in one adapter's
+/// batch.
+pub const ADAPTER_BATCH_BYTES: usize = 128 * 1024;
+
+/// Whether an adapter's `batch` is full ([`ADAPTER_BATCH_ROWS`],
+/// [`ADAPTER_BATCH_BYTES`]) and goes to the consumer.
+pub fn step_batch_full(batch: &RowBatch) -> bool {
+    batch.len() >= ADAPTER_BATCH_ROWS || batch.byte_len() >= ADAPTER_BATCH_BYTES
 }
 
 /// A sink that keeps every row, up to a size limit (a batch's results).

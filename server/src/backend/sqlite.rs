@@ -6,11 +6,12 @@
 
 use super::{
     sqlite_sandbox::{ALLOW_ATTACH_OPTION, REFUSED_HINT, SqliteSandbox},
-    sqlx_common::{PoolSlot, Readied, Step, finds_a_row, prelude::*},
+    sqlx_common::{PoolSlot, Readied, Step, finds_a_row, prelude::*, step_batch_full},
 };
 use crate::placeholders::Dialect;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use iadb::{RowBatch, RowWriter};
 use sqlx::TransactionManager as _;
 use sqlx::{
     Connection, Either,
@@ -271,6 +272,28 @@ fn decode_value(row: &SqliteRow, i: usize, declared: &str) -> Result<Value> {
     })
 }
 
+/// Writes column `i` of `row` into a batch's row: as [`decode_value`]
+/// reads it, with integers, doubles and plain text (the common kinds)
+/// written straight from the row, without a [`Value`] in between.
+fn write_value(row: &SqliteRow, i: usize, declared: &str, out: &mut RowWriter<'_>) -> Result<()> {
+    let raw = row.try_get_raw(i).map_err(sqlite_error)?;
+    if raw.is_null() {
+        out.null();
+        return Ok(());
+    }
+    match raw.type_info().name() {
+        "INTEGER" if declared != "BOOLEAN" => {
+            out.int(row.try_get_unchecked(i).map_err(sqlite_error)?);
+        }
+        "REAL" => out.double(row.try_get_unchecked(i).map_err(sqlite_error)?),
+        "TEXT" if !matches!(declared, "DATE" | "TIME" | "DATETIME" | "NUMERIC") => {
+            out.text(row.try_get_unchecked::<&str, _>(i).map_err(sqlite_error)?);
+        }
+        _ => out.value(&decode_value(row, i, declared)?),
+    }
+    Ok(())
+}
+
 /// A TEXT value in a column declared as a date, time or number becomes that
 /// kind when it parses as one; otherwise it stays text.
 fn typed_text(s: String, declared: &str) -> Value {
@@ -288,6 +311,12 @@ fn typed_text(s: String, declared: &str) -> Value {
 }
 
 fn parse_datetime(s: &str) -> Option<Value> {
+    // The common form (`YYYY-MM-DD HH:MM:SS[.f]`, what SQLite's own
+    // `datetime()` writes) first: it has no zone, so none of the zoned
+    // forms below would read it.
+    if let Some(t) = iadb::parse_naive_datetime(s) {
+        return Some(Value::DateTime(t));
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(Value::TimestampTz(t.with_timezone(&Utc)));
     }
@@ -400,18 +429,20 @@ fn steps(conn: &mut sqlx::SqliteConnection, statement: SqliteStatement) -> Steps
     Box::pin(async_stream::try_stream! {
         let mut outcome = ExecuteOutcome::default();
         let mut declared: Option<Vec<String>> = None;
+        let mut batch = RowBatch::new();
+        let mut failed = None;
         {
             let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
             while let Some(item) = results.next().await {
-                match item.map_err(sqlite_error)? {
-                    Either::Left(done) if dml => {
+                match item.map_err(sqlite_error) {
+                    Ok(Either::Left(done)) if dml => {
                         outcome.rows_affected += done.rows_affected();
                         if done.rows_affected() > 0 {
                             outcome.last_insert_id = Some(done.last_insert_rowid());
                         }
                     }
-                    Either::Left(_) => {}
-                    Either::Right(row) => {
+                    Ok(Either::Left(_)) => {}
+                    Ok(Either::Right(row)) => {
                         if declared.is_none() {
                             let columns = columns_of(row.columns());
                             declared =
@@ -419,14 +450,33 @@ fn steps(conn: &mut sqlx::SqliteConnection, statement: SqliteStatement) -> Steps
                             yield Step::Columns(columns);
                         }
                         let types = declared.as_deref().unwrap_or_default();
-                        let mut values = Vec::with_capacity(types.len());
-                        for (i, ty) in types.iter().enumerate() {
-                            values.push(decode_value(&row, i, ty)?);
+                        let mut writer = batch.row();
+                        let written = types
+                            .iter()
+                            .enumerate()
+                            .try_for_each(|(i, ty)| write_value(&row, i, ty, &mut writer));
+                        if let Err(e) = written {
+                            failed = Some(e);
+                            break;
                         }
-                        yield Step::Row(values);
+                        writer.end();
+                        if step_batch_full(&batch) {
+                            yield Step::Rows(batch.take());
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
                     }
                 }
             }
+        }
+        // The rows read before an error go out before it.
+        if !batch.is_empty() {
+            yield Step::Rows(batch.take());
+        }
+        if let Some(e) = failed {
+            Err(e)?;
         }
         if declared.is_none() {
             let statement = conn.prepare(&sql).await.map_err(sqlite_error)?;
@@ -690,10 +740,10 @@ mod tests {
         assert_eq!(
             events,
             [
-                QueryEvent::Row(vec![
+                QueryEvent::Rows(RowBatch::from(vec![vec![
                     Value::Int(1),
                     Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap())
-                ]),
+                ]])),
                 QueryEvent::Done(ExecuteOutcome {
                     rows_affected: 1,
                     last_insert_id: Some(1)

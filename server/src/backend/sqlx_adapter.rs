@@ -173,7 +173,7 @@ impl<E: SqlxEngine> DatabaseInterface for SqlxBackend<E> {
             }
         };
         let events = steps.map(|step| match step {
-            Ok(Step::Row(values)) => Ok(QueryEvent::Row(values)),
+            Ok(Step::Rows(batch)) => Ok(QueryEvent::Rows(batch)),
             Ok(Step::Done(outcome)) => Ok(QueryEvent::Done(outcome)),
             Ok(Step::Columns(_)) => Err(Error::internal(format!(
                 "{}: columns given twice",

@@ -3,12 +3,13 @@
 //! and the generic [`SqlxSession`]. The generic pooled adapter is
 //! `sqlx_adapter`.
 
+pub(crate) use super::session::step_batch_full;
 use super::{
     WaitGuard,
     session::{RowSink, Session, TxOptions},
 };
 use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
-use iadb::{Error, ErrorKind, ExecuteOutcome, Value};
+use iadb::{Error, ErrorKind, ExecuteOutcome, RowBatch, RowWriter, Value};
 use sqlx::TransactionManager as _;
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
 use std::sync::{
@@ -209,12 +210,15 @@ impl<DB: sqlx::Database> PoolSlot<DB> {
 }
 
 /// One step of a statement's result as its engine reads it: the columns
-/// once, before any row; the rows; then what the statement changed.
+/// once, before any row; the rows, batch by batch; then what the statement
+/// changed.
 pub enum Step {
     /// The result's columns (empty for a statement without a result).
     Columns(Arc<[iadb::Column]>),
-    /// The next row, in column order.
-    Row(Vec<Value>),
+    /// The next rows (never empty), each written straight from the
+    /// engine's row into the batch's wire form, up to
+    /// [`step_batch_full`].
+    Rows(RowBatch),
     /// The statement ended: what it changed.
     Done(ExecuteOutcome),
 }
@@ -453,7 +457,7 @@ pub(crate) async fn query_into<E: SqlxEngine>(
     while let Some(step) = steps.next().await {
         match step? {
             Step::Columns(columns) => sink.columns(columns).await?,
-            Step::Row(values) => sink.row(values).await?,
+            Step::Rows(batch) => sink.rows(batch).await?,
             Step::Done(outcome) => return Ok(outcome),
         }
     }
@@ -463,9 +467,11 @@ pub(crate) async fn query_into<E: SqlxEngine>(
     )))
 }
 
-/// Decodes a row, given its number in the result (from 1).
+/// Decodes a row, given its number in the result (from 1), into a
+/// batch's row.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) type DecodeRow<DB> = fn(&<DB as sqlx::Database>::Row, u64) -> Result<Vec<Value>, Error>;
+pub(crate) type DecodeRow<DB> =
+    fn(&<DB as sqlx::Database>::Row, u64, &mut RowWriter<'_>) -> Result<(), Error>;
 
 /// The steps of a statement prepared on `conn` (its `columns` known from
 /// the prepare, its arguments bound as `args`): the columns, its rows,
@@ -489,15 +495,39 @@ where
         yield Step::Columns(columns);
         let mut outcome = ExecuteOutcome::default();
         let mut row_number = 0u64;
-        let mut results = sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args));
-        while let Some(item) = results.next().await {
-            match item.map_err(E::map_error)? {
-                sqlx::Either::Left(done) => count(&mut outcome, &done),
-                sqlx::Either::Right(row) => {
-                    row_number += 1;
-                    yield Step::Row(decode(&row, row_number)?);
+        let mut batch = RowBatch::new();
+        let mut failed = None;
+        {
+            let mut results =
+                sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args));
+            while let Some(item) = results.next().await {
+                match item.map_err(E::map_error) {
+                    Ok(sqlx::Either::Left(done)) => count(&mut outcome, &done),
+                    Ok(sqlx::Either::Right(row)) => {
+                        row_number += 1;
+                        let mut writer = batch.row();
+                        if let Err(e) = decode(&row, row_number, &mut writer) {
+                            failed = Some(e);
+                            break;
+                        }
+                        writer.end();
+                        if step_batch_full(&batch) {
+                            yield Step::Rows(batch.take());
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
+        }
+        // The rows read before an error go out before it.
+        if !batch.is_empty() {
+            yield Step::Rows(batch.take());
+        }
+        if let Some(e) = failed {
+            Err(e)?;
         }
         yield Step::Done(outcome);
     })
@@ -517,7 +547,7 @@ pub(crate) fn finds_a_row<E: SqlxEngine>(
         let mut steps = E::steps(conn, statement);
         let mut found = false;
         while let Some(step) = steps.next().await {
-            found |= matches!(step?, Step::Row(_));
+            found |= matches!(step?, Step::Rows(batch) if !batch.is_empty());
         }
         Ok(found)
     })

@@ -76,6 +76,7 @@ impl Backend for D1Backend {
                 while let Some(event) = events.next().await {
                     match event? {
                         QueryEvent::Row(values) => sink.row(values).await?,
+                        QueryEvent::Rows(batch) => sink.rows(batch).await?,
                         QueryEvent::Done(done) => outcome = done,
                     }
                 }

@@ -81,9 +81,10 @@ use pool::{ConnectionPool, PooledConnection, open_database};
 use session::{DuckDbTxSession, execute_statement};
 use streaming::{apply_sets, stream_statement};
 
-/// Rows buffered between DuckDB and the consumer of one stream. Small: the
-/// engine is already one data chunk ahead, and a row may be large.
-const ROW_CHANNEL_CAPACITY: usize = 256;
+/// Batches of rows (each bounded as `session::step_batch_full` says)
+/// buffered between DuckDB and the consumer of one stream. Small: the
+/// engine is already one data chunk ahead, and memory stays bounded.
+const ROW_CHANNEL_CAPACITY: usize = 2;
 
 /// DuckDB's own read-ahead for a streaming result (`streaming_buffer_size`,
 /// about 1 MB by default, set per connection). iadb's channel is the buffer

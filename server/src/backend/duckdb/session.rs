@@ -267,6 +267,7 @@ impl Session for DuckDbTxSession {
             while let Some(event) = rows_rx.recv().await {
                 let sent = match event {
                     Ok(QueryEvent::Row(values)) => sink.row(values).await,
+                    Ok(QueryEvent::Rows(batch)) => sink.rows(batch).await,
                     Ok(QueryEvent::Done(_)) => Ok(()),
                     Err(e) => Err(e),
                 };

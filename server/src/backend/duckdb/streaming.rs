@@ -7,8 +7,9 @@ use super::{
     errors::{in_set, map_duckdb_error},
     pool::PooledConnection,
 };
+use crate::backend::session::step_batch_full;
 use duckdb::{Connection, arrow::array::Array};
-use iadb::{Column, Error, ExecuteOutcome, QueryEvent, Result, Value};
+use iadb::{Column, Error, ExecuteOutcome, QueryEvent, Result, RowBatch, Value};
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::Arc,
@@ -113,12 +114,33 @@ pub(super) fn produce_rows(
             }
             continue;
         }
+        // The chunk's rows go to the consumer in batches, as the sqlx
+        // adapters send theirs.
+        let mut batch = RowBatch::new();
         for row in 0..chunk.len() {
             number += 1;
-            let values = layout.decode_row(&chunk, row, number)?;
-            if rows.blocking_send(Ok(QueryEvent::Row(values))).is_err() {
+            let values = match layout.decode_row(&chunk, row, number) {
+                Ok(values) => values,
+                Err(e) => {
+                    // The rows read before the error go out before it.
+                    if !batch.is_empty() && rows.blocking_send(Ok(QueryEvent::Rows(batch))).is_err()
+                    {
+                        return Ok(Flow::Stopped);
+                    }
+                    return Err(e);
+                }
+            };
+            batch.push(&values);
+            if step_batch_full(&batch)
+                && rows
+                    .blocking_send(Ok(QueryEvent::Rows(batch.take())))
+                    .is_err()
+            {
                 return Ok(Flow::Stopped);
             }
+        }
+        if !batch.is_empty() && rows.blocking_send(Ok(QueryEvent::Rows(batch))).is_err() {
+            return Ok(Flow::Stopped);
         }
     }
     Ok(Flow::Done(outcome))
