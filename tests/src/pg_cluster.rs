@@ -131,7 +131,10 @@ impl PgCluster {
     /// `pg_ctl promote -w`: returns once the standby is a primary.
     pub fn promote(&self) -> Result<(), String> {
         let data = self.data_dir();
-        let out = self.run("pg_ctl", &["promote", "-w", "-t", "60", "-D", path_str(&data)?])?;
+        let out = self.run(
+            "pg_ctl",
+            &["promote", "-w", "-t", "60", "-D", path_str(&data)?],
+        )?;
         if out.status.success() {
             Ok(())
         } else {

@@ -42,7 +42,10 @@ async fn primary_and_standby() -> Option<(Arc<PgCluster>, Arc<PgCluster>)> {
     match made {
         Ok(pair) => Some(pair),
         Err(why) => {
-            skip("throwaway postgresql primary and standby (replica test)", &why);
+            skip(
+                "throwaway postgresql primary and standby (replica test)",
+                &why,
+            );
             None
         }
     }
@@ -208,7 +211,7 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
                 &[Value::Int(20 + i as i64)],
             )
             .await;
-        assert!(returned.success, "{:?}", returned.error);
+        assert!(returned.success, "{:?}", returned.error_message);
     }
 
     // Replay paused on the standby, then a write: a read bounded at 500 ms
@@ -235,7 +238,7 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
     for (i, server) in servers.iter().enumerate() {
         let bounded = client(server, Some(Duration::from_millis(500))).await;
         let query = "SELECT pg_is_in_recovery(), (SELECT count(*) FROM seen WHERE id = 2)";
-        let mut on_standby_reads = 0;
+        let on_standby_reads = AtomicUsize::new(0);
         let fell_back = poll(Duration::from_secs(10), || async {
             let row = bounded
                 .fetch_one(query, &[])
@@ -249,7 +252,7 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
                 i64::from(!standby_answered),
                 "server {i}: {row:?}"
             );
-            on_standby_reads += usize::from(standby_answered);
+            on_standby_reads.fetch_add(usize::from(standby_answered), Ordering::Relaxed);
             !standby_answered
         })
         .await;
@@ -258,26 +261,35 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
         });
         println!(
             "server {i}: lag-bound fallback: a 500 ms-bound read went to the primary {} ms after \
-             the write ({} ms after the write on this server's first poll; {on_standby_reads} \
+             the write ({} ms after the write on this server's first poll; {} \
              reads on the standby before)",
             written.elapsed().as_millis(),
-            fell_back.as_millis()
+            fell_back.as_millis(),
+            on_standby_reads.load(Ordering::Relaxed)
         );
         // The lag only grows while replay is paused: every later bounded
         // read sees the write.
         for _ in 0..10 {
-            let row = bounded.fetch_one(query, &[]).await.expect("read").expect("row");
+            let row = bounded
+                .fetch_one(query, &[])
+                .await
+                .expect("read")
+                .expect("row");
             assert_eq!(int(&row, 1), 1, "server {i}: {row:?}");
         }
+        // Health reports the lag its last check measured.
         let strong = client(server, None).await;
-        let health = members(&strong).await;
-        let replica = health
-            .iter()
-            .find(|m| m.role == "replica")
-            .expect("a replica member");
+        let reported = poll(Duration::from_secs(5), || async {
+            members(&strong)
+                .await
+                .iter()
+                .any(|m| m.role == "replica" && m.replay_lag_ms.is_some_and(|ms| ms > 500.0))
+        })
+        .await;
         assert!(
-            replica.replay_lag_ms.is_some_and(|ms| ms > 500.0),
-            "server {i}: {health:?}"
+            reported.is_some(),
+            "server {i}: {:?}",
+            members(&strong).await
         );
     }
 
@@ -376,7 +388,10 @@ async fn a_standby_that_stops_mid_load_costs_no_bounded_read_and_comes_back() {
         on_primary_count.load(Ordering::Acquire) >= primary_before + 200
     })
     .await;
-    assert!(served.is_some(), "bounded reads stopped while the standby was away");
+    assert!(
+        served.is_some(),
+        "bounded reads stopped while the standby was away"
+    );
     let health = members(&strong).await;
     assert!(
         health
@@ -428,11 +443,8 @@ async fn a_promoted_standby_takes_the_writes_with_every_acknowledged_one() {
     // Synchronous replication: a commit is acknowledged once the standby
     // has it. Set on the primary only, after the standby was copied (a
     // promoted standby with it would wait for a standby it does not have).
-    admin(
-        &primary,
-        "ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()",
-    )
-    .await;
+    admin(&primary, "ALTER SYSTEM SET synchronous_standby_names = '*'").await;
+    admin(&primary, "SELECT pg_reload_conf()").await;
     let sync = poll(Duration::from_secs(20), || async {
         let mut conn = sqlx::PgConnection::connect(&primary.url())
             .await
@@ -466,12 +478,17 @@ async fn a_promoted_standby_takes_the_writes_with_every_acknowledged_one() {
     let failed_over = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let acked_total = Arc::new(AtomicUsize::new(0));
+    let recovered = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for (s, server) in servers.iter().enumerate() {
         for task in 0..WRITERS {
             let db = client(server, None).await;
-            let (failed_over, stop, acked_total) =
-                (failed_over.clone(), stop.clone(), acked_total.clone());
+            let (failed_over, stop, acked_total, recovered) = (
+                failed_over.clone(),
+                stop.clone(),
+                acked_total.clone(),
+                recovered.clone(),
+            );
             writers.push(tokio::spawn(async move {
                 let mut acked = Vec::new();
                 let mut first_after: Option<Instant> = None;
@@ -493,6 +510,7 @@ async fn a_promoted_standby_takes_the_writes_with_every_acknowledged_one() {
                             acked_total.fetch_add(1, Ordering::AcqRel);
                             if after && first_after.is_none() {
                                 first_after = Some(Instant::now());
+                                recovered.fetch_add(1, Ordering::AcqRel);
                             }
                         }
                         Err(e) => {
@@ -526,10 +544,11 @@ async fn a_promoted_standby_takes_the_writes_with_every_acknowledged_one() {
     let promoted_at = Instant::now();
     failed_over.store(true, Ordering::Release);
 
-    // Writes through both servers succeed again, without a restart.
-    let acked_then = acked_total.load(Ordering::Acquire);
+    // Writes through both servers succeed again, without a restart: every
+    // writer's (10 s asserted below; waited for up to 30 s so that the
+    // figure is known when it is too slow).
     let resumed = poll(Duration::from_secs(30), || async {
-        acked_total.load(Ordering::Acquire) >= acked_then + 100
+        recovered.load(Ordering::Acquire) == 2 * WRITERS as usize
     })
     .await;
     stop.store(true, Ordering::Release);
@@ -537,7 +556,10 @@ async fn a_promoted_standby_takes_the_writes_with_every_acknowledged_one() {
     for writer in writers {
         logs.push(writer.await.expect("writer task"));
     }
-    assert!(resumed.is_some(), "writes did not resume within 30 s");
+    assert!(
+        resumed.is_some(),
+        "not every writer succeeded within 30 s of the promotion"
+    );
     let mut gap = Duration::ZERO;
     for (s, task, _, first_after, errors) in &logs {
         let first = first_after.unwrap_or_else(|| {
