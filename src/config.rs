@@ -542,6 +542,9 @@ fn parse_file_url(db_type: DatabaseType, rest: &str) -> Result<ConnectionConfig,
     })
 }
 
+/// Hosts with their ports, in the order a URL lists them.
+type HostList = Vec<(String, u16)>;
+
 /// A server URL whose authority lists several hosts (`h1:5432,h2,h3:5433`,
 /// the libpq form): the URL with the first host only, for the URL parser,
 /// and every host with its port. A URL with one host comes back as it is,
@@ -550,7 +553,7 @@ fn split_hosts(
     db_type: DatabaseType,
     raw: &str,
     default_port: u16,
-) -> Result<(std::borrow::Cow<'_, str>, Vec<(String, u16)>), UrlError> {
+) -> Result<(std::borrow::Cow<'_, str>, HostList), UrlError> {
     let Some(at) = raw.find("//").map(|i| i + 2) else {
         return Ok((raw.into(), Vec::new()));
     };

@@ -61,6 +61,11 @@ const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
      (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8, \
      extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8";
 
+/// A replica as [`Replication::new`] takes it: its `host:port`, its
+/// adapter, and the adapter behind the wrapper that scrubs values from
+/// errors.
+pub type ReplicaParts = (String, Arc<dyn Backend>, Arc<dyn DatabaseInterface>);
+
 /// One replica: its pool, and what its last check found.
 struct Replica {
     /// `host:port`, never credentials.
@@ -153,7 +158,7 @@ impl Replication {
     pub fn new(
         database: &str,
         monitor: Arc<dyn Backend>,
-        replicas: Vec<(String, Arc<dyn Backend>, Arc<dyn DatabaseInterface>)>,
+        replicas: Vec<ReplicaParts>,
         settings: crate::config::ReplicationSettings,
     ) -> Self {
         Self {

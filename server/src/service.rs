@@ -1391,6 +1391,8 @@ impl DatabaseService {
     /// transaction of its own ([`ReadOnlyCall`]), its rows streamed as they
     /// come, as on a pooled call. An error before the first row ends the
     /// stream before its header.
+    // The parts of the FetchAll request the caller has already taken apart.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_all_read_only(
         &self,
         call: Call,
