@@ -583,6 +583,14 @@ export interface CallOptions {
    * changes nothing (`QueryOptions.read_only`).
    */
   readOnly?: boolean;
+  /**
+   * Reads only (`fetchAll`, `fetchOne`): a read of bounded staleness, which
+   * may run on a replica of the database whose replay lag is within this
+   * many milliseconds (the primary when none is); it may then miss the last
+   * `maxStalenessMs` of writes, the caller's own included. Unset: strong,
+   * on the primary. Other calls always run on the primary.
+   */
+  maxStalenessMs?: number;
 }
 
 /** What `execute` returns. */
@@ -1595,16 +1603,25 @@ export class IadbClient {
     return timeout !== undefined && timeout > 0 ? { deadline: Date.now() + timeout + 1000 } : {};
   }
 
-  private queryOptions(opts: CallOptions | undefined): Record<string, unknown> | undefined {
+  private queryOptions(opts: CallOptions | undefined, read = false): Record<string, unknown> | undefined {
     const timeout = opts?.timeoutMs;
     const readOnly = opts?.readOnly === true;
+    const staleness = read ? opts?.maxStalenessMs : undefined;
+    if (staleness !== undefined && (!Number.isInteger(staleness) || staleness < 0 || staleness > 0xffffffff)) {
+      throw new RangeError(`maxStalenessMs must be a whole number of milliseconds below 2^32, not ${staleness}`);
+    }
+    const bounded =
+      staleness === undefined ? {} : { consistency: "READ_CONSISTENCY_BOUNDED_STALENESS", max_staleness_ms: staleness };
     if (timeout === undefined || timeout <= 0) {
+      if (staleness !== undefined) {
+        return { read_only: readOnly, ...bounded };
+      }
       return readOnly ? { read_only: true } : undefined;
     }
     if (!Number.isInteger(timeout) || timeout > 0xffffffff) {
       throw new RangeError(`timeoutMs must be a whole number of milliseconds below 2^32, not ${timeout}`);
     }
-    return { timeout_ms: timeout, read_only: readOnly };
+    return { timeout_ms: timeout, read_only: readOnly, ...bounded };
   }
 
   private unary<T>(stub: grpc.Client, method: string, request: unknown, opts?: CallOptions): Promise<T> {
@@ -1666,7 +1683,12 @@ export class IadbClient {
     return new RowStream(
       (deadlineAt) => {
         const o = this.attemptOptions(opts, deadlineAt);
-        const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(o) };
+        const request = {
+          database: this.database,
+          sql,
+          params: encodeParams(params),
+          options: this.queryOptions(o, true),
+        };
         const stub = this.stub as unknown as Record<
           string,
           (req: unknown, metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
@@ -1680,13 +1702,13 @@ export class IadbClient {
 
   /** The first row of a result, or `null` when it is empty. A read. */
   async fetchOne(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<Row | null> {
-    this.queryOptions(opts);
+    this.queryOptions(opts, true);
     const request = { database: this.database, sql, params: encodeParams(params) };
     const res = await this.run("read", opts, (o) =>
       this.unary<{ columns?: WireColumn[]; row?: WireRow | null }>(
         this.stub,
         "FetchOne",
-        { ...request, options: this.queryOptions(o) },
+        { ...request, options: this.queryOptions(o, true) },
         o,
       ),
     );
