@@ -625,20 +625,34 @@ async fn read_throughput_primary_alone_and_with_a_standby() {
     let Some((primary, standby)) = primary_and_standby().await else {
         return;
     };
-    let sql = "SELECT sum(g) FROM generate_series(1, 20000) g";
+    // An engine-bound read, and a trivial one (what routing costs).
+    for sql in ["SELECT sum(g) FROM generate_series(1, 20000) g", "SELECT 1"] {
+        measure(&primary, &standby, sql, CLIENTS, RUN).await;
+    }
+}
+
+/// One figure of [`read_throughput_primary_alone_and_with_a_standby`].
+async fn measure(
+    primary: &PgCluster,
+    standby: &PgCluster,
+    sql: &'static str,
+    clients: usize,
+    run: Duration,
+) {
     let mut figures = Vec::new();
+    let url = primary.url();
+    let replica = format!("default={}", standby.url());
     for with_standby in [false, true] {
-        let replica = format!("default={}", standby.url());
         let mut args = vec![
             "--database-url",
-            &*Box::leak(primary.url().into_boxed_str()),
+            url.as_str(),
             "--pool-max",
             "16",
             "--max-concurrent-calls",
             "64",
         ];
         if with_standby {
-            args.extend(["--replica", &*Box::leak(replica.into_boxed_str())]);
+            args.extend(["--replica", replica.as_str()]);
         }
         let server = TestServer::start(&args);
         let strong = client(&server, None).await;
@@ -652,11 +666,11 @@ async fn read_throughput_primary_alone_and_with_a_standby() {
         let done = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..CLIENTS {
+        for _ in 0..clients {
             let db = client(&server, with_standby.then_some(Duration::from_secs(5))).await;
             let done = done.clone();
             tasks.push(tokio::spawn(async move {
-                while started.elapsed() < RUN {
+                while started.elapsed() < run {
                     db.fetch_one(sql, &[]).await.expect("read");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -667,7 +681,7 @@ async fn read_throughput_primary_alone_and_with_a_standby() {
         }
         let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
         println!(
-            "{CLIENTS} clients, {}: {rate:.0} reads/s",
+            "{sql}: {clients} clients, {}: {rate:.0} reads/s",
             if with_standby {
                 "primary + 1 standby (bounded staleness 5 s)"
             } else {

@@ -172,11 +172,11 @@ async fn find_primary(
             Ok((conn, true)) if found.is_none() => found = Some((options, conn)),
             Ok((conn, true)) => {
                 // Two primaries: the first listed wins, as with libpq.
-                drop(conn);
+                close_quietly(conn);
                 causes.push(format!("{host}:{port}: also a primary"));
             }
             Ok((conn, false)) => {
-                drop(conn);
+                close_quietly(conn);
                 causes.push(format!("{host}:{port}: in recovery (a standby)"));
             }
             Err(cause) => causes.push(format!("{host}:{port}: {cause}")),
@@ -188,6 +188,14 @@ async fn find_primary(
             causes.join("; ")
         ))
     })
+}
+
+/// Closes `conn` politely (the server logs no lost client), in a task of
+/// its own.
+fn close_quietly(conn: sqlx::PgConnection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(HOST_CHECK_TIMEOUT, sqlx::Connection::close(conn)).await;
+    });
 }
 
 /// Follows the primary of a multi-host pool: every
@@ -1181,9 +1189,9 @@ impl SqlxEngine for PostgresEngine {
             if self.hosts.is_empty() {
                 return Ok(self.options.clone());
             }
-            find_primary(&self.options, &self.hosts)
-                .await
-                .map(|(options, _)| options)
+            let (options, conn) = find_primary(&self.options, &self.hosts).await?;
+            close_quietly(conn);
+            Ok(options)
         })
     }
 
