@@ -1634,6 +1634,31 @@ mod tests {
     }
 
     #[test]
+    fn read_consistency_is_strong_unless_bounded() {
+        let options = |consistency: i32, max_staleness_ms: u32| proto::QueryOptions {
+            consistency,
+            max_staleness_ms,
+            ..Default::default()
+        };
+        assert_eq!(staleness_bound(None).unwrap(), None);
+        assert_eq!(staleness_bound(Some(&options(0, 900))).unwrap(), None);
+        assert_eq!(
+            staleness_bound(Some(&options(proto::ReadConsistency::Strong.into(), 900))).unwrap(),
+            None
+        );
+        assert_eq!(
+            staleness_bound(Some(&options(
+                proto::ReadConsistency::BoundedStaleness.into(),
+                250
+            )))
+            .unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        let unknown = staleness_bound(Some(&options(7, 0))).unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
     fn grpc_timeout_header() {
         assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
