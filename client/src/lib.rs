@@ -358,6 +358,19 @@ impl RemoteDatabase {
         })
     }
 
+    /// The consistency a transaction's begin carries: a read-only one
+    /// with [`Self::with_max_staleness`] may run on a replica.
+    pub(crate) fn begin_consistency(&self, read_only: bool) -> proto::BeginTransaction {
+        match self.max_staleness.filter(|_| read_only) {
+            Some(bound) => proto::BeginTransaction {
+                consistency: proto::ReadConsistency::BoundedStaleness.into(),
+                max_staleness_ms: u32::try_from(bound.as_millis()).unwrap_or(u32::MAX),
+                ..Default::default()
+            },
+            None => proto::BeginTransaction::default(),
+        }
+    }
+
     /// The options a read carries: [`Self::options`] and its consistency.
     fn read_options(&self) -> Option<proto::QueryOptions> {
         let Some(bound) = self.max_staleness else {

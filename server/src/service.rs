@@ -792,7 +792,7 @@ impl Database for DatabaseService {
         // itself rather than a stream that has begun.
         let opened: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
-            let bound = staleness_bound(options.as_ref())?;
+            let bound = read_bound(options.as_ref())?;
             let members = self.registry.read_members(&database, bound, db)?;
             let (sql, params) = (&sql, &params);
             with_timeout(limit, async {
@@ -850,7 +850,7 @@ impl Database for DatabaseService {
         } = self.open(request);
         let result: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
-            let bound = staleness_bound(options.as_ref())?;
+            let bound = read_bound(options.as_ref())?;
             let members = self.registry.read_members(&database, bound, db)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
@@ -1406,7 +1406,7 @@ impl DatabaseService {
         let started = Instant::now();
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let bound = staleness_bound(options.as_ref())?;
+            let bound = read_bound(options.as_ref())?;
             let member = self.first_member(&database, bound)?;
             let backend = match member.is_replica() {
                 true => member.backend.clone(),
@@ -1459,6 +1459,17 @@ impl DatabaseService {
             .ok_or_else(|| Error::internal("no member to read from"))
     }
 
+    /// A replica within `bound` for a read-only transaction of `database`,
+    /// if one is.
+    pub(crate) fn replica_for(
+        &self,
+        database: &str,
+        bound: Duration,
+    ) -> Result<Option<ReadMember>, Error> {
+        let member = self.first_member(database, Some(bound))?;
+        Ok(member.is_replica().then_some(member))
+    }
+
     /// Runs a read-only `call` on the first of `members` (the primary's
     /// adapter when it is the primary, behind its readiness).
     async fn read_only_on(
@@ -1480,18 +1491,26 @@ impl DatabaseService {
 
 /// The staleness a read accepts (`QueryOptions.consistency`): `None` for
 /// STRONG, the default, which reads on the primary.
-fn staleness_bound(options: Option<&proto::QueryOptions>) -> Result<Option<Duration>, Error> {
-    let Some(options) = options else {
-        return Ok(None);
-    };
-    match proto::ReadConsistency::try_from(options.consistency) {
+fn read_bound(options: Option<&proto::QueryOptions>) -> Result<Option<Duration>, Error> {
+    match options {
+        Some(options) => staleness_bound(options.consistency, options.max_staleness_ms),
+        None => Ok(None),
+    }
+}
+
+/// The staleness bound of a `consistency` (`ReadConsistency`) and its
+/// `max_staleness_ms`: `None` for STRONG.
+pub(crate) fn staleness_bound(
+    consistency: i32,
+    max_staleness_ms: u32,
+) -> Result<Option<Duration>, Error> {
+    match proto::ReadConsistency::try_from(consistency) {
         Ok(proto::ReadConsistency::Unspecified | proto::ReadConsistency::Strong) => Ok(None),
-        Ok(proto::ReadConsistency::BoundedStaleness) => Ok(Some(Duration::from_millis(u64::from(
-            options.max_staleness_ms,
-        )))),
+        Ok(proto::ReadConsistency::BoundedStaleness) => {
+            Ok(Some(Duration::from_millis(u64::from(max_staleness_ms))))
+        }
         Err(_) => Err(Error::invalid_argument(format!(
-            "unknown read consistency {} (STRONG or BOUNDED_STALENESS)",
-            options.consistency
+            "unknown read consistency {consistency} (STRONG or BOUNDED_STALENESS)"
         ))),
     }
 }
@@ -1640,6 +1659,7 @@ mod tests {
             max_staleness_ms,
             ..Default::default()
         };
+        let staleness_bound = read_bound;
         assert_eq!(staleness_bound(None).unwrap(), None);
         assert_eq!(staleness_bound(Some(&options(0, 900))).unwrap(), None);
         assert_eq!(

@@ -18,7 +18,7 @@
 //! throughput figure: `... --test replicas -- --ignored --nocapture`.
 
 use iadb::{DatabaseInterface, ErrorKind, Value, proto};
-use iadb_client::{RemoteDatabase, RetryPolicy};
+use iadb_client::{RemoteDatabase, RetryPolicy, TransactionOptions};
 use iadb_tests::{TestServer, harness::skip, pg_cluster::PgCluster};
 use sqlx::Connection as _;
 use std::{
@@ -200,6 +200,28 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
                 .all(|r| matches!(r.values().first(), Some(Value::Bool(true)))),
             "server {i}: a bounded FetchAll ran on the primary"
         );
+        // A read-only transaction of the bounded client runs on the
+        // standby; one that may write, on the primary.
+        for (read_only, standby_expected) in [(true, true), (false, false)] {
+            let mut tx = bounded
+                .transaction(TransactionOptions {
+                    read_only,
+                    ..Default::default()
+                })
+                .await
+                .expect("begin");
+            let row = tx
+                .fetch_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .expect("fetch in a transaction")
+                .expect("a row");
+            assert_eq!(
+                row.values().first(),
+                Some(&Value::Bool(standby_expected)),
+                "server {i}: read_only {read_only}"
+            );
+            tx.commit().await.expect("commit");
+        }
         // The bounded client's writes run on the primary too.
         bounded
             .execute("INSERT INTO seen VALUES (?)", &[Value::Int(10 + i as i64)])
