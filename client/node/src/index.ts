@@ -802,6 +802,23 @@ export interface TransactionOptions {
   immediate?: boolean;
   /** Deadline of the whole transaction, in milliseconds (default none; the server's limits apply). */
   timeoutMs?: number;
+  /**
+   * With `readOnly`: the transaction may run on a replica whose replay lag
+   * is within this many milliseconds (bounded staleness), as for
+   * `CallOptions.maxStalenessMs`. Ignored for a transaction that may write.
+   */
+  maxStalenessMs?: number;
+}
+
+/** The wire fields of a bounded-staleness read (none for `undefined`). */
+function stalenessFields(ms: number | undefined): Record<string, unknown> {
+  if (ms === undefined) {
+    return {};
+  }
+  if (!Number.isInteger(ms) || ms < 0 || ms > 0xffffffff) {
+    throw new RangeError(`maxStalenessMs must be a whole number of milliseconds below 2^32, not ${ms}`);
+  }
+  return { consistency: "READ_CONSISTENCY_BOUNDED_STALENESS", max_staleness_ms: ms };
 }
 
 function encodeStatement(item: BatchStatement, index: number): Record<string, unknown> {
@@ -1607,11 +1624,7 @@ export class IadbClient {
     const timeout = opts?.timeoutMs;
     const readOnly = opts?.readOnly === true;
     const staleness = read ? opts?.maxStalenessMs : undefined;
-    if (staleness !== undefined && (!Number.isInteger(staleness) || staleness < 0 || staleness > 0xffffffff)) {
-      throw new RangeError(`maxStalenessMs must be a whole number of milliseconds below 2^32, not ${staleness}`);
-    }
-    const bounded =
-      staleness === undefined ? {} : { consistency: "READ_CONSISTENCY_BOUNDED_STALENESS", max_staleness_ms: staleness };
+    const bounded = stalenessFields(staleness);
     if (timeout === undefined || timeout <= 0) {
       if (staleness !== undefined) {
         return { read_only: readOnly, ...bounded };
@@ -1823,6 +1836,7 @@ export class IadbClient {
         isolation: isolation === undefined ? "ISOLATION_LEVEL_UNSPECIFIED" : ISOLATION_WIRE[isolation],
         read_only: checkFlag("readOnly", options.readOnly),
         immediate: checkFlag("immediate", options.immediate),
+        ...(options.readOnly === true ? stalenessFields(options.maxStalenessMs) : {}),
       },
     };
     const stub = this.stub as unknown as Record<

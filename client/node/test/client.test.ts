@@ -249,6 +249,12 @@ describe("fetchOne and fetchAll", () => {
     assert.deepEqual(rows, [{ n: 8 }]);
     await assert.rejects(db.fetchOne("SELECT 1", [], { maxStalenessMs: -1 }), RangeError);
     await assert.rejects(db.fetchOne("SELECT 1", [], { maxStalenessMs: 1.5 }), RangeError);
+    const n = await db.transaction(async (tx) => (await tx.fetchOne("SELECT 9 AS n"))?.n, {
+      readOnly: true,
+      maxStalenessMs: 500,
+    });
+    assert.equal(n, 9);
+    await assert.rejects(db.transaction(async () => 0, { readOnly: true, maxStalenessMs: -1 }), RangeError);
   });
 
   test("an empty result has columns and a zero summary", async () => {

@@ -163,8 +163,9 @@ class Database(c.ClientSettings):
     ``fetch_one``, ``iterate``) run on a replica of the database whose
     replay lag is within N milliseconds (bounded staleness; the primary when
     none is); they may then miss the last N ms of writes, the caller's own
-    included. Writes, ``execute_query``/``fetch_all`` (which run any
-    statement), batches and transactions always run on the primary.
+    included; so may a ``transaction(read_only=True)``. Writes,
+    ``execute_query``/``fetch_all`` (which run any statement), batches and
+    other transactions always run on the primary.
 
     The original API's methods return a ``QueryResult`` and never raise for
     an error from the server: ``execute_query``, ``fetch_all``,
@@ -343,7 +344,7 @@ class Database(c.ClientSettings):
         BEGIN IMMEDIATE (the write lock at once). ``timeout`` (seconds): the
         deadline of the whole transaction (default: the client's).
         """
-        begin = c.begin_request(self.database, isolation, read_only, immediate)
+        begin = c.begin_request(self.database, isolation, read_only, immediate, self.max_staleness_ms)
         self._stub_or_raise()
         return Transaction(self, begin, self.timeout if timeout is c.CLIENT_TIMEOUT else timeout)
 

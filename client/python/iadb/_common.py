@@ -498,13 +498,21 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
-def begin_request(database: str, isolation, read_only: bool, immediate: bool) -> pb.TransactionRequest:
-    return pb.TransactionRequest(begin=pb.BeginTransaction(
+def begin_request(database: str, isolation, read_only: bool, immediate: bool,
+                  max_staleness_ms: Optional[int] = None) -> pb.TransactionRequest:
+    """The begin of a transaction; a read-only one carries the client's
+    staleness bound (it may run on a replica)."""
+    read_only = check_flag("read_only", read_only)
+    begin = pb.BeginTransaction(
         database=database,
         isolation=isolation_level(isolation),
-        read_only=check_flag("read_only", read_only),
+        read_only=read_only,
         immediate=check_flag("immediate", immediate),
-    ))
+    )
+    if read_only and max_staleness_ms is not None:
+        begin.consistency = pb.READ_CONSISTENCY_BOUNDED_STALENESS
+        begin.max_staleness_ms = check_staleness(max_staleness_ms)
+    return pb.TransactionRequest(begin=begin)
 
 
 def statement(sql: str, params) -> pb.Statement:

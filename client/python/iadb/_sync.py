@@ -301,7 +301,7 @@ class SyncDatabase(c.ClientSettings):
         BEGIN IMMEDIATE (the write lock at once). ``timeout`` (seconds): the
         deadline of the whole transaction (default: the client's).
         """
-        begin = c.begin_request(self.database, isolation, read_only, immediate)
+        begin = c.begin_request(self.database, isolation, read_only, immediate, self.max_staleness_ms)
         self._stub_or_raise()
         return SyncTransaction(self, begin, self.timeout if timeout is c.CLIENT_TIMEOUT else timeout)
 

@@ -25,6 +25,14 @@ def test_reads_carry_the_bound_and_writes_do_not():
     assert not c.execute_request("", "SELECT 1", None).HasField("options")
 
 
+def test_a_read_only_begin_carries_the_bound():
+    ro = c.begin_request("", None, True, False, 300).begin
+    assert ro.consistency == pb.READ_CONSISTENCY_BOUNDED_STALENESS
+    assert ro.max_staleness_ms == 300
+    rw = c.begin_request("", None, False, False, 300).begin
+    assert rw.consistency == pb.READ_CONSISTENCY_UNSPECIFIED
+
+
 def test_a_bad_bound_is_refused_before_anything_is_sent():
     with pytest.raises(TypeError):
         iadb.SyncDatabase("127.0.0.1:1", max_staleness_ms="500")
