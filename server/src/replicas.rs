@@ -138,16 +138,23 @@ impl ReadMember {
     }
 
     /// Whether a read that failed with `e` on this member, before any row
-    /// was sent, may run again on another: the member could not be reached
-    /// or lost its connection. The replica is then taken out of rotation.
+    /// was sent, may run again on another member: the member could not be
+    /// reached or lost its connection (UNAVAILABLE; INTERNAL, such as a
+    /// connection cut in the middle of a message), and the replica is then
+    /// taken out of rotation; or, on a replica, the query was cancelled by
+    /// a recovery conflict (ABORTED). An error of the statement itself
+    /// (bad SQL, a write refused on a standby) is the caller's.
     pub fn failed(&self, e: &Error) -> bool {
-        if e.kind() != iadb::ErrorKind::Unavailable {
-            return false;
+        use iadb::ErrorKind::{Aborted, Internal, Unavailable};
+        match (&self.replica, e.kind()) {
+            (Some((set, index)), Unavailable | Internal) => {
+                set.mark_failed(*index, e.message());
+                true
+            }
+            (Some(_), Aborted) => true,
+            (None, kind) => kind == Unavailable,
+            (Some(_), _) => false,
         }
-        if let Some((set, index)) = &self.replica {
-            set.mark_failed(*index, e.message());
-        }
-        true
     }
 }
 

@@ -222,6 +222,19 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
             );
             tx.commit().await.expect("commit");
         }
+        // A write sent as a bounded read runs on the standby, which refuses
+        // it; it is the caller's error, not run again on the primary.
+        let refused = bounded
+            .fetch_all("INSERT INTO seen VALUES (99) RETURNING id", &[])
+            .await
+            .expect_err("a write on a standby");
+        assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+        let none = strong
+            .fetch_one("SELECT count(*) FROM seen WHERE id = 99", &[])
+            .await
+            .expect("count")
+            .expect("row");
+        assert_eq!(int(&none, 0), 0, "server {i}: the refused write ran");
         // The bounded client's writes run on the primary too.
         bounded
             .execute("INSERT INTO seen VALUES (?)", &[Value::Int(10 + i as i64)])
