@@ -614,20 +614,18 @@ impl Registry {
 const REPLICA_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The replicas of `spec`, each with its own pool (`pool`'s size, a short
-/// wait for a connection), and a one-connection pool on its primary for
-/// the lag checks.
+/// wait for a connection), and one-connection pools on the primary and on
+/// each replica for the lag checks.
 fn replication_of(
     spec: &DatabaseSpec,
     pool: PoolSettings,
     settings: ReplicationSettings,
 ) -> Result<Replication> {
-    let monitor = backend_for(
-        &spec.config,
-        PoolSettings {
-            max_connections: 1,
-            acquire_timeout: REPLICA_ACQUIRE_TIMEOUT,
-        },
-    )?;
+    let one = PoolSettings {
+        max_connections: 1,
+        acquire_timeout: REPLICA_ACQUIRE_TIMEOUT,
+    };
+    let monitor = backend_for(&spec.config, one)?;
     let mut replicas = Vec::with_capacity(spec.replicas.len());
     for config in &spec.replicas {
         let address = format!(
@@ -655,7 +653,7 @@ fn replication_of(
                 state: RwLock::new(Readiness::Ready),
             }),
         });
-        replicas.push((address, backend, gate));
+        replicas.push((address, backend, gate, backend_for(config, one)?));
     }
     Ok(Replication::new(&spec.name, monitor, replicas, settings))
 }

@@ -62,9 +62,15 @@ const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), \
      extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8";
 
 /// A replica as [`Replication::new`] takes it: its `host:port`, its
-/// adapter, and the adapter behind the wrapper that scrubs values from
-/// errors.
-pub type ReplicaParts = (String, Arc<dyn Backend>, Arc<dyn DatabaseInterface>);
+/// adapter, the adapter behind the wrapper that scrubs values from errors,
+/// and a one-connection pool of its own for the lag checks (so that reads
+/// filling the replica's pool do not delay them and take it out).
+pub type ReplicaParts = (
+    String,
+    Arc<dyn Backend>,
+    Arc<dyn DatabaseInterface>,
+    Arc<dyn Backend>,
+);
 
 /// One replica: its pool, and what its last check found.
 struct Replica {
@@ -73,6 +79,8 @@ struct Replica {
     backend: Arc<dyn Backend>,
     /// `backend` behind a wrapper that keeps parameter values out of errors.
     gate: Arc<dyn DatabaseInterface>,
+    /// The lag checks' own one-connection pool.
+    monitor: Arc<dyn Backend>,
     state: Mutex<ReplicaState>,
 }
 
@@ -173,10 +181,11 @@ impl Replication {
             monitor,
             replicas: replicas
                 .into_iter()
-                .map(|(address, backend, gate)| Replica {
+                .map(|(address, backend, gate, monitor)| Replica {
                     address,
                     backend,
                     gate,
+                    monitor,
                     state: Mutex::new(ReplicaState {
                         message: "not checked yet".to_owned(),
                         ..Default::default()
@@ -333,10 +342,15 @@ impl Replication {
             return;
         }
         let measured = tokio::time::timeout(CHECK_TIMEOUT, async {
+            if !replica.monitor.is_connected() {
+                replica.monitor.connect().await?;
+            }
+            // The replica's own pool opens with the first check that
+            // reaches it.
             if !replica.backend.is_connected() {
                 replica.backend.connect().await?;
             }
-            replica.backend.fetch_one(REPLICA_SQL, &[]).await
+            replica.monitor.fetch_one(REPLICA_SQL, &[]).await
         })
         .await;
         let row = match measured {
@@ -430,6 +444,7 @@ impl Replication {
     pub async fn close(&self) {
         for replica in &self.replicas {
             let _ = replica.backend.disconnect().await;
+            let _ = replica.monitor.disconnect().await;
         }
         let _ = self.monitor.disconnect().await;
     }
