@@ -379,7 +379,18 @@ impl Replication {
         let checked = Instant::now();
         let lag = {
             let primary = lock(&self.primary);
-            replay_lag(in_recovery, replay, since_commit, &primary.samples, checked)
+            // The newest sample counts as the primary's current position
+            // while it is this recent (not after the primary stopped
+            // answering: it may still be writing).
+            let fresh = self.interval * 2 + CHECK_TIMEOUT;
+            replay_lag(
+                in_recovery,
+                replay,
+                since_commit,
+                &primary.samples,
+                checked,
+                fresh,
+            )
         };
         let mut state = lock(&replica.state);
         let was_out = !state.reachable;
@@ -462,19 +473,25 @@ fn in_rotation(state: &ReplicaState, now: Instant, stale: Duration) -> bool {
 }
 
 /// A replica's lag (see the module's comment): `None` while not known.
+/// The newest sample stands for the primary's position now only if it is
+/// at most `fresh` old.
 fn replay_lag(
     in_recovery: bool,
     replay: Option<i64>,
     since_commit: Option<Duration>,
     samples: &VecDeque<(i64, Instant)>,
     now: Instant,
+    fresh: Duration,
 ) -> Option<Duration> {
     if !in_recovery {
         // Promoted: it is a primary now, as fresh as any.
         return Some(Duration::ZERO);
     }
     let replay = replay?;
-    if samples.back().is_some_and(|(lsn, _)| replay >= *lsn) {
+    if samples
+        .back()
+        .is_some_and(|(lsn, at)| replay >= *lsn && now.saturating_duration_since(*at) <= fresh)
+    {
         return Some(Duration::ZERO);
     }
     let by_position = samples
@@ -502,14 +519,15 @@ mod tests {
         let at = |ms: u64| now - Duration::from_millis(ms);
         let samples: VecDeque<_> = [(100, at(900)), (200, at(600)), (300, at(300))].into();
         let secs = |s: u64| Some(Duration::from_secs(s));
+        let fresh = Duration::from_secs(1);
         // Caught up with the newest sample: 0, however old its last commit.
         assert_eq!(
-            replay_lag(true, Some(300), secs(3600), &samples, now),
+            replay_lag(true, Some(300), secs(3600), &samples, now, fresh),
             Some(Duration::ZERO)
         );
         // Past the sample of 600 ms ago, not the newest: 600 ms.
         assert_eq!(
-            replay_lag(true, Some(250), secs(3600), &samples, now),
+            replay_lag(true, Some(250), secs(3600), &samples, now, fresh),
             Some(Duration::from_millis(600))
         );
         // A recent commit replayed bounds it lower.
@@ -519,18 +537,35 @@ mod tests {
                 Some(250),
                 Some(Duration::from_millis(50)),
                 &samples,
-                now
+                now,
+                fresh
             ),
             Some(Duration::from_millis(50))
         );
         // Behind every sample: the last commit's age alone.
-        assert_eq!(replay_lag(true, Some(50), secs(7), &samples, now), secs(7));
-        assert_eq!(replay_lag(true, Some(50), None, &samples, now), None);
+        assert_eq!(
+            replay_lag(true, Some(50), secs(7), &samples, now, fresh),
+            secs(7)
+        );
+        assert_eq!(replay_lag(true, Some(50), None, &samples, now, fresh), None);
+        // Caught up with a sample too old to stand for the primary now (it
+        // stopped answering): the sample's age.
+        assert_eq!(
+            replay_lag(
+                true,
+                Some(300),
+                secs(3600),
+                &samples,
+                now,
+                Duration::from_millis(100)
+            ),
+            Some(Duration::from_millis(300))
+        );
         // Promoted: a primary.
         assert_eq!(
-            replay_lag(false, None, None, &samples, now),
+            replay_lag(false, None, None, &samples, now, fresh),
             Some(Duration::ZERO)
         );
-        assert_eq!(replay_lag(true, None, secs(1), &samples, now), None);
+        assert_eq!(replay_lag(true, None, secs(1), &samples, now, fresh), None);
     }
 }
