@@ -240,6 +240,11 @@ pub struct ConnectionConfig {
     pub host: Option<String>,
     /// TCP port, with the engine's default filled in.
     pub port: Option<u16>,
+    /// Every host of a multi-host URL (`postgresql://h1:5432,h2:5432/db`,
+    /// the libpq form), in order, each with its port (the engine's default
+    /// filled in); empty when the URL names one host. `host` and `port`
+    /// are then the first of them.
+    pub hosts: Vec<(String, u16)>,
     /// User name, percent-decoded.
     pub username: Option<String>,
     password: Option<String>,
@@ -472,6 +477,7 @@ impl fmt::Debug for ConnectionConfig {
         f.debug_struct("ConnectionConfig")
             .field("db_type", &self.db_type)
             .field("host", &self.host)
+            .field("hosts", &self.hosts)
             .field("port", &self.port)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
@@ -526,6 +532,7 @@ fn parse_file_url(db_type: DatabaseType, rest: &str) -> Result<ConnectionConfig,
         db_type,
         host: None,
         port: None,
+        hosts: Vec::new(),
         username: None,
         password: None,
         database: None,
@@ -535,12 +542,63 @@ fn parse_file_url(db_type: DatabaseType, rest: &str) -> Result<ConnectionConfig,
     })
 }
 
+/// Hosts with their ports, in the order a URL lists them.
+type HostList = Vec<(String, u16)>;
+
+/// A server URL whose authority lists several hosts (`h1:5432,h2,h3:5433`,
+/// the libpq form): the URL with the first host only, for the URL parser,
+/// and every host with its port. A URL with one host comes back as it is,
+/// with no hosts.
+fn split_hosts(
+    db_type: DatabaseType,
+    raw: &str,
+    default_port: u16,
+) -> Result<(std::borrow::Cow<'_, str>, HostList), UrlError> {
+    let Some(at) = raw.find("//").map(|i| i + 2) else {
+        return Ok((raw.into(), Vec::new()));
+    };
+    let end = raw[at..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| at + i);
+    let authority = &raw[at..end];
+    let hosts_at = authority.rfind('@').map_or(0, |i| i + 1);
+    let list = &authority[hosts_at..];
+    if !list.contains(',') {
+        return Ok((raw.into(), Vec::new()));
+    }
+    let mut hosts = Vec::new();
+    for item in list.split(',') {
+        let (host, port) = match item.rsplit_once(':').filter(|(h, _)| !h.ends_with(':')) {
+            // `[::1]:5432`, `h:5432`; a bare `[::1]` has no port after its `]`.
+            Some((h, p)) if !p.contains(']') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| malformed(db_type, format!("bad port `{p}` in the host list")))?;
+                (h, port)
+            }
+            _ => (item, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(malformed(db_type, "an empty host in the host list"));
+        }
+        hosts.push((percent_decode(host), port));
+    }
+    let first = list.split(',').next().unwrap_or_default();
+    let single = format!("{}{first}{}", &raw[..at + hosts_at], &raw[end..]);
+    Ok((single.into(), hosts))
+}
+
 fn parse_network_url(
     db_type: DatabaseType,
     default_port: Option<u16>,
     raw: &str,
 ) -> Result<ConnectionConfig, UrlError> {
-    let parsed = url::Url::parse(raw).map_err(|e| malformed(db_type, e.to_string()))?;
+    let (single, hosts) = match default_port {
+        Some(default_port) => split_hosts(db_type, raw, default_port)?,
+        None => (raw.into(), Vec::new()),
+    };
+    let parsed = url::Url::parse(&single).map_err(|e| malformed(db_type, e.to_string()))?;
     let decode = percent_decode;
     let host = parsed
         .host_str()
@@ -579,6 +637,7 @@ fn parse_network_url(
         db_type,
         host,
         port,
+        hosts,
         username: Some(decode(parsed.username())).filter(|u| !u.is_empty()),
         password: parsed.password().map(decode),
         database,
@@ -602,6 +661,30 @@ mod tests {
         // D1 speaks SQLite's SQL but keeps migrations without transactions.
         let d1 = DatabaseType::CloudflareD1.spec();
         assert_eq!((d1.dialect, d1.store), (Dialect::Sqlite, StoreDialect::D1));
+    }
+
+    #[test]
+    fn multi_host_urls_list_every_host() {
+        let c = ConnectionConfig::from_url(
+            "postgresql://u:pw@h1:5433,h2,[::1]:5434/db?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hosts,
+            [
+                ("h1".to_owned(), 5433),
+                ("h2".to_owned(), 5432),
+                ("::1".to_owned(), 5434)
+            ]
+        );
+        assert_eq!((c.host.as_deref(), c.port), (Some("h1"), Some(5433)));
+        assert_eq!(c.database.as_deref(), Some("db"));
+        assert_eq!(c.password(), Some("pw"));
+        assert!(c.redacted_url().contains("h1:5433,h2,[::1]:5434"));
+        let one = ConnectionConfig::from_url("postgresql://u@h1:5433/db").unwrap();
+        assert!(one.hosts.is_empty());
+        assert!(ConnectionConfig::from_url("postgresql://u@h1:x,h2/db").is_err());
+        assert!(ConnectionConfig::from_url("postgresql://u@h1,,h2/db").is_err());
     }
 
     #[test]

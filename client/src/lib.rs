@@ -266,6 +266,8 @@ pub struct RemoteDatabase {
     connect_timeout: Duration,
     retry: RetryPolicy,
     read_only: bool,
+    /// Reads (FetchAll, FetchOne) accept a replica this far behind.
+    max_staleness: Option<Duration>,
     /// `Bearer <token>`, sent as `authorization` metadata with every call.
     authorization: Option<String>,
     /// TLS settings for an `https://` server.
@@ -285,6 +287,7 @@ impl RemoteDatabase {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             read_only: false,
+            max_staleness: None,
             authorization: None,
             tls: TlsOptions::default(),
             client: RwLock::new(None),
@@ -336,10 +339,47 @@ impl RemoteDatabase {
         self
     }
 
+    /// Lets reads (`query`, `fetch_all`, `fetch_one`) run on a replica of
+    /// the database whose replay lag is within `bound` (bounded staleness;
+    /// the server reads on the primary when none is); `None` (the default)
+    /// reads on the primary (strong). Writes always run on the primary.
+    /// A bounded read may miss the last `bound` of writes, the caller's
+    /// own included.
+    pub fn with_max_staleness(mut self, bound: Option<Duration>) -> Self {
+        self.max_staleness = bound;
+        self
+    }
+
     /// The options every call carries.
     fn options(&self) -> Option<proto::QueryOptions> {
         self.read_only.then(|| proto::QueryOptions {
             read_only: true,
+            ..Default::default()
+        })
+    }
+
+    /// The consistency a transaction's begin carries: a read-only one
+    /// with [`Self::with_max_staleness`] may run on a replica.
+    pub(crate) fn begin_consistency(&self, read_only: bool) -> proto::BeginTransaction {
+        match self.max_staleness.filter(|_| read_only) {
+            Some(bound) => proto::BeginTransaction {
+                consistency: proto::ReadConsistency::BoundedStaleness.into(),
+                max_staleness_ms: u32::try_from(bound.as_millis()).unwrap_or(u32::MAX),
+                ..Default::default()
+            },
+            None => proto::BeginTransaction::default(),
+        }
+    }
+
+    /// The options a read carries: [`Self::options`] and its consistency.
+    fn read_options(&self) -> Option<proto::QueryOptions> {
+        let Some(bound) = self.max_staleness else {
+            return self.options();
+        };
+        Some(proto::QueryOptions {
+            read_only: self.read_only,
+            consistency: proto::ReadConsistency::BoundedStaleness.into(),
+            max_staleness_ms: u32::try_from(bound.as_millis()).unwrap_or(u32::MAX),
             ..Default::default()
         })
     }
@@ -504,7 +544,10 @@ impl RemoteDatabase {
                         database: self.database.clone(),
                         sql: sql.to_owned(),
                         params: Self::params(params),
-                        options: self.options(),
+                        options: match call {
+                            Call::Read => self.read_options(),
+                            _ => self.options(),
+                        },
                     },
                     deadline,
                 )?;
@@ -655,7 +698,7 @@ impl DatabaseInterface for RemoteDatabase {
                     database: self.database.clone(),
                     sql: sql.to_owned(),
                     params: Self::params(params),
-                    options: self.options(),
+                    options: self.read_options(),
                 },
                 deadline,
             )?;

@@ -89,6 +89,12 @@ enum Command {
         /// Print CSV with a header line.
         #[arg(long)]
         csv: bool,
+        /// A read of bounded staleness: it may run on a replica of the
+        /// database whose replay lag is within N milliseconds (else on the
+        /// primary). The statement is sent as a read (retried on
+        /// UNAVAILABLE), so give it only statements that read.
+        #[arg(long, value_name = "N")]
+        max_staleness_ms: Option<u32>,
     },
     /// Runs a statement and prints the rows affected.
     #[command(allow_negative_numbers = true)]
@@ -663,6 +669,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode, Failure> {
             file,
             json,
             csv,
+            max_staleness_ms,
         } => {
             let (sql, params) = statement_text(&db, sql, params, file).await?;
             let params = params
@@ -671,7 +678,10 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode, Failure> {
                 .collect::<Result<Vec<_>, _>>()?;
             // Whatever the statement is: a write is not sent twice (with
             // --read-only the engine refuses writes, so it is a read).
-            let iadb::QueryStream { columns, events } = if cli.read_only {
+            let iadb::QueryStream { columns, events } = if let Some(ms) = max_staleness_ms {
+                let db = db.with_max_staleness(Some(Duration::from_millis(u64::from(ms))));
+                db.query(&sql, &params).await?
+            } else if cli.read_only {
                 db.query(&sql, &params).await?
             } else {
                 db.query_write(&sql, &params).await?

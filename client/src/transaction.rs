@@ -524,6 +524,7 @@ impl RemoteDatabase {
             isolation: proto::IsolationLevel::from(options.isolation) as i32,
             read_only: options.read_only,
             immediate: options.immediate,
+            ..self.begin_consistency(options.read_only)
         };
         self.run(Call::Read, deadline, || async {
             let mut client = self.client()?;

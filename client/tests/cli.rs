@@ -139,6 +139,33 @@ async fn query_exec_tables_health() {
     );
 }
 
+/// `query --max-staleness-ms N` sends a bounded-staleness read; a server
+/// without replicas answers it on its primary (routing to a standby is
+/// tested on a real cluster in tests/tests/replicas.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_with_a_staleness_bound() {
+    let server = start_server().await;
+    let read = iadb(
+        &server,
+        &[
+            "query",
+            "--max-staleness-ms",
+            "500",
+            "--json",
+            "SELECT 41 + 1 AS n",
+        ],
+    )
+    .await;
+    assert_eq!(stdout(&read).trim(), "[\n  {\"n\": 42}\n]");
+    let bad = iadb(&server, &["query", "--max-staleness-ms", "-5", "SELECT 1"]).await;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("max-staleness-ms"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_print_the_message_and_exit_non_zero() {
     let server = start_server().await;

@@ -74,6 +74,18 @@ pub enum ConfigError {
     /// A secret file (`@FILE`, `*_FILE`) cannot be read.
     #[error(transparent)]
     SecretFile(#[from] crate::secret_file::SecretFileError),
+    /// A `--replica` value is not `NAME=URL`.
+    #[error("--replica expects DATABASE=URL, got `{0}`")]
+    ReplicaFlag(String),
+    /// A replica names a database that is not configured, or one whose
+    /// engine has no replica routing.
+    #[error("replica of database `{name}`: {reason}")]
+    Replica {
+        /// The database it names.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The default database's URL is given twice.
     #[error(
         "--database-url (DATABASE_URL) and --database-url-file (DATABASE_URL_FILE) are both set; set one"
@@ -111,6 +123,18 @@ pub struct Cli {
     /// repeatable.
     #[arg(long = "database", value_name = "NAME=URL", global = true)]
     pub databases: Vec<String>,
+    /// A read replica of a database, DATABASE=URL (DATABASE is the name
+    /// in requests, `default` for the default database; URL may be @FILE);
+    /// repeatable. PostgreSQL hot standbys only.
+    #[arg(long = "replica", value_name = "DATABASE=URL", global = true)]
+    pub replicas: Vec<String>,
+    /// Milliseconds between replay-lag checks of each replica (default 200).
+    #[arg(long, env = "IADB_REPLICA_CHECK_INTERVAL_MS")]
+    pub replica_check_interval_ms: Option<u64>,
+    /// Seconds a replica that failed stays out of rotation before it is
+    /// checked again (default 5).
+    #[arg(long, env = "IADB_REPLICA_BACKOFF_SECS")]
+    pub replica_backoff_secs: Option<u64>,
     /// TOML config file with one table of settings per environment.
     #[arg(long, env = "IADB_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -302,6 +326,13 @@ pub struct EnvironmentFile {
     /// Database name -> URL; `default` is the default database.
     #[serde(default)]
     pub databases: BTreeMap<String, String>,
+    /// Database name -> URLs of its read replicas.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, Vec<String>>,
+    /// Milliseconds between replay-lag checks of each replica.
+    pub replica_check_interval_ms: Option<u64>,
+    /// Seconds a failed replica stays out of rotation.
+    pub replica_backoff_secs: Option<u64>,
     /// Most connections per pool.
     pub pool_max: Option<u32>,
     /// Seconds to wait for a pooled connection.
@@ -362,6 +393,26 @@ pub struct DatabaseSpec {
     pub config: ConnectionConfig,
     /// Its app migrations (from `--app-migrations`).
     pub app_migrations: Vec<crate::migrate::Migration>,
+    /// Its read replicas (from `--replica`).
+    pub replicas: Vec<ConnectionConfig>,
+}
+
+/// How replicas are watched ([`crate::replicas`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// Time between replay-lag checks of each replica.
+    pub check_interval: Duration,
+    /// How long a replica that failed stays out of rotation.
+    pub backoff: Duration,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_millis(200),
+            backoff: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Everything the server needs to run.
@@ -377,6 +428,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Interval of the background health checks.
     pub health_interval: Duration,
+    /// How replicas are watched.
+    pub replication: ReplicationSettings,
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Whether to apply migrations at start-up.
@@ -576,8 +629,10 @@ impl Settings {
                 name,
                 config,
                 app_migrations: Vec::new(),
+                replicas: Vec::new(),
             });
         }
+        add_replicas(&mut databases, &file_env.replicas, &cli.replicas)?;
         let mut folders: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for flag in &cli.app_migrations {
             let (name, path) = match flag.split_once('=') {
@@ -688,6 +743,21 @@ impl Settings {
                     .unwrap_or(5)
                     .max(1),
             ),
+            replication: {
+                let defaults = ReplicationSettings::default();
+                ReplicationSettings {
+                    check_interval: cli
+                        .replica_check_interval_ms
+                        .or(file_env.replica_check_interval_ms)
+                        .map_or(defaults.check_interval, |ms| {
+                            Duration::from_millis(ms.max(10))
+                        }),
+                    backoff: cli
+                        .replica_backoff_secs
+                        .or(file_env.replica_backoff_secs)
+                        .map_or(defaults.backoff, |s| Duration::from_secs(s.max(1))),
+                }
+            },
             metrics_listen,
             tokens,
             insecure_no_auth: cli.insecure_no_auth || file_env.insecure_no_auth.unwrap_or(false),
@@ -711,6 +781,58 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Adds the replicas of the config file's `replicas` table, then those of
+/// `--replica DATABASE=URL` flags, to the databases they name. A replica
+/// must be PostgreSQL in front of a PostgreSQL database, and name one host.
+fn add_replicas(
+    databases: &mut [DatabaseSpec],
+    file: &BTreeMap<String, Vec<String>>,
+    flags: &[String],
+) -> Result<(), ConfigError> {
+    let mut listed: Vec<(String, String)> = file
+        .iter()
+        .flat_map(|(name, urls)| urls.iter().map(|u| (name.clone(), u.clone())))
+        .collect();
+    for flag in flags {
+        let (name, url) = flag
+            .split_once('=')
+            .filter(|(n, u)| !n.trim().is_empty() && !u.trim().is_empty())
+            .ok_or_else(|| ConfigError::ReplicaFlag(redact_flag(flag)))?;
+        listed.push((name.trim().to_owned(), url.trim().to_owned()));
+    }
+    for (name, url) in listed {
+        let bad = |reason: String| ConfigError::Replica {
+            name: name.clone(),
+            reason,
+        };
+        let spec = databases
+            .iter_mut()
+            .find(|d| d.name == name)
+            .ok_or_else(|| bad("no database of that name is configured".to_owned()))?;
+        let url = crate::secret_file::resolve(&url, &format!("replica of database `{name}`"))?;
+        let config = ConnectionConfig::from_url(&url).map_err(|source| ConfigError::Url {
+            name: format!("{name} (replica)"),
+            source,
+        })?;
+        if spec.config.db_type != iadb::DatabaseType::Postgresql
+            || config.db_type != iadb::DatabaseType::Postgresql
+        {
+            return Err(bad(
+                "replicas are routed for PostgreSQL only (a postgresql:// database and \
+                 postgresql:// replicas); see docs/replicas.md"
+                    .to_owned(),
+            ));
+        }
+        if !config.hosts.is_empty() {
+            return Err(bad(
+                "a replica names one host; give each standby its own --replica".to_owned(),
+            ));
+        }
+        spec.replicas.push(config);
+    }
+    Ok(())
 }
 
 /// Shows a bad `--database` flag without the password its URL may hold.
@@ -785,6 +907,54 @@ mod tests {
         let mut secret = cli(&["--database", "b=postgresql://u:hunter2@h:notaport/db"]);
         secret.config = None;
         let err = Settings::from_cli(&secret).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn replicas_from_flags_and_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("iadb.toml");
+        std::fs::write(
+            &file,
+            "[environments.development]\nreplica_backoff_secs = 9\n[environments.development.replicas]\nsales = [\"postgresql://u@standby1/sales\"]\n",
+        )
+        .unwrap();
+        let c = cli(&[
+            "--database-url",
+            "postgresql://u@h1:5432,h2:5432/app?target_session_attrs=read-write",
+            "--database",
+            "sales=postgresql://u@primary/sales",
+            "--replica",
+            "default=postgresql://u:hunter2@standby2:5433/app",
+            "--replica",
+            "sales=postgresql://u@standby3/sales",
+            "--config",
+            file.to_str().unwrap(),
+        ]);
+        let s = Settings::from_cli(&c).unwrap();
+        let hosts = |i: usize| -> Vec<String> {
+            s.databases[i]
+                .replicas
+                .iter()
+                .map(|r| r.host.clone().unwrap_or_default())
+                .collect()
+        };
+        assert_eq!(s.databases[0].config.hosts.len(), 2);
+        assert_eq!(hosts(0), ["standby2"]);
+        assert_eq!(hosts(1), ["standby1", "standby3"]);
+        assert_eq!(s.replication.backoff, Duration::from_secs(9));
+        assert_eq!(s.replication.check_interval, Duration::from_millis(200));
+        let refused = |args: &[&str]| {
+            let mut c = cli(args);
+            c.config = None;
+            Settings::from_cli(&c).unwrap_err().to_string()
+        };
+        let err = refused(&["--replica", "nope=postgresql://u:hunter2@h/db"]);
+        assert!(err.contains("no database of that name"), "{err}");
+        assert!(refused(&["--replica", "default"]).contains("DATABASE=URL"));
+        // SQLite (the default database here) has no replicas.
+        let err = refused(&["--replica", "default=postgresql://u:hunter2@h/db"]);
+        assert!(err.contains("PostgreSQL only"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod placeholders;
 mod registry;
+mod replicas;
 pub mod secret_file;
 mod server;
 mod service;

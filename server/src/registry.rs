@@ -8,11 +8,12 @@
 
 use crate::{
     backend::{Backend, PoolSettings, backend_for},
-    config::{DEFAULT_DATABASE_NAME, DatabaseSpec},
+    config::{DEFAULT_DATABASE_NAME, DatabaseSpec, ReplicationSettings},
     migrate::{
         MigrateAction, MigrateOptions, MigrateReport, Migration, Migrator, store::MigrationStore,
         system_migrations,
     },
+    replicas::{ReadMember, Replication},
 };
 use async_trait::async_trait;
 use iadb::{
@@ -134,6 +135,9 @@ struct Entry {
     /// Host and port of a server engine, to ask the socket for the cause
     /// of a failed connect.
     address: Option<(String, u16)>,
+    /// Its replicas, and the watch on its primary (`--replica`, or a
+    /// multi-host URL).
+    replication: Option<Arc<Replication>>,
 }
 
 /// Databases by name; the empty name means [`DEFAULT_DATABASE_NAME`].
@@ -183,7 +187,12 @@ async fn probe(host: &str, port: u16) -> std::result::Result<(), String> {
 impl Registry {
     /// Builds the adapter of every database, none connected yet (each is
     /// down until [`Registry::start_all`] or a retry connects it).
-    pub fn new(specs: &[DatabaseSpec], pool: PoolSettings, policy: StartupPolicy) -> Result<Self> {
+    pub fn new(
+        specs: &[DatabaseSpec],
+        pool: PoolSettings,
+        policy: StartupPolicy,
+        replication: ReplicationSettings,
+    ) -> Result<Self> {
         let mut entries = BTreeMap::new();
         for spec in specs {
             // The URL with its password and secret options hidden, however
@@ -200,13 +209,21 @@ impl Registry {
                 state: RwLock::new(Readiness::Down("not connected yet".to_owned())),
             });
             let address = match spec.config.db_type {
-                DatabaseType::Postgresql | DatabaseType::Mysql => spec
-                    .config
-                    .host
-                    .clone()
-                    .filter(|h| !h.is_empty() && !h.starts_with('/'))
-                    .zip(spec.config.port),
+                // A multi-host URL's first host may be the one that is down.
+                DatabaseType::Postgresql | DatabaseType::Mysql if spec.config.hosts.is_empty() => {
+                    spec.config
+                        .host
+                        .clone()
+                        .filter(|h| !h.is_empty() && !h.starts_with('/'))
+                        .zip(spec.config.port)
+                }
                 _ => None,
+            };
+            let replicated = !spec.replicas.is_empty() || !spec.config.hosts.is_empty();
+            let replication = if replicated {
+                Some(Arc::new(replication_of(spec, pool, replication)?))
+            } else {
+                None
             };
             entries.insert(
                 spec.name.clone(),
@@ -221,6 +238,7 @@ impl Registry {
                     app_migrations: spec.app_migrations.clone(),
                     read_only: is_read_only(&spec.config),
                     address,
+                    replication,
                 },
             );
         }
@@ -386,6 +404,34 @@ impl Registry {
         Ok(self.entry(name)?.backend.clone())
     }
 
+    /// The members a read of `name` tries, in order: with a staleness
+    /// `bound`, a replica within it and one more member for a retry
+    /// ([`Replication::read_members`]); otherwise, or without replicas,
+    /// the primary alone (`primary`, the database as [`Registry::get`]
+    /// gave it).
+    pub fn read_members(
+        &self,
+        name: &str,
+        bound: Option<std::time::Duration>,
+        primary: Arc<dyn DatabaseInterface>,
+    ) -> Result<Vec<ReadMember>> {
+        let entry = self.entry(name)?;
+        let primary = ReadMember::primary(primary, entry.backend.clone());
+        Ok(match (bound, &entry.replication) {
+            (Some(bound), Some(replication)) => replication.read_members(bound, primary),
+            _ => vec![primary],
+        })
+    }
+
+    /// Starts the checker task of every replicated database.
+    pub fn start_replication(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.entries
+            .values()
+            .filter_map(|entry| entry.replication.clone())
+            .map(|replication| tokio::spawn(replication.run_checks()))
+            .collect()
+    }
+
     /// The adapter of `name` for a session or a batch; fails at once with
     /// the cause while the database is not ready, as [`Registry::get`]'s
     /// calls do.
@@ -488,6 +534,11 @@ impl Registry {
             pool_max: pool.max,
             pool_waiting: pool.waiting,
             latency_ms,
+            members: entry
+                .replication
+                .as_ref()
+                .map(|r| r.members())
+                .unwrap_or_default(),
         })
     }
 
@@ -551,8 +602,60 @@ impl Registry {
     pub async fn close(&self) {
         for entry in self.entries.values() {
             let _ = entry.backend.disconnect().await;
+            if let Some(replication) = &entry.replication {
+                replication.close().await;
+            }
         }
     }
+}
+
+/// Longest wait for a replica's pooled connection: a replica that went
+/// away fails its read soon, and the read runs again on another member.
+const REPLICA_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The replicas of `spec`, each with its own pool (`pool`'s size, a short
+/// wait for a connection), and one-connection pools on the primary and on
+/// each replica for the lag checks.
+fn replication_of(
+    spec: &DatabaseSpec,
+    pool: PoolSettings,
+    settings: ReplicationSettings,
+) -> Result<Replication> {
+    let one = PoolSettings {
+        max_connections: 1,
+        acquire_timeout: REPLICA_ACQUIRE_TIMEOUT,
+    };
+    let monitor = backend_for(&spec.config, one)?;
+    let mut replicas = Vec::with_capacity(spec.replicas.len());
+    for config in &spec.replicas {
+        let address = format!(
+            "{}:{}",
+            config.host.as_deref().unwrap_or("localhost"),
+            config.port.unwrap_or(5432)
+        );
+        info!(
+            database = %spec.name,
+            replica = %address,
+            url = %config.redacted_url(),
+            "replica configured"
+        );
+        let backend = backend_for(
+            config,
+            PoolSettings {
+                max_connections: pool.max_connections,
+                acquire_timeout: pool.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT),
+            },
+        )?;
+        let gate: Arc<dyn DatabaseInterface> = Arc::new(GatedDatabase {
+            inner: backend.clone(),
+            readiness: Arc::new(ReadinessCell {
+                name: spec.name.clone(),
+                state: RwLock::new(Readiness::Ready),
+            }),
+        });
+        replicas.push((address, backend, gate, backend_for(config, one)?));
+    }
+    Ok(Replication::new(&spec.name, monitor, replicas, settings))
 }
 
 /// Every connection in use and the pool at its size limit.

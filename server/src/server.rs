@@ -46,6 +46,7 @@ impl BoundServer {
                 migrate: settings.migrate,
                 migrate_options: settings.migrate_options,
             },
+            settings.replication,
         )?);
         registry.start_all(settings.require_all_databases).await?;
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
@@ -123,6 +124,8 @@ impl BoundServer {
         // Databases that are down are retried in a task of their own, so a
         // connect attempt that hangs does not hold up the health rounds.
         let connector = tokio::spawn(keep_connecting(registry.clone(), settings.health_interval));
+        // Replay lag of each replica, and which host is the primary.
+        let replica_checkers = registry.start_replication();
         // Both reflection versions: grpcurl and many tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -231,6 +234,9 @@ impl BoundServer {
         }
         checker.abort();
         connector.abort();
+        for task in replica_checkers {
+            task.abort();
+        }
         if let Some(task) = reloader {
             task.abort();
         }
@@ -338,6 +344,7 @@ pub async fn migrate_once(
             migrate: false,
             migrate_options: settings.migrate_options,
         },
+        settings.replication,
     )?;
     registry.connect_only(&command.db).await?;
     let options = MigrateOptions {

@@ -14,6 +14,7 @@ use crate::{
     migrate::{MigrateAction, MigrateOptions, MigrationType, source::MigrationFile},
     placeholders::{Dialect, StatementShape, fingerprint, statement_shape},
     registry::Registry,
+    replicas::ReadMember,
     transaction,
 };
 use futures::FutureExt;
@@ -785,16 +786,24 @@ impl Database for DatabaseService {
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
         if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
-                .fetch_all_read_only(call, label, database, sql, params, limit)
+                .fetch_all_read_only(call, label, database, sql, params, limit, options)
                 .await;
         }
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
+            let bound = read_bound(options.as_ref())?;
+            let members = self.registry.read_members(&database, bound, db)?;
+            let (sql, params) = (&sql, &params);
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
-                let stream = caught(db.query(&sql, &params)).await?;
+                let stream =
+                    on_members(
+                        members,
+                        |db| async move { caught(db.query(sql, params)).await },
+                    )
+                    .await?;
                 Ok((stream, turn))
             })
             .await
@@ -842,6 +851,8 @@ impl Database for DatabaseService {
         } = self.open(request);
         let result: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
+            let bound = read_bound(options.as_ref())?;
+            let members = self.registry.read_members(&database, bound, db)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
                 if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
@@ -853,21 +864,26 @@ impl Database for DatabaseService {
                         params: &params,
                         sink: &mut sink,
                     };
-                    self.read_only_call(&database, call).await?;
+                    self.read_only_on(&database, members, call).await?;
                     return Ok((sink.columns, sink.row));
                 }
-                let QueryStream { columns, events } = caught(db.query(&sql, &params)).await?;
-                let mut events = caught_events(events);
-                let first = loop {
-                    match events.next().await.transpose()? {
-                        Some(QueryEvent::Row(values)) => break Some(values),
-                        Some(QueryEvent::Rows(batch)) => match batch.into_rows().next() {
-                            Some(values) => break Some(values?),
-                            None => continue,
-                        },
-                        Some(QueryEvent::Done(_)) | None => break None,
-                    }
-                };
+                let (sql, params) = (&sql, &params);
+                let (columns, events, first) = on_members(members, |db| async move {
+                    let QueryStream { columns, events } = caught(db.query(sql, params)).await?;
+                    let mut events = caught_events(events);
+                    let first = loop {
+                        match events.next().await.transpose()? {
+                            Some(QueryEvent::Row(values)) => break Some(values),
+                            Some(QueryEvent::Rows(batch)) => match batch.into_rows().next() {
+                                Some(values) => break Some(values?),
+                                None => continue,
+                            },
+                            Some(QueryEvent::Done(_)) | None => break None,
+                        }
+                    };
+                    Ok((columns, events, first))
+                })
+                .await?;
                 if first.is_some() {
                     // After the answer is sent, see whether the result ends;
                     // the turn lasts as long as the connection is held.
@@ -1412,6 +1428,8 @@ impl DatabaseService {
     /// transaction of its own ([`ReadOnlyCall`]), its rows streamed as they
     /// come, as on a pooled call. An error before the first row ends the
     /// stream before its header.
+    // The parts of the FetchAll request the caller has already taken apart.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_all_read_only(
         &self,
         call: Call,
@@ -1420,17 +1438,23 @@ impl DatabaseService {
         sql: String,
         params: Vec<proto::Value>,
         limit: Option<Duration>,
+        options: Option<proto::QueryOptions>,
     ) -> Result<Response<FetchStream>, Status> {
         let started = Instant::now();
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let backend = self.registry.ready_backend(&database)?;
+            let bound = read_bound(options.as_ref())?;
+            let member = self.first_member(&database, bound)?;
+            let backend = match member.is_replica() {
+                true => member.backend.clone(),
+                false => self.registry.ready_backend(&database)?,
+            };
             let params = self.pooled_params(&database, &sql, params)?;
             let turn = with_timeout(limit, self.turn(&database)).await?;
-            Ok((backend, params, turn))
+            Ok((backend, params, turn, member))
         }
         .await;
-        let (backend, params, turn) = opened?;
+        let (backend, params, turn, member) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         let ending = Ending::default();
         let limits = self.limits;
@@ -1446,7 +1470,9 @@ impl DatabaseService {
                     params: &params,
                     sink: &mut sink,
                 };
-                let outcome = caught(read.run_on(&*backend)).await?;
+                let outcome = caught(read.run_on(&*backend)).await.inspect_err(|e| {
+                    member.failed(e);
+                })?;
                 sink.finish(outcome.rows_affected, call.started).await
             })
             .await;
@@ -1455,6 +1481,97 @@ impl DatabaseService {
             set_ending(&task_ending, result);
         });
         Ok(Response::new(frames_then_ending(rx, ending)))
+    }
+}
+
+impl DatabaseService {
+    /// The member a read-only FetchAll runs on: a replica within `bound`,
+    /// else the primary. Its streamed rows are not retried elsewhere.
+    fn first_member(&self, database: &str, bound: Option<Duration>) -> Result<ReadMember, Error> {
+        let primary = self.registry.get(database)?;
+        self.registry
+            .read_members(database, bound, primary)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::internal("no member to read from"))
+    }
+
+    /// A replica within `bound` for a read-only transaction of `database`,
+    /// if one is.
+    pub(crate) fn replica_for(
+        &self,
+        database: &str,
+        bound: Duration,
+    ) -> Result<Option<ReadMember>, Error> {
+        let member = self.first_member(database, Some(bound))?;
+        Ok(member.is_replica().then_some(member))
+    }
+
+    /// Runs a read-only `call` on the first of `members` (the primary's
+    /// adapter when it is the primary, behind its readiness).
+    async fn read_only_on(
+        &self,
+        database: &str,
+        members: Vec<ReadMember>,
+        call: ReadOnlyCall<'_>,
+    ) -> Result<ExecuteOutcome, Error> {
+        match members.into_iter().next() {
+            Some(member) if member.is_replica() => caught(call.run_on(&*member.backend))
+                .await
+                .inspect_err(|e| {
+                    member.failed(e);
+                }),
+            _ => self.read_only_call(database, call).await,
+        }
+    }
+}
+
+/// The staleness a read accepts (`QueryOptions.consistency`): `None` for
+/// STRONG, the default, which reads on the primary.
+fn read_bound(options: Option<&proto::QueryOptions>) -> Result<Option<Duration>, Error> {
+    match options {
+        Some(options) => staleness_bound(options.consistency, options.max_staleness_ms),
+        None => Ok(None),
+    }
+}
+
+/// The staleness bound of a `consistency` (`ReadConsistency`) and its
+/// `max_staleness_ms`: `None` for STRONG.
+pub(crate) fn staleness_bound(
+    consistency: i32,
+    max_staleness_ms: u32,
+) -> Result<Option<Duration>, Error> {
+    match proto::ReadConsistency::try_from(consistency) {
+        Ok(proto::ReadConsistency::Unspecified | proto::ReadConsistency::Strong) => Ok(None),
+        Ok(proto::ReadConsistency::BoundedStaleness) => {
+            Ok(Some(Duration::from_millis(u64::from(max_staleness_ms))))
+        }
+        Err(_) => Err(Error::invalid_argument(format!(
+            "unknown read consistency {consistency} (STRONG or BOUNDED_STALENESS)"
+        ))),
+    }
+}
+
+/// Runs `read` on the first of `members`; when it fails before any row was
+/// sent in a way that another member may not ([`ReadMember::failed`]: the
+/// member could not be reached), runs it once more on the next member.
+async fn on_members<T, F, Fut>(members: Vec<ReadMember>, mut read: F) -> Result<T, Error>
+where
+    F: FnMut(Arc<dyn iadb::DatabaseInterface>) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut members = members.into_iter();
+    let Some(first) = members.next() else {
+        return Err(Error::internal("no member to read from"));
+    };
+    match read(first.db.clone()).await {
+        Err(e) if first.failed(&e) => match members.next() {
+            Some(next) => read(next.db.clone()).await.inspect_err(|e| {
+                next.failed(e);
+            }),
+            None => Err(e),
+        },
+        done => done,
     }
 }
 
@@ -1660,6 +1777,32 @@ mod tests {
             events.next().await.is_none(),
             "the stream ends after a panic"
         );
+    }
+
+    #[test]
+    fn read_consistency_is_strong_unless_bounded() {
+        let options = |consistency: i32, max_staleness_ms: u32| proto::QueryOptions {
+            consistency,
+            max_staleness_ms,
+            ..Default::default()
+        };
+        let staleness_bound = read_bound;
+        assert_eq!(staleness_bound(None).unwrap(), None);
+        assert_eq!(staleness_bound(Some(&options(0, 900))).unwrap(), None);
+        assert_eq!(
+            staleness_bound(Some(&options(proto::ReadConsistency::Strong.into(), 900))).unwrap(),
+            None
+        );
+        assert_eq!(
+            staleness_bound(Some(&options(
+                proto::ReadConsistency::BoundedStaleness.into(),
+                250
+            )))
+            .unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        let unknown = staleness_bound(Some(&options(7, 0))).unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::InvalidArgument);
     }
 
     #[test]

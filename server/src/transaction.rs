@@ -303,11 +303,41 @@ pub(crate) async fn drive(
             return ended;
         }
     };
+    // A read-only transaction of bounded staleness may run on a replica.
+    let bound = if begin.read_only {
+        match crate::service::staleness_bound(begin.consistency, begin.max_staleness_ms) {
+            Ok(bound) => bound,
+            Err(e) => {
+                ended.result = Err(e);
+                return ended;
+            }
+        }
+    } else {
+        None
+    };
     // The transaction holds a turn and a connection for its whole life.
     let opened = guarded(
         async {
             let backend = service.registry().ready_backend(&name)?;
             let turn = service.turn(&name).await?;
+            let replica = match bound {
+                Some(bound) => service.replica_for(&name, bound)?,
+                None => None,
+            };
+            if let Some(member) = replica {
+                // A replica that fails here is taken out; the transaction
+                // begins on the primary instead.
+                let on_replica = async {
+                    let mut session = member.backend.session().await?;
+                    session.begin(options).await?;
+                    Ok::<_, Error>(session)
+                };
+                match on_replica.await {
+                    Ok(session) => return Ok((turn, session)),
+                    Err(e) if member.failed(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             let mut session = backend.session().await?;
             session.begin(options).await?;
             Ok((turn, session))

@@ -4,6 +4,10 @@
 //! server on 5432. Dropping it stops the cluster (immediate mode) and
 //! removes its files.
 //!
+//! [`PgCluster::standby_of`] makes a streaming hot standby of a running
+//! cluster (`pg_basebackup -R`), on a port of its own;
+//! [`PgCluster::promote`] makes it a primary.
+//!
 //! The programs come from `pg_config --bindir`. PostgreSQL refuses to run as
 //! root, so when the tests run as root (CI does) every program runs as the
 //! `postgres` OS user through `runuser`, and the folder belongs to that user.
@@ -29,35 +33,7 @@ impl PgCluster {
     /// Creates and starts a cluster, or says why it cannot be done here
     /// (no PostgreSQL programs, no `postgres` user when running as root).
     pub fn start() -> Result<Self, String> {
-        let bindir = pg_bindir()?;
-        if !bindir.join("initdb").is_file() || !bindir.join("pg_ctl").is_file() {
-            return Err(format!("no initdb/pg_ctl in {}", bindir.display()));
-        }
-        let as_postgres = is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("iadb-pg-")
-            .tempdir_in("/tmp")
-            .map_err(|e| format!("temp dir: {e}"))?;
-        std::fs::create_dir(dir.path().join("sock")).map_err(|e| format!("socket dir: {e}"))?;
-        if as_postgres {
-            let owned = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .map_err(|e| format!("chown: {e}"))?;
-            if !owned.success() {
-                return Err("cannot give the cluster folder to the postgres user \
-                            (is there a `postgres` OS user?)"
-                    .to_owned());
-            }
-        }
-        let port = free_port()?;
-        let cluster = Self {
-            bindir,
-            dir,
-            port,
-            as_postgres,
-        };
+        let cluster = Self::empty()?;
         let data = cluster.data_dir();
         let out = cluster.run(
             "initdb",
@@ -82,6 +58,97 @@ impl PgCluster {
         }
         cluster.pg_ctl(&["start"])?;
         Ok(cluster)
+    }
+
+    /// A cluster folder and a free port, nothing in it yet.
+    fn empty() -> Result<Self, String> {
+        let bindir = pg_bindir()?;
+        if !bindir.join("initdb").is_file() || !bindir.join("pg_ctl").is_file() {
+            return Err(format!("no initdb/pg_ctl in {}", bindir.display()));
+        }
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("iadb-pg-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("temp dir: {e}"))?;
+        std::fs::create_dir(dir.path().join("sock")).map_err(|e| format!("socket dir: {e}"))?;
+        if as_postgres {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !owned.success() {
+                return Err("cannot give the cluster folder to the postgres user \
+                            (is there a `postgres` OS user?)"
+                    .to_owned());
+            }
+        }
+        Ok(Self {
+            bindir,
+            dir,
+            port: free_port()?,
+            as_postgres,
+        })
+    }
+
+    /// A hot standby of `primary` (which must be running), streaming from
+    /// it: `pg_basebackup -R` (the standby's own replication slot-less
+    /// connection, `application_name` = the standby's port), started on a
+    /// port of its own. Returns once it accepts connections.
+    pub fn standby_of(primary: &PgCluster) -> Result<Self, String> {
+        let standby = Self::empty()?;
+        let data = standby.data_dir();
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres application_name=standby{}",
+            primary.port, standby.port
+        );
+        let out = standby.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-d",
+                &conninfo,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-c",
+                "fast",
+            ],
+        )?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        standby.pg_ctl(&["start"])?;
+        Ok(standby)
+    }
+
+    /// `pg_ctl promote -w`: returns once the standby is a primary.
+    pub fn promote(&self) -> Result<(), String> {
+        let data = self.data_dir();
+        let out = self.run(
+            "pg_ctl",
+            &["promote", "-w", "-t", "60", "-D", path_str(&data)?],
+        )?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl promote failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// `pg_ctl stop -m immediate`: as if the machine went away.
+    pub fn stop_immediate(&self) -> Result<(), String> {
+        self.pg_ctl(&["stop", "-m", "immediate"])
     }
 
     /// `postgresql://postgres@127.0.0.1:PORT/postgres`.

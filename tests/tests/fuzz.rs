@@ -148,6 +148,7 @@ fn valid_request(rpc: Rpc) -> BoxedStrategy<Vec<u8>> {
         proto::QueryOptions {
             timeout_ms: t % 10_000,
             read_only,
+            ..Default::default()
         }
     }));
     match rpc {

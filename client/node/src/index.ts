@@ -583,6 +583,14 @@ export interface CallOptions {
    * changes nothing (`QueryOptions.read_only`).
    */
   readOnly?: boolean;
+  /**
+   * Reads only (`fetchAll`, `fetchOne`): a read of bounded staleness, which
+   * may run on a replica of the database whose replay lag is within this
+   * many milliseconds (the primary when none is); it may then miss the last
+   * `maxStalenessMs` of writes, the caller's own included. Unset: strong,
+   * on the primary. Other calls always run on the primary.
+   */
+  maxStalenessMs?: number;
 }
 
 /** What `execute` returns. */
@@ -794,6 +802,23 @@ export interface TransactionOptions {
   immediate?: boolean;
   /** Deadline of the whole transaction, in milliseconds (default none; the server's limits apply). */
   timeoutMs?: number;
+  /**
+   * With `readOnly`: the transaction may run on a replica whose replay lag
+   * is within this many milliseconds (bounded staleness), as for
+   * `CallOptions.maxStalenessMs`. Ignored for a transaction that may write.
+   */
+  maxStalenessMs?: number;
+}
+
+/** The wire fields of a bounded-staleness read (none for `undefined`). */
+function stalenessFields(ms: number | undefined): Record<string, unknown> {
+  if (ms === undefined) {
+    return {};
+  }
+  if (!Number.isInteger(ms) || ms < 0 || ms > 0xffffffff) {
+    throw new RangeError(`maxStalenessMs must be a whole number of milliseconds below 2^32, not ${ms}`);
+  }
+  return { consistency: "READ_CONSISTENCY_BOUNDED_STALENESS", max_staleness_ms: ms };
 }
 
 function encodeStatement(item: BatchStatement, index: number): Record<string, unknown> {
@@ -1595,16 +1620,21 @@ export class IadbClient {
     return timeout !== undefined && timeout > 0 ? { deadline: Date.now() + timeout + 1000 } : {};
   }
 
-  private queryOptions(opts: CallOptions | undefined): Record<string, unknown> | undefined {
+  private queryOptions(opts: CallOptions | undefined, read = false): Record<string, unknown> | undefined {
     const timeout = opts?.timeoutMs;
     const readOnly = opts?.readOnly === true;
+    const staleness = read ? opts?.maxStalenessMs : undefined;
+    const bounded = stalenessFields(staleness);
     if (timeout === undefined || timeout <= 0) {
+      if (staleness !== undefined) {
+        return { read_only: readOnly, ...bounded };
+      }
       return readOnly ? { read_only: true } : undefined;
     }
     if (!Number.isInteger(timeout) || timeout > 0xffffffff) {
       throw new RangeError(`timeoutMs must be a whole number of milliseconds below 2^32, not ${timeout}`);
     }
-    return { timeout_ms: timeout, read_only: readOnly };
+    return { timeout_ms: timeout, read_only: readOnly, ...bounded };
   }
 
   private unary<T>(stub: grpc.Client, method: string, request: unknown, opts?: CallOptions): Promise<T> {
@@ -1666,7 +1696,12 @@ export class IadbClient {
     return new RowStream(
       (deadlineAt) => {
         const o = this.attemptOptions(opts, deadlineAt);
-        const request = { database: this.database, sql, params: encodeParams(params), options: this.queryOptions(o) };
+        const request = {
+          database: this.database,
+          sql,
+          params: encodeParams(params),
+          options: this.queryOptions(o, true),
+        };
         const stub = this.stub as unknown as Record<
           string,
           (req: unknown, metadata: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<unknown>
@@ -1680,13 +1715,13 @@ export class IadbClient {
 
   /** The first row of a result, or `null` when it is empty. A read. */
   async fetchOne(sql: string, params?: readonly Param[], opts?: CallOptions): Promise<Row | null> {
-    this.queryOptions(opts);
+    this.queryOptions(opts, true);
     const request = { database: this.database, sql, params: encodeParams(params) };
     const res = await this.run("read", opts, (o) =>
       this.unary<{ columns?: WireColumn[]; row?: WireRow | null }>(
         this.stub,
         "FetchOne",
-        { ...request, options: this.queryOptions(o) },
+        { ...request, options: this.queryOptions(o, true) },
         o,
       ),
     );
@@ -1801,6 +1836,7 @@ export class IadbClient {
         isolation: isolation === undefined ? "ISOLATION_LEVEL_UNSPECIFIED" : ISOLATION_WIRE[isolation],
         read_only: checkFlag("readOnly", options.readOnly),
         immediate: checkFlag("immediate", options.immediate),
+        ...(options.readOnly === true ? stalenessFields(options.maxStalenessMs) : {}),
       },
     };
     const stub = this.stub as unknown as Record<

@@ -243,6 +243,20 @@ describe("fetchOne and fetchAll", () => {
     assert.throws(() => stream[Symbol.asyncIterator](), /iterated once/);
   });
 
+  test("maxStalenessMs: bounded reads run (on the primary, without replicas); a bad bound fails first", async () => {
+    assert.deepEqual(await db.fetchOne("SELECT 7 AS n", [], { maxStalenessMs: 500 }), { n: 7 });
+    const rows = await db.fetchAll("SELECT 8 AS n", [], { maxStalenessMs: 0, timeoutMs: 5000 }).toArray();
+    assert.deepEqual(rows, [{ n: 8 }]);
+    await assert.rejects(db.fetchOne("SELECT 1", [], { maxStalenessMs: -1 }), RangeError);
+    await assert.rejects(db.fetchOne("SELECT 1", [], { maxStalenessMs: 1.5 }), RangeError);
+    const n = await db.transaction(async (tx) => (await tx.fetchOne("SELECT 9 AS n"))?.n, {
+      readOnly: true,
+      maxStalenessMs: 500,
+    });
+    assert.equal(n, 9);
+    await assert.rejects(db.transaction(async () => 0, { readOnly: true, maxStalenessMs: -1 }), RangeError);
+  });
+
   test("an empty result has columns and a zero summary", async () => {
     const stream = db.fetchAll("SELECT 1 AS one WHERE 1 = 0");
     assert.deepEqual(await stream.toArray(), []);

@@ -159,6 +159,13 @@ class Database(c.ClientSettings):
     strings) is sent with every call. ``read_only=True`` runs every call in a
     read-only transaction of its own on the server, enforced by the engine: a
     write or DDL fails with PERMISSION_DENIED and changes nothing.
+    ``max_staleness_ms=N`` lets the reads (``fetch_rows``, ``fetch_row``,
+    ``fetch_one``, ``iterate``) run on a replica of the database whose
+    replay lag is within N milliseconds (bounded staleness; the primary when
+    none is); they may then miss the last N ms of writes, the caller's own
+    included; so may a ``transaction(read_only=True)``. Writes,
+    ``execute_query``/``fetch_all`` (which run any statement), batches and
+    other transactions always run on the primary.
 
     The original API's methods return a ``QueryResult`` and never raise for
     an error from the server: ``execute_query``, ``fetch_all``,
@@ -258,7 +265,7 @@ class Database(c.ClientSettings):
 
     async def fetch_row(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
         """The first row, or None when there is none; raises ``DatabaseError``."""
-        request = c.fetch_one_request(self.database, sql, params, self.read_only)
+        request = c.fetch_one_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         return c.fetch_one_row(await self._unary("FetchOne", request))
 
     async def table_exists(self, table_name: str) -> bool:
@@ -302,7 +309,7 @@ class Database(c.ClientSettings):
         asked for. Use ``async with db.iterate(...) as rows:`` to cancel the
         query when leaving early.
         """
-        request = c.fetch_all_request(self.database, sql, params, self.read_only)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         self._stub_or_raise()
         return RowStream(self, request, self.timeout)
 
@@ -337,7 +344,7 @@ class Database(c.ClientSettings):
         BEGIN IMMEDIATE (the write lock at once). ``timeout`` (seconds): the
         deadline of the whole transaction (default: the client's).
         """
-        begin = c.begin_request(self.database, isolation, read_only, immediate)
+        begin = c.begin_request(self.database, isolation, read_only, immediate, self.max_staleness_ms)
         self._stub_or_raise()
         return Transaction(self, begin, self.timeout if timeout is c.CLIENT_TIMEOUT else timeout)
 
@@ -366,7 +373,7 @@ class Database(c.ClientSettings):
     async def fetch_one(self, sql: str, params: Params = None) -> QueryResult:
         """The first row of a query as a ``QueryResult`` whose ``data`` holds
         it (``[]`` when there is none; ``get_first_row()`` gives it or None)."""
-        request = c.fetch_one_request(self.database, sql, params, self.read_only)
+        request = c.fetch_one_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         self._stub_or_raise()
         start = time.perf_counter()
         try:

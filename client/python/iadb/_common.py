@@ -45,11 +45,15 @@ class ClientSettings:
         channel_options: Optional[Sequence[Tuple[str, Any]]] = None,
         token: Optional[str] = None,
         read_only: bool = False,
+        max_staleness_ms: Optional[int] = None,
     ) -> None:
         self.target = normalise_target(target)
         # Every call runs in a read-only transaction of its own on the
         # server, enforced by the engine (QueryOptions.read_only).
         self.read_only = bool(read_only)
+        # Reads (fetches) may run on a replica this far behind
+        # (QueryOptions.consistency = BOUNDED_STALENESS); None: the primary.
+        self.max_staleness_ms = check_staleness(max_staleness_ms)
         if not isinstance(database, str):
             raise TypeError("database must be str")
         self.database = database
@@ -103,7 +107,24 @@ def check_sql(sql: Any) -> str:
     return sql
 
 
-def query_options(read_only: bool) -> Optional[pb.QueryOptions]:
+def check_staleness(max_staleness_ms: Any) -> Optional[int]:
+    """None, or a bound in milliseconds that fits the proto's uint32."""
+    if max_staleness_ms is None:
+        return None
+    if isinstance(max_staleness_ms, bool) or not isinstance(max_staleness_ms, int):
+        raise TypeError("max_staleness_ms must be an int (milliseconds) or None")
+    if not 0 <= max_staleness_ms <= 0xFFFFFFFF:
+        raise ValueError("max_staleness_ms must be between 0 and 4294967295")
+    return max_staleness_ms
+
+
+def query_options(read_only: bool, max_staleness_ms: Optional[int] = None) -> Optional[pb.QueryOptions]:
+    if max_staleness_ms is not None:
+        return pb.QueryOptions(
+            read_only=bool(read_only),
+            consistency=pb.READ_CONSISTENCY_BOUNDED_STALENESS,
+            max_staleness_ms=check_staleness(max_staleness_ms),
+        )
     return pb.QueryOptions(read_only=True) if read_only else None
 
 
@@ -112,14 +133,16 @@ def execute_request(database: str, sql: str, params, read_only: bool = False) ->
                              options=query_options(read_only))
 
 
-def fetch_all_request(database: str, sql: str, params, read_only: bool = False) -> pb.FetchAllRequest:
+def fetch_all_request(database: str, sql: str, params, read_only: bool = False,
+                      max_staleness_ms: Optional[int] = None) -> pb.FetchAllRequest:
     return pb.FetchAllRequest(database=database, sql=check_sql(sql), params=encode_params(params),
-                              options=query_options(read_only))
+                              options=query_options(read_only, max_staleness_ms))
 
 
-def fetch_one_request(database: str, sql: str, params, read_only: bool = False) -> pb.FetchOneRequest:
+def fetch_one_request(database: str, sql: str, params, read_only: bool = False,
+                      max_staleness_ms: Optional[int] = None) -> pb.FetchOneRequest:
     return pb.FetchOneRequest(database=database, sql=check_sql(sql), params=encode_params(params),
-                              options=query_options(read_only))
+                              options=query_options(read_only, max_staleness_ms))
 
 
 def execute_many_request(database: str, sql: str, params_list, read_only: bool = False) -> pb.ExecuteManyRequest:
@@ -475,13 +498,21 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
-def begin_request(database: str, isolation, read_only: bool, immediate: bool) -> pb.TransactionRequest:
-    return pb.TransactionRequest(begin=pb.BeginTransaction(
+def begin_request(database: str, isolation, read_only: bool, immediate: bool,
+                  max_staleness_ms: Optional[int] = None) -> pb.TransactionRequest:
+    """The begin of a transaction; a read-only one carries the client's
+    staleness bound (it may run on a replica)."""
+    read_only = check_flag("read_only", read_only)
+    begin = pb.BeginTransaction(
         database=database,
         isolation=isolation_level(isolation),
-        read_only=check_flag("read_only", read_only),
+        read_only=read_only,
         immediate=check_flag("immediate", immediate),
-    ))
+    )
+    if read_only and max_staleness_ms is not None:
+        begin.consistency = pb.READ_CONSISTENCY_BOUNDED_STALENESS
+        begin.max_staleness_ms = check_staleness(max_staleness_ms)
+    return pb.TransactionRequest(begin=begin)
 
 
 def statement(sql: str, params) -> pb.Statement:

@@ -216,7 +216,7 @@ class SyncDatabase(c.ClientSettings):
 
     def fetch_row(self, sql: str, params: Params = None) -> Optional[Dict[str, Any]]:
         """The first row or None; raises ``DatabaseError``."""
-        return c.fetch_one_row(self._unary("FetchOne", c.fetch_one_request(self.database, sql, params, self.read_only)))
+        return c.fetch_one_row(self._unary("FetchOne", c.fetch_one_request(self.database, sql, params, self.read_only, self.max_staleness_ms)))
 
     def table_exists(self, table_name: str) -> bool:
         return self._unary("TableExists", c.table_exists_request(self.database, table_name)).exists
@@ -252,7 +252,7 @@ class SyncDatabase(c.ClientSettings):
 
     def fetch_one(self, sql: str, params: Params = None) -> QueryResult:
         """The first row as a ``QueryResult`` (``data`` holds it, or ``[]``)."""
-        request = c.fetch_one_request(self.database, sql, params, self.read_only)
+        request = c.fetch_one_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         self._stub_or_raise()
         start = time.perf_counter()
         try:
@@ -266,7 +266,7 @@ class SyncDatabase(c.ClientSettings):
         return self.execute_query(c.create_table_sql(table_name, schema)).success
 
     def iterate(self, sql: str, params: Params = None) -> SyncRowStream:
-        request = c.fetch_all_request(self.database, sql, params, self.read_only)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         self._stub_or_raise()
         return SyncRowStream(self, request, self.timeout)
 
@@ -301,7 +301,7 @@ class SyncDatabase(c.ClientSettings):
         BEGIN IMMEDIATE (the write lock at once). ``timeout`` (seconds): the
         deadline of the whole transaction (default: the client's).
         """
-        begin = c.begin_request(self.database, isolation, read_only, immediate)
+        begin = c.begin_request(self.database, isolation, read_only, immediate, self.max_staleness_ms)
         self._stub_or_raise()
         return SyncTransaction(self, begin, self.timeout if timeout is c.CLIENT_TIMEOUT else timeout)
 

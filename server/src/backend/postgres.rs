@@ -43,6 +43,10 @@ pub struct PostgresEngine {
     /// What every connection runs when it goes back to the pool
     /// ([`reset_sql`]).
     reset: Arc<str>,
+    /// The hosts of a multi-host URL, in order; empty for one host. The
+    /// pool then connects to the one that is not in recovery, and follows
+    /// the primary when it moves ([`watch_primary`]).
+    hosts: Arc<[(String, u16)]>,
 }
 
 /// The settings of a `postgresql:` URL.
@@ -92,11 +96,165 @@ impl TryFrom<&ConnectionConfig> for PostgresEngine {
             "a time zone name such as Europe/Paris or an offset such as +02:00",
         )?
         .map(|zone| format!("SET TIME ZONE '{zone}'"));
+        if !config.hosts.is_empty()
+            && let Some(attrs) = config
+                .option("target_session_attrs")
+                .filter(|a| !matches!(*a, "read-write" | "primary"))
+        {
+            return Err(Error::invalid_argument(format!(
+                "target_session_attrs `{attrs}`: a database's URL names its primary, so with \
+                 several hosts iadb connects to the one that is read-write (`read-write` or \
+                 `primary`); give standbys as --replica for reads"
+            )));
+        }
         Ok(PostgresEngine {
             options,
             reset: reset_sql(time_zone.as_deref()).into(),
             time_zone,
+            hosts: config.hosts.clone().into(),
         })
+    }
+}
+
+/// How long finding the primary waits for each host of a multi-host URL.
+const HOST_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often a multi-host pool checks that its host is still the primary.
+const PRIMARY_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether `conn`'s server is out of recovery (a primary).
+async fn is_primary_conn(conn: &mut sqlx::PgConnection) -> std::result::Result<bool, String> {
+    let query = sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(conn);
+    match tokio::time::timeout(HOST_CHECK_TIMEOUT, query).await {
+        Ok(Ok(in_recovery)) => Ok(!in_recovery),
+        Ok(Err(e)) => Err(pg_error(e).message().to_owned()),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            HOST_CHECK_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// A connection to `options`'s host, and whether it is a primary.
+async fn connect_and_ask(
+    options: &PgConnectOptions,
+) -> std::result::Result<(sqlx::PgConnection, bool), String> {
+    let mut conn = match tokio::time::timeout(HOST_CHECK_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(pg_error(e).message().to_owned()),
+        Err(_) => {
+            return Err(format!(
+                "no answer within {} s",
+                HOST_CHECK_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    let primary = is_primary_conn(&mut conn).await?;
+    Ok((conn, primary))
+}
+
+/// The first of `hosts` (asked all at once) that is a primary, with a
+/// connection to it; otherwise UNAVAILABLE saying what each host is.
+async fn find_primary(
+    base: &PgConnectOptions,
+    hosts: &[(String, u16)],
+) -> Result<(PgConnectOptions, sqlx::PgConnection)> {
+    let asked = futures::future::join_all(hosts.iter().map(|(host, port)| async move {
+        let options = base.clone().host(host).port(*port);
+        let answer = connect_and_ask(&options).await;
+        (options, answer)
+    }))
+    .await;
+    let mut causes = Vec::new();
+    let mut found = None;
+    for ((host, port), (options, answer)) in hosts.iter().zip(asked) {
+        match answer {
+            Ok((conn, true)) if found.is_none() => found = Some((options, conn)),
+            Ok((conn, true)) => {
+                // Two primaries: the first listed wins, as with libpq.
+                close_quietly(conn);
+                causes.push(format!("{host}:{port}: also a primary"));
+            }
+            Ok((conn, false)) => {
+                close_quietly(conn);
+                causes.push(format!("{host}:{port}: in recovery (a standby)"));
+            }
+            Err(cause) => causes.push(format!("{host}:{port}: {cause}")),
+        }
+    }
+    found.ok_or_else(|| {
+        Error::unavailable(format!(
+            "no host of the database's URL is a primary (read-write): {}",
+            causes.join("; ")
+        ))
+    })
+}
+
+/// Closes `conn` politely (the server logs no lost client), in a task of
+/// its own.
+fn close_quietly(conn: sqlx::PgConnection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(HOST_CHECK_TIMEOUT, sqlx::Connection::close(conn)).await;
+    });
+}
+
+/// Follows the primary of a multi-host pool: every
+/// [`PRIMARY_WATCH_INTERVAL`] asks the current host, on a connection of
+/// its own, whether it is still out of recovery; when it is gone or in
+/// recovery, finds the host that is the primary now, points the pool's new
+/// connections at it, and closes the idle ones to the old host. Ends when
+/// the pool is closed.
+async fn watch_primary(
+    pool: sqlx::Pool<Postgres>,
+    base: PgConnectOptions,
+    hosts: Arc<[(String, u16)]>,
+) {
+    let mut ticker = tokio::time::interval(PRIMARY_WATCH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watching: Option<sqlx::PgConnection> = None;
+    let mut reported = String::new();
+    loop {
+        ticker.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Some(conn) = watching.as_mut()
+            && is_primary_conn(conn).await == Ok(true)
+        {
+            continue;
+        }
+        watching = None;
+        let current = pool.connect_options();
+        match find_primary(&base, &hosts).await {
+            Ok((found, conn)) => {
+                watching = Some(conn);
+                reported.clear();
+                let moved = (found.get_host(), found.get_port())
+                    != (current.get_host(), current.get_port());
+                if moved {
+                    tracing::warn!(
+                        from = %format!("{}:{}", current.get_host(), current.get_port()),
+                        to = %format!("{}:{}", found.get_host(), found.get_port()),
+                        "the primary moved: new connections go to the new one"
+                    );
+                    pool.set_connect_options(found);
+                    // Idle connections to the old host are dead or
+                    // read-only now.
+                    for _ in 0..pool.size() {
+                        match pool.try_acquire() {
+                            Some(conn) => drop(conn.detach()),
+                            None => break,
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if e.message() != reported {
+                    tracing::warn!(cause = %e.message(), "no primary found; looking again");
+                    reported = e.message().to_owned();
+                }
+            }
+        }
     }
 }
 
@@ -1057,6 +1215,28 @@ impl SqlxEngine for PostgresEngine {
         self.options.clone()
     }
 
+    /// With several hosts: the one that is the primary now.
+    fn first_connect_options(&self) -> BoxFuture<'_, Result<PgConnectOptions>> {
+        Box::pin(async move {
+            if self.hosts.is_empty() {
+                return Ok(self.options.clone());
+            }
+            let (options, conn) = find_primary(&self.options, &self.hosts).await?;
+            close_quietly(conn);
+            Ok(options)
+        })
+    }
+
+    fn watch_pool(&self, pool: &sqlx::Pool<Postgres>) {
+        if !self.hosts.is_empty() {
+            tokio::spawn(watch_primary(
+                pool.clone(),
+                self.options.clone(),
+                self.hosts.clone(),
+            ));
+        }
+    }
+
     /// Each new connection gets iadb's settings ([`on_connect`], the
     /// URL's time zone); an idle one is pinged before it is lent; each
     /// runs [`reset_sql`] when it comes back.
@@ -1065,12 +1245,21 @@ impl SqlxEngine for PostgresEngine {
         base: PoolOptions<Postgres>,
         rolled_back: Arc<AtomicU64>,
     ) -> Result<PoolOptions<Postgres>> {
+        let multi_host = !self.hosts.is_empty();
         Ok(base
             .after_connect({
                 let time_zone = self.time_zone.clone();
                 move |conn, _| {
                     let time_zone = time_zone.clone();
                     Box::pin(async move {
+                        // A host that is in recovery now (the old primary,
+                        // demoted) is refused; the pool tries again, and
+                        // [`watch_primary`] points it at the new primary.
+                        if multi_host && is_primary_conn(conn).await != Ok(true) {
+                            return Err(sqlx::Error::Configuration(
+                                "this host is not the primary (it is in recovery)".into(),
+                            ));
+                        }
                         on_connect(conn).await?;
                         if let Some(set) = time_zone {
                             conn.execute(sqlx::raw_sql(&set)).await?;

@@ -99,12 +99,14 @@ impl<E: SqlxEngine> DatabaseInterface for SqlxBackend<E> {
             .max_connections(self.settings.max_connections.max(1))
             .acquire_timeout(self.settings.acquire_timeout)
             .test_before_acquire(false);
+        let options = self.engine.first_connect_options().await?;
         let pool = self
             .engine
             .pool_options(base, self.pool.rollback_counter())?
-            .connect_with(self.engine.connect_options())
+            .connect_with(options)
             .await
             .map_err(E::map_error)?;
+        self.engine.watch_pool(&pool);
         self.pool.set(pool)
     }
 

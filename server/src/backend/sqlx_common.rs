@@ -359,6 +359,24 @@ pub trait SqlxEngine:
         &self,
     ) -> <<Self::DB as sqlx::Database>::Connection as sqlx::Connection>::Options;
 
+    /// How the pool's first connections reach the engine: where the URL
+    /// lists several hosts, the engine picks one here (PostgreSQL: the one
+    /// not in recovery). By default [`Self::connect_options`].
+    fn first_connect_options(
+        &self,
+    ) -> BoxFuture<
+        '_,
+        Result<<<Self::DB as sqlx::Database>::Connection as sqlx::Connection>::Options, Error>,
+    > {
+        Box::pin(async { Ok(self.connect_options()) })
+    }
+
+    /// The pool is open: an engine that follows a primary moving between
+    /// the URL's hosts starts watching it here. By default nothing.
+    fn watch_pool(&self, pool: &sqlx::Pool<Self::DB>) {
+        let _ = pool;
+    }
+
     /// The pool's options: `base` (its size, its acquire timeout, no ping
     /// before a connection is lent) with the engine's hooks for a
     /// connection that opens, is lent or comes back; `rolled_back` counts
