@@ -427,12 +427,19 @@ async fn a_standby_that_stops_mid_load_costs_no_bounded_read_and_comes_back() {
         served.is_some(),
         "bounded reads stopped while the standby was away"
     );
-    let health = members(&strong).await;
-    assert!(
-        health
+    // The checker marks the member unreachable on its own schedule (every
+    // 100 ms here), which the 200 reads above may outrun: wait for it.
+    let out = poll(Duration::from_secs(20), || async {
+        members(&strong)
+            .await
             .iter()
-            .any(|m| m.role == "replica" && !m.in_rotation && !m.reachable),
-        "{health:?}"
+            .any(|m| m.role == "replica" && !m.in_rotation && !m.reachable)
+    })
+    .await;
+    assert!(
+        out.is_some(),
+        "the stopped standby is still reported in rotation or reachable: {:?}",
+        members(&strong).await
     );
 
     let back = standby.clone();
@@ -641,12 +648,18 @@ async fn a_promoted_standby_takes_the_writes_with_every_acknowledged_one() {
         }
     }
     println!("{acked_count} acknowledged writes, all on the new primary");
-    let health = members(&setup).await;
-    assert!(
-        health
+    let promoted = format!(":{}", standby.port);
+    let reported = poll(Duration::from_secs(10), || async {
+        members(&setup)
+            .await
             .iter()
-            .any(|m| m.role == "primary" && m.address.ends_with(&format!(":{}", standby.port))),
-        "{health:?}"
+            .any(|m| m.role == "primary" && m.address.ends_with(&promoted))
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "Health does not name the promoted standby as the primary: {:?}",
+        members(&setup).await
     );
 }
 
