@@ -86,6 +86,10 @@ pub struct Identity {
     pub scope: Scope,
     /// The databases it may use.
     pub databases: Arc<Databases>,
+    /// For a read-scoped token set to prefer replicas
+    /// (`max_staleness_ms`): the staleness its reads accept when the
+    /// request does not choose a consistency itself.
+    pub max_staleness: Option<std::time::Duration>,
 }
 
 impl Identity {
@@ -116,6 +120,10 @@ struct TokenEntry {
     /// Most calls running at once (streams count until they end).
     #[serde(default)]
     max_concurrent_calls: Option<u32>,
+    /// A read-scoped token's preference for replicas: its reads that do
+    /// not choose a consistency are BOUNDED_STALENESS with this bound.
+    #[serde(default)]
+    max_staleness_ms: Option<toml::Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +309,7 @@ impl TokenSet {
                 databases,
                 requests_per_second,
                 max_concurrent_calls,
+                max_staleness_ms,
             } = entry;
             let name_line = line_of(name.span().start);
             let name = name.into_inner();
@@ -359,6 +368,17 @@ impl TokenSet {
                      (leave it out for no limit)"
                 )));
             }
+            let max_staleness = match max_staleness_ms {
+                Some(ms) if scope != Scope::Read => {
+                    return Err(invalid(format!(
+                        "line {}: token `{name}`: max_staleness_ms is for read-scoped tokens \
+                         (a token that writes would read its own writes late)",
+                        line_of(ms.span().start)
+                    )));
+                }
+                Some(ms) => Some(std::time::Duration::from_millis(u64::from(ms.into_inner()))),
+                None => None,
+            };
             let limits = TokenLimits {
                 requests_per_second,
                 max_concurrent_calls,
@@ -374,6 +394,7 @@ impl TokenSet {
                     name: Arc::from(name),
                     scope,
                     databases: Arc::new(databases),
+                    max_staleness,
                 },
                 limiter,
             });
@@ -559,6 +580,35 @@ mod tests {
         let unknown: Vec<_> = set.unknown_databases(&["other"]).collect();
         assert_eq!(unknown, [("reporting", "default")]);
         assert!(Scope::Read < Scope::Write && Scope::Write < Scope::Admin);
+    }
+
+    #[test]
+    fn a_read_token_may_prefer_replicas_and_a_writing_one_may_not() {
+        let entry = |scope: &str| {
+            format!(
+                "[[token]]\nname = \"r\"\nsha256 = \"{}\"\nscope = \"{scope}\"\ndatabases = [\"*\"]\nmax_staleness_ms = 750\n",
+                sha("t")
+            )
+        };
+        let set = TokenSet::parse(&entry("read"), Path::new("t.toml")).unwrap();
+        assert_eq!(
+            set.find("t").unwrap().identity.max_staleness,
+            Some(Duration::from_millis(750))
+        );
+        for scope in ["write", "admin"] {
+            let e = TokenSet::parse(&entry(scope), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 6") && e.contains("read-scoped"),
+                "{scope}: {e}"
+            );
+        }
+        let plain = "[[token]]\nname = \"p\"\nsha256 = \"".to_owned()
+            + &sha("p")
+            + "\"\nscope = \"read\"\ndatabases = [\"*\"]\n";
+        let set = TokenSet::parse(&plain, Path::new("t.toml")).unwrap();
+        assert_eq!(set.find("p").unwrap().identity.max_staleness, None);
     }
 
     #[test]

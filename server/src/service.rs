@@ -793,7 +793,7 @@ impl Database for DatabaseService {
         // itself rather than a stream that has begun.
         let opened: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
-            let bound = read_bound(options.as_ref())?;
+            let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
             let members = self.registry.read_members(&database, bound, db)?;
             let (sql, params) = (&sql, &params);
             with_timeout(limit, async {
@@ -851,7 +851,7 @@ impl Database for DatabaseService {
         } = self.open(request);
         let result: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
-            let bound = read_bound(options.as_ref())?;
+            let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
             let members = self.registry.read_members(&database, bound, db)?;
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
@@ -1443,7 +1443,7 @@ impl DatabaseService {
         let started = Instant::now();
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
-            let bound = read_bound(options.as_ref())?;
+            let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
             let member = self.first_member(&database, bound)?;
             let backend = match member.is_replica() {
                 true => member.backend.clone(),
@@ -1527,22 +1527,30 @@ impl DatabaseService {
 }
 
 /// The staleness a read accepts (`QueryOptions.consistency`): `None` for
-/// STRONG, the default, which reads on the primary.
-fn read_bound(options: Option<&proto::QueryOptions>) -> Result<Option<Duration>, Error> {
-    match options {
-        Some(options) => staleness_bound(options.consistency, options.max_staleness_ms),
-        None => Ok(None),
-    }
+/// STRONG, which reads on the primary. A request that does not choose
+/// reads as its token prefers ([`Identity::max_staleness`]), else STRONG.
+fn read_bound(
+    options: Option<&proto::QueryOptions>,
+    identity: Option<&Identity>,
+) -> Result<Option<Duration>, Error> {
+    let (consistency, max_staleness_ms) =
+        options.map_or((0, 0), |o| (o.consistency, o.max_staleness_ms));
+    staleness_bound(consistency, max_staleness_ms, identity)
 }
 
 /// The staleness bound of a `consistency` (`ReadConsistency`) and its
-/// `max_staleness_ms`: `None` for STRONG.
+/// `max_staleness_ms`: `None` for STRONG; for UNSPECIFIED, the bound the
+/// caller's token prefers, if any.
 pub(crate) fn staleness_bound(
     consistency: i32,
     max_staleness_ms: u32,
+    identity: Option<&Identity>,
 ) -> Result<Option<Duration>, Error> {
     match proto::ReadConsistency::try_from(consistency) {
-        Ok(proto::ReadConsistency::Unspecified | proto::ReadConsistency::Strong) => Ok(None),
+        Ok(proto::ReadConsistency::Unspecified) => {
+            Ok(identity.and_then(|identity| identity.max_staleness))
+        }
+        Ok(proto::ReadConsistency::Strong) => Ok(None),
         Ok(proto::ReadConsistency::BoundedStaleness) => {
             Ok(Some(Duration::from_millis(u64::from(max_staleness_ms))))
         }
@@ -1786,7 +1794,7 @@ mod tests {
             max_staleness_ms,
             ..Default::default()
         };
-        let staleness_bound = read_bound;
+        let staleness_bound = |options: Option<&proto::QueryOptions>| read_bound(options, None);
         assert_eq!(staleness_bound(None).unwrap(), None);
         assert_eq!(staleness_bound(Some(&options(0, 900))).unwrap(), None);
         assert_eq!(
@@ -1803,6 +1811,33 @@ mod tests {
         );
         let unknown = staleness_bound(Some(&options(7, 0))).unwrap_err();
         assert_eq!(unknown.kind(), ErrorKind::InvalidArgument);
+
+        // A token that prefers replicas: its reads that do not choose are
+        // bounded; an explicit STRONG or bound still wins.
+        let token = Identity {
+            name: Arc::from("reporting"),
+            scope: Scope::Read,
+            databases: Arc::new(crate::auth::Databases::All),
+            max_staleness: Some(Duration::from_millis(750)),
+        };
+        let by_token =
+            |options: Option<&proto::QueryOptions>| read_bound(options, Some(&token)).unwrap();
+        assert_eq!(by_token(None), Some(Duration::from_millis(750)));
+        assert_eq!(
+            by_token(Some(&options(0, 0))),
+            Some(Duration::from_millis(750))
+        );
+        assert_eq!(
+            by_token(Some(&options(proto::ReadConsistency::Strong.into(), 0))),
+            None
+        );
+        assert_eq!(
+            by_token(Some(&options(
+                proto::ReadConsistency::BoundedStaleness.into(),
+                100
+            ))),
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[test]

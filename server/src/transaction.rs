@@ -305,7 +305,7 @@ pub(crate) async fn drive(
     };
     // A read-only transaction of bounded staleness may run on a replica.
     let bound = if begin.read_only {
-        match crate::service::staleness_bound(begin.consistency, begin.max_staleness_ms) {
+        match crate::service::staleness_bound(begin.consistency, begin.max_staleness_ms, identity) {
             Ok(bound) => bound,
             Err(e) => {
                 ended.result = Err(e);

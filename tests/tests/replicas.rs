@@ -8,6 +8,9 @@
 //!   in front of the same cluster route alike;
 //! - the standby stopped mid-load: bounded reads keep succeeding, and it is
 //!   back in rotation after it starts again;
+//! - a read-scoped token set to prefer replicas (`max_staleness_ms` in the
+//!   tokens file) reads on the standby without asking; another read token
+//!   reads on the primary;
 //! - the primary stopped and the standby promoted: writes succeed again
 //!   through iadb (no restart) and every acknowledged write is there
 //!   (synchronous replication).
@@ -346,6 +349,78 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
             .expect("read")
             .expect("row");
         assert_eq!(int(&row, 1), 1, "server {i}: {row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_token_that_prefers_replicas_reads_on_the_standby() {
+    let Some((primary, standby)) = primary_and_standby().await else {
+        return;
+    };
+    let sha = |token: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nname = \"reports\"\nsha256 = \"{}\"\nscope = \"read\"\n\
+             databases = [\"*\"]\nmax_staleness_ms = 5000\n\n\
+             [[token]]\nname = \"plain\"\nsha256 = \"{}\"\nscope = \"read\"\n\
+             databases = [\"*\"]\n",
+            sha("t-reports"),
+            sha("t-plain")
+        ),
+    )
+    .expect("write the tokens file");
+    let tokens = tokens.display().to_string();
+    let server = TestServer::start(&[
+        "--tokens-file",
+        &tokens,
+        "--database-url",
+        &primary.url(),
+        "--replica",
+        &format!("default={}", standby.url()),
+        "--replica-check-interval-ms",
+        "100",
+    ]);
+    let connect = |token: &'static str| {
+        let db = RemoteDatabase::new(server.endpoint.clone())
+            .with_retry(RetryPolicy::none())
+            .with_timeout(Duration::from_secs(10))
+            .with_token(token);
+        async move {
+            db.connect().await.expect("connect to test server");
+            db
+        }
+    };
+    let reports = connect("t-reports").await;
+    let plain = connect("t-plain").await;
+    let ready = poll(Duration::from_secs(20), || replica_in_rotation(&plain)).await;
+    assert!(
+        ready.is_some(),
+        "the replica is not in rotation: {:?}",
+        members(&plain).await
+    );
+    // The request names no consistency; the token's preference routes it.
+    let on_replica = poll(Duration::from_secs(10), || async {
+        on_standby(&reports)
+            .await
+            .expect("a read of the reports token")
+    })
+    .await;
+    assert!(
+        on_replica.is_some(),
+        "the reports token's reads never ran on the standby: {:?}",
+        members(&plain).await
+    );
+    for _ in 0..5 {
+        assert!(
+            !on_standby(&plain).await.expect("a read of the plain token"),
+            "a token without the preference read on the standby"
+        );
     }
 }
 
