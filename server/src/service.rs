@@ -859,12 +859,8 @@ impl Database for DatabaseService {
                     // The whole result is read inside the transaction; the
                     // first row is kept.
                     let mut sink = FirstRow::default();
-                    let call = ReadOnlyCall::Query {
-                        sql: &sql,
-                        params: &params,
-                        sink: &mut sink,
-                    };
-                    self.read_only_on(&database, members, call).await?;
+                    let primary = self.registry.ready_backend(&database);
+                    read_only_query_on(members, primary, &sql, &params, &mut sink).await?;
                     return Ok((sink.columns, sink.row));
                 }
                 let (sql, params) = (&sql, &params);
@@ -1444,17 +1440,21 @@ impl DatabaseService {
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
             let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
-            let member = self.first_member(&database, bound)?;
-            let backend = match member.is_replica() {
-                true => member.backend.clone(),
-                false => self.registry.ready_backend(&database)?,
+            let members =
+                self.registry
+                    .read_members(&database, bound, self.registry.get(&database)?)?;
+            // The primary behind its readiness: needed at once when the read
+            // runs there, only for a retry when a replica reads first.
+            let primary = match members.first().is_some_and(ReadMember::is_replica) {
+                true => self.registry.ready_backend(&database),
+                false => Ok(self.registry.ready_backend(&database)?),
             };
             let params = self.pooled_params(&database, &sql, params)?;
             let turn = with_timeout(limit, self.turn(&database)).await?;
-            Ok((backend, params, turn, member))
+            Ok((members, primary, params, turn))
         }
         .await;
-        let (backend, params, turn, member) = opened?;
+        let (members, primary, params, turn) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         let ending = Ending::default();
         let limits = self.limits;
@@ -1465,14 +1465,8 @@ impl DatabaseService {
             let result = with_timeout(limit, async {
                 let mut sink =
                     FrameSink::new(&tx, fetch_frame, limits, &call.metrics, &call.database);
-                let read = ReadOnlyCall::Query {
-                    sql: &sql,
-                    params: &params,
-                    sink: &mut sink,
-                };
-                let outcome = caught(read.run_on(&*backend)).await.inspect_err(|e| {
-                    member.failed(e);
-                })?;
+                let outcome =
+                    read_only_query_on(members, primary, &sql, &params, &mut sink).await?;
                 sink.finish(outcome.rows_affected, call.started).await
             })
             .await;
@@ -1485,17 +1479,6 @@ impl DatabaseService {
 }
 
 impl DatabaseService {
-    /// The member a read-only FetchAll runs on: a replica within `bound`,
-    /// else the primary. Its streamed rows are not retried elsewhere.
-    fn first_member(&self, database: &str, bound: Option<Duration>) -> Result<ReadMember, Error> {
-        let primary = self.registry.get(database)?;
-        self.registry
-            .read_members(database, bound, primary)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::internal("no member to read from"))
-    }
-
     /// A replica within `bound` for a read-only transaction of `database`,
     /// if one is.
     pub(crate) fn replica_for(
@@ -1503,26 +1486,80 @@ impl DatabaseService {
         database: &str,
         bound: Duration,
     ) -> Result<Option<ReadMember>, Error> {
-        let member = self.first_member(database, Some(bound))?;
-        Ok(member.is_replica().then_some(member))
+        let primary = self.registry.get(database)?;
+        Ok(self
+            .registry
+            .read_members(database, Some(bound), primary)?
+            .into_iter()
+            .next()
+            .filter(ReadMember::is_replica))
+    }
+}
+
+/// Runs a read-only query (a transaction of its own) on the first of
+/// `members`, its rows into `sink`. When a replica fails it before anything
+/// reached `sink` in a way another member may not ([`ReadMember::failed`]:
+/// it could not be reached), it runs once more on the next member. On the
+/// primary it runs on `primary`, the primary's adapter behind its
+/// readiness (or why it is not ready).
+async fn read_only_query_on(
+    members: Vec<ReadMember>,
+    primary: Result<Arc<dyn crate::backend::Backend>, Error>,
+    sql: &str,
+    params: &[Value],
+    sink: &mut dyn crate::backend::session::RowSink,
+) -> Result<ExecuteOutcome, Error> {
+    let mut members = members.into_iter().take(2).peekable();
+    let mut primary = Some(primary);
+    while let Some(member) = members.next() {
+        if !member.is_replica() {
+            let backend = primary
+                .take()
+                .unwrap_or_else(|| Err(Error::internal("the primary was tried twice")))?;
+            let call = ReadOnlyCall::Query { sql, params, sink };
+            return caught(call.run_on(&*backend)).await;
+        }
+        let mut watched = Watched {
+            inner: &mut *sink,
+            touched: false,
+        };
+        let call = ReadOnlyCall::Query {
+            sql,
+            params,
+            sink: &mut watched,
+        };
+        let result = caught(call.run_on(&*member.backend)).await;
+        let touched = watched.touched;
+        match result {
+            Err(e) if member.failed(&e) && !touched && members.peek().is_some() => continue,
+            done => return done,
+        }
+    }
+    Err(Error::internal("no member to read from"))
+}
+
+/// A sink that notes whether anything (the columns included) reached the
+/// one it wraps: a read that failed before may run again elsewhere.
+struct Watched<'a> {
+    inner: &'a mut dyn crate::backend::session::RowSink,
+    touched: bool,
+}
+
+#[async_trait::async_trait]
+impl crate::backend::session::RowSink for Watched<'_> {
+    async fn columns(&mut self, columns: Arc<[iadb::Column]>) -> iadb::Result<()> {
+        self.touched = true;
+        self.inner.columns(columns).await
     }
 
-    /// Runs a read-only `call` on the first of `members` (the primary's
-    /// adapter when it is the primary, behind its readiness).
-    async fn read_only_on(
-        &self,
-        database: &str,
-        members: Vec<ReadMember>,
-        call: ReadOnlyCall<'_>,
-    ) -> Result<ExecuteOutcome, Error> {
-        match members.into_iter().next() {
-            Some(member) if member.is_replica() => caught(call.run_on(&*member.backend))
-                .await
-                .inspect_err(|e| {
-                    member.failed(e);
-                }),
-            _ => self.read_only_call(database, call).await,
-        }
+    async fn row(&mut self, values: Vec<Value>) -> iadb::Result<()> {
+        self.touched = true;
+        self.inner.row(values).await
+    }
+
+    async fn rows(&mut self, batch: iadb::RowBatch) -> iadb::Result<()> {
+        self.touched = true;
+        self.inner.rows(batch).await
     }
 }
 

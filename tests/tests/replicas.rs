@@ -424,6 +424,84 @@ async fn a_read_token_that_prefers_replicas_reads_on_the_standby() {
     }
 }
 
+/// A read-scoped token's reads run as read-only transactions of their own
+/// (FetchAll and FetchOne alike). One that finds its replica gone before
+/// anything was sent runs again on the primary: the caller sees no error.
+/// The checker looks only once a minute here, so the read itself is what
+/// finds the replica gone (each server keeps its own view: one is asked by
+/// FetchAll first, the other by FetchOne).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_token_whose_replica_is_gone_reads_on_the_primary_without_an_error() {
+    let Some((primary, standby)) = primary_and_standby().await else {
+        return;
+    };
+    let sha = |token: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nname = \"reports\"\nsha256 = \"{}\"\nscope = \"read\"\n\
+             databases = [\"*\"]\nmax_staleness_ms = 60000\n",
+            sha("t-reports")
+        ),
+    )
+    .expect("write the tokens file");
+    let tokens = tokens.display().to_string();
+    let replica = format!("default={}", standby.url());
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let server = TestServer::start(&[
+            "--tokens-file",
+            &tokens,
+            "--database-url",
+            &primary.url(),
+            "--replica",
+            &replica,
+            "--replica-check-interval-ms",
+            "60000",
+        ]);
+        let db = RemoteDatabase::new(server.endpoint.clone())
+            .with_retry(RetryPolicy::none())
+            .with_timeout(Duration::from_secs(20))
+            .with_token("t-reports");
+        db.connect().await.expect("connect to test server");
+        let on_replica = poll(Duration::from_secs(20), || async {
+            on_standby(&db).await.expect("a read of the reports token")
+        })
+        .await;
+        assert!(
+            on_replica.is_some(),
+            "the reports token's reads never ran on the standby: {:?}",
+            members(&db).await
+        );
+        readers.push((server, db));
+    }
+
+    let away = standby.clone();
+    tokio::task::spawn_blocking(move || away.stop_fast())
+        .await
+        .expect("stop task")
+        .expect("stop the standby");
+    let (_fetch_all_server, by_fetch_all) = &readers[0];
+    let rows = by_fetch_all
+        .fetch_all("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("FetchAll of a read token with its replica gone");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].values().first(), Some(&Value::Bool(false)));
+    let (_fetch_one_server, by_fetch_one) = &readers[1];
+    assert!(
+        !on_standby(by_fetch_one)
+            .await
+            .expect("FetchOne of a read token with its replica gone"),
+        "read on the stopped standby"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_that_stops_mid_load_costs_no_bounded_read_and_comes_back() {
     const READERS: usize = 8;
