@@ -352,30 +352,49 @@ async fn bounded_reads_use_the_standby_until_its_lag_passes_the_bound() {
     }
 }
 
+/// A tokens file in `dir` of read-scoped tokens, each `(name, token, an
+/// extra line)`, for every database; its path.
+fn read_tokens(dir: &tempfile::TempDir, tokens: &[(&str, &str, &str)]) -> String {
+    use sha2::Digest as _;
+    let text: String = tokens
+        .iter()
+        .map(|(name, token, extra)| {
+            format!(
+                "[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\nscope = \"read\"\n\
+                 databases = [\"*\"]\n{extra}\n\n",
+                hex::encode(sha2::Sha256::digest(token.as_bytes()))
+            )
+        })
+        .collect();
+    let path = dir.path().join("tokens.toml");
+    std::fs::write(&path, text).expect("write the tokens file");
+    path.display().to_string()
+}
+
+/// A client of `server` that sends `token`, never retries, with a 20 s
+/// deadline per call.
+async fn token_client(server: &TestServer, token: &str) -> RemoteDatabase {
+    let db = RemoteDatabase::new(server.endpoint.clone())
+        .with_retry(RetryPolicy::none())
+        .with_timeout(Duration::from_secs(20))
+        .with_token(token);
+    db.connect().await.expect("connect to test server");
+    db
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_token_that_prefers_replicas_reads_on_the_standby() {
     let Some((primary, standby)) = primary_and_standby().await else {
         return;
     };
-    let sha = |token: &str| {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(token.as_bytes()))
-    };
     let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nname = \"reports\"\nsha256 = \"{}\"\nscope = \"read\"\n\
-             databases = [\"*\"]\nmax_staleness_ms = 5000\n\n\
-             [[token]]\nname = \"plain\"\nsha256 = \"{}\"\nscope = \"read\"\n\
-             databases = [\"*\"]\n",
-            sha("t-reports"),
-            sha("t-plain")
-        ),
-    )
-    .expect("write the tokens file");
-    let tokens = tokens.display().to_string();
+    let tokens = read_tokens(
+        &dir,
+        &[
+            ("reports", "t-reports", "max_staleness_ms = 5000"),
+            ("plain", "t-plain", ""),
+        ],
+    );
     let server = TestServer::start(&[
         "--tokens-file",
         &tokens,
@@ -386,18 +405,8 @@ async fn a_read_token_that_prefers_replicas_reads_on_the_standby() {
         "--replica-check-interval-ms",
         "100",
     ]);
-    let connect = |token: &'static str| {
-        let db = RemoteDatabase::new(server.endpoint.clone())
-            .with_retry(RetryPolicy::none())
-            .with_timeout(Duration::from_secs(10))
-            .with_token(token);
-        async move {
-            db.connect().await.expect("connect to test server");
-            db
-        }
-    };
-    let reports = connect("t-reports").await;
-    let plain = connect("t-plain").await;
+    let reports = token_client(&server, "t-reports").await;
+    let plain = token_client(&server, "t-plain").await;
     let ready = poll(Duration::from_secs(20), || replica_in_rotation(&plain)).await;
     assert!(
         ready.is_some(),
@@ -435,22 +444,11 @@ async fn a_read_token_whose_replica_is_gone_reads_on_the_primary_without_an_erro
     let Some((primary, standby)) = primary_and_standby().await else {
         return;
     };
-    let sha = |token: &str| {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(token.as_bytes()))
-    };
     let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nname = \"reports\"\nsha256 = \"{}\"\nscope = \"read\"\n\
-             databases = [\"*\"]\nmax_staleness_ms = 60000\n",
-            sha("t-reports")
-        ),
-    )
-    .expect("write the tokens file");
-    let tokens = tokens.display().to_string();
+    let tokens = read_tokens(
+        &dir,
+        &[("reports", "t-reports", "max_staleness_ms = 60000")],
+    );
     let replica = format!("default={}", standby.url());
     let mut readers = Vec::new();
     for _ in 0..2 {
@@ -464,11 +462,7 @@ async fn a_read_token_whose_replica_is_gone_reads_on_the_primary_without_an_erro
             "--replica-check-interval-ms",
             "60000",
         ]);
-        let db = RemoteDatabase::new(server.endpoint.clone())
-            .with_retry(RetryPolicy::none())
-            .with_timeout(Duration::from_secs(20))
-            .with_token("t-reports");
-        db.connect().await.expect("connect to test server");
+        let db = token_client(&server, "t-reports").await;
         let on_replica = poll(Duration::from_secs(20), || async {
             on_standby(&db).await.expect("a read of the reports token")
         })
