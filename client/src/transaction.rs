@@ -271,6 +271,7 @@ impl Transaction {
         let request = Req::Execute(proto::Statement {
             sql: sql.to_owned(),
             params: RemoteDatabase::params(params),
+            ..Default::default()
         });
         match self.call(request).await? {
             Resp::Executed(r) => Ok(ExecuteOutcome {
@@ -316,6 +317,7 @@ impl Transaction {
         let request = Req::Fetch(proto::Statement {
             sql: sql.to_owned(),
             params: RemoteDatabase::params(params),
+            ..Default::default()
         });
         let columns: Arc<[Column]> = match self.call(request).await? {
             Resp::Fetched(proto::FetchAllResponse {
@@ -359,6 +361,9 @@ impl Transaction {
                     }
                     Frame::Header(_) => Err(tx.end(Error::internal(
                         "result stream broken: a second header",
+                    )))?,
+                    Frame::Arrow(_) => Err(tx.end(Error::internal(
+                        "result stream broken: Arrow data for a fetch that asked for rows",
                     )))?,
                 }
             }
@@ -477,6 +482,7 @@ impl RemoteDatabase {
                 .map(|s| proto::Statement {
                     sql: s.sql.clone(),
                     params: Self::params(&s.params),
+                    ..Default::default()
                 })
                 .collect(),
             read_only,

@@ -1090,7 +1090,8 @@ impl Database for DatabaseService {
             }
             let mut list = Vec::with_capacity(statements.len());
             let mut session_state = false;
-            for (index, proto::Statement { sql, params }) in statements.into_iter().enumerate() {
+            for (index, proto::Statement { sql, params, .. }) in statements.into_iter().enumerate()
+            {
                 let at = |e: Error| e.in_context(format_args!("statement {index}"));
                 self.check_sql_size(&sql).map_err(at)?;
                 session_state |=
@@ -1715,6 +1716,7 @@ mod tests {
                 Some(Frame::Header(_)) => {}
                 Some(Frame::Batch(batch)) => rows += batch.len(),
                 Some(Frame::Summary(_)) => panic!("a summary after a panic"),
+                Some(Frame::Arrow(_)) => panic!("Arrow data for rows"),
                 None => panic!("an empty frame"),
             }
         }

@@ -444,7 +444,7 @@ async fn run(
                     ),
                 ));
             }
-            Req::Execute(proto::Statement { sql, params }) => {
+            Req::Execute(proto::Statement { sql, params, .. }) => {
                 admit(service, session, engine, &sql, params.len()).map_err(failed)?;
                 let params = params_from_proto(params).map_err(failed)?;
                 let executed = guarded(session.execute(&sql, &params), requests, clocks)
@@ -467,7 +467,7 @@ async fn run(
                 .await
                 .map_err(gone)?;
             }
-            Req::Fetch(proto::Statement { sql, params }) => {
+            Req::Fetch(proto::Statement { sql, params, .. }) => {
                 admit(service, session, engine, &sql, params.len()).map_err(failed)?;
                 let params = params_from_proto(params).map_err(failed)?;
                 let metrics = service.metrics();

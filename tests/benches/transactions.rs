@@ -32,6 +32,7 @@ fn statement(sql: &str, id: i64) -> proto::Statement {
     proto::Statement {
         sql: sql.to_owned(),
         params: vec![iadb::proto::Value::from(iadb::Value::Int(id))],
+        ..Default::default()
     }
 }
 

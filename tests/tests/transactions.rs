@@ -477,6 +477,7 @@ async fn a_request_out_of_turn_is_refused() {
         send(Req::Execute(proto::Statement {
             sql: format!("INSERT INTO {} (id, v) VALUES (1, 1)", s.table),
             params: vec![],
+            ..Default::default()
         }));
         let executed = answers
             .message()
@@ -491,6 +492,7 @@ async fn a_request_out_of_turn_is_refused() {
         let slow = proto::Statement {
             sql: slow_sql(engine).to_owned(),
             params: vec![],
+            ..Default::default()
         };
         send(Req::Fetch(slow.clone()));
         send(Req::Fetch(slow));
