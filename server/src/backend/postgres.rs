@@ -1015,6 +1015,42 @@ async fn execute_on(
     })
 }
 
+/// ExecuteMany's statement for one signature (the kinds of its
+/// parameters): its text and the parameter types its prepare resolved.
+struct ManyStatement {
+    kinds: Vec<&'static str>,
+    text: String,
+    resolved: Vec<PgTypeInfo>,
+}
+
+impl ManyStatement {
+    /// Rewrites and prepares `sql` for parameters of the kinds of `params`
+    /// (the prepare is cached on the connection, as `execute_on`'s is).
+    async fn make(conn: &mut sqlx::PgConnection, sql: &str, params: &[Value]) -> Result<Self> {
+        let (text, types) = prepare_text(sql, params)?;
+        let statement = conn.prepare_with(&text, &types).await.map_err(pg_error)?;
+        let resolved = match statement.parameters() {
+            Some(Either::Left(resolved)) => resolved.to_vec(),
+            _ => types,
+        };
+        Ok(Self {
+            kinds: params.iter().map(Value::kind_name).collect(),
+            text: text.into_owned(),
+            resolved,
+        })
+    }
+
+    /// Whether `params` have the kinds this statement was made for.
+    fn fits(&self, params: &[Value]) -> bool {
+        self.kinds.len() == params.len()
+            && self
+                .kinds
+                .iter()
+                .zip(params)
+                .all(|(k, p)| *k == p.kind_name())
+    }
+}
+
 /// Whether `sql` may change a table's columns: it holds the word `CREATE`,
 /// `DROP` or `ALTER` (a literal or a name that holds one only costs a
 /// cache clear).
@@ -1161,6 +1197,54 @@ impl SqlxEngine for PostgresEngine {
     }
 
     sqlx_statement_paths!(sqlx::PgConnection);
+
+    /// The generic loop ([`SqlxEngine::execute_many_on`]) with the
+    /// statement's text, its prepare and its parameter types made once per
+    /// signature (the parameters' kinds) rather than once per set: each
+    /// set is then only bound and run, as a direct driver's loop does.
+    fn execute_many_on<'a>(
+        conn: &'a mut sqlx::PgConnection,
+        sql: &'a str,
+        param_sets: &'a [Vec<Value>],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(async move {
+            check_sql(sql)?;
+            let mut tx = sqlx::Connection::begin(conn).await.map_err(pg_error)?;
+            let mut outcome = ExecuteOutcome::default();
+            let mut made: Option<ManyStatement> = None;
+            for (index, params) in param_sets.iter().enumerate() {
+                let done = async {
+                    if params.is_empty() {
+                        return execute_on(&mut tx, sql, params).await;
+                    }
+                    let fresh = match made.take() {
+                        Some(m) if m.fits(params) => m,
+                        _ => ManyStatement::make(&mut tx, sql, params).await?,
+                    };
+                    let statement = made.insert(fresh);
+                    let args = bind_all(params, &statement.resolved)?;
+                    let done = (&mut *tx)
+                        .execute(sqlx::query_with(&statement.text, args))
+                        .await
+                        .map_err(pg_error)?;
+                    Ok(ExecuteOutcome {
+                        rows_affected: done.rows_affected(),
+                        last_insert_id: None,
+                    })
+                }
+                .await
+                .map_err(|e| e.in_context(format_args!("parameter set {index}")))?;
+                outcome.rows_affected += done.rows_affected;
+            }
+            if made.is_some() && may_change_tables(sql) {
+                sqlx::Connection::clear_cached_statements(&mut *tx)
+                    .await
+                    .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(outcome)
+        })
+    }
 
     fn table_exists<'a>(
         conn: &'a mut sqlx::PgConnection,
