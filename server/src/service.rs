@@ -864,7 +864,7 @@ impl Database for DatabaseService {
                     return Ok((sink.columns, sink.row));
                 }
                 let (sql, params) = (&sql, &params);
-                let (columns, events, first) = on_members(members, |db| async move {
+                let (columns, mut events, first) = on_members(members, |db| async move {
                     let QueryStream { columns, events } = caught(db.query(sql, params)).await?;
                     let mut events = caught_events(events);
                     let first = loop {
@@ -880,7 +880,10 @@ impl Database for DatabaseService {
                     Ok((columns, events, first))
                 })
                 .await?;
-                if first.is_some() {
+                // A point select's result has usually ended by now: when
+                // it has, the connection goes back and the turn ends here,
+                // without a task of their own.
+                if first.is_some() && !ended_already(&mut events) {
                     // After the answer is sent, see whether the result ends;
                     // the turn lasts as long as the connection is held.
                     tokio::spawn(
@@ -1231,6 +1234,24 @@ type TransactionStream =
 /// to end, and how many more rows it reads meanwhile.
 const FETCH_ONE_TAIL: Duration = Duration::from_millis(50);
 const FETCH_ONE_TAIL_ROWS: usize = 16;
+
+/// Whether the rest of FetchOne's result has ended without waiting: it
+/// reads what the engine has already given (at most a few rows), and stops
+/// at the first event that is not ready.
+fn ended_already(
+    events: &mut futures::stream::BoxStream<'static, Result<QueryEvent, Error>>,
+) -> bool {
+    let mut rows = 0;
+    while rows < FETCH_ONE_TAIL_ROWS {
+        match events.next().now_or_never() {
+            None => return false,
+            Some(Some(Ok(QueryEvent::Row(_)))) => rows += 1,
+            Some(Some(Ok(QueryEvent::Rows(batch)))) => rows += batch.len(),
+            Some(Some(Ok(QueryEvent::Done(_)) | Err(_)) | None) => return true,
+        }
+    }
+    false
+}
 
 /// What FetchOne does with the result it took a row from, once the caller
 /// has the row: a result that ends within a few rows and milliseconds (a
@@ -1797,6 +1818,28 @@ mod tests {
     }
 
     /// An error after a batch: its rows go out, then the error, no summary.
+    #[test]
+    fn a_fetch_one_result_that_has_ended_is_finished_at_once() {
+        let done = || Ok(QueryEvent::Done(ExecuteOutcome::default()));
+        let mut ended = futures::stream::iter(vec![done()]).boxed();
+        assert!(ended_already(&mut ended));
+        let mut a_few_more = futures::stream::iter(vec![
+            Ok(QueryEvent::Rows(RowBatch::from(ints(1, 3)))),
+            done(),
+        ])
+        .boxed();
+        assert!(ended_already(&mut a_few_more));
+        // Still running on the engine: left to the task that waits.
+        let mut running = futures::stream::pending().boxed();
+        assert!(!ended_already(&mut running));
+        // More rows than a point select has: not read to the end here.
+        let mut long =
+            futures::stream::iter((0..100).map(|i| Ok(QueryEvent::Row(vec![Value::Int(i)]))))
+                .chain(futures::stream::iter(vec![done()]))
+                .boxed();
+        assert!(!ended_already(&mut long));
+    }
+
     #[tokio::test]
     async fn rows_before_an_error_are_sent_before_it() {
         let events = vec![
