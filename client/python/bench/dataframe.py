@@ -21,7 +21,7 @@ counts. It prints the seconds and each iadb figure's ratio to the others.
 
     pip install ./client/python pyarrow pandas polars connectorx \\
         adbc-driver-postgresql "psycopg[binary]"
-    cargo build --release --no-default-features -p iadb-server
+    cargo build --release --no-default-features --features postgres -p iadb-server
     python client/python/bench/dataframe.py \\
         --pg-url postgresql://iadb:iadb-test-pw@127.0.0.1:5432/iadb_test \\
         --server-bin target/release/iadb-server
