@@ -379,6 +379,102 @@ fn read_value(encoded: &[u8]) -> Option<Value> {
     body.is_empty().then_some(value)
 }
 
+/// One value of an encoded row, borrowed where it can be (text): what
+/// [`RowBatch::visit_rows`] gives for each value.
+#[derive(Debug)]
+pub enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    /// Any other kind, decoded.
+    Value(Value),
+}
+
+impl RowBatch {
+    /// Calls `cell(row, column, value)` for each value of each row, in
+    /// order, without a `Vec<Value>` per row: integers, doubles and text
+    /// straight from the bytes, any other kind decoded as
+    /// [`RowBatch::rows`] decodes it. Returns the number of values in each
+    /// row through `row_end(row, values)`.
+    pub fn visit_rows<E: From<Error>>(
+        &self,
+        mut cell: impl FnMut(usize, Cell<'_>) -> Result<(), E>,
+        mut row_end: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for encoded in self.encoded_rows() {
+            let mut cursor = encoded.get(1..).unwrap_or_default();
+            decode_varint(&mut cursor).map_err(bad_batch)?;
+            let mut rest = cursor;
+            let mut column = 0;
+            while let Some((&key, after_key)) = rest.split_first() {
+                let mut after_len = after_key;
+                let value = match decode_varint(&mut after_len) {
+                    Ok(len) if key == FIELD_1_BYTES && len as usize <= after_len.len() => {
+                        let (value, after) = after_len.split_at(len as usize);
+                        rest = after;
+                        value
+                    }
+                    _ => {
+                        // Not a row as this module writes it: prost reads it.
+                        let values = decode_row(encoded)?;
+                        column = values.len();
+                        for (i, v) in values.into_iter().enumerate() {
+                            cell(i, Cell::Value(v))?;
+                        }
+                        break;
+                    }
+                };
+                cell(column, read_cell(value)?)?;
+                column += 1;
+            }
+            row_end(column)?;
+        }
+        Ok(())
+    }
+}
+
+/// One encoded `iadb.v1.Value` as a [`Cell`].
+fn read_cell(encoded: &[u8]) -> Result<Cell<'_>, Error> {
+    let quick = (|| {
+        let (&key, mut body) = encoded.split_first()?;
+        let cell = match key {
+            0x08 => {
+                decode_varint(&mut body).ok()?;
+                Cell::Null
+            }
+            0x10 => Cell::Bool(decode_varint(&mut body).ok()? != 0),
+            0x18 => Cell::Int(decode_varint(&mut body).ok()? as i64),
+            0x21 => {
+                let bits: [u8; 8] = body.try_into().ok()?;
+                body = &[];
+                Cell::Float(f64::from_le_bytes(bits))
+            }
+            0x2a => {
+                let len = decode_varint(&mut body).ok()?;
+                if len != body.len() as u64 {
+                    return None;
+                }
+                let text = std::str::from_utf8(body).ok()?;
+                body = &[];
+                Cell::Text(text)
+            }
+            _ => return None,
+        };
+        body.is_empty().then_some(cell)
+    })();
+    match quick {
+        Some(cell) => Ok(cell),
+        None => Ok(match read_value(encoded) {
+            Some(value) => Cell::Value(value),
+            None => Cell::Value(Value::try_from(
+                proto::Value::decode(encoded).map_err(bad_batch)?,
+            )?),
+        }),
+    }
+}
+
 fn bad_batch(e: DecodeError) -> Error {
     Error::internal(format!("a row batch does not decode: {e}"))
 }

@@ -7,6 +7,7 @@
 //! the two sides live in one module (`convert`), and so does the mapping of
 //! errors to gRPC status codes (`status`).
 
+pub mod arrow;
 mod batch;
 pub mod codec;
 mod config;
@@ -31,7 +32,7 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("iadb_descriptor");
 }
 
-pub use batch::{EncodedRows, IntoRows, RowBatch, RowWriter};
+pub use batch::{Cell, EncodedRows, IntoRows, RowBatch, RowWriter};
 pub use config::{
     ConnectionConfig, DatabaseType, Dialect, EngineSpec, StoreDialect, UrlError, UrlForm,
     is_secret_option, redact_url_text,

@@ -38,11 +38,14 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+pub use arrow::ArrowStream;
 pub use iadb;
+pub use iadb::arrow::{RecordBatch, SchemaRef};
 pub use transaction::{
     Isolation, Statement, StatementResult, Transaction, TransactionOptions, TransactionRows,
 };
 
+mod arrow;
 pub mod script;
 mod transaction;
 
@@ -536,43 +539,7 @@ impl RemoteDatabase {
     /// a short success, unless it ends with its summary.
     async fn open_stream(&self, sql: &str, params: &[Value], call: Call) -> Result<QueryStream> {
         let deadline = self.deadline();
-        let (columns, mut inbound) = self
-            .run(call, deadline, || async {
-                let mut client = self.client()?;
-                let request = self.request(
-                    proto::FetchAllRequest {
-                        database: self.database.clone(),
-                        sql: sql.to_owned(),
-                        params: Self::params(params),
-                        options: match call {
-                            Call::Read => self.read_options(),
-                            _ => self.options(),
-                        },
-                    },
-                    deadline,
-                )?;
-                let mut inbound = exchange(deadline, client.fetch_all(request))
-                    .await?
-                    .into_inner();
-                match exchange(deadline, inbound.message()).await? {
-                    Some(proto::FetchAllResponse {
-                        frame: Some(Frame::Header(header)),
-                    }) => {
-                        let columns: Arc<[Column]> =
-                            header.columns.into_iter().map(Column::from).collect();
-                        Ok((columns, inbound))
-                    }
-                    Some(_) => Err(Error::internal(
-                        "result stream broken: it did not start with a header",
-                    )
-                    .into()),
-                    None => Err(Error::internal(
-                        "result stream broken: it ended without a header or a summary",
-                    )
-                    .into()),
-                }
-            })
-            .await?;
+        let (columns, mut inbound) = self.open_fetch(sql, params, call, false, deadline).await?;
         let events = async_stream::try_stream! {
             let mut rows: u64 = 0;
             let mut summary = None;
@@ -617,6 +584,84 @@ impl RemoteDatabase {
             columns,
             events: events.boxed(),
         })
+    }
+
+    /// Runs a query whose rows come as Apache Arrow (FetchAll with
+    /// RESULT_FORMAT_ARROW, docs/arrow.md): its schema (known even when no
+    /// batch follows) and a stream of record batches, one per batch the
+    /// server sends. A read: retried as `fetch_all` is, until the header.
+    /// The stream ends with an error, never early, unless the result came
+    /// whole (its end marker, and a summary that counts the rows that
+    /// arrived).
+    pub async fn fetch_arrow(&self, sql: &str, params: &[Value]) -> Result<ArrowStream<'static>> {
+        let deadline = self.deadline();
+        let (columns, mut inbound) = self
+            .open_fetch(sql, params, Call::Read, true, deadline)
+            .await?;
+        let frames = async_stream::try_stream! {
+            while let Some(message) = exchange(deadline, inbound.message())
+                .await
+                .map_err(|f| f.error)?
+            {
+                match message.frame {
+                    Some(frame) => yield frame,
+                    None => Err(Error::internal("result stream broken: an empty frame"))?,
+                }
+            }
+        };
+        arrow::open(columns, Box::pin(frames)).await
+    }
+
+    /// Opens a FetchAll stream and reads its header; `call` says how a
+    /// failure before the header is retried.
+    async fn open_fetch(
+        &self,
+        sql: &str,
+        params: &[Value],
+        call: Call,
+        arrow: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<(Arc<[Column]>, tonic::Streaming<proto::FetchAllResponse>)> {
+        self.run(call, deadline, || async {
+            let mut client = self.client()?;
+            let mut options = match call {
+                Call::Read => self.read_options(),
+                _ => self.options(),
+            };
+            if arrow {
+                options.get_or_insert_default().result_format = proto::ResultFormat::Arrow.into();
+            }
+            let request = self.request(
+                proto::FetchAllRequest {
+                    database: self.database.clone(),
+                    sql: sql.to_owned(),
+                    params: Self::params(params),
+                    options,
+                },
+                deadline,
+            )?;
+            let mut inbound = exchange(deadline, client.fetch_all(request))
+                .await?
+                .into_inner();
+            match exchange(deadline, inbound.message()).await? {
+                Some(proto::FetchAllResponse {
+                    frame: Some(Frame::Header(header)),
+                }) => {
+                    let columns: Arc<[Column]> =
+                        header.columns.into_iter().map(Column::from).collect();
+                    Ok((columns, inbound))
+                }
+                Some(_) => Err(Error::internal(
+                    "result stream broken: it did not start with a header",
+                )
+                .into()),
+                None => Err(Error::internal(
+                    "result stream broken: it ended without a header or a summary",
+                )
+                .into()),
+            }
+        })
+        .await
     }
 
     /// Like [`DatabaseInterface::query`], for a statement that may write

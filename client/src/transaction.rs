@@ -1,7 +1,7 @@
 //! Batches and interactive transactions: [`RemoteDatabase::batch`] and
 //! [`RemoteDatabase::transaction`].
 
-use super::{Call, Deadline, Failure, RemoteDatabase, exchange};
+use super::{ArrowStream, Call, Deadline, Failure, RemoteDatabase, exchange};
 use futures::{StreamExt, channel::mpsc, stream::BoxStream};
 use iadb::{
     Column, Error, ErrorKind, ExecuteOutcome, Result, Row, Value,
@@ -372,6 +372,42 @@ impl Transaction {
             columns,
             rows: rows.boxed(),
         })
+    }
+
+    /// Runs a statement whose rows come as Apache Arrow record batches
+    /// (docs/arrow.md); the stream borrows the transaction. The result is
+    /// an error, never a short success, unless it comes whole.
+    pub async fn fetch_arrow(&mut self, sql: &str, params: &[Value]) -> Result<ArrowStream<'_>> {
+        let request = Req::Fetch(proto::Statement {
+            sql: sql.to_owned(),
+            params: RemoteDatabase::params(params),
+            result_format: proto::ResultFormat::Arrow.into(),
+        });
+        let columns: Arc<[Column]> = match self.call(request).await? {
+            Resp::Fetched(proto::FetchAllResponse {
+                frame: Some(Frame::Header(header)),
+            }) => header.columns.into_iter().map(Column::from).collect(),
+            other => return Err(self.end(unexpected("fetch", &other))),
+        };
+        self.unread_fetch = true;
+        let tx = self;
+        let frames = async_stream::try_stream! {
+            loop {
+                let frame = match tx.receive().await {
+                    Ok(Resp::Fetched(proto::FetchAllResponse { frame: Some(frame) })) => frame,
+                    Ok(other) => Err(tx.end(unexpected("fetch", &other)))?,
+                    Err(e) => Err(tx.end(e))?,
+                };
+                if let Frame::Summary(summary) = &frame {
+                    tx.unread_fetch = false;
+                    tx.fetched_rows_affected = summary.rows_affected;
+                    yield frame;
+                    break;
+                }
+                yield frame;
+            }
+        };
+        crate::arrow::open(columns, Box::pin(frames)).await
     }
 
     /// Every row of a statement.

@@ -784,15 +784,17 @@ impl Database for DatabaseService {
                 },
         } = self.open(request);
         let deadline = limit.map(|l| (tokio::time::Instant::now() + l, l));
+        let arrow = options_want_arrow(options.as_ref())?;
         if read_only(options.as_ref()) || read_scoped(call.identity.as_ref()) {
             return self
-                .fetch_all_read_only(call, label, database, sql, params, limit, options)
+                .fetch_all_read_only(call, label, database, sql, params, limit, options, arrow)
                 .await;
         }
         // Errors before the first row (bad SQL, unknown table) fail the call
         // itself rather than a stream that has begun.
         let opened: Result<_, Error> = async {
             let (db, params) = self.admit(&call, Scope::Read, &database, &sql, params)?;
+            let arrow = self.arrow_engine(&database, arrow)?;
             let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
             let members = self.registry.read_members(&database, bound, db)?;
             let (sql, params) = (&sql, &params);
@@ -804,12 +806,12 @@ impl Database for DatabaseService {
                         |db| async move { caught(db.query(sql, params)).await },
                     )
                     .await?;
-                Ok((stream, turn))
+                Ok((stream, turn, arrow))
             })
             .await
         }
         .await;
-        let (stream, turn) = opened?;
+        let (stream, turn, arrow) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         // A stream's final error goes here rather than into the channel,
         // which may be full (a client that stopped reading): the response
@@ -822,7 +824,7 @@ impl Database for DatabaseService {
         // cost ~7% of the server's CPU on a large stream. Its outcome is
         // logged inside the span by `finish`.
         tokio::spawn(async move {
-            let result = pump(stream, &tx, limits, deadline, &call).await;
+            let result = pump(stream, &tx, limits, deadline, &call, arrow).await;
             // The engine's cursor and connection are gone now; so is the
             // call's turn.
             drop(turn);
@@ -1294,6 +1296,34 @@ pub(crate) struct FrameSink<'a, M> {
     batch: RowBatch,
     /// Rows taken so far.
     pub(crate) row_count: u64,
+    /// With RESULT_FORMAT_ARROW: the engine, until the columns come, then
+    /// the encoder of the result's IPC stream.
+    arrow: Arrow,
+}
+
+/// Whether a [`FrameSink`] sends Arrow, and its encoder once the columns
+/// are known.
+enum Arrow {
+    Off,
+    Wanted(iadb::DatabaseType),
+    On(Box<iadb::arrow::ArrowEncoder>),
+}
+
+/// Whether a `ResultFormat` asks for Arrow; an unknown value is
+/// INVALID_ARGUMENT.
+pub(crate) fn wants_arrow(result_format: i32) -> Result<bool, Error> {
+    match proto::ResultFormat::try_from(result_format) {
+        Ok(proto::ResultFormat::Unspecified | proto::ResultFormat::Rows) => Ok(false),
+        Ok(proto::ResultFormat::Arrow) => Ok(true),
+        Err(_) => Err(Error::invalid_argument(format!(
+            "unknown result format {result_format} (ROWS or ARROW)"
+        ))),
+    }
+}
+
+/// The result format of a FetchAll's options.
+fn options_want_arrow(options: Option<&proto::QueryOptions>) -> Result<bool, Error> {
+    wants_arrow(options.map_or(0, |o| o.result_format))
 }
 
 impl<'a, M: Send + 'static> FrameSink<'a, M> {
@@ -1312,12 +1342,36 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             database,
             batch: RowBatch::new(),
             row_count: 0,
+            arrow: Arrow::Off,
         }
+    }
+
+    /// Sends the result as Arrow (RESULT_FORMAT_ARROW) when `arrow` is
+    /// the engine of the database it comes from.
+    pub(crate) fn with_arrow(mut self, arrow: Option<iadb::DatabaseType>) -> Self {
+        self.arrow = match arrow {
+            Some(engine) => Arrow::Wanted(engine),
+            None => Arrow::Off,
+        };
+        self
+    }
+
+    /// Sends IPC pieces as ArrowData frames.
+    async fn send_pieces(&mut self, pieces: Vec<iadb::arrow::IpcPiece>) -> Result<(), Error> {
+        for piece in pieces {
+            self.send(Frame::Arrow(proto::ArrowData {
+                ipc: piece.ipc,
+                rows: piece.rows,
+            }))
+            .await?;
+        }
+        Ok(())
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), Error> {
         let rows = match &frame {
             Frame::Batch(batch) => batch.len() as u64,
+            Frame::Arrow(data) => data.rows,
             _ => 0,
         };
         let stall = self.limits.stream_stall_timeout;
@@ -1336,6 +1390,10 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             return Ok(());
         }
         let rows = self.batch.take();
+        if let Arrow::On(encoder) = &mut self.arrow {
+            let pieces = encoder.batch(&rows)?;
+            return self.send_pieces(pieces).await;
+        }
         self.send(Frame::Batch(rows)).await
     }
 
@@ -1352,6 +1410,17 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
         started: Instant,
     ) -> Result<(), Error> {
         self.flush().await?;
+        if let Arrow::Wanted(engine) = self.arrow {
+            // No columns came (a statement without a result).
+            self.arrow = Arrow::On(Box::new(iadb::arrow::ArrowEncoder::new(
+                engine,
+                Arc::from(Vec::new()),
+            )));
+        }
+        if let Arrow::On(encoder) = &mut self.arrow {
+            let pieces = encoder.finish()?;
+            self.send_pieces(pieces).await?;
+        }
         let summary = proto::ResultSummary {
             row_count: self.row_count,
             rows_affected,
@@ -1364,6 +1433,12 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
 #[tonic::async_trait]
 impl<M: Send + 'static> RowSink for FrameSink<'_, M> {
     async fn columns(&mut self, columns: Arc<[iadb::Column]>) -> Result<(), Error> {
+        if let Arrow::Wanted(engine) = self.arrow {
+            self.arrow = Arrow::On(Box::new(iadb::arrow::ArrowEncoder::new(
+                engine,
+                columns.clone(),
+            )));
+        }
         let columns = columns.iter().cloned().map(Into::into).collect();
         self.send(Frame::Header(proto::ResultHeader { columns }))
             .await
@@ -1457,10 +1532,12 @@ impl DatabaseService {
         params: Vec<proto::Value>,
         limit: Option<Duration>,
         options: Option<proto::QueryOptions>,
+        arrow: bool,
     ) -> Result<Response<FetchStream>, Status> {
         let started = Instant::now();
         let opened: Result<_, Error> = async {
             self.authorize(call.identity.as_ref(), &database, Scope::Read)?;
+            let arrow = self.arrow_engine(&database, arrow)?;
             let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
             let members =
                 self.registry
@@ -1473,10 +1550,10 @@ impl DatabaseService {
             };
             let params = self.pooled_params(&database, &sql, params)?;
             let turn = with_timeout(limit, self.turn(&database)).await?;
-            Ok((members, primary, params, turn))
+            Ok((members, primary, params, turn, arrow))
         }
         .await;
-        let (members, primary, params, turn) = opened?;
+        let (members, primary, params, turn, arrow) = opened?;
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL_BATCHES);
         let ending = Ending::default();
         let limits = self.limits;
@@ -1486,7 +1563,8 @@ impl DatabaseService {
         tokio::spawn(async move {
             let result = with_timeout(limit, async {
                 let mut sink =
-                    FrameSink::new(&tx, fetch_frame, limits, &call.metrics, &call.database);
+                    FrameSink::new(&tx, fetch_frame, limits, &call.metrics, &call.database)
+                        .with_arrow(arrow);
                 let outcome =
                     read_only_query_on(members, primary, &sql, &params, &mut sink).await?;
                 sink.finish(outcome.rows_affected, call.started).await
@@ -1501,6 +1579,25 @@ impl DatabaseService {
 }
 
 impl DatabaseService {
+    /// The engine of `database` when its result goes as Arrow (`arrow`),
+    /// for the column types; `None` for rows.
+    pub(crate) fn arrow_engine(
+        &self,
+        database: &str,
+        arrow: bool,
+    ) -> Result<Option<iadb::DatabaseType>, Error> {
+        if !arrow {
+            return Ok(None);
+        }
+        match self.registry.describe(database) {
+            Some((_, engine)) => Ok(Some(engine)),
+            None => self
+                .registry
+                .get(database)
+                .and_then(|_| Err(Error::internal("a database without an engine"))),
+        }
+    }
+
     /// A replica within `bound` for a read-only transaction of `database`,
     /// if one is.
     pub(crate) fn replica_for(
@@ -1655,10 +1752,12 @@ async fn pump(
     limits: Limits,
     deadline: Option<(tokio::time::Instant, Duration)>,
     call: &Call,
+    arrow: Option<iadb::DatabaseType>,
 ) -> Result<(), Error> {
     let QueryStream { columns, events } = stream;
     let mut events = caught_events(events);
-    let mut sink = FrameSink::new(tx, fetch_frame, limits, &call.metrics, &call.database);
+    let mut sink =
+        FrameSink::new(tx, fetch_frame, limits, &call.metrics, &call.database).with_arrow(arrow);
     sink.columns(columns).await?;
     let mut rows_affected = 0u64;
     loop {
@@ -1726,7 +1825,7 @@ mod tests {
             columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
             events: panicking_events(3),
         };
-        let result = pump(stream, &tx, Limits::default(), None, &test_call()).await;
+        let result = pump(stream, &tx, Limits::default(), None, &test_call(), None).await;
         let error = result.expect_err("the panic is an error");
         assert_eq!(error.kind(), ErrorKind::Internal);
         assert!(!error.message().contains("infinity"), "{}", error.message());
@@ -1755,7 +1854,7 @@ mod tests {
             columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
             events: futures::stream::iter(events).boxed(),
         };
-        let result = pump(stream, &tx, limits, None, &test_call()).await;
+        let result = pump(stream, &tx, limits, None, &test_call(), None).await;
         drop(tx);
         let (mut batches, mut summary) = (Vec::new(), false);
         while let Some(frame) = rx.recv().await {

@@ -13,7 +13,7 @@
 use crate::{
     auth::{Identity, Scope},
     backend::session::{Isolation, Session, TxOptions},
-    service::{DatabaseService, FrameSink, Place, audit, check_statement},
+    service::{DatabaseService, FrameSink, Place, audit, check_statement, wants_arrow},
 };
 use futures::StreamExt;
 use iadb::{
@@ -467,11 +467,17 @@ async fn run(
                 .await
                 .map_err(gone)?;
             }
-            Req::Fetch(proto::Statement { sql, params, .. }) => {
+            Req::Fetch(proto::Statement {
+                sql,
+                params,
+                result_format,
+            }) => {
+                let arrow = wants_arrow(result_format).map_err(failed)?;
                 admit(service, session, engine, &sql, params.len()).map_err(failed)?;
                 let params = params_from_proto(params).map_err(failed)?;
                 let metrics = service.metrics();
-                let mut sink = FrameSink::new(out, fetched, limits, &metrics, database);
+                let mut sink = FrameSink::new(out, fetched, limits, &metrics, database)
+                    .with_arrow(arrow.then_some(engine));
                 let fetch = async {
                     let outcome = session.query(&sql, &params, &mut sink).await;
                     match outcome {

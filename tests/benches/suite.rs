@@ -20,6 +20,11 @@
 //! - the server's peak RSS over idle while streaming 1M and 5M rows (a fresh
 //!   server per size).
 //!
+//! - streaming the same 1,000,000 rows as Arrow record batches
+//!   (`fetch_arrow`, docs/arrow.md) against the same sqlx pass: rows/s.
+//!
+//! `IADB_BENCH_ONLY=stream` runs only the streaming workloads.
+//!
 //! An engine whose URL (`IADB_TEST_POSTGRES_URL`, `IADB_TEST_MYSQL_URL`) is
 //! not set is skipped with a notice. The output ends with a markdown table
 //! for `bench/RESULTS.md`. Every loop is bounded in count; nothing asserts a
@@ -256,6 +261,32 @@ async fn stream_iadb(db: &RemoteDatabase, sql: &str, server: &TestServer) -> Dur
     wall
 }
 
+/// Streams `sql` through the server as Arrow record batches; returns the
+/// wall time, with the CPU time each side used.
+async fn stream_arrow(db: &RemoteDatabase, sql: &str, server: &TestServer) -> Duration {
+    let (server_cpu, own_cpu) = (cpu_time(server.pid()), cpu_time(std::process::id()));
+    let started = Instant::now();
+    let mut batches = db.fetch_arrow(sql, &[]).await.expect("stream").batches;
+    let mut n = 0u64;
+    while let Some(batch) = batches.next().await {
+        n += batch.expect("batch").num_rows() as u64;
+    }
+    let wall = started.elapsed();
+    assert_eq!(n, STREAM_ROWS, "every row arrived");
+    println!(
+        "    arrow pass: {:.2} s wall, server CPU {:.2} s, bench CPU {:.2} s",
+        wall.as_secs_f64(),
+        (cpu_time(server.pid()) - server_cpu).as_secs_f64(),
+        (cpu_time(std::process::id()) - own_cpu).as_secs_f64()
+    );
+    wall
+}
+
+/// Whether only the streaming workloads run (`IADB_BENCH_ONLY=stream`).
+fn only_stream() -> bool {
+    std::env::var("IADB_BENCH_ONLY").is_ok_and(|v| v == "stream")
+}
+
 /// [`REQUESTS_PER_CLIENT`] point selects from each of `clients`, all at
 /// once, each on a task of its own; returns the wall time.
 async fn concurrent_iadb(clients: Vec<Arc<RemoteDatabase>>, point: &str) -> Duration {
@@ -357,8 +388,10 @@ async fn engine<DB: sqlx::Database>(
     // Streaming.
     let sql = format!("SELECT id, label, score, at FROM {table}");
     let (mut best_iadb, mut best_direct) = (Duration::MAX, Duration::MAX);
+    let mut best_arrow = Duration::MAX;
     for _ in 0..PASSES {
         best_iadb = best_iadb.min(stream_iadb(&db, &sql, server).await);
+        best_arrow = best_arrow.min(stream_arrow(&db, &sql, server).await);
         let started = Instant::now();
         let mut rows = sqlx::query_as::<_, Row4>(&sql).fetch(&pool);
         let mut n = 0;
@@ -387,6 +420,23 @@ async fn engine<DB: sqlx::Database>(
         thousands(b),
         0.8,
     ));
+    let arrow = rate(STREAM_ROWS as f64, best_arrow);
+    println!(
+        "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  sqlx {b:.0} rows/s  \
+         ratio {:.2}",
+        arrow / b
+    );
+    lines.push(ratio_line(
+        format!("stream 1M rows, Arrow (rows/s, best of {PASSES})"),
+        name,
+        arrow,
+        b,
+        thousands(b),
+        0.9,
+    ));
+    if only_stream() {
+        return;
+    }
 
     // Point select, 1 client, interleaved.
     let point = format!("SELECT id, label, score, at FROM {table} WHERE id = ?");
@@ -808,7 +858,9 @@ async fn run() -> Vec<Line> {
 
     {
         let server = TestServer::start(&["--database-url", "sqlite:///./bench.db"]);
-        grpc_floor(&server).await;
+        if !only_stream() {
+            grpc_floor(&server).await;
+        }
         // The server's settings (WAL, synchronous=NORMAL, busy timeout,
         // foreign keys). The baselines' pools skip sqlx's ping before each
         // acquire, as the server's pools do: the difference measured is the
@@ -840,7 +892,9 @@ async fn run() -> Vec<Line> {
                 .await
                 .expect("sqlx");
             engine(Kind::Postgres, pool, &server, &mut lines).await;
-            tpcb(url, &server, &mut lines).await;
+            if !only_stream() {
+                tpcb(url, &server, &mut lines).await;
+            }
         }
         None => skipped(
             &mut lines,
@@ -881,6 +935,9 @@ async fn run() -> Vec<Line> {
         met: "not measured".into(),
     });
 
+    if only_stream() {
+        return lines;
+    }
     memory(Kind::Sqlite, "sqlite:///./rss.db", &mut lines).await;
     match &postgres {
         Some(url) => memory(Kind::Postgres, url, &mut lines).await,

@@ -24,6 +24,11 @@
 //! | `record TAG`        | counts the call under `METHOD TAG`, answers OK (FetchAll: `rows 1`) |
 //! | `count METHOD TAG`  | FetchOne: one row, column `n`, the count of `METHOD TAG`        |
 //!
+//! A FetchAll asking for `RESULT_FORMAT_ARROW` gets the same frames with
+//! its rows as Arrow IPC (`ArrowData`): the schema before the first record
+//! batch, one record batch per row batch, and the end-of-stream marker
+//! before a summary (`truncate N` sends neither).
+//!
 //! METHOD is the RPC's name: Execute, ExecuteMany, FetchAll, FetchOne,
 //! TableExists, Migrate, Health. A call that never answers waits at most
 //! [`HANG`], then ends with ABORTED.
@@ -35,6 +40,7 @@
 //! UNIMPLEMENTED.
 
 use futures::{Stream, StreamExt, stream};
+use iadb::arrow::{ArrowEncoder, IpcPiece};
 use iadb::proto::{
     self, Column, FetchAllResponse, ResultHeader, ResultSummary, Row, RowBatch,
     database_server::{Database, DatabaseServer},
@@ -146,6 +152,39 @@ fn frames(list: Vec<FetchAllResponse>) -> FrameStream {
     stream::iter(list.into_iter().map(Ok)).boxed()
 }
 
+/// `list` with its rows as Arrow IPC, as a server sends them for
+/// `RESULT_FORMAT_ARROW`: each row batch becomes the record batch of its
+/// rows (the schema before the first), and the end-of-stream marker comes
+/// before a summary. A stream without a summary gets no end marker.
+fn as_arrow(list: Vec<FetchAllResponse>) -> Vec<FetchAllResponse> {
+    let columns: Arc<[iadb::Column]> = Arc::from(vec![iadb::Column::new("i", "INTEGER")]);
+    let mut encoder = ArrowEncoder::new(iadb::DatabaseType::Sqlite, columns);
+    let piece = |p: IpcPiece| FetchAllResponse {
+        frame: Some(Frame::Arrow(proto::ArrowData {
+            ipc: p.ipc,
+            rows: p.rows,
+        })),
+    };
+    let mut out = Vec::with_capacity(list.len() + 2);
+    for frame in list {
+        match frame.frame {
+            Some(Frame::Batch(batch)) => match encoder.batch(&batch) {
+                Ok(pieces) => out.extend(pieces.into_iter().map(piece)),
+                Err(e) => panic!("fake server: encoding its own rows as Arrow failed: {e}"),
+            },
+            Some(Frame::Summary(_)) => {
+                match encoder.finish() {
+                    Ok(pieces) => out.extend(pieces.into_iter().map(piece)),
+                    Err(e) => panic!("fake server: ending its Arrow stream failed: {e}"),
+                }
+                out.push(frame);
+            }
+            _ => out.push(frame),
+        }
+    }
+    out
+}
+
 impl Fake {
     /// Counts one call of `method` tagged `tag`.
     fn count(&self, method: &str, tag: &str) {
@@ -214,6 +253,13 @@ impl Database for Fake {
         &self,
         request: Request<proto::FetchAllRequest>,
     ) -> Result<Response<Self::FetchAllStream>, Status> {
+        let arrow = request
+            .get_ref()
+            .options
+            .as_ref()
+            .is_some_and(|o| o.result_format == proto::ResultFormat::Arrow as i32);
+        let frames =
+            move |list: Vec<FetchAllResponse>| frames(if arrow { as_arrow(list) } else { list });
         let frames = match parse(&request.get_ref().sql) {
             Act::Rows(n) => {
                 let mut list = vec![header("i")];

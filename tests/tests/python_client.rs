@@ -6,14 +6,14 @@
 //!
 //! Needs `python3` with the package and its test tools installed: `pip
 //! install ./client/python pytest pytest-asyncio dbapi-compliance pandas
-//! sqlalchemy`. Without them the test is skipped with a notice, except in CI
+//! sqlalchemy pyarrow polars`. Without them the test is skipped with a notice, except in CI
 //! (`CI=true`), where it fails.
 
 use iadb_tests::fake_server::FakeServer;
 use iadb_tests::harness::{in_ci, repo_root, server_binary, skip};
 use std::process::Command;
 
-const INSTALL: &str = "install with: pip install ./client/python pytest pytest-asyncio dbapi-compliance pandas sqlalchemy";
+const INSTALL: &str = "install with: pip install ./client/python pytest pytest-asyncio dbapi-compliance pandas sqlalchemy pyarrow polars";
 
 /// `$IADB_PYTHON`, else `python3`.
 fn python() -> String {

@@ -62,6 +62,15 @@ describe("against a misbehaving server", { skip }, () => {
     await rejectsWith(db.fetchAll("batch-first").toArray(), Status.INTERNAL);
   });
 
+  test("an Arrow stream cut short or miscounted is INTERNAL, never a short table", async () => {
+    const t = await db.fetchArrow("rows 250"); // control: the same frames, complete
+    assert.equal(t.numRows, 250);
+    assert.equal(t.getChild("i")!.get(249), 250n);
+    await rejectsWith(db.fetchArrow("truncate 250"), Status.INTERNAL, /without its summary/);
+    await rejectsWith(db.fetchArrow("miscount 3"), Status.INTERNAL, /counts 4 rows but 3/);
+    await rejectsWith(db.fetchArrow("batch-first"), Status.INTERNAL, /before the header/);
+  });
+
   test("a passed deadline is DEADLINE_EXCEEDED every time", async () => {
     // The fake never answers `hang`: only the client's deadline ends it.
     for (let i = 0; i < 5; i++) {

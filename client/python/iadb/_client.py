@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tup
 import grpc
 import grpc.aio
 
+from . import _arrow
 from . import _common as c
 from ._errors import DatabaseError, from_rpc_error
 from ._proto import database_pb2 as pb
@@ -312,6 +313,48 @@ class Database(c.ClientSettings):
         request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         self._stub_or_raise()
         return RowStream(self, request, self.timeout)
+
+    # --- Arrow results (optional: pyarrow, pandas, polars) -----------------
+
+    async def _fetch_arrow(self, sql: str, params: Params) -> "_arrow.ArrowCollector":
+        """Runs a query with RESULT_FORMAT_ARROW and collects its IPC stream."""
+        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms,
+                                      _arrow.ARROW)
+        stub = self._stub_or_raise()
+        collector = _arrow.ArrowCollector()
+        call = stub.FetchAll(request, timeout=self.timeout, metadata=self._metadata)
+        try:
+            async for frame in call:
+                collector.feed(frame)
+            collector.check_end()
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            if not call.done():
+                call.cancel()
+        return collector
+
+    async def fetch_arrow(self, sql: str, params: Params = None) -> Any:
+        """Every row of a query as a ``pyarrow.Table``, sent by the server as
+        Arrow (no Python object per value). Raises ``DatabaseError``; a
+        result cut short is INTERNAL, never a short table. Needs pyarrow
+        (``pip install "iadb[arrow]"``): without it ``ImportError``, before
+        anything is sent."""
+        _arrow.pyarrow("fetch_arrow")
+        return (await self._fetch_arrow(sql, params)).table()
+
+    async def fetch_df(self, sql: str, params: Params = None, **to_pandas: Any) -> Any:
+        """``fetch_arrow(...).to_pandas(**to_pandas)``: a pandas DataFrame
+        (``pip install "iadb[pandas]"``)."""
+        _arrow.require_pandas()
+        return (await self.fetch_arrow(sql, params)).to_pandas(**to_pandas)
+
+    async def fetch_polars(self, sql: str, params: Params = None) -> Any:
+        """Every row of a query as a ``polars.DataFrame``, read from the Arrow
+        stream by polars itself (``pip install "iadb[polars]"``; no pyarrow
+        needed)."""
+        _arrow.polars()
+        return (await self._fetch_arrow(sql, params)).polars()
 
     async def batch(self, statements: Sequence[Any], *, read_only: bool = False) -> List[StatementResult]:
         """Runs statements in one transaction and one round trip: all of

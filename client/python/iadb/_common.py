@@ -118,14 +118,18 @@ def check_staleness(max_staleness_ms: Any) -> Optional[int]:
     return max_staleness_ms
 
 
-def query_options(read_only: bool, max_staleness_ms: Optional[int] = None) -> Optional[pb.QueryOptions]:
+def query_options(read_only: bool, max_staleness_ms: Optional[int] = None,
+                  result_format: int = pb.RESULT_FORMAT_UNSPECIFIED) -> Optional[pb.QueryOptions]:
     if max_staleness_ms is not None:
         return pb.QueryOptions(
             read_only=bool(read_only),
             consistency=pb.READ_CONSISTENCY_BOUNDED_STALENESS,
             max_staleness_ms=check_staleness(max_staleness_ms),
+            result_format=result_format,
         )
-    return pb.QueryOptions(read_only=True) if read_only else None
+    if read_only or result_format:
+        return pb.QueryOptions(read_only=bool(read_only), result_format=result_format)
+    return None
 
 
 def execute_request(database: str, sql: str, params, read_only: bool = False) -> pb.ExecuteRequest:
@@ -134,9 +138,10 @@ def execute_request(database: str, sql: str, params, read_only: bool = False) ->
 
 
 def fetch_all_request(database: str, sql: str, params, read_only: bool = False,
-                      max_staleness_ms: Optional[int] = None) -> pb.FetchAllRequest:
+                      max_staleness_ms: Optional[int] = None,
+                      result_format: int = pb.RESULT_FORMAT_UNSPECIFIED) -> pb.FetchAllRequest:
     return pb.FetchAllRequest(database=database, sql=check_sql(sql), params=encode_params(params),
-                              options=query_options(read_only, max_staleness_ms))
+                              options=query_options(read_only, max_staleness_ms, result_format))
 
 
 def fetch_one_request(database: str, sql: str, params, read_only: bool = False,
@@ -515,8 +520,8 @@ def begin_request(database: str, isolation, read_only: bool, immediate: bool,
     return pb.TransactionRequest(begin=begin)
 
 
-def statement(sql: str, params) -> pb.Statement:
-    return pb.Statement(sql=check_sql(sql), params=encode_params(params))
+def statement(sql: str, params, result_format: int = pb.RESULT_FORMAT_UNSPECIFIED) -> pb.Statement:
+    return pb.Statement(sql=check_sql(sql), params=encode_params(params), result_format=result_format)
 
 
 def execute_many_statement(sql: str, params_list) -> pb.ExecuteManyStatement:

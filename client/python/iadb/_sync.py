@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import grpc
 
+from . import _arrow
 from . import _common as c
 from ._errors import DatabaseError, from_rpc_error
 from ._proto import database_pb2 as pb
@@ -269,6 +270,39 @@ class SyncDatabase(c.ClientSettings):
         request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
         self._stub_or_raise()
         return SyncRowStream(self, request, self.timeout)
+
+    # --- Arrow results (optional: pyarrow, pandas, polars) -----------------
+
+    def _fetch_arrow(self, sql: str, params: Params) -> "_arrow.ArrowCollector":
+        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms,
+                                      _arrow.ARROW)
+        stub = self._stub_or_raise()
+        collector = _arrow.ArrowCollector()
+        call = stub.FetchAll(request, timeout=self.timeout, metadata=self._metadata)
+        try:
+            for frame in call:
+                collector.feed(frame)
+            collector.check_end()
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            call.cancel()
+        return collector
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> Any:
+        """See ``Database.fetch_arrow``: a ``pyarrow.Table``."""
+        _arrow.pyarrow("fetch_arrow")
+        return self._fetch_arrow(sql, params).table()
+
+    def fetch_df(self, sql: str, params: Params = None, **to_pandas: Any) -> Any:
+        """See ``Database.fetch_df``: a pandas DataFrame."""
+        _arrow.require_pandas()
+        return self.fetch_arrow(sql, params).to_pandas(**to_pandas)
+
+    def fetch_polars(self, sql: str, params: Params = None) -> Any:
+        """See ``Database.fetch_polars``: a polars DataFrame."""
+        _arrow.polars()
+        return self._fetch_arrow(sql, params).polars()
 
     def batch(self, statements: Sequence[Any], *, read_only: bool = False) -> List[StatementResult]:
         """Runs statements in one transaction and one round trip: all of

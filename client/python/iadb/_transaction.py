@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import grpc
 import grpc.aio
 
+from . import _arrow
 from . import _common as c
 from ._errors import DatabaseError, commit_error, from_rpc_error
 from ._proto import database_pb2 as pb
@@ -323,6 +324,55 @@ class Transaction(_TxState):
                 return row
         return None
 
+    async def _fetch_arrow(self, sql: str, params: Params) -> "_arrow.ArrowCollector":
+        """One fetch with RESULT_FORMAT_ARROW, read to its summary."""
+        request = pb.TransactionRequest(fetch=c.statement(sql, params, _arrow.ARROW))
+        collector = _arrow.ArrowCollector()
+        async with self._lock:
+            await self._settle()
+            self._check_open()
+            try:
+                await self._write(request)
+                while not collector.done:
+                    resp = await self._read()
+                    try:
+                        _expect(resp, "fetched")
+                        collector.feed(resp.fetched)
+                    except DatabaseError as e:
+                        raise self._fail(e) from None
+            except DatabaseError:
+                raise
+            except BaseException:
+                # Interrupted with frames still coming: the stream can no
+                # longer be followed; the server rolls back when it breaks.
+                self._fail(DatabaseError(grpc.StatusCode.CANCELLED, "the transaction's fetch was interrupted"))
+                raise
+        return collector
+
+    async def fetch_arrow(self, sql: str, params: Params = None) -> Any:
+        """Every row of a query as a ``pyarrow.Table`` (see
+        ``Database.fetch_arrow``); raises ``DatabaseError``."""
+        _arrow.pyarrow("fetch_arrow")
+        collector = await self._fetch_arrow(sql, params)
+        try:
+            return collector.table()
+        except DatabaseError as e:
+            raise self._fail(e) from None
+
+    async def fetch_df(self, sql: str, params: Params = None, **to_pandas: Any) -> Any:
+        """``fetch_arrow(...).to_pandas(**to_pandas)``."""
+        _arrow.require_pandas()
+        return (await self.fetch_arrow(sql, params)).to_pandas(**to_pandas)
+
+    async def fetch_polars(self, sql: str, params: Params = None) -> Any:
+        """Every row of a query as a ``polars.DataFrame``."""
+        _arrow.polars()
+        collector = await self._fetch_arrow(sql, params)
+        try:
+            return collector.polars()
+        except DatabaseError as e:
+            raise self._fail(e) from None
+
     async def execute_query(self, sql: str, params: Params = None) -> QueryResult:
         """Any statement: rows for a query, rows affected otherwise. A
         server error is ``success=False`` (and the transaction has ended)."""
@@ -587,6 +637,51 @@ class SyncTransaction(_TxState):
             for row in stream:
                 return row
         return None
+
+    def _fetch_arrow(self, sql: str, params: Params) -> "_arrow.ArrowCollector":
+        request = pb.TransactionRequest(fetch=c.statement(sql, params, _arrow.ARROW))
+        collector = _arrow.ArrowCollector()
+        with self._lock:
+            self._settle()
+            self._check_open()
+            try:
+                self._write(request)
+                while not collector.done:
+                    resp = self._read()
+                    try:
+                        _expect(resp, "fetched")
+                        collector.feed(resp.fetched)
+                    except DatabaseError as e:
+                        raise self._fail(e) from None
+            except DatabaseError:
+                raise
+            except BaseException:
+                self._fail(DatabaseError(grpc.StatusCode.CANCELLED, "the transaction's fetch was interrupted"))
+                raise
+        return collector
+
+    def fetch_arrow(self, sql: str, params: Params = None) -> Any:
+        """See ``Transaction.fetch_arrow``: a ``pyarrow.Table``."""
+        _arrow.pyarrow("fetch_arrow")
+        collector = self._fetch_arrow(sql, params)
+        try:
+            return collector.table()
+        except DatabaseError as e:
+            raise self._fail(e) from None
+
+    def fetch_df(self, sql: str, params: Params = None, **to_pandas: Any) -> Any:
+        """``fetch_arrow(...).to_pandas(**to_pandas)``."""
+        _arrow.require_pandas()
+        return self.fetch_arrow(sql, params).to_pandas(**to_pandas)
+
+    def fetch_polars(self, sql: str, params: Params = None) -> Any:
+        """Every row of a query as a ``polars.DataFrame``."""
+        _arrow.polars()
+        collector = self._fetch_arrow(sql, params)
+        try:
+            return collector.polars()
+        except DatabaseError as e:
+            raise self._fail(e) from None
 
     def execute_query(self, sql: str, params: Params = None) -> QueryResult:
         request = pb.TransactionRequest(fetch=c.statement(sql, params))

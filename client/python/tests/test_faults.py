@@ -18,6 +18,8 @@ import pytest
 
 import iadb
 
+from conftest import skip_or_fail
+
 
 async def _count(db, key):
     return (await db.fetch_row("count " + key))["n"]
@@ -81,6 +83,26 @@ def test_sync_stream_without_summary_is_an_error(fake_address):
         for sql in ("miscount 3", "batch-first"):
             r = db.execute_query(sql)
             assert r.success is False and r.error_code == grpc.StatusCode.INTERNAL, (sql, r)
+
+
+async def test_arrow_stream_without_summary_is_an_error(fake_address):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        skip_or_fail("Arrow", "pyarrow is not installed")
+    async with iadb.Database(fake_address) as db:
+        t = await db.fetch_arrow("rows 250")  # control: the same frames, complete
+        assert t.num_rows == 250 and t.column("i").to_pylist() == list(range(1, 251))
+        for sql, what in (("truncate 250", "without its summary"), ("miscount 3", "counts 4 rows but 3"),
+                          ("batch-first", "did not start with a header")):
+            with pytest.raises(iadb.DatabaseError) as info:
+                await db.fetch_arrow(sql)
+            assert info.value.code == grpc.StatusCode.INTERNAL and what in info.value.message, (sql, info.value)
+    with iadb.SyncDatabase(fake_address) as sdb:
+        assert sdb.fetch_arrow("rows 250").num_rows == 250
+        with pytest.raises(iadb.DatabaseError) as info:
+            sdb.fetch_df("truncate 250")
+        assert info.value.code == grpc.StatusCode.INTERNAL and "without its summary" in info.value.message
 
 
 # --- case 7: the deadline ----------------------------------------------------

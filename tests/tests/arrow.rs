@@ -1,0 +1,560 @@
+//! Arrow results (RESULT_FORMAT_ARROW, docs/arrow.md) through the Rust
+//! client against a real server on loopback, on SQLite, PostgreSQL,
+//! MySQL/MariaDB and DuckDB: the same values as rows, in the documented
+//! Arrow types; multi-batch results; empty results with their schema;
+//! NULLs; a value that does not fit its column; an error mid-stream; a
+//! fetch inside a transaction; read-only calls; an unknown format.
+
+use futures::StreamExt;
+use iadb::{
+    DatabaseInterface, ErrorKind, Value,
+    arrow::{
+        DataType, RecordBatch, TimeUnit,
+        arrow_array::{
+            Array, BinaryArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+            Time64NanosecondArray, TimestampMicrosecondArray, UInt64Array,
+        },
+        value_arrow_type,
+    },
+    proto::{self, database_client::DatabaseClient},
+};
+use iadb_client::{RemoteDatabase, TransactionOptions};
+use iadb_tests::{Engine, TestServer};
+
+const ENGINES: [Engine; 4] = [
+    Engine::Sqlite,
+    Engine::Postgres,
+    Engine::Mysql,
+    Engine::Duckdb,
+];
+
+/// A server in front of one engine and a client of it.
+struct Setup {
+    engine: Engine,
+    server: TestServer,
+    db: RemoteDatabase,
+    _dir: tempfile::TempDir,
+}
+
+fn unique_table(base: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t_arrow_{base}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn setup(engine: Engine, args: &[&str]) -> Option<Setup> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match engine.url(&dir) {
+        Ok(url) => url,
+        Err(why) => {
+            iadb_tests::harness::skip(&format!("Arrow results on {}", engine.name()), &why);
+            return None;
+        }
+    };
+    let mut all = vec!["--database-url", url.as_str()];
+    all.extend_from_slice(args);
+    let server = TestServer::start(&all);
+    let db = server.client("").await;
+    Some(Setup {
+        engine,
+        server,
+        db,
+        _dir: dir,
+    })
+}
+
+/// One Arrow cell as the iadb value the row format carries for it (text
+/// for decimals and JSON, which Arrow carries as Utf8).
+fn cell(array: &dyn Array, i: usize) -> Value {
+    if array.is_null(i) {
+        return Value::Null;
+    }
+    let any = array.as_any();
+    match array.data_type() {
+        DataType::Boolean => Value::Bool(any.downcast_ref::<BooleanArray>().unwrap().value(i)),
+        DataType::Int64 => Value::Int(any.downcast_ref::<Int64Array>().unwrap().value(i)),
+        DataType::UInt64 => {
+            let n = any.downcast_ref::<UInt64Array>().unwrap().value(i);
+            i64::try_from(n).map_or_else(|_| Value::Text(n.to_string()), Value::Int)
+        }
+        DataType::Float64 => Value::Float(any.downcast_ref::<Float64Array>().unwrap().value(i)),
+        DataType::Utf8 => Value::Text(any.downcast_ref::<StringArray>().unwrap().value(i).into()),
+        DataType::Binary => {
+            Value::Bytes(any.downcast_ref::<BinaryArray>().unwrap().value(i).to_vec())
+        }
+        DataType::Date32 => Value::Date(
+            any.downcast_ref::<Date32Array>()
+                .unwrap()
+                .value_as_date(i)
+                .unwrap(),
+        ),
+        DataType::Time64(TimeUnit::Nanosecond) => Value::Time(
+            any.downcast_ref::<Time64NanosecondArray>()
+                .unwrap()
+                .value_as_time(i)
+                .unwrap(),
+        ),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            let t = any
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap()
+                .value_as_datetime(i)
+                .unwrap();
+            match tz {
+                Some(_) => Value::TimestampTz(t.and_utc()),
+                None => Value::DateTime(t),
+            }
+        }
+        other => panic!("an Arrow type iadb does not send: {other}"),
+    }
+}
+
+/// A row value as [`cell`] gives it back.
+fn as_arrow_reads_it(value: Value) -> Value {
+    match value {
+        Value::Decimal(s) | Value::Json(s) => Value::Text(s),
+        other => other,
+    }
+}
+
+fn arrow_rows(batches: &[RecordBatch]) -> Vec<Vec<Value>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for i in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| cell(c.as_ref(), i))
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+async fn rows_of(db: &RemoteDatabase, sql: &str, params: &[Value]) -> Vec<Vec<Value>> {
+    db.fetch_all(sql, params)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| r.into_values().into_iter().map(as_arrow_reads_it).collect())
+        .collect()
+}
+
+/// Every kind the conformance suite stores: the same values as rows, each
+/// in the Arrow type docs/arrow.md gives it; a row of NULLs.
+#[tokio::test]
+async fn every_type_comes_as_the_rows_do() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, &[]).await else {
+            continue;
+        };
+        let d = engine.dialect();
+        let table = unique_table("types");
+        let columns = [
+            ("i", d.bigint_type()),
+            ("f", d.double_type()),
+            ("t", d.text_type()),
+            ("dc", d.decimal_type()),
+            ("b", d.bytes_type()),
+            ("bo", d.bool_type()),
+            ("dt", d.date_type()),
+            ("tm", d.time_type()),
+            ("tz", d.timestamptz_type()),
+            ("ts", d.datetime_type()),
+            ("j", d.json_type()),
+        ];
+        let ddl = columns
+            .iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.db.execute(&format!("CREATE TABLE {table} (k INTEGER, {ddl})"), &[])
+            .await
+            .expect("create");
+        let date = chrono::NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        let values = vec![
+            Value::Int(1),
+            Value::Int(-9_007_199_254_740_993),
+            Value::Float(1.25),
+            Value::Text("héllo, wörld".into()),
+            Value::Decimal("12345.678900000".into()),
+            Value::Bytes(vec![0, 1, 254, 255]),
+            Value::Bool(true),
+            Value::Date(date),
+            Value::Time(chrono::NaiveTime::from_hms_micro_opt(12, 34, 56, 789_000).unwrap()),
+            Value::TimestampTz(date.and_hms_micro_opt(1, 2, 3, 456_000).unwrap().and_utc()),
+            Value::DateTime(date.and_hms_micro_opt(23, 59, 59, 999_999).unwrap()),
+            Value::Json(r#"{"a": [1, 2]}"#.into()),
+        ];
+        let marks = vec!["?"; values.len()].join(", ");
+        s.db.execute(&format!("INSERT INTO {table} VALUES ({marks})"), &values)
+            .await
+            .expect("insert");
+        let mut nulls = vec![Value::Null; values.len()];
+        nulls[0] = Value::Int(2);
+        s.db.execute(&format!("INSERT INTO {table} VALUES ({marks})"), &nulls)
+            .await
+            .expect("insert NULLs");
+        let sql = format!("SELECT * FROM {table} ORDER BY k");
+        let want = rows_of(&s.db, &sql, &[]).await;
+        let stream = s.db.fetch_arrow(&sql, &[]).await.expect("arrow");
+        let schema = stream.schema.clone();
+        let batches = stream.collect().await.expect("batches");
+        assert_eq!(arrow_rows(&batches), want, "{}", engine.name());
+        // Each column's type is the one of the kind its rows carry.
+        let rows = s.db.fetch_all(&sql, &[]).await.expect("rows");
+        for (i, value) in rows[0].values().iter().enumerate() {
+            let kind = value_arrow_type(value).expect("a value");
+            assert_eq!(
+                schema.field(i).data_type(),
+                &kind.data_type(),
+                "{}: column {}",
+                engine.name(),
+                schema.field(i).name()
+            );
+        }
+        for batch in &batches {
+            assert_eq!(batch.schema(), schema);
+        }
+    }
+}
+
+/// A result of many batches: the same rows as FetchAll's, one record
+/// batch per server batch, the summary's count checked by the client.
+#[tokio::test]
+async fn a_large_result_comes_in_many_batches_with_the_same_rows() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, &["--batch-rows", "700"]).await else {
+            continue;
+        };
+        let sql = engine.dialect().series_sql(10_050);
+        let want = rows_of(&s.db, &sql, &[]).await;
+        let stream = s.db.fetch_arrow(&sql, &[]).await.expect("arrow");
+        assert_eq!(stream.schema.field(0).data_type(), &DataType::Int64);
+        assert_eq!(stream.schema.field(1).data_type(), &DataType::Utf8);
+        let batches = stream.collect().await.expect("batches");
+        assert_eq!(batches.len(), 15, "{}: 10,050 rows by 700", engine.name());
+        assert!(batches.iter().all(|b| b.num_rows() <= 700));
+        let got = arrow_rows(&batches);
+        assert_eq!(got.len(), 10_050);
+        assert_eq!(got, want, "{}", engine.name());
+    }
+}
+
+/// An empty result still has its schema, from the declared types.
+#[tokio::test]
+async fn an_empty_result_has_its_schema() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, &[]).await else {
+            continue;
+        };
+        let d = engine.dialect();
+        let table = unique_table("empty");
+        s.db.execute(
+            &format!(
+                "CREATE TABLE {table} (n {}, f {}, t {}, b {})",
+                d.bigint_type(),
+                d.double_type(),
+                d.text_type(),
+                d.bytes_type()
+            ),
+            &[],
+        )
+        .await
+        .expect("create");
+        let stream =
+            s.db.fetch_arrow(&format!("SELECT n, f, t, b FROM {table}"), &[])
+                .await
+                .expect("arrow");
+        let types: Vec<_> = stream
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Utf8,
+                DataType::Binary
+            ],
+            "{}",
+            engine.name()
+        );
+        let names: Vec<_> = stream
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["n", "f", "t", "b"]);
+        assert!(stream.collect().await.expect("batches").is_empty());
+    }
+}
+
+/// SQLite's dynamic typing: text in an INTEGER column, past the first
+/// batch, is FAILED_PRECONDITION naming the column after the batches
+/// before it; the value is not in the message; the server keeps serving.
+#[tokio::test]
+async fn a_value_that_does_not_fit_its_column_is_failed_precondition() {
+    let Some(s) = setup(Engine::Sqlite, &["--batch-rows", "4"]).await else {
+        return;
+    };
+    let table = unique_table("mixed");
+    s.db.execute(&format!("CREATE TABLE {table} (k INTEGER, n INTEGER)"), &[])
+        .await
+        .expect("create");
+    for k in 1..=10 {
+        s.db.execute(
+            &format!("INSERT INTO {table} VALUES (?, ?)"),
+            &[Value::Int(k), Value::Int(k * 10)],
+        )
+        .await
+        .expect("insert");
+    }
+    s.db.execute(
+        &format!("INSERT INTO {table} VALUES (11, 'private-text')"),
+        &[],
+    )
+    .await
+    .expect("insert text");
+    let sql = format!("SELECT k, n FROM {table} ORDER BY k");
+    let mut stream = s.db.fetch_arrow(&sql, &[]).await.expect("arrow starts");
+    let mut rows = 0;
+    let error = loop {
+        match stream.batches.next().await {
+            Some(Ok(batch)) => rows += batch.num_rows(),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without an error after {rows} rows"),
+        }
+    };
+    assert_eq!(rows, 8, "the two whole batches before the one that fails");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    assert!(error.message().contains("`n`"), "{}", error.message());
+    assert!(error.message().contains("Int64"), "{}", error.message());
+    assert!(error.message().contains("text"), "{}", error.message());
+    assert!(!error.message().contains("private"), "{}", error.message());
+    // In the first batch: the call fails before any batch.
+    let error =
+        s.db.fetch_arrow(&format!("SELECT k, n FROM {table} WHERE k > 9"), &[])
+            .await
+            .expect_err("fails");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    // The same rows as rows are fine, and the server still serves Arrow.
+    assert_eq!(rows_of(&s.db, &sql, &[]).await.len(), 11);
+    let ok =
+        s.db.fetch_arrow(&format!("SELECT k FROM {table}"), &[])
+            .await
+            .expect("arrow")
+            .collect()
+            .await
+            .expect("batches");
+    assert_eq!(ok.iter().map(RecordBatch::num_rows).sum::<usize>(), 11);
+}
+
+/// An engine error in the middle of a result: the batches before it,
+/// then the error; never a result that looks whole.
+#[tokio::test]
+async fn an_error_mid_stream_ends_the_batches_with_it() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, &["--batch-rows", "100"]).await else {
+            continue;
+        };
+        let d = engine.dialect();
+        let table = unique_table("mid");
+        s.db.execute(
+            &format!("CREATE TABLE {table} (x {})", d.bigint_type()),
+            &[],
+        )
+        .await
+        .expect("create");
+        s.db.execute_many(
+            &format!("INSERT INTO {table} (x) VALUES (?)"),
+            &(1..=3000).map(|i| vec![Value::Int(i)]).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("insert");
+        let started =
+            s.db.fetch_arrow(&d.failing_at_row_sql(&table, 2500), &[])
+                .await;
+        let mut rows = 0;
+        let error = match started {
+            Ok(mut stream) => loop {
+                match stream.batches.next().await {
+                    Some(Ok(batch)) => rows += batch.num_rows(),
+                    Some(Err(e)) => break e,
+                    None => panic!("{}: ended without the error after {rows}", engine.name()),
+                }
+            },
+            Err(e) if !d.streams_rows_before_error() => e,
+            Err(e) => panic!("{}: the stream did not start: {e}", engine.name()),
+        };
+        if d.streams_rows_before_error() {
+            assert!(rows > 0 && rows < 2500, "{}: {rows} rows", engine.name());
+        }
+        assert_ne!(
+            error.kind(),
+            ErrorKind::Internal,
+            "{}: {error}",
+            engine.name()
+        );
+        // The server still serves.
+        let batches =
+            s.db.fetch_arrow(&format!("SELECT x FROM {table} WHERE x <= 3"), &[])
+                .await
+                .expect("arrow")
+                .collect()
+                .await
+                .expect("batches");
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+    }
+}
+
+/// A fetch inside a transaction as Arrow sees the transaction's own
+/// writes; the transaction goes on after it.
+#[tokio::test]
+async fn a_fetch_in_a_transaction_comes_as_arrow() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, &["--batch-rows", "3"]).await else {
+            continue;
+        };
+        let table = unique_table("tx");
+        s.db.execute(
+            &format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, v INTEGER)"),
+            &[],
+        )
+        .await
+        .expect("create");
+        let mut tx =
+            s.db.transaction(TransactionOptions::default())
+                .await
+                .expect("begin");
+        for id in 1..=10 {
+            tx.execute(
+                &format!("INSERT INTO {table} VALUES (?, ?)"),
+                &[Value::Int(id), Value::Int(id * 2)],
+            )
+            .await
+            .expect("insert");
+        }
+        let sql = format!("SELECT id, v FROM {table} ORDER BY id");
+        let stream = tx.fetch_arrow(&sql, &[]).await.expect("arrow");
+        assert_eq!(stream.schema.fields().len(), 2);
+        let batches = stream.collect().await.expect("batches");
+        assert_eq!(batches.len(), 4, "{}: 10 rows by 3", engine.name());
+        let rows = arrow_rows(&batches);
+        assert_eq!(rows[9], vec![Value::Int(10), Value::Int(20)]);
+        // An unread Arrow fetch is read to its end before the next request.
+        let stream = tx.fetch_arrow(&sql, &[]).await.expect("arrow");
+        drop(stream);
+        let after = tx.fetch_all(&sql, &[]).await.expect("rows");
+        assert_eq!(after.len(), 10);
+        tx.commit().await.expect("commit");
+    }
+}
+
+/// A read-only FetchAll (and so a read-scoped token's) streams Arrow as
+/// well.
+#[tokio::test]
+async fn a_read_only_fetch_comes_as_arrow() {
+    for engine in ENGINES {
+        let Some(s) = setup(engine, &["--batch-rows", "50"]).await else {
+            continue;
+        };
+        let sql = engine.dialect().series_sql(120);
+        let want = rows_of(&s.db, &sql, &[]).await;
+        let db = s.server.client("").await.with_read_only(true);
+        let batches = db
+            .fetch_arrow(&sql, &[])
+            .await
+            .expect("arrow")
+            .collect()
+            .await
+            .expect("batches");
+        assert_eq!(batches.len(), 3, "{}", engine.name());
+        assert_eq!(arrow_rows(&batches), want, "{}", engine.name());
+    }
+}
+
+/// A result format the server does not know is INVALID_ARGUMENT, in
+/// FetchAll and in a transaction's fetch.
+#[tokio::test]
+async fn an_unknown_result_format_is_invalid_argument() {
+    let Some(s) = setup(Engine::Sqlite, &[]).await else {
+        return;
+    };
+    let mut client = DatabaseClient::new(s.server.channel().await);
+    for read_only in [false, true] {
+        let status = client
+            .fetch_all(proto::FetchAllRequest {
+                sql: "SELECT 1".into(),
+                options: Some(proto::QueryOptions {
+                    result_format: 7,
+                    read_only,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err("an unknown format");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("result format"), "{status:?}");
+    }
+    // Inside a transaction.
+    use proto::{transaction_request::Request as Req, transaction_response::Response as Resp};
+    // One request at a time: the begin, its answer, then the fetch.
+    let (requests, stream) = futures::channel::mpsc::unbounded();
+    requests
+        .unbounded_send(proto::TransactionRequest {
+            request: Some(Req::Begin(proto::BeginTransaction::default())),
+        })
+        .expect("send");
+    let mut responses = client
+        .transaction(stream)
+        .await
+        .expect("transaction")
+        .into_inner();
+    match responses.message().await {
+        Ok(Some(proto::TransactionResponse {
+            response: Some(Resp::Begun(_)),
+        })) => {}
+        other => panic!("{other:?}"),
+    }
+    requests
+        .unbounded_send(proto::TransactionRequest {
+            request: Some(Req::Fetch(proto::Statement {
+                sql: "SELECT 1".into(),
+                result_format: 9,
+                ..Default::default()
+            })),
+        })
+        .expect("send");
+    let status = responses.message().await.expect_err("an unknown format");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // ROWS and UNSPECIFIED are rows.
+    let stream = client
+        .fetch_all(proto::FetchAllRequest {
+            sql: "SELECT 1".into(),
+            options: Some(proto::QueryOptions {
+                result_format: proto::ResultFormat::Rows.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("rows");
+    let frames: Vec<_> = stream.into_inner().collect().await;
+    assert!(matches!(
+        frames[1].as_ref().expect("frame").frame,
+        Some(proto::fetch_all_response::Frame::Batch(_))
+    ));
+    let _ = s.engine;
+}
