@@ -1843,6 +1843,40 @@ mod tests {
         assert_eq!(rows, 3);
     }
 
+    /// The same in Arrow: the schema and the batch of the rows read, then
+    /// INTERNAL, and neither the end marker nor a summary.
+    #[tokio::test]
+    async fn a_panic_in_an_arrow_stream_ends_it_with_internal_and_no_end_marker() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let stream = QueryStream {
+            columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
+            events: panicking_events(3),
+        };
+        let arrow = Some(iadb::DatabaseType::Sqlite);
+        let result = pump(stream, &tx, Limits::default(), None, &test_call(), arrow).await;
+        let error = result.expect_err("the panic is an error");
+        assert_eq!(error.kind(), ErrorKind::Internal);
+        drop(tx);
+        let mut decoder = iadb::arrow::ArrowDecoder::new();
+        let mut rows = 0;
+        while let Some(frame) = rx.recv().await {
+            match frame.expect("frames").frame {
+                Some(Frame::Header(_)) => {}
+                Some(Frame::Arrow(data)) => {
+                    for batch in decoder.push(data.ipc).expect("IPC") {
+                        rows += batch.num_rows();
+                    }
+                }
+                Some(Frame::Summary(_)) => panic!("a summary after a panic"),
+                Some(Frame::Batch(_)) => panic!("rows for Arrow"),
+                None => panic!("an empty frame"),
+            }
+        }
+        assert_eq!(rows, 3);
+        assert!(decoder.schema().is_some());
+        assert!(decoder.finish().is_err(), "no end marker");
+    }
+
     /// Runs `events` through the pump with `limits`; gives the rows of
     /// each batch frame sent, and whether a summary ended the stream.
     async fn pumped(
