@@ -23,7 +23,10 @@
 //! - streaming the same 1,000,000 rows as Arrow record batches
 //!   (`fetch_arrow`, docs/arrow.md) against the same sqlx pass: rows/s.
 //!
-//! `IADB_BENCH_ONLY=stream` runs only the streaming workloads.
+//! `IADB_BENCH_ONLY` runs only the workloads it lists, comma-separated:
+//! `stream` (rows and Arrow), `point` (1 client, and the gRPC floor),
+//! `clients` (32 clients), `many` (ExecuteMany), `tpcb`, `rss`; e.g.
+//! `IADB_BENCH_ONLY=point,many`.
 //!
 //! An engine whose URL (`IADB_TEST_POSTGRES_URL`, `IADB_TEST_MYSQL_URL`) is
 //! not set is skipped with a notice. The output ends with a markdown table
@@ -282,9 +285,13 @@ async fn stream_arrow(db: &RemoteDatabase, sql: &str, server: &TestServer) -> Du
     wall
 }
 
-/// Whether only the streaming workloads run (`IADB_BENCH_ONLY=stream`).
-fn only_stream() -> bool {
-    std::env::var("IADB_BENCH_ONLY").is_ok_and(|v| v == "stream")
+/// Whether `workload` runs: every one does unless `IADB_BENCH_ONLY`
+/// lists some.
+fn runs(workload: &str) -> bool {
+    match std::env::var("IADB_BENCH_ONLY") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|w| w.trim() == workload),
+        _ => true,
+    }
 }
 
 /// [`REQUESTS_PER_CLIENT`] point selects from each of `clients`, all at
@@ -386,117 +393,118 @@ async fn engine<DB: sqlx::Database>(
     }
 
     // Streaming.
-    let sql = format!("SELECT id, label, score, at FROM {table}");
-    let (mut best_iadb, mut best_direct) = (Duration::MAX, Duration::MAX);
-    let mut best_arrow = Duration::MAX;
-    for _ in 0..PASSES {
-        best_iadb = best_iadb.min(stream_iadb(&db, &sql, server).await);
-        best_arrow = best_arrow.min(stream_arrow(&db, &sql, server).await);
-        let started = Instant::now();
-        let mut rows = sqlx::query_as::<_, Row4>(&sql).fetch(&pool);
-        let mut n = 0;
-        while let Some(row) = rows.next().await {
-            row.expect("row");
-            n += 1;
+    if runs("stream") {
+        let sql = format!("SELECT id, label, score, at FROM {table}");
+        let (mut best_iadb, mut best_direct) = (Duration::MAX, Duration::MAX);
+        let mut best_arrow = Duration::MAX;
+        for _ in 0..PASSES {
+            best_iadb = best_iadb.min(stream_iadb(&db, &sql, server).await);
+            best_arrow = best_arrow.min(stream_arrow(&db, &sql, server).await);
+            let started = Instant::now();
+            let mut rows = sqlx::query_as::<_, Row4>(&sql).fetch(&pool);
+            let mut n = 0;
+            while let Some(row) = rows.next().await {
+                row.expect("row");
+                n += 1;
+            }
+            let wall = started.elapsed();
+            assert_eq!(n, STREAM_ROWS, "every row arrived");
+            println!("    sqlx pass: {:.2} s wall", wall.as_secs_f64());
+            best_direct = best_direct.min(wall);
         }
-        let wall = started.elapsed();
-        assert_eq!(n, STREAM_ROWS, "every row arrived");
-        println!("    sqlx pass: {:.2} s wall", wall.as_secs_f64());
-        best_direct = best_direct.min(wall);
-    }
-    let (a, b) = (
-        rate(STREAM_ROWS as f64, best_iadb),
-        rate(STREAM_ROWS as f64, best_direct),
-    );
-    println!(
-        "{name}: stream {STREAM_ROWS} rows  iadb {a:.0} rows/s  sqlx {b:.0} rows/s  ratio {:.2}",
-        a / b
-    );
-    lines.push(ratio_line(
-        format!("stream 1M rows (rows/s, best of {PASSES})"),
-        name,
-        a,
-        b,
-        thousands(b),
-        0.8,
-    ));
-    let arrow = rate(STREAM_ROWS as f64, best_arrow);
-    println!(
-        "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  sqlx {b:.0} rows/s  \
+        let (a, b) = (
+            rate(STREAM_ROWS as f64, best_iadb),
+            rate(STREAM_ROWS as f64, best_direct),
+        );
+        println!(
+            "{name}: stream {STREAM_ROWS} rows  iadb {a:.0} rows/s  sqlx {b:.0} rows/s  ratio {:.2}",
+            a / b
+        );
+        lines.push(ratio_line(
+            format!("stream 1M rows (rows/s, best of {PASSES})"),
+            name,
+            a,
+            b,
+            thousands(b),
+            0.8,
+        ));
+        let arrow = rate(STREAM_ROWS as f64, best_arrow);
+        println!(
+            "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  sqlx {b:.0} rows/s  \
          ratio {:.2}",
-        arrow / b
-    );
-    lines.push(ratio_line(
-        format!("stream 1M rows, Arrow (rows/s, best of {PASSES})"),
-        name,
-        arrow,
-        b,
-        thousands(b),
-        0.9,
-    ));
-    if only_stream() {
-        return;
+            arrow / b
+        );
+        lines.push(ratio_line(
+            format!("stream 1M rows, Arrow (rows/s, best of {PASSES})"),
+            name,
+            arrow,
+            b,
+            thousands(b),
+            0.9,
+        ));
     }
 
     // Point select, 1 client, interleaved.
     let point = format!("SELECT id, label, score, at FROM {table} WHERE id = ?");
     let point_direct = kind.direct_sql(&point);
-    let mut ids = Ids(1);
-    let (mut through, mut direct) = (
-        Vec::with_capacity(POINT_SELECTS),
-        Vec::with_capacity(POINT_SELECTS),
-    );
-    for _ in 0..POINT_SELECTS {
-        let id = ids.between(1, STREAM_ROWS as i64);
-        let started = Instant::now();
-        let row = db
-            .fetch_one(&point, &[Value::Int(id)])
-            .await
-            .expect("point select");
-        through.push(started.elapsed());
-        assert!(row.is_some(), "id {id} is in the table");
-        let started = Instant::now();
-        // Decoded, as iadb decodes every value it sends.
-        let row: Option<Row4> = sqlx::query_as(&point_direct)
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .expect("direct point select");
-        direct.push(started.elapsed());
-        assert!(row.is_some(), "id {id} is in the table");
+    if runs("point") {
+        let mut ids = Ids(1);
+        let (mut through, mut direct) = (
+            Vec::with_capacity(POINT_SELECTS),
+            Vec::with_capacity(POINT_SELECTS),
+        );
+        for _ in 0..POINT_SELECTS {
+            let id = ids.between(1, STREAM_ROWS as i64);
+            let started = Instant::now();
+            let row = db
+                .fetch_one(&point, &[Value::Int(id)])
+                .await
+                .expect("point select");
+            through.push(started.elapsed());
+            assert!(row.is_some(), "id {id} is in the table");
+            let started = Instant::now();
+            // Decoded, as iadb decodes every value it sends.
+            let row: Option<Row4> = sqlx::query_as(&point_direct)
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .expect("direct point select");
+            direct.push(started.elapsed());
+            assert!(row.is_some(), "id {id} is in the table");
+        }
+        through.sort();
+        direct.sort();
+        let us = |d: Duration| d.as_micros();
+        let (p50, p99, d50, d99) = (
+            percentile(&through, 0.5),
+            percentile(&through, 0.99),
+            percentile(&direct, 0.5),
+            percentile(&direct, 0.99),
+        );
+        println!(
+            "{name}: point select  iadb p50 {} µs p99 {} µs  sqlx p50 {} µs p99 {} µs",
+            us(p50),
+            us(p99),
+            us(d50),
+            us(d99)
+        );
+        let over = us(p50) as i128 - us(d50) as i128;
+        lines.push(Line {
+            workload: "point select, 1 client (p50 / p99)".into(),
+            engine: name,
+            iadb: format!("{} / {} µs", us(p50), us(p99)),
+            direct: format!("{} / {} µs", us(d50), us(d99)),
+            ratio: format!("p50 +{over} µs"),
+            target: "p50 ≤ direct + 100 µs".into(),
+            met: met(over <= 100),
+        });
     }
-    through.sort();
-    direct.sort();
-    let us = |d: Duration| d.as_micros();
-    let (p50, p99, d50, d99) = (
-        percentile(&through, 0.5),
-        percentile(&through, 0.99),
-        percentile(&direct, 0.5),
-        percentile(&direct, 0.99),
-    );
-    println!(
-        "{name}: point select  iadb p50 {} µs p99 {} µs  sqlx p50 {} µs p99 {} µs",
-        us(p50),
-        us(p99),
-        us(d50),
-        us(d99)
-    );
-    let over = us(p50) as i128 - us(d50) as i128;
-    lines.push(Line {
-        workload: "point select, 1 client (p50 / p99)".into(),
-        engine: name,
-        iadb: format!("{} / {} µs", us(p50), us(p99)),
-        direct: format!("{} / {} µs", us(d50), us(d99)),
-        ratio: format!("p50 +{over} µs"),
-        target: "p50 ≤ direct + 100 µs".into(),
-        met: met(over <= 100),
-    });
 
     // Point select, 32 clients (PostgreSQL and SQLite): through iadb both
     // as 32 clients with a connection each and as 32 tasks sharing one
     // client (one HTTP/2 connection); directly, 32 tasks sharing a pool of
     // the server's size.
-    if kind != Kind::Mysql {
+    if kind != Kind::Mysql && runs("clients") {
         let mut own = Vec::with_capacity(CLIENTS);
         for _ in 0..CLIENTS {
             own.push(Arc::new(server.client("").await));
@@ -534,6 +542,9 @@ async fn engine<DB: sqlx::Database>(
         .expect("drop");
 
     // ExecuteMany of 100,000 rows vs the prepared INSERT in one transaction.
+    if !runs("many") {
+        return;
+    }
     let insert_table = format!("bench_insert_{}", std::process::id());
     let insert = format!("INSERT INTO {insert_table} (id, label, score, at) VALUES (?, ?, ?, ?)");
     let insert_direct = kind.direct_sql(&insert);
@@ -858,7 +869,7 @@ async fn run() -> Vec<Line> {
 
     {
         let server = TestServer::start(&["--database-url", "sqlite:///./bench.db"]);
-        if !only_stream() {
+        if runs("point") {
             grpc_floor(&server).await;
         }
         // The server's settings (WAL, synchronous=NORMAL, busy timeout,
@@ -892,7 +903,7 @@ async fn run() -> Vec<Line> {
                 .await
                 .expect("sqlx");
             engine(Kind::Postgres, pool, &server, &mut lines).await;
-            if !only_stream() {
+            if runs("tpcb") {
                 tpcb(url, &server, &mut lines).await;
             }
         }
@@ -935,13 +946,12 @@ async fn run() -> Vec<Line> {
         met: "not measured".into(),
     });
 
-    if only_stream() {
-        return lines;
-    }
-    memory(Kind::Sqlite, "sqlite:///./rss.db", &mut lines).await;
-    match &postgres {
-        Some(url) => memory(Kind::Postgres, url, &mut lines).await,
-        None => println!("PostgreSQL: memory skipped (IADB_TEST_POSTGRES_URL is not set)"),
+    if runs("rss") {
+        memory(Kind::Sqlite, "sqlite:///./rss.db", &mut lines).await;
+        match &postgres {
+            Some(url) => memory(Kind::Postgres, url, &mut lines).await,
+            None => println!("PostgreSQL: memory skipped (IADB_TEST_POSTGRES_URL is not set)"),
+        }
     }
 
     lines.push(Line {
