@@ -381,6 +381,11 @@ Summary Client::FetchAll(const std::string& sql,
           summary.rows_affected = frame.summary().rows_affected();
           summary.execution_time_ms = frame.summary().execution_time_ms();
           break;
+        case pb::FetchAllResponse::kArrow:
+          // This client asks for rows; Arrow data is a server that broke
+          // the contract, never rows to skip.
+          broken = "Arrow data for a fetch that asked for rows";
+          break;
         case pb::FetchAllResponse::FRAME_NOT_SET:
           broken = "an empty frame";
           break;
