@@ -345,21 +345,31 @@ fn decode_row(encoded: &[u8]) -> Result<Vec<Value>, Error> {
 }
 
 /// An encoded `iadb.v1.Value` of a common kind (integer, double, text,
-/// timestamp without zone, null, bool) in its usual form; `None` for
-/// anything else, which prost reads.
-fn read_value(encoded: &[u8]) -> Option<Value> {
+/// timestamp without zone, null, bool), read from its bytes with its text
+/// borrowed; `None` for anything else, which prost reads.
+enum Quick<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    /// A timestamp without zone, as its text.
+    DateTime(&'a str),
+}
+
+fn read_quick(encoded: &[u8]) -> Option<Quick<'_>> {
     let (&key, mut body) = encoded.split_first()?;
     let value = match key {
         0x08 => {
             decode_varint(&mut body).ok()?;
-            Value::Null
+            Quick::Null
         }
-        0x10 => Value::Bool(decode_varint(&mut body).ok()? != 0),
-        0x18 => Value::Int(decode_varint(&mut body).ok()? as i64),
+        0x10 => Quick::Bool(decode_varint(&mut body).ok()? != 0),
+        0x18 => Quick::Int(decode_varint(&mut body).ok()? as i64),
         0x21 => {
             let bits: [u8; 8] = body.try_into().ok()?;
             body = &[];
-            Value::Float(f64::from_le_bytes(bits))
+            Quick::Float(f64::from_le_bytes(bits))
         }
         0x2a | 0x52 => {
             let len = decode_varint(&mut body).ok()?;
@@ -369,14 +379,26 @@ fn read_value(encoded: &[u8]) -> Option<Value> {
             let text = std::str::from_utf8(body).ok()?;
             body = &[];
             match key {
-                0x2a => Value::Text(text.to_owned()),
-                _ => Value::DateTime(crate::value::parse_naive_datetime(text)?),
+                0x2a => Quick::Text(text),
+                _ => Quick::DateTime(text),
             }
         }
         _ => return None,
     };
     // One field, read to its end; more (a oneof set twice) is prost's.
     body.is_empty().then_some(value)
+}
+
+/// [`read_quick`]'s value as a [`Value`]; `None` where prost reads it.
+fn read_value(encoded: &[u8]) -> Option<Value> {
+    Some(match read_quick(encoded)? {
+        Quick::Null => Value::Null,
+        Quick::Bool(b) => Value::Bool(b),
+        Quick::Int(n) => Value::Int(n),
+        Quick::Float(x) => Value::Float(x),
+        Quick::Text(text) => Value::Text(text.to_owned()),
+        Quick::DateTime(text) => Value::DateTime(crate::value::parse_naive_datetime(text)?),
+    })
 }
 
 /// One value of an encoded row, borrowed where it can be (text): what
@@ -437,41 +459,23 @@ impl RowBatch {
 
 /// One encoded `iadb.v1.Value` as a [`Cell`].
 fn read_cell(encoded: &[u8]) -> Result<Cell<'_>, Error> {
-    let quick = (|| {
-        let (&key, mut body) = encoded.split_first()?;
-        let cell = match key {
-            0x08 => {
-                decode_varint(&mut body).ok()?;
-                Cell::Null
+    let quick = read_quick(encoded).and_then(|quick| {
+        Some(match quick {
+            Quick::Null => Cell::Null,
+            Quick::Bool(b) => Cell::Bool(b),
+            Quick::Int(n) => Cell::Int(n),
+            Quick::Float(x) => Cell::Float(x),
+            Quick::Text(text) => Cell::Text(text),
+            Quick::DateTime(text) => {
+                Cell::Value(Value::DateTime(crate::value::parse_naive_datetime(text)?))
             }
-            0x10 => Cell::Bool(decode_varint(&mut body).ok()? != 0),
-            0x18 => Cell::Int(decode_varint(&mut body).ok()? as i64),
-            0x21 => {
-                let bits: [u8; 8] = body.try_into().ok()?;
-                body = &[];
-                Cell::Float(f64::from_le_bytes(bits))
-            }
-            0x2a => {
-                let len = decode_varint(&mut body).ok()?;
-                if len != body.len() as u64 {
-                    return None;
-                }
-                let text = std::str::from_utf8(body).ok()?;
-                body = &[];
-                Cell::Text(text)
-            }
-            _ => return None,
-        };
-        body.is_empty().then_some(cell)
-    })();
+        })
+    });
     match quick {
         Some(cell) => Ok(cell),
-        None => Ok(match read_value(encoded) {
-            Some(value) => Cell::Value(value),
-            None => Cell::Value(Value::try_from(
-                proto::Value::decode(encoded).map_err(bad_batch)?,
-            )?),
-        }),
+        None => Ok(Cell::Value(Value::try_from(
+            proto::Value::decode(encoded).map_err(bad_batch)?,
+        )?)),
     }
 }
 
