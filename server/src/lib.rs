@@ -12,6 +12,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod layer;
+mod linger;
 pub mod metrics;
 pub mod migrate;
 pub mod placeholders;

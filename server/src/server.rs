@@ -9,6 +9,7 @@ use crate::{
     registry::{Registry, StartupPolicy},
     service::DatabaseService,
 };
+use futures::StreamExt;
 use iadb::{Error, proto::database_server::DatabaseServer};
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -187,9 +188,14 @@ impl BoundServer {
         // waiting for the previous segment's ACK (Nagle), which a
         // request/response protocol pays on every call. Keepalive finds
         // peers that vanished without closing.
+        // Each accepted stream's close lingers (crate::linger): a client
+        // still reading a result's end when the server closes does not
+        // lose it to a reset.
+        let (tracker, drains) = crate::linger::tracked();
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
-            .with_keepalive(Some(std::time::Duration::from_secs(60)));
+            .with_keepalive(Some(std::time::Duration::from_secs(60)))
+            .map(move |accepted| accepted.map(|stream| tracker.wrap(stream)));
         let tls = match &settings.tls {
             Some(tls) => {
                 let state =
@@ -243,6 +249,8 @@ impl BoundServer {
         if let Some(task) = metrics_task {
             task.abort();
         }
+        // The last connections' drains, then the engines.
+        drains.wait().await;
         registry.close().await;
         result
     }

@@ -21,7 +21,7 @@ use std::{
     sync::{Arc, RwLock},
     time::Duration,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::{debug, error, info};
 
@@ -103,12 +103,13 @@ impl TlsState {
     /// The TLS connections of `incoming`: each handshake runs with the
     /// configuration in force when its connection was accepted. A failed
     /// or stalled handshake drops that connection only.
-    pub fn accept<S>(
+    pub fn accept<S, IO>(
         &self,
         incoming: S,
-    ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static
+    ) -> impl Stream<Item = Result<TlsStream<IO>, std::io::Error>> + Send + 'static
     where
-        S: Stream<Item = Result<TcpStream, std::io::Error>> + Send + 'static,
+        S: Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let state = self.clone();
         incoming
