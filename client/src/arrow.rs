@@ -102,28 +102,52 @@ impl ArrowFrames {
     }
 }
 
-/// Reads frames from `next` until the schema is known; then the stream of
-/// the batches that follow. `next` gives `None` when the stream ended
-/// without a status (an error then).
+/// A frame after the header, checked by [`ArrowFrames::check`]: what it
+/// meant, and the schema once known.
+pub(crate) struct Checked {
+    pub(crate) schema: Option<SchemaRef>,
+    pub(crate) step: Step,
+}
+
+impl ArrowFrames {
+    /// [`ArrowFrames::frame`], with the schema as it stands after it.
+    pub(crate) fn check(&mut self, frame: Frame) -> Result<Checked> {
+        let step = self.frame(frame)?;
+        Ok(Checked {
+            schema: self.schema(),
+            step,
+        })
+    }
+}
+
+/// Reads checked frames from `frames` until the schema is known; then the
+/// stream of the batches that follow. `frames` gives `None` when the
+/// stream ended without a status (an error then). Whoever checks the
+/// frames (with one [`ArrowFrames`]) can act on a broken stream: a
+/// transaction ends.
 pub(crate) async fn open<'a, S>(columns: Arc<[Column]>, mut frames: S) -> Result<ArrowStream<'a>>
 where
-    S: futures::Stream<Item = Result<Frame>> + Send + Unpin + 'a,
+    S: futures::Stream<Item = Result<Checked>> + Send + Unpin + 'a,
 {
-    let mut reader = ArrowFrames::default();
     let mut first = Vec::new();
     let schema = loop {
-        if let Some(schema) = reader.schema() {
-            break schema;
-        }
         match frames.next().await {
-            Some(frame) => match reader.frame(frame?)? {
-                Step::Batches(batches) => first.extend(batches),
-                Step::Done => {
-                    return Err(Error::internal(
-                        "result stream broken: a summary before the Arrow schema",
-                    ));
+            Some(checked) => {
+                let Checked { schema, step } = checked?;
+                match (step, schema) {
+                    (Step::Batches(batches), schema) => {
+                        first.extend(batches);
+                        if let Some(schema) = schema {
+                            break schema;
+                        }
+                    }
+                    (Step::Done, _) => {
+                        return Err(Error::internal(
+                            "result stream broken: a summary before the Arrow schema",
+                        ));
+                    }
                 }
-            },
+            }
             None => {
                 return Err(Error::internal(
                     "result stream broken: it ended before the Arrow schema",
@@ -131,22 +155,23 @@ where
             }
         }
     };
+    let mut rows = first.iter().map(|b| b.num_rows() as u64).sum::<u64>();
     let batches = async_stream::try_stream! {
         for batch in first {
             yield batch;
         }
         loop {
-            let frame = match frames.next().await {
-                Some(frame) => frame?,
+            let checked = match frames.next().await {
+                Some(checked) => checked?,
                 None => Err(Error::internal(format!(
-                    "result stream broken: it ended after {} rows without its summary, so \
-                     the result may be incomplete",
-                    reader.rows
+                    "result stream broken: it ended after {rows} rows without its summary, so \
+                     the result may be incomplete"
                 )))?,
             };
-            match reader.frame(frame)? {
+            match checked.step {
                 Step::Batches(batches) => {
                     for batch in batches {
+                        rows += batch.num_rows() as u64;
                         yield batch;
                     }
                 }

@@ -599,12 +599,13 @@ impl RemoteDatabase {
             .open_fetch(sql, params, Call::Read, true, deadline)
             .await?;
         let frames = async_stream::try_stream! {
+            let mut reader = arrow::ArrowFrames::default();
             while let Some(message) = exchange(deadline, inbound.message())
                 .await
                 .map_err(|f| f.error)?
             {
                 match message.frame {
-                    Some(frame) => yield frame,
+                    Some(frame) => yield reader.check(frame)?,
                     None => Err(Error::internal("result stream broken: an empty frame"))?,
                 }
             }

@@ -392,19 +392,30 @@ impl Transaction {
         self.unread_fetch = true;
         let tx = self;
         let frames = async_stream::try_stream! {
+            // The frames are checked here, so that a broken stream ends the
+            // transaction, as a broken row fetch does.
+            let mut reader = crate::arrow::ArrowFrames::default();
             loop {
                 let frame = match tx.receive().await {
                     Ok(Resp::Fetched(proto::FetchAllResponse { frame: Some(frame) })) => frame,
                     Ok(other) => Err(tx.end(unexpected("fetch", &other)))?,
                     Err(e) => Err(tx.end(e))?,
                 };
-                if let Frame::Summary(summary) = &frame {
+                let affected = match &frame {
+                    Frame::Summary(summary) => Some(summary.rows_affected),
+                    _ => None,
+                };
+                let checked = match reader.check(frame) {
+                    Ok(checked) => checked,
+                    Err(e) => Err(tx.end(e))?,
+                };
+                if let Some(affected) = affected {
                     tx.unread_fetch = false;
-                    tx.fetched_rows_affected = summary.rows_affected;
-                    yield frame;
+                    tx.fetched_rows_affected = affected;
+                    yield checked;
                     break;
                 }
-                yield frame;
+                yield checked;
             }
         };
         crate::arrow::open(columns, Box::pin(frames)).await

@@ -36,8 +36,9 @@
 //! A Transaction stream reads its command from its begin's `database`:
 //! `unavailable TAG` counts the stream under `Transaction TAG` and answers
 //! its commit (counted under `Commit TAG`) UNAVAILABLE; `record TAG` counts
-//! both and commits. Execute is answered with one row affected; a fetch is
-//! UNIMPLEMENTED.
+//! both and commits. Execute is answered with one row affected; a fetch
+//! with `rows N`, `miscount N` or `batch-first` as FetchAll answers them
+//! (rows or Arrow); any other fetch is UNIMPLEMENTED.
 
 use futures::{Stream, StreamExt, stream};
 use iadb::arrow::{ArrowEncoder, IpcPiece};
@@ -185,6 +186,30 @@ fn as_arrow(list: Vec<FetchAllResponse>) -> Vec<FetchAllResponse> {
     out
 }
 
+/// The frames of a result that `act` describes in full (`rows`,
+/// `truncate`, `miscount`, `batch-first`).
+fn listed(act: &Act) -> Option<Vec<FetchAllResponse>> {
+    let mut list = vec![header("i")];
+    match *act {
+        Act::Rows(n) => {
+            list.extend(batches(n));
+            list.push(summary(n));
+        }
+        Act::Truncate(n) => list.extend(batches(n)),
+        Act::Miscount(n) => {
+            list.extend(batches(n));
+            list.push(summary(n.saturating_add(1)));
+        }
+        Act::BatchFirst => {
+            list = batches(1);
+            list.push(header("i"));
+            list.push(summary(1));
+        }
+        _ => return None,
+    }
+    Some(list)
+}
+
 impl Fake {
     /// Counts one call of `method` tagged `tag`.
     fn count(&self, method: &str, tag: &str) {
@@ -260,30 +285,11 @@ impl Database for Fake {
             .is_some_and(|o| o.result_format == proto::ResultFormat::Arrow as i32);
         let frames =
             move |list: Vec<FetchAllResponse>| frames(if arrow { as_arrow(list) } else { list });
-        let frames = match parse(&request.get_ref().sql) {
-            Act::Rows(n) => {
-                let mut list = vec![header("i")];
-                list.extend(batches(n));
-                list.push(summary(n));
-                frames(list)
-            }
-            Act::Truncate(n) => {
-                let mut list = vec![header("i")];
-                list.extend(batches(n));
-                frames(list)
-            }
-            Act::Miscount(n) => {
-                let mut list = vec![header("i")];
-                list.extend(batches(n));
-                list.push(summary(n.saturating_add(1)));
-                frames(list)
-            }
-            Act::BatchFirst => {
-                let mut list = batches(1);
-                list.push(header("i"));
-                list.push(summary(1));
-                frames(list)
-            }
+        let act = parse(&request.get_ref().sql);
+        if let Some(list) = listed(&act) {
+            return Ok(Response::new(frames(list)));
+        }
+        let frames = match act {
             Act::Hang => {
                 tokio::time::sleep(HANG).await;
                 return Err(Status::aborted("fake server: gave up waiting"));
@@ -307,7 +313,8 @@ impl Database for Fake {
                 list.push(summary(1));
                 frames(list)
             }
-            Act::Count(_) | Act::Other => frames(vec![header("i"), summary(0)]),
+            // Count and Other (the listed ones were answered above).
+            _ => frames(vec![header("i"), summary(0)]),
         };
         Ok(Response::new(frames))
     }
@@ -436,6 +443,25 @@ impl Database for Fake {
                             })),
                         }
                         return;
+                    }
+                    // A fetch answers as FetchAll does for `rows`,
+                    // `miscount` and `batch-first` (`truncate` would leave
+                    // the client waiting: the stream goes on).
+                    Some(Req::Fetch(statement)) => {
+                        let arrow = statement.result_format == proto::ResultFormat::Arrow as i32;
+                        let act = match parse(&statement.sql) {
+                            Act::Truncate(_) => Act::Other,
+                            act => act,
+                        };
+                        let Some(list) = listed(&act) else {
+                            return fail(Status::unimplemented(
+                                "fake server: a transaction's fetch takes rows, miscount or \
+                                 batch-first",
+                            ));
+                        };
+                        for frame in if arrow { as_arrow(list) } else { list } {
+                            answer(Resp::Fetched(frame));
+                        }
                     }
                     Some(Req::Rollback(_)) => {
                         return answer(Resp::Ended(proto::TransactionEnded {

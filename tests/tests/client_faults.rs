@@ -343,3 +343,43 @@ async fn a_commit_whose_answer_is_lost_is_never_retried() {
     bounded("commit", tx.commit()).await.expect("committed");
     assert_eq!(count(&db, "Commit c2").await, 1);
 }
+
+/// A broken Arrow result inside a transaction (its summary counts a row
+/// that never came) is an error, and it ends the transaction, as a broken
+/// row fetch does: the next statement is refused, not run on a stream in
+/// an unknown state. A whole Arrow result leaves the transaction open.
+#[tokio::test]
+async fn broken_arrow_fetch_ends_the_transaction() {
+    let fake = FakeServer::spawn().await;
+    let db = client(&fake).await;
+
+    let mut tx = bounded("begin", db.transaction(Default::default()))
+        .await
+        .expect("begin");
+    let whole = bounded("whole", async {
+        tx.fetch_arrow("rows 250", &[])
+            .await
+            .expect("an Arrow result")
+            .collect()
+            .await
+    })
+    .await
+    .expect("a whole result");
+    assert_eq!(whole.iter().map(|b| b.num_rows()).sum::<usize>(), 250);
+    bounded("execute", tx.execute("insert", &[]))
+        .await
+        .expect("the transaction is still open");
+
+    let err = bounded("miscount", async {
+        tx.fetch_arrow("miscount 3", &[]).await?.collect().await
+    })
+    .await
+    .expect_err("a summary that miscounts");
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.message().contains("summary counts 4"), "{err}");
+    let err = bounded("after", tx.execute("insert", &[]))
+        .await
+        .expect_err("the transaction has ended");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.message().contains("has ended"), "{err}");
+}
