@@ -199,20 +199,25 @@ fn cell_kind_name(cell: &Cell<'_>) -> &'static str {
         Cell::Int(_) => "integer",
         Cell::Float(_) => "double",
         Cell::Text(_) => "text",
-        Cell::Value(v) => match v {
-            Value::Null => "NULL",
-            Value::Bool(_) => "boolean",
-            Value::Int(_) => "integer",
-            Value::Float(_) => "double",
-            Value::Text(_) => "text",
-            Value::Bytes(_) => "bytes",
-            Value::Decimal(_) => "decimal",
-            Value::Date(_) => "date",
-            Value::Time(_) => "time",
-            Value::DateTime(_) => "timestamp",
-            Value::TimestampTz(_) => "timestamp with time zone",
-            Value::Json(_) => "JSON",
-        },
+        Cell::Value(v) => value_kind_name(v),
+    }
+}
+
+/// The name of a value's kind in an error (never the value).
+fn value_kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NULL",
+        Value::Bool(_) => "boolean",
+        Value::Int(_) => "integer",
+        Value::Float(_) => "double",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytes",
+        Value::Decimal(_) => "decimal",
+        Value::Date(_) => "date",
+        Value::Time(_) => "time",
+        Value::DateTime(_) => "timestamp",
+        Value::TimestampTz(_) => "timestamp with time zone",
+        Value::Json(_) => "JSON",
     }
 }
 
@@ -325,28 +330,41 @@ impl Builder {
 
     fn append(&mut self, cell: Cell<'_>) -> Result<(), Misfit> {
         match (self, cell) {
-            (b, Cell::Null | Cell::Value(Value::Null)) => b.append_null(),
-            (Builder::Bool(b), Cell::Bool(v) | Cell::Value(Value::Bool(v))) => b.append_value(v),
-            (Builder::Int(b), Cell::Int(v) | Cell::Value(Value::Int(v))) => b.append_value(v),
-            (Builder::UInt(b), Cell::Int(v) | Cell::Value(Value::Int(v))) => {
-                b.append_value(u64::try_from(v).map_err(|_| Misfit::Range("a negative integer"))?)
+            (b, Cell::Null) => b.append_null(),
+            (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
+            (b @ Builder::UInt(_), Cell::Int(v)) => return b.append_ref(&Value::Int(v)),
+            (Builder::Float(b), Cell::Float(v)) => b.append_value(v),
+            (Builder::Text(b), Cell::Text(v)) => b.append_value(v),
+            (b, Cell::Value(v)) => return b.append_ref(&v),
+            _ => return Err(Misfit::Kind),
+        }
+        Ok(())
+    }
+
+    /// Appends a decoded value.
+    fn append_ref(&mut self, value: &Value) -> Result<(), Misfit> {
+        match (self, value) {
+            (b, Value::Null) => b.append_null(),
+            (Builder::Bool(b), Value::Bool(v)) => b.append_value(*v),
+            (Builder::Int(b), Value::Int(v)) => b.append_value(*v),
+            (Builder::UInt(b), Value::Int(v)) => {
+                b.append_value(u64::try_from(*v).map_err(|_| Misfit::Range("a negative integer"))?)
             }
             // MySQL's BIGINT UNSIGNED past i64::MAX comes as its digits.
-            (Builder::UInt(b), Cell::Value(Value::Decimal(d))) => b.append_value(
+            (Builder::UInt(b), Value::Decimal(d)) => b.append_value(
                 d.parse::<u64>()
                     .map_err(|_| Misfit::Range("a decimal that is no 64-bit unsigned integer"))?,
             ),
-            (Builder::Float(b), Cell::Float(v) | Cell::Value(Value::Float(v))) => b.append_value(v),
-            (Builder::Text(b), Cell::Text(v)) => b.append_value(v),
-            (
-                Builder::Text(b),
-                Cell::Value(Value::Text(v) | Value::Decimal(v) | Value::Json(v)),
-            ) => b.append_value(v),
-            (Builder::Bytes(b), Cell::Value(Value::Bytes(v))) => b.append_value(v),
-            (Builder::Date(b), Cell::Value(Value::Date(d))) => b.append_value(date32(d)),
-            (Builder::Time(b), Cell::Value(Value::Time(t))) => b.append_value(time64(t)),
-            (Builder::DateTime(b), Cell::Value(Value::DateTime(t))) => b.append_value(micros(&t)?),
-            (Builder::TimestampTz(b), Cell::Value(Value::TimestampTz(t))) => {
+            (Builder::Float(b), Value::Float(v)) => b.append_value(*v),
+            (Builder::Text(b), Value::Text(v) | Value::Decimal(v) | Value::Json(v)) => {
+                b.append_value(v)
+            }
+            (Builder::Bytes(b), Value::Bytes(v)) => b.append_value(v),
+            (Builder::Date(b), Value::Date(d)) => b.append_value(date32(*d)),
+            (Builder::Time(b), Value::Time(t)) => b.append_value(time64(*t)),
+            (Builder::DateTime(b), Value::DateTime(t)) => b.append_value(micros(t)?),
+            (Builder::TimestampTz(b), Value::TimestampTz(t)) => {
                 b.append_value(micros(&t.naive_utc())?)
             }
             _ => return Err(Misfit::Kind),
@@ -473,6 +491,42 @@ impl ArrowEncoder {
         Ok(pieces)
     }
 
+    /// The pieces for a record batch built elsewhere ([`ArrowRows`], from
+    /// the engine's cursor): the schema first when this is the first
+    /// batch, then the batch. Its schema must be the result's.
+    pub fn record(&mut self, batch: &RecordBatch) -> Result<Vec<IpcPiece>, Error> {
+        let mut pieces = Vec::with_capacity(2);
+        if self.state.is_none() {
+            let (kinds, sources) = kinds_for(self.engine, &self.columns, None);
+            let schema = batch.schema();
+            let mut writer = StreamWriter::try_new(Vec::new(), &schema).map_err(arrow_error)?;
+            pieces.push(IpcPiece {
+                ipc: std::mem::take(writer.get_mut()),
+                rows: 0,
+            });
+            self.state = Some(Fixed {
+                kinds,
+                sources,
+                schema,
+                writer,
+            });
+        }
+        let Some(Fixed { schema, writer, .. }) = self.state.as_mut() else {
+            return Err(Error::internal("the Arrow schema is not fixed"));
+        };
+        if batch.schema() != *schema {
+            return Err(Error::internal(
+                "an Arrow batch whose schema is not the result's",
+            ));
+        }
+        writer.write(batch).map_err(arrow_error)?;
+        pieces.push(IpcPiece {
+            ipc: std::mem::take(writer.get_mut()),
+            rows: batch.num_rows() as u64,
+        });
+        Ok(pieces)
+    }
+
     /// The last pieces: the schema if no batch came, then the end marker.
     pub fn finish(&mut self) -> Result<Vec<IpcPiece>, Error> {
         let mut pieces = Vec::with_capacity(2);
@@ -488,6 +542,205 @@ impl ArrowEncoder {
             rows: 0,
         });
         Ok(pieces)
+    }
+}
+
+/// What a consumer that wants Arrow asks of an adapter
+/// ([`DatabaseInterface::query_arrow`](crate::DatabaseInterface::query_arrow)):
+/// record batches of at most `batch_rows` rows and about `batch_bytes`
+/// bytes (the server's `--batch-rows` and `--batch-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrowWanted {
+    pub batch_rows: usize,
+    pub batch_bytes: usize,
+}
+
+/// Record batches built straight from an engine's values, as an adapter
+/// reads its cursor: no row encoding in between. Only for a result whose
+/// every column's Arrow type its declared type decides ([`ArrowRows::new`]
+/// is `None` otherwise; such a result is converted from rows). The types
+/// are those [`ArrowEncoder`] gives the same columns.
+pub struct ArrowRows {
+    columns: Arc<[Column]>,
+    kinds: Vec<Kind>,
+    schema: SchemaRef,
+    builders: Vec<Builder>,
+    /// Whole rows appended since the last batch.
+    rows: usize,
+    /// Bytes of the values appended since the last batch (text and bytes
+    /// by length, any other value as 8).
+    bytes: usize,
+    /// Rows a batch is expected to hold (the builders' first capacity).
+    capacity: usize,
+}
+
+impl ArrowRows {
+    /// A builder for a result of `engine` with `columns`, whose batches
+    /// are expected to hold about `capacity` rows; `None` when a column's
+    /// declared type does not decide its Arrow type.
+    pub fn new(engine: DatabaseType, columns: Arc<[Column]>, capacity: usize) -> Option<Self> {
+        let kinds = columns
+            .iter()
+            .map(|c| declared_arrow_type(engine, &c.declared_type))
+            .collect::<Option<Vec<Kind>>>()?;
+        let schema = Arc::new(schema_of(&columns, &kinds));
+        let builders = kinds.iter().map(|k| Builder::new(*k, capacity)).collect();
+        Some(Self {
+            columns,
+            kinds,
+            schema,
+            builders,
+            rows: 0,
+            bytes: 0,
+            capacity,
+        })
+    }
+
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Whole rows appended since the last batch.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// About how many bytes the rows since the last batch hold.
+    pub fn byte_len(&self) -> usize {
+        self.bytes
+    }
+
+    /// A writer for the next row: its values in column order, then
+    /// [`ArrowRowWriter::end`].
+    pub fn row(&mut self) -> ArrowRowWriter<'_> {
+        ArrowRowWriter {
+            rows: self,
+            column: 0,
+            misfit: None,
+        }
+    }
+
+    /// The whole rows appended since the last batch, as a record batch.
+    /// A row left unfinished (an error while it was read) is not in it.
+    pub fn take(&mut self) -> Result<RecordBatch, Error> {
+        let rows = self.rows;
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| {
+                let array = b.finish();
+                if array.len() > rows {
+                    array.slice(0, rows)
+                } else {
+                    array
+                }
+            })
+            .collect();
+        let capacity = self.capacity;
+        for (builder, kind) in self.builders.iter_mut().zip(&self.kinds) {
+            *builder = Builder::new(*kind, capacity);
+        }
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(arrow_error)
+    }
+}
+
+/// Appends one row's values to an [`ArrowRows`]; the row counts once
+/// [`ArrowRowWriter::end`] accepts it.
+pub struct ArrowRowWriter<'a> {
+    rows: &'a mut ArrowRows,
+    column: usize,
+    /// The first value that did not fit: its column and kind's name.
+    misfit: Option<(usize, &'static str, Misfit)>,
+}
+
+impl ArrowRowWriter<'_> {
+    fn put(
+        &mut self,
+        bytes: usize,
+        kind_name: impl FnOnce() -> &'static str,
+        append: impl FnOnce(&mut Builder) -> Result<(), Misfit>,
+    ) {
+        let column = self.column;
+        self.column += 1;
+        if self.misfit.is_some() {
+            return;
+        }
+        let result = match self.rows.builders.get_mut(column) {
+            Some(builder) => append(builder),
+            None => Err(Misfit::Range("a value past the result's columns")),
+        };
+        match result {
+            Ok(()) => self.rows.bytes += bytes,
+            Err(misfit) => self.misfit = Some((column, kind_name(), misfit)),
+        }
+    }
+
+    /// Ends the row: an error when a value did not fit its column (as
+    /// [`ArrowEncoder::batch`] says it) or the row's width is not the
+    /// result's.
+    pub fn end(self) -> Result<(), Error> {
+        let rows = self.rows;
+        if let Some((i, kind_name, misfit)) = self.misfit {
+            return Err(match (rows.columns.get(i), rows.kinds.get(i)) {
+                (Some(column), Some(kind)) => {
+                    misfit_error(column, i, *kind, Source::Declared, kind_name, misfit)
+                }
+                _ => Error::internal(format!(
+                    "a row has more than the result's {} values",
+                    rows.builders.len()
+                )),
+            });
+        }
+        if self.column != rows.builders.len() {
+            return Err(Error::internal(format!(
+                "a row has {} values, the result {} columns",
+                self.column,
+                rows.builders.len()
+            )));
+        }
+        rows.rows += 1;
+        Ok(())
+    }
+}
+
+impl crate::batch::ValueWriter for ArrowRowWriter<'_> {
+    fn value(&mut self, value: &Value) {
+        let bytes = match value {
+            Value::Text(s) | Value::Decimal(s) | Value::Json(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 8,
+        };
+        self.put(bytes, || value_kind_name(value), |b| b.append_ref(value));
+    }
+
+    fn int(&mut self, i: i64) {
+        self.put(8, || "integer", |b| b.append(Cell::Int(i)));
+    }
+
+    fn double(&mut self, f: f64) {
+        self.put(8, || "double", |b| b.append(Cell::Float(f)));
+    }
+
+    fn text(&mut self, s: &str) {
+        self.put(s.len(), || "text", |b| b.append(Cell::Text(s)));
+    }
+
+    fn null(&mut self) {
+        self.put(
+            0,
+            || "NULL",
+            |b| {
+                b.append_null();
+                Ok(())
+            },
+        );
     }
 }
 
@@ -660,6 +913,105 @@ mod tests {
         }
         decoder.finish()?;
         Ok((decoder.schema().expect("a schema"), batches))
+    }
+
+    /// A row of values written the way an adapter writes them.
+    fn write_row(rows: &mut ArrowRows, values: &[Value]) -> Result<(), Error> {
+        use crate::batch::ValueWriter;
+        let mut writer = rows.row();
+        for value in values {
+            match value {
+                Value::Null => writer.null(),
+                Value::Int(i) => writer.int(*i),
+                Value::Float(f) => writer.double(*f),
+                Value::Text(s) => writer.text(s),
+                other => writer.value(other),
+            }
+        }
+        writer.end()
+    }
+
+    #[test]
+    fn rows_built_from_a_cursor_equal_the_converted_rows() {
+        let cols = columns(&[
+            ("n", "INT8"),
+            ("s", "TEXT"),
+            ("x", "FLOAT8"),
+            ("t", "TIMESTAMP"),
+            ("d", "NUMERIC"),
+        ]);
+        let t = NaiveDate::from_ymd_opt(2024, 2, 29)
+            .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 123_456))
+            .expect("a timestamp");
+        let rows = vec![
+            vec![
+                Value::Int(-7),
+                Value::Text("é".into()),
+                Value::Float(0.5),
+                Value::DateTime(t),
+                Value::Decimal("1.10".into()),
+            ],
+            vec![Value::Null; 5],
+        ];
+        let mut direct =
+            ArrowRows::new(DatabaseType::Postgresql, cols.clone(), 2).expect("declared");
+        for row in &rows {
+            write_row(&mut direct, row).expect("a row that fits");
+        }
+        assert_eq!(direct.len(), 2);
+        let built = direct.take().expect("a batch");
+        assert!(direct.is_empty());
+        let (schema, converted) =
+            round_trip(DatabaseType::Postgresql, cols, rows, 2).expect("converted");
+        assert_eq!(built.schema(), schema);
+        assert_eq!(built, converted[0]);
+    }
+
+    #[test]
+    fn an_unfinished_row_is_left_out_and_a_misfit_names_the_column_not_the_value() {
+        let cols = columns(&[("n", "INT8"), ("s", "TEXT")]);
+        let mut rows = ArrowRows::new(DatabaseType::Postgresql, cols, 4).expect("declared");
+        write_row(&mut rows, &[Value::Int(1), Value::Text("a".into())]).expect("fits");
+        // A text value in the integer column: the row is refused...
+        let err = write_row(&mut rows, &[Value::Text("secret-7".into()), Value::Null])
+            .expect_err("text into INT8");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+        assert!(err.message().contains("`n` (#1)"), "{err}");
+        assert!(!err.message().contains("secret-7"), "{err}");
+        // ...as is a row cut short (an error while it was read), and one
+        // too wide.
+        crate::batch::ValueWriter::int(&mut rows.row(), 2);
+        let err = write_row(
+            &mut rows,
+            &[Value::Int(3), Value::Text("c".into()), Value::Int(4)],
+        )
+        .expect_err("three values, two columns");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        // The batch holds the one whole row.
+        let batch = rows.take().expect("a batch");
+        assert_eq!(batch.num_rows(), 1);
+        let n = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("Int64");
+        assert_eq!(n.values().to_vec(), vec![1]);
+        // And the next batch starts clean.
+        write_row(&mut rows, &[Value::Int(5), Value::Null]).expect("fits");
+        let batch = rows.take().expect("a batch");
+        assert_eq!(batch.num_rows(), 1);
+        let n = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("Int64");
+        assert_eq!(n.value(0), 5);
+    }
+
+    #[test]
+    fn a_column_whose_declared_type_does_not_decide_is_left_to_conversion() {
+        let cols = columns(&[("n", "INTEGER"), ("e", "")]);
+        assert!(ArrowRows::new(DatabaseType::Sqlite, cols, 4).is_none());
     }
 
     #[test]

@@ -179,6 +179,44 @@ pub struct RowWriter<'a> {
     batch: &'a mut RowBatch,
 }
 
+/// Where an adapter writes a row's values as it reads them from the
+/// engine: a [`RowWriter`] (the wire's row encoding), or an
+/// [`ArrowRowWriter`](crate::arrow::ArrowRowWriter) (Arrow arrays).
+pub trait ValueWriter {
+    /// Appends one value.
+    fn value(&mut self, value: &Value);
+    /// Appends an integer value.
+    fn int(&mut self, i: i64);
+    /// Appends a double value.
+    fn double(&mut self, f: f64);
+    /// Appends a text value.
+    fn text(&mut self, s: &str);
+    /// Appends a NULL.
+    fn null(&mut self);
+}
+
+impl ValueWriter for RowWriter<'_> {
+    fn value(&mut self, value: &Value) {
+        RowWriter::value(self, value);
+    }
+
+    fn int(&mut self, i: i64) {
+        RowWriter::int(self, i);
+    }
+
+    fn double(&mut self, f: f64) {
+        RowWriter::double(self, f);
+    }
+
+    fn text(&mut self, s: &str) {
+        RowWriter::text(self, s);
+    }
+
+    fn null(&mut self) {
+        RowWriter::null(self);
+    }
+}
+
 impl RowWriter<'_> {
     /// Appends one value.
     pub fn value(&mut self, value: &Value) {

@@ -25,8 +25,19 @@ pub enum QueryEvent {
     /// the server's adapters give, so that a result travels from the
     /// engine's cursor to the wire batch by batch.
     Rows(RowBatch),
+    /// The next rows as an Arrow record batch (never empty): what an
+    /// adapter gives when the server asked it for Arrow
+    /// (RESULT_FORMAT_ARROW) and it builds the arrays from its cursor.
+    /// Every batch of one result has the same schema.
+    Arrow(crate::arrow::RecordBatch),
     /// The statement finished; no event follows.
     Done(ExecuteOutcome),
+}
+
+/// The error of a consumer of rows given a [`QueryEvent::Arrow`], which
+/// only a server's Arrow fetch asks an adapter for.
+pub fn arrow_where_rows_were_expected() -> Error {
+    Error::internal("an Arrow batch where rows were expected")
 }
 
 /// A running statement: its columns, known before the first row, and its
@@ -90,6 +101,7 @@ pub async fn collect_query_result(stream: Result<QueryStream>, started: Instant)
                     }
                 }
                 QueryEvent::Done(o) => outcome = o,
+                QueryEvent::Arrow(_) => return Err(arrow_where_rows_were_expected()),
             }
         }
         Ok::<_, Error>((columns, data, outcome))
@@ -150,6 +162,21 @@ pub trait DatabaseInterface: Send + Sync {
     /// built on.
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream>;
 
+    /// [`DatabaseInterface::query`] for a consumer that wants the rows as
+    /// Arrow (the server, for RESULT_FORMAT_ARROW): an implementation that
+    /// builds record batches from its cursor gives them as
+    /// [`QueryEvent::Arrow`], batched as `wanted` says; the default gives
+    /// rows, which the consumer converts.
+    async fn query_arrow(
+        &self,
+        sql: &str,
+        params: &[Value],
+        wanted: crate::arrow::ArrowWanted,
+    ) -> Result<QueryStream> {
+        let _ = wanted;
+        self.query(sql, params).await
+    }
+
     /// Runs one statement (with no parameters, possibly a script of several)
     /// and reports the rows it changed.
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome>;
@@ -190,6 +217,9 @@ pub trait DatabaseInterface: Send + Sync {
                             .map(move |values| Ok(Row::new(columns.clone(), values?))),
                     ),
                     Ok(QueryEvent::Done(_)) => Box::new(std::iter::empty()),
+                    Ok(QueryEvent::Arrow(_)) => {
+                        Box::new(std::iter::once(Err(arrow_where_rows_were_expected())))
+                    }
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 };
                 futures::stream::iter(rows)

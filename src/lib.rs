@@ -32,7 +32,7 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("iadb_descriptor");
 }
 
-pub use batch::{Cell, EncodedRows, IntoRows, RowBatch, RowWriter};
+pub use batch::{Cell, EncodedRows, IntoRows, RowBatch, RowWriter, ValueWriter};
 pub use config::{
     ConnectionConfig, DatabaseType, Dialect, EngineSpec, StoreDialect, UrlError, UrlForm,
     is_secret_option, redact_url_text,
@@ -40,7 +40,7 @@ pub use config::{
 pub use error::{ECHO_MAX_BYTES, Error, ErrorKind, Result, clip};
 pub use interface::{
     DatabaseInterface, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, RowStream,
-    collect_query_result, create_table_sql, quote_identifier,
+    arrow_where_rows_were_expected, collect_query_result, create_table_sql, quote_identifier,
 };
 pub use result::{Column, QueryResult, Row};
 pub use scrub::ValueScrubber;

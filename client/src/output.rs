@@ -353,6 +353,11 @@ pub async fn print_stream<W: Write>(
                 }
             }
             Some(Ok(QueryEvent::Done(outcome))) => printed.outcome = Some(outcome),
+            Some(Ok(QueryEvent::Arrow(_))) => {
+                progress.done();
+                sink.pause()?;
+                return Err(iadb::arrow_where_rows_were_expected().into());
+            }
             Some(Err(e)) => {
                 progress.done();
                 // What arrived before the error stays printed.

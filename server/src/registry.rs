@@ -671,6 +671,23 @@ fn way_out(name: &str) -> String {
     )
 }
 
+/// A query's stream whose errors, the first and any later one, never show
+/// the values of `params`.
+fn scrubbed(params: &[Value], stream: Result<QueryStream>) -> Result<QueryStream> {
+    let scrubber = ValueScrubber::new(params);
+    let stream = stream.map_err(|e| scrubber.scrub(e))?;
+    if scrubber.is_empty() {
+        return Ok(stream);
+    }
+    let QueryStream { columns, events } = stream;
+    Ok(QueryStream {
+        columns,
+        events: futures::StreamExt::boxed(futures::StreamExt::map(events, move |event| {
+            event.map_err(|e| scrubber.scrub(e))
+        })),
+    })
+}
+
 /// A database as callers see it: the adapter, behind its readiness. Every
 /// method checks readiness (one uncontended read lock), then delegates.
 struct GatedDatabase {
@@ -694,22 +711,17 @@ impl DatabaseInterface for GatedDatabase {
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
         self.readiness.admit()?;
-        let scrubber = ValueScrubber::new(params);
-        let stream = self
-            .inner
-            .query(sql, params)
-            .await
-            .map_err(|e| scrubber.scrub(e))?;
-        if scrubber.is_empty() {
-            return Ok(stream);
-        }
-        let QueryStream { columns, events } = stream;
-        Ok(QueryStream {
-            columns,
-            events: futures::StreamExt::boxed(futures::StreamExt::map(events, move |event| {
-                event.map_err(|e| scrubber.scrub(e))
-            })),
-        })
+        scrubbed(params, self.inner.query(sql, params).await)
+    }
+
+    async fn query_arrow(
+        &self,
+        sql: &str,
+        params: &[Value],
+        wanted: iadb::arrow::ArrowWanted,
+    ) -> Result<QueryStream> {
+        self.readiness.admit()?;
+        scrubbed(params, self.inner.query_arrow(sql, params, wanted).await)
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {

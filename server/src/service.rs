@@ -798,14 +798,20 @@ impl Database for DatabaseService {
             let bound = read_bound(options.as_ref(), call.identity.as_ref())?;
             let members = self.registry.read_members(&database, bound, db)?;
             let (sql, params) = (&sql, &params);
+            // An adapter that can builds Arrow from its cursor.
+            let wanted = arrow.map(|_| iadb::arrow::ArrowWanted {
+                batch_rows: self.limits.batch_rows,
+                batch_bytes: self.limits.batch_bytes,
+            });
             with_timeout(limit, async {
                 let turn = self.turn(&database).await?;
-                let stream =
-                    on_members(
-                        members,
-                        |db| async move { caught(db.query(sql, params)).await },
-                    )
-                    .await?;
+                let stream = on_members(members, |db| async move {
+                    match wanted {
+                        Some(wanted) => caught(db.query_arrow(sql, params, wanted)).await,
+                        None => caught(db.query(sql, params)).await,
+                    }
+                })
+                .await?;
                 Ok((stream, turn, arrow))
             })
             .await
@@ -877,6 +883,9 @@ impl Database for DatabaseService {
                                 None => continue,
                             },
                             Some(QueryEvent::Done(_)) | None => break None,
+                            Some(QueryEvent::Arrow(_)) => {
+                                return Err(iadb::arrow_where_rows_were_expected());
+                            }
                         }
                     };
                     Ok((columns, events, first))
@@ -1249,6 +1258,7 @@ fn ended_already(
             None => return false,
             Some(Some(Ok(QueryEvent::Row(_)))) => rows += 1,
             Some(Some(Ok(QueryEvent::Rows(batch)))) => rows += batch.len(),
+            Some(Some(Ok(QueryEvent::Arrow(batch)))) => rows += batch.num_rows(),
             Some(Some(Ok(QueryEvent::Done(_)) | Err(_)) | None) => return true,
         }
     }
@@ -1271,6 +1281,7 @@ async fn finish_after_first_row(
             match events.next().await {
                 Some(Ok(QueryEvent::Row(_))) => rows += 1,
                 Some(Ok(QueryEvent::Rows(batch))) => rows += batch.len(),
+                Some(Ok(QueryEvent::Arrow(batch))) => rows += batch.num_rows(),
                 Some(Ok(QueryEvent::Done(_)) | Err(_)) | None => return true,
             }
         }
@@ -1395,6 +1406,18 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             return self.send_pieces(pieces).await;
         }
         self.send(Frame::Batch(rows)).await
+    }
+
+    /// Sends a record batch an adapter built from its cursor (after the
+    /// rows taken, if any): only for a result whose Arrow was asked for.
+    pub(crate) async fn arrow(&mut self, batch: iadb::arrow::RecordBatch) -> Result<(), Error> {
+        self.flush().await?;
+        let Arrow::On(encoder) = &mut self.arrow else {
+            return Err(iadb::arrow_where_rows_were_expected());
+        };
+        self.row_count += batch.num_rows() as u64;
+        let pieces = encoder.record(&batch)?;
+        self.send_pieces(pieces).await
     }
 
     /// Whether the rows taken make a whole batch (by row count or size).
@@ -1777,6 +1800,7 @@ async fn pump(
         match event {
             Ok(Some(Ok(QueryEvent::Rows(batch)))) => sink.rows(batch).await?,
             Ok(Some(Ok(QueryEvent::Row(values)))) => sink.row(values).await?,
+            Ok(Some(Ok(QueryEvent::Arrow(batch)))) => sink.arrow(batch).await?,
             Ok(Some(Ok(QueryEvent::Done(outcome)))) => rows_affected = outcome.rows_affected,
             Ok(Some(Err(e))) | Err(e) => {
                 // Rows already read go out before the error status.

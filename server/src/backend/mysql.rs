@@ -17,7 +17,7 @@ use super::sqlx_common::{
 };
 use chrono::{TimeZone, Utc};
 use futures::TryFutureExt;
-use iadb::{DatabaseInterface, RowWriter};
+use iadb::{DatabaseInterface, ValueWriter};
 use sqlx::{
     Arguments, Connection, MySql,
     encode::IsNull,
@@ -326,7 +326,7 @@ fn decode_value(row: &MySqlRow, i: usize) -> Result<Value> {
 /// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
 /// it; text is copied from the row straight into the batch, without a
 /// `String` in between.
-fn write_value(row: &MySqlRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
+fn write_value(row: &MySqlRow, i: usize, out: &mut dyn ValueWriter) -> Result<()> {
     let raw = row.try_get_raw(i).map_err(mysql_error)?;
     // The common types, read as `decode_column` reads them; a NULL (which
     // may be a zero date), anything else, and any error, through
@@ -537,13 +537,14 @@ async fn execute_on(
 pub struct MySqlStatement {
     sql: String,
     args: MySqlArguments,
+    arrow: Option<iadb::arrow::ArrowWanted>,
 }
 
 /// Prepares `statement` on `conn` (which gives the columns before the
 /// first row, and caches the statement for the execution that follows),
 /// then runs it.
 fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'_> {
-    let MySqlStatement { sql, args } = statement;
+    let MySqlStatement { sql, args, arrow } = statement;
     let steps = async move {
         let columns: Arc<[Column]> = {
             let statement = conn.prepare(&sql).await.map_err(mysql_error)?;
@@ -568,6 +569,7 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
                     outcome.last_insert_id = Some(id);
                 }
             },
+            arrow,
         ))
     };
     Box::pin(steps.try_flatten_stream())
@@ -629,7 +631,15 @@ impl SqlxEngine for MySqlEngine {
         Ok(MySqlStatement {
             sql: sql.to_owned(),
             args: bind_all(params)?,
+            arrow: None,
         })
+    }
+
+    fn with_arrow(statement: MySqlStatement, wanted: iadb::arrow::ArrowWanted) -> MySqlStatement {
+        MySqlStatement {
+            arrow: Some(wanted),
+            ..statement
+        }
     }
 
     sqlx_statement_paths!(sqlx::MySqlConnection);

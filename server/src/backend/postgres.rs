@@ -18,7 +18,7 @@ use super::{
 use crate::placeholders::rewrite_numbered;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use iadb::{DatabaseInterface, RowWriter};
+use iadb::{DatabaseInterface, ValueWriter};
 use sqlx::{
     Arguments, Either,
     postgres::{
@@ -509,7 +509,7 @@ impl sqlx::Encode<'_, Postgres> for TextAs {
 
 /// Every value of `row`, the `number`th of its result (from 1), written
 /// into a batch's row; an error names the row and the column.
-fn decode_row(row: &PgRow, number: u64, out: &mut RowWriter<'_>) -> Result<()> {
+fn decode_row(row: &PgRow, number: u64, out: &mut dyn ValueWriter) -> Result<()> {
     for i in 0..row.len() {
         write_value(row, i, out).map_err(|e| e.in_context(format_args!("row {number}")))?;
     }
@@ -519,7 +519,7 @@ fn decode_row(row: &PgRow, number: u64, out: &mut RowWriter<'_>) -> Result<()> {
 /// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
 /// it; text is copied from the row straight into the batch, without a
 /// `String` in between.
-fn write_value(row: &PgRow, i: usize, out: &mut RowWriter<'_>) -> Result<()> {
+fn write_value(row: &PgRow, i: usize, out: &mut dyn ValueWriter) -> Result<()> {
     let raw = row.try_get_raw(i).map_err(pg_error)?;
     if raw.is_null() {
         out.null();
@@ -1070,6 +1070,7 @@ pub struct PgStatement {
     text: String,
     types: Vec<PgTypeInfo>,
     params: Vec<Value>,
+    arrow: Option<iadb::arrow::ArrowWanted>,
 }
 
 /// Prepares `statement` on `conn` (its columns come from the prepare,
@@ -1082,6 +1083,7 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
         text,
         types,
         params,
+        arrow,
     } = statement;
     Box::pin(async_stream::try_stream! {
         let mut retried = false;
@@ -1095,6 +1097,7 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
                 args,
                 decode_row,
                 |outcome, done| outcome.rows_affected += done.rows_affected(),
+                arrow,
             );
             let columns = steps.next().await;
             let first = steps.next().await;
@@ -1193,7 +1196,15 @@ impl SqlxEngine for PostgresEngine {
             text: text.into_owned(),
             types,
             params: params.to_vec(),
+            arrow: None,
         })
+    }
+
+    fn with_arrow(statement: PgStatement, wanted: iadb::arrow::ArrowWanted) -> PgStatement {
+        PgStatement {
+            arrow: Some(wanted),
+            ..statement
+        }
     }
 
     sqlx_statement_paths!(sqlx::PgConnection);

@@ -13,7 +13,10 @@ use super::{
 use crate::migrate::{MigrationSession, OnSession};
 use async_trait::async_trait;
 use futures::StreamExt;
-use iadb::{DatabaseInterface, Error, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, Value};
+use iadb::{
+    DatabaseInterface, Error, ExecuteOutcome, PoolStatus, QueryEvent, QueryStream, Value,
+    arrow::ArrowWanted,
+};
 use sqlx::pool::PoolConnection;
 
 /// The pooled adapter of a sqlx engine `E`; `E` holds the engine's
@@ -25,6 +28,69 @@ pub struct SqlxBackend<E: SqlxEngine> {
 }
 
 impl<E: SqlxEngine> SqlxBackend<E> {
+    /// Runs `statement` on a lent connection: the steps of
+    /// [`DatabaseInterface::query`] (and of [`Backend::query_arrow`]).
+    async fn query_statement(&self, statement: E::Statement) -> Result<QueryStream, Error> {
+        let lent = self.lend(Call::Stream).await?;
+        let mut steps = async_stream::try_stream! {
+            let mut lent = lent;
+            let mut columns_sent = false;
+            let ended = {
+                let mut steps = E::steps(lent.conn()?, statement);
+                loop {
+                    match steps.next().await {
+                        Some(Ok(Step::Done(outcome))) => break Ok(outcome),
+                        Some(Ok(step)) => {
+                            columns_sent |= matches!(step, Step::Columns(_));
+                            yield step;
+                        }
+                        Some(Err(e)) => break Err(e),
+                        None => {
+                            break Err(Error::internal(format!(
+                                "{}: a result without its outcome",
+                                E::ENGINE
+                            )));
+                        }
+                    }
+                }
+            };
+            // Ended, or failed before its columns (the statement did not
+            // start, or ended with its error): the connection is as good
+            // as it was. An error past them leaves the result unread, and
+            // the connection to the engine ([`SqlxEngine::abandon`]).
+            if ended.is_ok() || !columns_sent {
+                lent.finish();
+            }
+            let outcome = ended?;
+            yield Step::Done(outcome);
+        }
+        .boxed();
+        let columns = match steps.next().await {
+            Some(Ok(Step::Columns(columns))) => columns,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(_)) | None => {
+                return Err(Error::internal(format!(
+                    "{}: a result without its columns",
+                    E::ENGINE
+                )));
+            }
+        };
+        let events = steps.map(|step| match step {
+            Ok(Step::Rows(batch)) => Ok(QueryEvent::Rows(batch)),
+            Ok(Step::Arrow(batch)) => Ok(QueryEvent::Arrow(batch)),
+            Ok(Step::Done(outcome)) => Ok(QueryEvent::Done(outcome)),
+            Ok(Step::Columns(_)) => Err(Error::internal(format!(
+                "{}: columns given twice",
+                E::ENGINE
+            ))),
+            Err(e) => Err(e),
+        });
+        Ok(QueryStream {
+            columns,
+            events: events.boxed(),
+        })
+    }
+
     /// An adapter for `config` (a URL of `E`'s engine; its settings are
     /// read and checked here); `connect` opens its pool.
     pub fn new(config: &iadb::ConnectionConfig, settings: PoolSettings) -> Result<Self, Error> {
@@ -129,64 +195,17 @@ impl<E: SqlxEngine> DatabaseInterface for SqlxBackend<E> {
     /// The statement runs as the first step is read, here: an error there
     /// is the call's, and the columns come before the stream.
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream, Error> {
-        let statement = E::statement(sql, params)?;
-        let lent = self.lend(Call::Stream).await?;
-        let mut steps = async_stream::try_stream! {
-            let mut lent = lent;
-            let mut columns_sent = false;
-            let ended = {
-                let mut steps = E::steps(lent.conn()?, statement);
-                loop {
-                    match steps.next().await {
-                        Some(Ok(Step::Done(outcome))) => break Ok(outcome),
-                        Some(Ok(step)) => {
-                            columns_sent |= matches!(step, Step::Columns(_));
-                            yield step;
-                        }
-                        Some(Err(e)) => break Err(e),
-                        None => {
-                            break Err(Error::internal(format!(
-                                "{}: a result without its outcome",
-                                E::ENGINE
-                            )));
-                        }
-                    }
-                }
-            };
-            // Ended, or failed before its columns (the statement did not
-            // start, or ended with its error): the connection is as good
-            // as it was. An error past them leaves the result unread, and
-            // the connection to the engine ([`SqlxEngine::abandon`]).
-            if ended.is_ok() || !columns_sent {
-                lent.finish();
-            }
-            let outcome = ended?;
-            yield Step::Done(outcome);
-        }
-        .boxed();
-        let columns = match steps.next().await {
-            Some(Ok(Step::Columns(columns))) => columns,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(_)) | None => {
-                return Err(Error::internal(format!(
-                    "{}: a result without its columns",
-                    E::ENGINE
-                )));
-            }
-        };
-        let events = steps.map(|step| match step {
-            Ok(Step::Rows(batch)) => Ok(QueryEvent::Rows(batch)),
-            Ok(Step::Done(outcome)) => Ok(QueryEvent::Done(outcome)),
-            Ok(Step::Columns(_)) => Err(Error::internal(format!(
-                "{}: columns given twice",
-                E::ENGINE
-            ))),
-            Err(e) => Err(e),
-        });
-        Ok(QueryStream {
-            columns,
-            events: events.boxed(),
-        })
+        self.query_statement(E::statement(sql, params)?).await
+    }
+
+    async fn query_arrow(
+        &self,
+        sql: &str,
+        params: &[Value],
+        wanted: ArrowWanted,
+    ) -> Result<QueryStream, Error> {
+        let statement = E::with_arrow(E::statement(sql, params)?, wanted);
+        self.query_statement(statement).await
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome, Error> {

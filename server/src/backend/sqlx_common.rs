@@ -9,7 +9,7 @@ use super::{
     session::{RowSink, Session, TxOptions},
 };
 use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
-use iadb::{Error, ErrorKind, ExecuteOutcome, RowBatch, RowWriter, Value};
+use iadb::{Error, ErrorKind, ExecuteOutcome, RowBatch, Value, ValueWriter};
 use sqlx::TransactionManager as _;
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
 use std::sync::{
@@ -219,6 +219,10 @@ pub enum Step {
     /// engine's row into the batch's wire form, up to
     /// [`step_batch_full`].
     Rows(RowBatch),
+    /// The next rows as a record batch (never empty), built straight from
+    /// the engine's rows when the statement was asked for Arrow
+    /// ([`iadb::arrow::ArrowWanted`]) and its columns' types allow it.
+    Arrow(iadb::arrow::RecordBatch),
     /// The statement ended: what it changed.
     Done(ExecuteOutcome),
 }
@@ -283,6 +287,13 @@ pub trait SqlxEngine:
 
     /// Checks `sql` ([`SqlxEngine::check`]) and binds `params` for it.
     fn statement(sql: &str, params: &[Value]) -> Result<Self::Statement, Error>;
+
+    /// `statement`, asked to give its rows as Arrow record batches built
+    /// from the cursor ([`Step::Arrow`]); engines that cannot ignore it.
+    fn with_arrow(statement: Self::Statement, wanted: iadb::arrow::ArrowWanted) -> Self::Statement {
+        let _ = wanted;
+        statement
+    }
 
     /// Runs `statement` on `conn`: its columns, its rows, then its outcome
     /// ([`Step`]).
@@ -476,6 +487,8 @@ pub(crate) async fn query_into<E: SqlxEngine>(
         match step? {
             Step::Columns(columns) => sink.columns(columns).await?,
             Step::Rows(batch) => sink.rows(batch).await?,
+            // Only a statement asked for Arrow gives it; this one was not.
+            Step::Arrow(_) => return Err(iadb::arrow_where_rows_were_expected()),
             Step::Done(outcome) => return Ok(outcome),
         }
     }
@@ -489,12 +502,15 @@ pub(crate) async fn query_into<E: SqlxEngine>(
 /// batch's row.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) type DecodeRow<DB> =
-    fn(&<DB as sqlx::Database>::Row, u64, &mut RowWriter<'_>) -> Result<(), Error>;
+    fn(&<DB as sqlx::Database>::Row, u64, &mut dyn ValueWriter) -> Result<(), Error>;
 
 /// The steps of a statement prepared on `conn` (its `columns` known from
 /// the prepare, its arguments bound as `args`): the columns, its rows,
 /// each decoded by `decode`, then the outcome, to which `count` adds what
-/// each statement of it changed. `E` maps the driver's errors.
+/// each statement of it changed. `E` maps the driver's errors. With
+/// `arrow`, and columns whose declared types decide their Arrow types, the
+/// rows come as record batches built as they are read
+/// ([`iadb::arrow::ArrowRows`]), not as rows.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn prepared_steps<'c, E, A>(
     conn: &'c mut <E::DB as sqlx::Database>::Connection,
@@ -503,17 +519,24 @@ pub(crate) fn prepared_steps<'c, E, A>(
     args: A,
     decode: DecodeRow<E::DB>,
     count: fn(&mut ExecuteOutcome, &<E::DB as sqlx::Database>::QueryResult),
+    arrow: Option<iadb::arrow::ArrowWanted>,
 ) -> Steps<'c>
 where
     E: SqlxEngine,
     A: for<'q> sqlx::IntoArguments<'q, E::DB> + Send + 'c,
     for<'e> &'e mut <E::DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = E::DB>,
 {
+    let mut out = match arrow.and_then(|wanted| {
+        iadb::arrow::ArrowRows::new(E::ENGINE, columns.clone(), wanted.batch_rows)
+            .map(|rows| (rows, wanted))
+    }) {
+        Some((rows, wanted)) => StepRows::Arrow(Box::new(rows), wanted),
+        None => StepRows::Rows(RowBatch::new()),
+    };
     Box::pin(async_stream::try_stream! {
         yield Step::Columns(columns);
         let mut outcome = ExecuteOutcome::default();
         let mut row_number = 0u64;
-        let mut batch = RowBatch::new();
         let mut failed = None;
         {
             let mut results =
@@ -523,14 +546,12 @@ where
                     Ok(sqlx::Either::Left(done)) => count(&mut outcome, &done),
                     Ok(sqlx::Either::Right(row)) => {
                         row_number += 1;
-                        let mut writer = batch.row();
-                        if let Err(e) = decode(&row, row_number, &mut writer) {
+                        if let Err(e) = out.push(&row, row_number, decode) {
                             failed = Some(e);
                             break;
                         }
-                        writer.end();
-                        if step_batch_full(&batch) {
-                            yield Step::Rows(batch.take());
+                        if out.full() {
+                            yield out.take()?;
                         }
                     }
                     Err(e) => {
@@ -541,14 +562,73 @@ where
             }
         }
         // The rows read before an error go out before it.
-        if !batch.is_empty() {
-            yield Step::Rows(batch.take());
+        if !out.is_empty() {
+            yield out.take()?;
         }
         if let Some(e) = failed {
             Err(e)?;
         }
         yield Step::Done(outcome);
     })
+}
+
+/// Where [`prepared_steps`] gathers rows: a row batch, or Arrow arrays.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+enum StepRows {
+    Rows(RowBatch),
+    Arrow(Box<iadb::arrow::ArrowRows>, iadb::arrow::ArrowWanted),
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl StepRows {
+    /// Decodes `row` (the `number`th) into the rows gathered.
+    fn push<R>(
+        &mut self,
+        row: &R,
+        number: u64,
+        decode: fn(&R, u64, &mut dyn ValueWriter) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        match self {
+            StepRows::Rows(batch) => {
+                let mut writer = batch.row();
+                decode(row, number, &mut writer)?;
+                writer.end();
+                Ok(())
+            }
+            StepRows::Arrow(rows, _) => {
+                let mut writer = rows.row();
+                decode(row, number, &mut writer)?;
+                writer
+                    .end()
+                    .map_err(|e| e.in_context(format_args!("row {number}")))
+            }
+        }
+    }
+
+    /// Whether the rows gathered go to the consumer now.
+    fn full(&self) -> bool {
+        match self {
+            StepRows::Rows(batch) => step_batch_full(batch),
+            StepRows::Arrow(rows, wanted) => {
+                rows.len() >= wanted.batch_rows || rows.byte_len() >= wanted.batch_bytes
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            StepRows::Rows(batch) => batch.is_empty(),
+            StepRows::Arrow(rows, _) => rows.is_empty(),
+        }
+    }
+
+    /// The rows gathered, as a step; gathering starts again.
+    fn take(&mut self) -> Result<Step, Error> {
+        Ok(match self {
+            StepRows::Rows(batch) => Step::Rows(batch.take()),
+            StepRows::Arrow(rows, _) => Step::Arrow(rows.take()?),
+        })
+    }
 }
 
 /// Whether `sql` (a catalogue lookup, with `params`) finds a row on

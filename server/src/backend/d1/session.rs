@@ -78,6 +78,7 @@ impl Backend for D1Backend {
                         QueryEvent::Row(values) => sink.row(values).await?,
                         QueryEvent::Rows(batch) => sink.rows(batch).await?,
                         QueryEvent::Done(done) => outcome = done,
+                        QueryEvent::Arrow(_) => return Err(iadb::arrow_where_rows_were_expected()),
                     }
                 }
                 Ok(outcome)

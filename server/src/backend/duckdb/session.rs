@@ -269,6 +269,7 @@ impl Session for DuckDbTxSession {
                     Ok(QueryEvent::Row(values)) => sink.row(values).await,
                     Ok(QueryEvent::Rows(batch)) => sink.rows(batch).await,
                     Ok(QueryEvent::Done(_)) => Ok(()),
+                    Ok(QueryEvent::Arrow(_)) => Err(iadb::arrow_where_rows_were_expected()),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = sent {
