@@ -25,6 +25,8 @@ mod sqlite_sandbox;
 mod sqlx_adapter;
 #[cfg(feature = "sqlx-adapter")]
 mod sqlx_common;
+#[cfg(feature = "sqlx-adapter")]
+mod unspanned;
 
 #[cfg(feature = "duckdb")]
 pub use self::duckdb::DuckDbBackend;

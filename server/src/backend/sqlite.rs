@@ -432,7 +432,10 @@ fn steps(conn: &mut sqlx::SqliteConnection, statement: SqliteStatement) -> Steps
         let mut batch = RowBatch::new();
         let mut failed = None;
         {
-            let mut results = conn.fetch_many(sqlx::query_with(&sql, args));
+            // Created and started outside the call's span (super::unspanned).
+            let mut results = super::unspanned::Unspanned::new(|| {
+                conn.fetch_many(sqlx::query_with(&sql, args))
+            });
             while let Some(item) = results.next().await {
                 match item.map_err(sqlite_error) {
                     Ok(Either::Left(done)) if dml => {

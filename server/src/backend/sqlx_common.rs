@@ -289,7 +289,9 @@ pub trait SqlxEngine:
     fn statement(sql: &str, params: &[Value]) -> Result<Self::Statement, Error>;
 
     /// `statement`, asked to give its rows as Arrow record batches built
-    /// from the cursor ([`Step::Arrow`]); engines that cannot ignore it.
+    /// from the cursor ([`Step::Arrow`]). An engine that cannot build them
+    /// keeps the default, which ignores the request (its rows are then
+    /// converted by the server).
     fn with_arrow(statement: Self::Statement, wanted: iadb::arrow::ArrowWanted) -> Self::Statement {
         let _ = wanted;
         statement
@@ -539,8 +541,10 @@ where
         let mut row_number = 0u64;
         let mut failed = None;
         {
-            let mut results =
-                sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args));
+            // Created and started outside the call's span (super::unspanned).
+            let mut results = super::unspanned::Unspanned::new(|| {
+                sqlx::Executor::fetch_many(&mut *conn, sqlx::query_with(&sql, args))
+            });
             while let Some(item) = results.next().await {
                 match item.map_err(E::map_error) {
                     Ok(sqlx::Either::Left(done)) => count(&mut outcome, &done),
