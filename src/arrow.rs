@@ -988,24 +988,21 @@ mod tests {
         .expect_err("three values, two columns");
         assert_eq!(err.kind(), ErrorKind::Internal);
         // The batch holds the one whole row.
-        let batch = rows.take().expect("a batch");
-        assert_eq!(batch.num_rows(), 1);
-        let n = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("Int64");
-        assert_eq!(n.values().to_vec(), vec![1]);
+        let first_column = |rows: &mut ArrowRows| {
+            let batch = rows.take().expect("a batch");
+            let n = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("Int64")
+                .values()
+                .to_vec();
+            (batch.num_rows(), n)
+        };
+        assert_eq!(first_column(&mut rows), (1, vec![1]));
         // And the next batch starts clean.
         write_row(&mut rows, &[Value::Int(5), Value::Null]).expect("fits");
-        let batch = rows.take().expect("a batch");
-        assert_eq!(batch.num_rows(), 1);
-        let n = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("Int64");
-        assert_eq!(n.value(0), 5);
+        assert_eq!(first_column(&mut rows), (1, vec![5]));
     }
 
     #[test]

@@ -332,6 +332,17 @@ pub async fn execute_rows_affected(t: &Target) {
     assert_eq!(none.rows_affected, 0);
 }
 
+/// `SELECT COUNT(*)` of `table`, as the engine gives it.
+async fn row_count(t: &Target, table: &str) -> Value {
+    let count = format!("SELECT COUNT(*) AS n FROM {table}");
+    let row =
+        t.db.fetch_one(&count, &[])
+            .await
+            .expect("count")
+            .expect("row");
+    row.get("n").cloned().expect("column n")
+}
+
 /// ExecuteMany of 10,000 sets applies all, in one transaction; one failing
 /// set applies none and is named by index.
 pub async fn execute_many_atomic(t: &Target) {
@@ -351,13 +362,7 @@ pub async fn execute_many_atomic(t: &Target) {
             .await
             .expect("execute_many");
     assert_eq!(out.rows_affected, 10_000);
-    let count = format!("SELECT COUNT(*) AS n FROM {table}");
-    let n =
-        t.db.fetch_one(&count, &[])
-            .await
-            .expect("count")
-            .expect("row");
-    assert_eq!(n.get("n"), Some(&Value::Int(10_000)));
+    assert_eq!(row_count(t, &table).await, Value::Int(10_000));
 
     let failing: Vec<Vec<Value>> = (10_000..20_000)
         .map(|i| {
@@ -372,14 +377,9 @@ pub async fn execute_many_atomic(t: &Target) {
         message.contains("5000"),
         "the failing set's index: {message}"
     );
-    let n =
-        t.db.fetch_one(&count, &[])
-            .await
-            .expect("count")
-            .expect("row");
     assert_eq!(
-        n.get("n"),
-        Some(&Value::Int(10_000)),
+        row_count(t, &table).await,
+        Value::Int(10_000),
         "nothing of the failed batch"
     );
 }
@@ -445,15 +445,9 @@ pub async fn execute_many_mixed_kinds(t: &Target) {
     ];
     let (kind, _) = kind_of(t.db.execute_many(&insert, &short).await);
     assert_eq!(kind, ErrorKind::InvalidArgument);
-    let count = format!("SELECT COUNT(*) AS n FROM {table}");
-    let n =
-        t.db.fetch_one(&count, &[])
-            .await
-            .expect("count")
-            .expect("row");
     assert_eq!(
-        n.get("n"),
-        Some(&Value::Int(5)),
+        row_count(t, &table).await,
+        Value::Int(5),
         "nothing of the failed call"
     );
 }
