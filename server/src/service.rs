@@ -1408,18 +1408,6 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
         self.send(Frame::Batch(rows)).await
     }
 
-    /// Sends a record batch an adapter built from its cursor (after the
-    /// rows taken, if any): only for a result whose Arrow was asked for.
-    pub(crate) async fn arrow(&mut self, batch: iadb::arrow::RecordBatch) -> Result<(), Error> {
-        self.flush().await?;
-        let Arrow::On(encoder) = &mut self.arrow else {
-            return Err(iadb::arrow_where_rows_were_expected());
-        };
-        self.row_count += batch.num_rows() as u64;
-        let pieces = encoder.record(&batch)?;
-        self.send_pieces(pieces).await
-    }
-
     /// Whether the rows taken make a whole batch (by row count or size).
     fn batch_full(&self) -> bool {
         self.batch.len() >= self.limits.batch_rows
@@ -1455,6 +1443,27 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
 
 #[tonic::async_trait]
 impl<M: Send + 'static> RowSink for FrameSink<'_, M> {
+    /// What the server's limits make a batch, when the result goes as
+    /// Arrow.
+    fn arrow_wanted(&self) -> Option<iadb::arrow::ArrowWanted> {
+        (!matches!(self.arrow, Arrow::Off)).then_some(iadb::arrow::ArrowWanted {
+            batch_rows: self.limits.batch_rows,
+            batch_bytes: self.limits.batch_bytes,
+        })
+    }
+
+    /// Sends a record batch an adapter built from its cursor (after the
+    /// rows taken, if any): only for a result whose Arrow was asked for.
+    async fn arrow(&mut self, batch: iadb::arrow::RecordBatch) -> Result<(), Error> {
+        self.flush().await?;
+        let Arrow::On(encoder) = &mut self.arrow else {
+            return Err(iadb::arrow_where_rows_were_expected());
+        };
+        self.row_count += batch.num_rows() as u64;
+        let pieces = encoder.record(&batch)?;
+        self.send_pieces(pieces).await
+    }
+
     async fn columns(&mut self, columns: Arc<[iadb::Column]>) -> Result<(), Error> {
         if let Arrow::Wanted(engine) = self.arrow {
             self.arrow = Arrow::On(Box::new(iadb::arrow::ArrowEncoder::new(
@@ -1702,6 +1711,15 @@ impl crate::backend::session::RowSink for Watched<'_> {
     async fn rows(&mut self, batch: iadb::RowBatch) -> iadb::Result<()> {
         self.touched = true;
         self.inner.rows(batch).await
+    }
+
+    fn arrow_wanted(&self) -> Option<iadb::arrow::ArrowWanted> {
+        self.inner.arrow_wanted()
+    }
+
+    async fn arrow(&mut self, batch: iadb::arrow::RecordBatch) -> iadb::Result<()> {
+        self.touched = true;
+        self.inner.arrow(batch).await
     }
 }
 

@@ -643,6 +643,269 @@ async fn postgres_and_mysql_adapters_build_arrow_from_the_cursor() {
     }
 }
 
+/// DuckDB's `query_arrow` gives its own Arrow arrays where they are iadb's
+/// types for the columns, and decodes the chunks where they are not (a
+/// DECIMAL, which iadb gives as text): either way the values `query` gives
+/// as rows, in the schema the server's conversion gives, in batches of at
+/// most the rows and about the bytes asked for, over several of DuckDB's
+/// chunks (2,048 rows each).
+#[tokio::test]
+async fn duckdb_gives_its_own_arrow_arrays() {
+    use iadb::{
+        QueryEvent, QueryStream,
+        arrow::{ArrowEncoder, ArrowWanted},
+    };
+    let Some(target) = iadb_tests::Target::direct(Engine::Duckdb).await else {
+        return;
+    };
+    const ROWS: usize = 5_000;
+    let native = format!(
+        "SELECT i AS n, CAST(i AS INTEGER) AS i32, CAST(i % 100 AS TINYINT) AS i8, \
+         CAST(i AS UINTEGER) AS u32, 'v' || i AS s, CAST(i AS DOUBLE) * 0.5 AS x, CAST(i AS FLOAT) AS f, \
+         i % 2 = 0 AS b, CAST('b' || i AS BLOB) AS blob, \
+         TIMESTAMP '2020-01-01' + to_seconds(i) AS t, DATE '2020-01-01' + CAST(i AS INTEGER) AS d, \
+         TIME '00:00:00' + to_seconds(i) AS tod, \
+         CAST(TIMESTAMP '2020-01-01' + to_seconds(i) AS TIMESTAMPTZ) AS tz, \
+         CASE WHEN i % 7 = 0 THEN NULL ELSE CAST(i AS INTEGER) END AS maybe \
+         FROM range(1, {} + 1) r(i)",
+        ROWS
+    );
+    let decoded = format!(
+        "SELECT i AS n, CAST(i AS DECIMAL(18, 3)) / 8 AS dec FROM range(1, {} + 1) r(i)",
+        ROWS
+    );
+    for (sql, wanted) in [
+        (
+            &native,
+            ArrowWanted {
+                batch_rows: 1_000,
+                batch_bytes: 1 << 20,
+            },
+        ),
+        (
+            &native,
+            ArrowWanted {
+                batch_rows: 100_000,
+                batch_bytes: 30_000,
+            },
+        ),
+        (
+            &decoded,
+            ArrowWanted {
+                batch_rows: 1_000,
+                batch_bytes: 1 << 20,
+            },
+        ),
+    ] {
+        let QueryStream { columns, events } = target
+            .db
+            .query_arrow(sql, &[], wanted)
+            .await
+            .expect("query_arrow");
+        let events: Vec<QueryEvent> = events
+            .map(|e| e.expect("an event"))
+            .collect::<Vec<_>>()
+            .await;
+        let batches: Vec<RecordBatch> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                QueryEvent::Arrow(batch) => Some(batch),
+                QueryEvent::Rows(_) | QueryEvent::Row(_) => {
+                    panic!("rows where Arrow was asked for: {sql}")
+                }
+                QueryEvent::Done(_) => None,
+            })
+            .collect();
+        // Each of DuckDB's chunks is cut on its own: 2,048 rows make
+        // batches of 1,000, 1,000 and 48.
+        assert!(batches.len() >= ROWS.div_ceil(wanted.batch_rows), "{sql}");
+        for batch in &batches {
+            assert!(batch.num_rows() <= wanted.batch_rows);
+            let bytes: usize = batch
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    DataType::Utf8 => c
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .map_or(0, |a| (0..a.len()).map(|i| a.value(i).len()).sum()),
+                    DataType::Binary => c
+                        .as_any()
+                        .downcast_ref::<BinaryArray>()
+                        .map_or(0, |a| (0..a.len()).map(|i| a.value(i).len()).sum()),
+                    _ => 8 * c.len(),
+                })
+                .sum();
+            // A batch ends at the row that reaches the byte size.
+            let widest_row = 8 * batch.num_columns() + 64;
+            assert!(bytes < wanted.batch_bytes + widest_row, "{bytes} bytes");
+        }
+        let rows = rows_of_events(&target, sql).await;
+        assert_eq!(rows.len(), ROWS);
+        let mut converted = ArrowEncoder::new(Engine::Duckdb.0, columns.clone());
+        let mut first = iadb::RowBatch::new();
+        first.push(&rows[0]);
+        converted.batch(&first).expect("conversion");
+        let schema = converted.schema().expect("schema");
+        assert!(batches.iter().all(|b| b.schema() == schema), "{sql}");
+        let expected: Vec<Vec<Value>> = rows
+            .into_iter()
+            .map(|row| row.into_iter().map(as_arrow_reads_it).collect())
+            .collect();
+        assert_eq!(arrow_rows(&batches), expected, "{sql}");
+    }
+}
+
+/// A value DuckDB's arrays hold but iadb's Arrow type for the column
+/// cannot (the `infinity` date, which the row path gives as text) is the
+/// error the conversion gives (FAILED_PRECONDITION, naming the column, not
+/// the value), after the whole batches before it; the result is never
+/// shorter without an error.
+#[tokio::test]
+async fn duckdb_arrow_refuses_a_value_its_column_cannot_hold() {
+    use iadb::{QueryEvent, arrow::ArrowWanted};
+    let Some(target) = iadb_tests::Target::direct(Engine::Duckdb).await else {
+        return;
+    };
+    let sql = "SELECT i AS n, CASE WHEN i = 3000 THEN DATE 'infinity' \
+               ELSE DATE '2020-01-01' + CAST(i AS INTEGER) END AS d FROM range(1, 5001) r(i)";
+    let wanted = ArrowWanted {
+        batch_rows: 1_000,
+        batch_bytes: 1 << 20,
+    };
+    let mut events = target
+        .db
+        .query_arrow(sql, &[], wanted)
+        .await
+        .expect("query_arrow")
+        .events;
+    let mut rows = 0;
+    let error = loop {
+        match events.next().await {
+            Some(Ok(QueryEvent::Arrow(batch))) => rows += batch.num_rows(),
+            Some(Ok(QueryEvent::Done(_))) | None => {
+                panic!("ended without an error after {rows} rows")
+            }
+            Some(Ok(_)) => panic!("rows where Arrow was asked for"),
+            Some(Err(e)) => break e,
+        }
+    };
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    assert!(error.message().contains("`d`"), "{error}");
+    assert!(!error.message().contains("infinity"), "{error}");
+    // The first chunk (2,048 rows) went as DuckDB's arrays; the second
+    // was decoded, and its rows before the 3,000th went first.
+    assert_eq!(rows, 2_999);
+}
+
+/// What a session's statement gave a sink: record batches built by the
+/// adapter, or rows.
+#[derive(Default)]
+struct SessionSink {
+    wanted: Option<iadb::arrow::ArrowWanted>,
+    batches: Vec<RecordBatch>,
+    rows: Vec<Vec<Value>>,
+}
+
+#[async_trait::async_trait]
+impl iadb_server::backend::session::RowSink for SessionSink {
+    async fn columns(&mut self, _: std::sync::Arc<[iadb::Column]>) -> iadb::Result<()> {
+        Ok(())
+    }
+    async fn row(&mut self, values: Vec<Value>) -> iadb::Result<()> {
+        self.rows.push(values);
+        Ok(())
+    }
+    fn arrow_wanted(&self) -> Option<iadb::arrow::ArrowWanted> {
+        self.wanted
+    }
+    async fn arrow(&mut self, batch: RecordBatch) -> iadb::Result<()> {
+        self.batches.push(batch);
+        Ok(())
+    }
+}
+
+/// A fetch inside a transaction and a read-only call (both on a session
+/// of their own) build Arrow from the cursor as FetchAll does, on
+/// PostgreSQL, MySQL/MariaDB and DuckDB, when the consumer takes Arrow: the
+/// values the same statement gives as rows.
+#[tokio::test]
+async fn sessions_build_arrow_from_the_cursor() {
+    use iadb_server::backend::{
+        PoolSettings, ReadOnlyCall, backend_for,
+        session::{RowSink, TxOptions},
+    };
+    let wanted = iadb::arrow::ArrowWanted {
+        batch_rows: 100,
+        batch_bytes: 1 << 20,
+    };
+    const ROWS: usize = 450;
+    for engine in [Engine::Postgres, Engine::Mysql, Engine::Duckdb] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match engine.start(&dir) {
+            Ok((url, _)) => url,
+            Err(why) => {
+                iadb_tests::harness::skip(engine.name(), &why);
+                continue;
+            }
+        };
+        let config = iadb::ConnectionConfig::from_url(&url).expect("URL");
+        let backend = backend_for(&config, PoolSettings::default()).expect("adapter");
+        backend.connect().await.expect("connect");
+        let sql = match engine {
+            Engine::Postgres => {
+                format!("SELECT i::bigint AS n, 'v' || i AS s FROM generate_series(1, {ROWS}) i")
+            }
+            Engine::Mysql => format!(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {ROWS}) \
+                 SELECT i AS n, CONCAT('v', i) AS s FROM c"
+            ),
+            _ => format!("SELECT i AS n, 'v' || i AS s FROM range(1, {ROWS} + 1) r(i)"),
+        };
+        let expected: Vec<Vec<Value>> = (1..=ROWS as i64)
+            .map(|i| vec![Value::Int(i), Value::Text(format!("v{i}"))])
+            .collect();
+        let fetch = async |sink: &mut SessionSink| {
+            let mut session = backend.session().await.expect("session");
+            session.begin(TxOptions::default()).await.expect("begin");
+            session.query(&sql, &[], sink).await.expect("fetch");
+            session.commit().await.expect("commit");
+        };
+        // Inside a transaction: as rows, then as Arrow.
+        let mut rows = SessionSink::default();
+        fetch(&mut rows).await;
+        assert_eq!(rows.rows, expected, "{}", engine.name());
+        assert!(rows.batches.is_empty());
+        let mut arrow = SessionSink {
+            wanted: Some(wanted),
+            ..SessionSink::default()
+        };
+        fetch(&mut arrow).await;
+        assert!(
+            arrow.rows.is_empty(),
+            "{}: rows where Arrow was asked for",
+            engine.name()
+        );
+        assert_eq!(arrow.batches.len(), ROWS.div_ceil(100), "{}", engine.name());
+        assert_eq!(arrow_rows(&arrow.batches), expected, "{}", engine.name());
+        // A read-only call.
+        let mut read = SessionSink {
+            wanted: Some(wanted),
+            ..SessionSink::default()
+        };
+        backend
+            .read_only_call(ReadOnlyCall::Query {
+                sql: &sql,
+                params: &[],
+                sink: &mut read as &mut dyn RowSink,
+            })
+            .await
+            .expect("read-only fetch");
+        assert!(read.rows.is_empty(), "{}", engine.name());
+        assert_eq!(arrow_rows(&read.batches), expected, "{}", engine.name());
+    }
+}
+
 /// Every row of `sql` through the target's row path.
 async fn rows_of_events(target: &iadb_tests::Target, sql: &str) -> Vec<Vec<Value>> {
     let mut rows = Vec::new();

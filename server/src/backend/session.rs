@@ -7,7 +7,10 @@
 //! back.
 
 use async_trait::async_trait;
-use iadb::{Column, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, RowBatch, Value};
+use iadb::{
+    Column, DatabaseType, Error, ErrorKind, ExecuteOutcome, Result, RowBatch, Value,
+    arrow::{ArrowWanted, RecordBatch},
+};
 use std::sync::Arc;
 
 /// Isolation levels a transaction may ask for.
@@ -87,6 +90,18 @@ pub trait RowSink: Send {
             self.row(values?).await?;
         }
         Ok(())
+    }
+    /// Record batches of at most this size, when the sink takes the rows
+    /// as Arrow arrays an adapter builds from its cursor
+    /// ([`RowSink::arrow`]); `None` (the default) for rows.
+    fn arrow_wanted(&self) -> Option<ArrowWanted> {
+        None
+    }
+    /// The next rows, as a record batch an adapter built from its cursor:
+    /// only for a sink whose [`RowSink::arrow_wanted`] is set.
+    async fn arrow(&mut self, batch: RecordBatch) -> Result<()> {
+        let _ = batch;
+        Err(iadb::arrow_where_rows_were_expected())
     }
 }
 

@@ -483,14 +483,16 @@ pub(crate) async fn query_into<E: SqlxEngine>(
     params: &[Value],
     sink: &mut dyn RowSink,
 ) -> Result<ExecuteOutcome, Error> {
-    let statement = E::statement(sql, params)?;
+    let mut statement = E::statement(sql, params)?;
+    if let Some(wanted) = sink.arrow_wanted() {
+        statement = E::with_arrow(statement, wanted);
+    }
     let mut steps = E::steps(conn, statement);
     while let Some(step) = steps.next().await {
         match step? {
             Step::Columns(columns) => sink.columns(columns).await?,
             Step::Rows(batch) => sink.rows(batch).await?,
-            // Only a statement asked for Arrow gives it; this one was not.
-            Step::Arrow(_) => return Err(iadb::arrow_where_rows_were_expected()),
+            Step::Arrow(batch) => sink.arrow(batch).await?,
             Step::Done(outcome) => return Ok(outcome),
         }
     }

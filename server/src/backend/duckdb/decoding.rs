@@ -641,7 +641,7 @@ fn uuid_text(bytes: &[u8]) -> DecodeResult<String> {
 
 /// A DATE; DuckDB's `infinity` and `-infinity` as their text. A date
 /// chrono cannot hold (past the year 262142) is an error.
-fn date_at(days: i32) -> DecodeResult<std::result::Result<NaiveDate, String>> {
+pub(super) fn date_at(days: i32) -> DecodeResult<std::result::Result<NaiveDate, String>> {
     match days {
         i32::MAX => Ok(Err("infinity".into())),
         d if d == -i32::MAX => Ok(Err("-infinity".into())),

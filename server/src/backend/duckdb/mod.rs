@@ -33,7 +33,9 @@
 //! kept to about one chunk (see [`STREAMING_BUFFER_SIZE`]). A statement that
 //! returns no rows of its own (INSERT, UPDATE, DELETE, DDL) gets a one-column
 //! `Count` result from DuckDB; `query` turns it into no columns and the rows
-//! affected of its end event.
+//! affected of its end event. `query_arrow` sends the chunks' own Arrow
+//! arrays where they are iadb's Arrow types for the columns
+//! ([`arrow::ArrowChunks`], docs/arrow.md).
 //!
 //! **Options.** The URL's query options are DuckDB settings, passed through
 //! (`duckdb:///./a.duckdb?threads=4&memory_limit=2GB`); `mode=ro` opens the
@@ -59,12 +61,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use iadb::{
     ConnectionConfig, DatabaseInterface, Error, ExecuteOutcome, PoolStatus, QueryStream, Result,
-    Value,
+    Value, arrow::ArrowWanted,
 };
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+mod arrow;
 mod binding;
 mod call;
 mod decoding;
@@ -146,6 +149,39 @@ impl DuckDbBackend {
             .ok_or_else(|| Error::unavailable("database is not connected"))
     }
 
+    /// `query`, and with `arrow` `query_arrow`.
+    async fn stream(
+        &self,
+        sql: &str,
+        params: &[Value],
+        arrow: Option<ArrowWanted>,
+    ) -> Result<QueryStream> {
+        check_sql(sql)?;
+        check_param_count(sql, Dialect::DuckDb, params.len())?;
+        let conn = self.acquire().await?;
+        let call = CallState::new(conn.get()?);
+        let guard = AbandonOnDrop(call.clone());
+        let (header_tx, header_rx) = oneshot::channel();
+        let (rows_tx, rows_rx) = mpsc::channel(ROW_CHANNEL_CAPACITY);
+        let (sql, params) = (sql.to_owned(), params.to_vec());
+        tokio::task::spawn_blocking(move || {
+            stream_statement(conn, call, sql, params, arrow, header_tx, rows_tx);
+        });
+        let columns = header_rx.await.map_err(|_| {
+            Error::internal("the DuckDB worker stopped before the result's columns")
+        })??;
+        // The guard travels with the stream: dropping the stream early
+        // interrupts the statement if DuckDB is busy computing it.
+        let events = ReceiverStream::new(rows_rx).map(move |event| {
+            let _ = &guard;
+            event
+        });
+        Ok(QueryStream {
+            columns,
+            events: events.boxed(),
+        })
+    }
+
     async fn acquire(&self) -> Result<PooledConnection> {
         self.pool()?.acquire().await
     }
@@ -210,30 +246,18 @@ impl DatabaseInterface for DuckDbBackend {
     }
 
     async fn query(&self, sql: &str, params: &[Value]) -> Result<QueryStream> {
-        check_sql(sql)?;
-        check_param_count(sql, Dialect::DuckDb, params.len())?;
-        let conn = self.acquire().await?;
-        let call = CallState::new(conn.get()?);
-        let guard = AbandonOnDrop(call.clone());
-        let (header_tx, header_rx) = oneshot::channel();
-        let (rows_tx, rows_rx) = mpsc::channel(ROW_CHANNEL_CAPACITY);
-        let (sql, params) = (sql.to_owned(), params.to_vec());
-        tokio::task::spawn_blocking(move || {
-            stream_statement(conn, call, sql, params, header_tx, rows_tx);
-        });
-        let columns = header_rx.await.map_err(|_| {
-            Error::internal("the DuckDB worker stopped before the result's columns")
-        })??;
-        // The guard travels with the stream: dropping the stream early
-        // interrupts the statement if DuckDB is busy computing it.
-        let events = ReceiverStream::new(rows_rx).map(move |event| {
-            let _ = &guard;
-            event
-        });
-        Ok(QueryStream {
-            columns,
-            events: events.boxed(),
-        })
+        self.stream(sql, params, None).await
+    }
+
+    /// The result's chunks go as DuckDB's own Arrow arrays where their
+    /// types are iadb's for the columns (`arrow::ArrowChunks`).
+    async fn query_arrow(
+        &self,
+        sql: &str,
+        params: &[Value],
+        wanted: ArrowWanted,
+    ) -> Result<QueryStream> {
+        self.stream(sql, params, Some(wanted)).await
     }
 
     async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecuteOutcome> {

@@ -242,10 +242,11 @@ impl Session for DuckDbTxSession {
         let (header_tx, header_rx) = oneshot::channel();
         let (rows_tx, mut rows_rx) = mpsc::channel(ROW_CHANNEL_CAPACITY);
         let (sql, params) = (sql.to_owned(), params.to_vec());
+        let arrow = sink.arrow_wanted();
         let worker = tokio::task::spawn_blocking(move || {
             let mut header = Some(header_tx);
             let run = catch_unwind(AssertUnwindSafe(|| {
-                produce_rows(&conn, &call, &sql, &params, &mut header, &rows_tx)
+                produce_rows(&conn, &call, &sql, &params, arrow, &mut header, &rows_tx)
             }));
             let clean = call.finish() && run.is_ok();
             (
@@ -269,7 +270,7 @@ impl Session for DuckDbTxSession {
                     Ok(QueryEvent::Row(values)) => sink.row(values).await,
                     Ok(QueryEvent::Rows(batch)) => sink.rows(batch).await,
                     Ok(QueryEvent::Done(_)) => Ok(()),
-                    Ok(QueryEvent::Arrow(_)) => Err(iadb::arrow_where_rows_were_expected()),
+                    Ok(QueryEvent::Arrow(batch)) => sink.arrow(batch).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = sent {

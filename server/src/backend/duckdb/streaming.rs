@@ -1,6 +1,7 @@
 //! Streaming a statement.
 
 use super::{
+    arrow::ArrowChunks,
     binding::bind_params,
     call::{CallState, panic_error},
     decoding::{ResultLayout, prepare_checked},
@@ -9,7 +10,9 @@ use super::{
 };
 use crate::backend::session::step_batch_full;
 use duckdb::{Connection, arrow::array::Array};
-use iadb::{Column, Error, ExecuteOutcome, QueryEvent, Result, RowBatch, Value};
+use iadb::{
+    Column, Error, ExecuteOutcome, QueryEvent, Result, RowBatch, Value, arrow::ArrowWanted,
+};
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::Arc,
@@ -26,17 +29,20 @@ pub(super) enum Flow {
 
 /// The blocking half of `query`: runs the statement, sends the columns,
 /// then every row, then the end (after the connection is back in the pool).
+/// With `arrow`, the rows go as record batches where the columns allow it
+/// ([`ArrowChunks`]).
 pub(super) fn stream_statement(
     mut conn: PooledConnection,
     call: Arc<CallState>,
     sql: String,
     params: Vec<Value>,
+    arrow: Option<ArrowWanted>,
     header: oneshot::Sender<Result<Arc<[Column]>>>,
     rows: mpsc::Sender<Result<QueryEvent>>,
 ) {
     let mut header = Some(header);
     let run = catch_unwind(AssertUnwindSafe(|| {
-        produce_rows(&conn, &call, &sql, &params, &mut header, &rows)
+        produce_rows(&conn, &call, &sql, &params, arrow, &mut header, &rows)
     }));
     let panicked = run.is_err();
     let result = run.unwrap_or_else(|panic| Err(panic_error(panic)));
@@ -67,6 +73,7 @@ pub(super) fn produce_rows(
     call: &CallState,
     sql: &str,
     params: &[Value],
+    arrow: Option<ArrowWanted>,
     header: &mut Option<oneshot::Sender<Result<Arc<[Column]>>>>,
     rows: &mpsc::Sender<Result<QueryEvent>>,
 ) -> Result<Flow> {
@@ -94,6 +101,9 @@ pub(super) fn produce_rows(
     {
         return Ok(Flow::Stopped);
     }
+    let mut arrow = arrow
+        .filter(|_| !changed_rows)
+        .and_then(|wanted| ArrowChunks::new(&layout.columns, wanted));
     let mut outcome = ExecuteOutcome::default();
     let mut number = 0u64;
     loop {
@@ -111,6 +121,12 @@ pub(super) fn produce_rows(
                 if let Value::Int(n) = layout.decode_row(&chunk, row, number)?[0] {
                     outcome.rows_affected += u64::try_from(n).unwrap_or(0);
                 }
+            }
+            continue;
+        }
+        if let Some(arrow) = arrow.as_mut() {
+            if !arrow.send_chunk(&layout, &chunk, &mut number, rows)? {
+                return Ok(Flow::Stopped);
             }
             continue;
         }
