@@ -7,6 +7,10 @@
 //!   cargo bench -p iadb-tests --no-default-features --bench suite
 //! ```
 //!
+//! Without `--no-default-features` the bench is built with DuckDB (its
+//! C++ compiled in release mode once, which takes a while) and measures it
+//! too, against the `duckdb` crate (`suite/duckdb.rs`).
+//!
 //! It starts its own server (`iadb-test-server`, built with the bench) on
 //! 127.0.0.1 for each engine and measures, through iadb and directly through
 //! sqlx (pgbench for TPC-B):
@@ -32,6 +36,10 @@
 //! not set is skipped with a notice. The output ends with a markdown table
 //! for `bench/RESULTS.md`. Every loop is bounded in count; nothing asserts a
 //! time.
+
+#[cfg(feature = "duckdb")]
+#[path = "suite/duckdb.rs"]
+mod duckdb_suite;
 
 use chrono::NaiveDateTime;
 use futures::StreamExt;
@@ -322,6 +330,37 @@ async fn concurrent_iadb(clients: Vec<Arc<RemoteDatabase>>, point: &str) -> Dura
     started.elapsed()
 }
 
+/// [`REQUESTS_PER_CLIENT`] health Checks from each of 32 clients with a
+/// connection each, all at once: the transport's own ceiling for the
+/// 32-client workload (a gRPC round trip with no engine work).
+async fn concurrent_floor(server: &TestServer) -> Duration {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        clients.push(HealthClient::new(server.channel().await));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut health| {
+            tokio::spawn(async move {
+                for _ in 0..REQUESTS_PER_CLIENT {
+                    health
+                        .check(HealthCheckRequest {
+                            service: "iadb.v1.Database".into(),
+                        })
+                        .await
+                        .expect("health check");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    started.elapsed()
+}
+
 /// The same from 32 tasks sharing the direct pool.
 async fn concurrent_direct<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, point: &str) -> Duration
 where
@@ -510,13 +549,32 @@ async fn engine<DB: sqlx::Database>(
             own.push(Arc::new(server.client("").await));
         }
         let (mut separate, mut shared, mut direct) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        let mut floor = Duration::MAX;
         for _ in 0..PASSES {
             separate = separate.min(concurrent_iadb(own.clone(), &point).await);
             shared = shared.min(concurrent_iadb(vec![db.clone(); CLIENTS], &point).await);
             direct = direct.min(concurrent_direct(&pool, &point_direct).await);
+            floor = floor.min(concurrent_floor(server).await);
         }
         let total = (CLIENTS * REQUESTS_PER_CLIENT) as f64;
         let b = rate(total, direct);
+        let ceiling = rate(total, floor);
+        println!(
+            "{name}: gRPC floor, {CLIENTS} clients (health Check, no engine work)  {ceiling:.0} req/s  \
+             = {:.2} of sqlx's {b:.0} req/s",
+            ceiling / b
+        );
+        lines.push(Line {
+            workload: format!(
+                "gRPC floor, {CLIENTS} clients, a connection each (health Checks/s, no engine work, best of {PASSES})"
+            ),
+            engine: name,
+            iadb: thousands(ceiling),
+            direct: thousands(b),
+            ratio: format!("{:.2}", ceiling / b),
+            target: "(the ceiling of the ratio above)".into(),
+            met: "".into(),
+        });
         for (how, through) in [
             ("a connection each", separate),
             ("one shared connection", shared),
@@ -928,23 +986,14 @@ async fn run() -> Vec<Line> {
         None => skipped(&mut lines, "MariaDB", "IADB_TEST_MYSQL_URL is not set"),
     }
 
-    // DuckDB's direct baseline is not written yet; without the feature the
-    // server cannot open it either.
-    let duckdb = if cfg!(feature = "duckdb") {
-        "not measured (no direct baseline in this suite yet)"
-    } else {
-        "not built (the `duckdb` feature is off)"
-    };
-    println!("DuckDB: {duckdb}");
-    lines.push(Line {
-        workload: "all".into(),
-        engine: "DuckDB",
-        iadb: duckdb.into(),
-        direct: "".into(),
-        ratio: "".into(),
-        target: "".into(),
-        met: "not measured".into(),
-    });
+    #[cfg(feature = "duckdb")]
+    duckdb_suite::engine(&mut lines).await;
+    #[cfg(not(feature = "duckdb"))]
+    skipped(
+        &mut lines,
+        "DuckDB",
+        "not built: the bench was built with --no-default-features",
+    );
 
     if runs("rss") {
         memory(Kind::Sqlite, "sqlite:///./rss.db", &mut lines).await;
