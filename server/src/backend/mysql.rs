@@ -519,6 +519,15 @@ async fn execute_on(
     params: &[Value],
 ) -> Result<ExecuteOutcome> {
     MySqlEngine::check(sql, params)?;
+    execute_checked(conn, sql, params).await
+}
+
+/// [`execute_on`] for parameters `MySqlEngine::check` has passed.
+async fn execute_checked(
+    conn: &mut sqlx::MySqlConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<ExecuteOutcome> {
     let done = if params.is_empty() {
         // No parameters: the text may be a script of several statements
         // (and may hold statements MySQL cannot prepare).
@@ -643,6 +652,14 @@ impl SqlxEngine for MySqlEngine {
     }
 
     sqlx_statement_paths!(sqlx::MySqlConnection);
+
+    fn execute_checked<'a>(
+        conn: &'a mut sqlx::MySqlConnection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_checked(conn, sql, params))
+    }
 
     fn quote_identifier(name: &str) -> String {
         format!("`{}`", name.replace('`', "``"))

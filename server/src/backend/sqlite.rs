@@ -232,15 +232,13 @@ fn changes_rows(sql: &str) -> bool {
             break;
         }
     }
-    let keyword: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    matches!(
-        keyword.as_str(),
-        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH"
-    )
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let keyword = &rest[..end];
+    ["INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"]
+        .iter()
+        .any(|k| keyword.eq_ignore_ascii_case(k))
 }
 
 /// Reads column `i` of `row`: the storage class of the value decides the
@@ -359,6 +357,15 @@ async fn execute_on(
     params: &[Value],
 ) -> Result<ExecuteOutcome> {
     SqliteEngine::check(sql, params)?;
+    execute_checked(conn, sql, params).await
+}
+
+/// [`execute_on`] for parameters `SqliteEngine::check` has passed.
+async fn execute_checked(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<ExecuteOutcome> {
     let mut done = run_statement(conn, sql, params).await?;
     if let Err(e) = &done
         && may_be_stale_schema(e)
@@ -538,6 +545,14 @@ impl SqlxEngine for SqliteEngine {
     }
 
     sqlx_statement_paths!(sqlx::SqliteConnection);
+
+    fn execute_checked<'a>(
+        conn: &'a mut sqlx::SqliteConnection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
+        Box::pin(execute_checked(conn, sql, params))
+    }
 
     fn table_exists<'a>(
         conn: &'a mut sqlx::SqliteConnection,

@@ -311,10 +311,23 @@ pub trait SqlxEngine:
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
 
+    /// [`SqlxEngine::execute_on`] for parameters that [`SqlxEngine::check`]
+    /// has passed with `sql` (as many as it has placeholders): ExecuteMany
+    /// checks its statement once, not once per set. By default, the same
+    /// as `execute_on`.
+    fn execute_checked<'a>(
+        conn: &'a mut <Self::DB as sqlx::Database>::Connection,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>> {
+        Self::execute_on(conn, sql, params)
+    }
+
     /// Runs one statement per parameter set in a transaction of its own (a
     /// savepoint inside a session's transaction), each as
     /// [`SqlxEngine::execute_on`] runs it; the error of a failing set names
-    /// its index.
+    /// its index. The statement is checked once, with the first set; a set
+    /// of another length is checked on its own (and refused).
     fn execute_many_on<'a>(
         conn: &'a mut <Self::DB as sqlx::Database>::Connection,
         sql: &'a str,
@@ -322,12 +335,21 @@ pub trait SqlxEngine:
     ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>> {
         Box::pin(async move {
             super::check_sql(sql)?;
+            let checked = param_sets
+                .first()
+                .filter(|first| Self::check(sql, first).is_ok())
+                .map(Vec::len);
             let mut tx = sqlx::Connection::begin(conn)
                 .await
                 .map_err(Self::map_error)?;
             let mut outcome = ExecuteOutcome::default();
             for (index, params) in param_sets.iter().enumerate() {
-                let done = Self::execute_on(&mut tx, sql, params)
+                let run = if checked == Some(params.len()) {
+                    Self::execute_checked(&mut tx, sql, params)
+                } else {
+                    Self::execute_on(&mut tx, sql, params)
+                };
+                let done = run
                     .await
                     .map_err(|e| e.in_context(format_args!("parameter set {index}")))?;
                 outcome.rows_affected += done.rows_affected;
