@@ -2,7 +2,8 @@
 //! Rust driver, the same bundled DuckDB the server links), both in this run.
 //!
 //! A DuckDB file belongs to one process, so the two sides read two files
-//! filled by the same SQL: `bench.duckdb`, the server's, and
+//! filled by the same SQL (the timestamp column is `ts`: `at` is a keyword
+//! in DuckDB): `bench.duckdb`, the server's, and
 //! `direct.duckdb`, the bench's own, in the server's folder. Every DuckDB
 //! call blocks: the direct side runs on this task's worker under
 //! `block_in_place`, as a service would run it off its async workers.
@@ -16,7 +17,7 @@ const DIRECT_FILE: &str = "direct.duckdb";
 fn create(table: &str) -> String {
     format!(
         "CREATE TABLE {table} (id BIGINT PRIMARY KEY, label VARCHAR NOT NULL, \
-         score DOUBLE NOT NULL, at TIMESTAMP NOT NULL)"
+         score DOUBLE NOT NULL, ts TIMESTAMP NOT NULL)"
     )
 }
 
@@ -105,7 +106,7 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
     }
 
     if runs("stream") {
-        let sql = format!("SELECT id, label, score, at FROM {table}");
+        let sql = format!("SELECT id, label, score, ts FROM {table}");
         let (mut best_iadb, mut best_arrow) = (Duration::MAX, Duration::MAX);
         let (mut best_direct, mut best_direct_arrow) = (Duration::MAX, Duration::MAX);
         for _ in 0..PASSES {
@@ -159,7 +160,7 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
     }
 
     if runs("point") {
-        let point = format!("SELECT id, label, score, at FROM {table} WHERE id = ?");
+        let point = format!("SELECT id, label, score, ts FROM {table} WHERE id = ?");
         let mut ids = Ids(1);
         let (mut through, mut direct_times) = (
             Vec::with_capacity(POINT_SELECTS),
@@ -221,7 +222,7 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
         return;
     }
     let insert_table = format!("bench_insert_{}", std::process::id());
-    let insert = format!("INSERT INTO {insert_table} (id, label, score, at) VALUES (?, ?, ?, ?)");
+    let insert = format!("INSERT INTO {insert_table} (id, label, score, ts) VALUES (?, ?, ?, ?)");
     let epoch = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
         .expect("a timestamp");
     let at = |i: usize| epoch + chrono::Duration::seconds(i as i64);
