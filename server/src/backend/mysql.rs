@@ -512,17 +512,8 @@ fn same_name(found: &Value, wanted: &str, case_sensitive: bool) -> bool {
     }
 }
 
-/// Runs one statement (without parameters: a script) on `conn`.
-async fn execute_on(
-    conn: &mut sqlx::MySqlConnection,
-    sql: &str,
-    params: &[Value],
-) -> Result<ExecuteOutcome> {
-    MySqlEngine::check(sql, params)?;
-    execute_checked(conn, sql, params).await
-}
-
-/// [`execute_on`] for parameters `MySqlEngine::check` has passed.
+/// Runs one statement (without parameters: a script) on `conn`, once
+/// `MySqlEngine::check` has passed it (`SqlxEngine::execute_on`).
 async fn execute_checked(
     conn: &mut sqlx::MySqlConnection,
     sql: &str,
@@ -652,14 +643,6 @@ impl SqlxEngine for MySqlEngine {
     }
 
     sqlx_statement_paths!(sqlx::MySqlConnection);
-
-    fn execute_checked<'a>(
-        conn: &'a mut sqlx::MySqlConnection,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_checked(conn, sql, params))
-    }
 
     fn quote_identifier(name: &str) -> String {
         format!("`{}`", name.replace('`', "``"))

@@ -969,7 +969,7 @@ async fn prepare(
 }
 
 /// Runs one statement (without parameters: a script) on `conn`.
-async fn execute_on(
+async fn execute_checked(
     conn: &mut sqlx::PgConnection,
     sql: &str,
     params: &[Value],
@@ -1025,7 +1025,7 @@ struct ManyStatement {
 
 impl ManyStatement {
     /// Rewrites and prepares `sql` for parameters of the kinds of `params`
-    /// (the prepare is cached on the connection, as `execute_on`'s is).
+    /// (the prepare is cached on the connection, as `execute_checked`'s is).
     async fn make(conn: &mut sqlx::PgConnection, sql: &str, params: &[Value]) -> Result<Self> {
         let (text, types) = prepare_text(sql, params)?;
         let statement = conn.prepare_with(&text, &types).await.map_err(pg_error)?;
@@ -1120,7 +1120,7 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
             while let Some(step) = rest.next().await {
                 let step = step?;
                 if matches!(step, Step::Done(_)) && may_change_tables(&text) {
-                    // As in `execute_on`: DDL sent as a query.
+                    // As in `execute_checked`: DDL sent as a query.
                     drop(rest);
                     sqlx::Connection::clear_cached_statements(&mut *conn)
                         .await
@@ -1139,7 +1139,7 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
 /// columns changed since it was prepared (its table was dropped and made
 /// again, or altered): 0A000 "cached plan must not change result type". The
 /// statement has not run. The connection's cache is cleared; outside a
-/// transaction the statement is prepared again ([`steps`], [`execute_on`]),
+/// transaction the statement is prepared again ([`steps`], [`execute_checked`]),
 /// inside one the error has aborted the transaction and is returned.
 fn is_stale_plan(e: &Error) -> bool {
     e.code() == Some("0A000")
@@ -1184,7 +1184,7 @@ impl SqlxEngine for PostgresEngine {
         })
     }
 
-    /// Checked by `execute_on` (on the connection, as before the generic
+    /// Checked by `execute_checked` (on the connection, as before the generic
     /// adapter): nothing here.
     fn check(_sql: &str, _params: &[Value]) -> Result<()> {
         Ok(())
@@ -1226,7 +1226,7 @@ impl SqlxEngine for PostgresEngine {
             for (index, params) in param_sets.iter().enumerate() {
                 let done = async {
                     if params.is_empty() {
-                        return execute_on(&mut tx, sql, params).await;
+                        return execute_checked(&mut tx, sql, params).await;
                     }
                     let fresh = match made.take() {
                         Some(m) if m.fits(params) => m,

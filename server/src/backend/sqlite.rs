@@ -350,17 +350,8 @@ fn declared_type(column: &sqlx::sqlite::SqliteColumn) -> String {
     super::sqlx_common::declared_type_name(column.type_info())
 }
 
-/// Runs one statement (without parameters: a script) on `conn`.
-async fn execute_on(
-    conn: &mut sqlx::SqliteConnection,
-    sql: &str,
-    params: &[Value],
-) -> Result<ExecuteOutcome> {
-    SqliteEngine::check(sql, params)?;
-    execute_checked(conn, sql, params).await
-}
-
-/// [`execute_on`] for parameters `SqliteEngine::check` has passed.
+/// Runs one statement (without parameters: a script) on `conn`, once
+/// `SqliteEngine::check` has passed it (`SqlxEngine::execute_on`).
 async fn execute_checked(
     conn: &mut sqlx::SqliteConnection,
     sql: &str,
@@ -545,14 +536,6 @@ impl SqlxEngine for SqliteEngine {
     }
 
     sqlx_statement_paths!(sqlx::SqliteConnection);
-
-    fn execute_checked<'a>(
-        conn: &'a mut sqlx::SqliteConnection,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome>> {
-        Box::pin(execute_checked(conn, sql, params))
-    }
 
     fn table_exists<'a>(
         conn: &'a mut sqlx::SqliteConnection,

@@ -304,24 +304,27 @@ pub trait SqlxEngine:
         statement: Self::Statement,
     ) -> Steps<'_>;
 
-    /// Runs one statement (without parameters: a script).
+    /// Runs one statement (without parameters: a script): checks it
+    /// ([`SqlxEngine::check`]), then [`SqlxEngine::execute_checked`].
     fn execute_on<'a>(
         conn: &'a mut <Self::DB as sqlx::Database>::Connection,
         sql: &'a str,
         params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>> {
+        Box::pin(async move {
+            Self::check(sql, params)?;
+            Self::execute_checked(conn, sql, params).await
+        })
+    }
 
     /// [`SqlxEngine::execute_on`] for parameters that [`SqlxEngine::check`]
     /// has passed with `sql` (as many as it has placeholders): ExecuteMany
-    /// checks its statement once, not once per set. By default, the same
-    /// as `execute_on`.
+    /// checks its statement once, not once per set.
     fn execute_checked<'a>(
         conn: &'a mut <Self::DB as sqlx::Database>::Connection,
         sql: &'a str,
         params: &'a [Value],
-    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>> {
-        Self::execute_on(conn, sql, params)
-    }
+    ) -> BoxFuture<'a, Result<ExecuteOutcome, Error>>;
 
     /// Runs one statement per parameter set in a transaction of its own (a
     /// savepoint inside a session's transaction), each as
@@ -699,8 +702,8 @@ pub(crate) fn split_schema(table: &str) -> (Option<&str>, &str) {
 }
 
 /// The statement paths of an [`SqlxEngine`] impl whose module defines
-/// `steps` and `execute_on` over `$conn` (the same functions its session
-/// runs), and a raw script path.
+/// `steps` and `execute_checked` over `$conn` (the same functions its
+/// session runs), and a raw script path.
 macro_rules! sqlx_statement_paths {
     ($conn:ty) => {
         fn steps(
@@ -710,12 +713,12 @@ macro_rules! sqlx_statement_paths {
             steps(conn, statement)
         }
 
-        fn execute_on<'a>(
+        fn execute_checked<'a>(
             conn: &'a mut $conn,
             sql: &'a str,
             params: &'a [iadb::Value],
         ) -> futures::future::BoxFuture<'a, iadb::Result<iadb::ExecuteOutcome>> {
-            Box::pin(execute_on(conn, sql, params))
+            Box::pin(execute_checked(conn, sql, params))
         }
 
         fn run_script<'a>(
