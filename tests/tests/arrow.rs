@@ -567,10 +567,7 @@ async fn an_unknown_result_format_is_invalid_argument() {
 /// which the server converts.
 #[tokio::test]
 async fn postgres_and_mysql_adapters_build_arrow_from_the_cursor() {
-    use iadb::{
-        QueryEvent, QueryStream,
-        arrow::{ArrowEncoder, ArrowWanted},
-    };
+    use iadb::{QueryEvent, arrow::ArrowWanted};
     let wanted = ArrowWanted {
         batch_rows: 256,
         batch_bytes: 1 << 20,
@@ -594,15 +591,7 @@ async fn postgres_and_mysql_adapters_build_arrow_from_the_cursor() {
                  CASE WHEN i % 7 = 0 THEN NULL ELSE i END AS maybe FROM c"
             ),
         };
-        let QueryStream { columns, events } = target
-            .db
-            .query_arrow(&sql, &[], wanted)
-            .await
-            .expect("query_arrow");
-        let events: Vec<QueryEvent> = events
-            .map(|e| e.expect("an event"))
-            .collect::<Vec<_>>()
-            .await;
+        let (columns, events) = arrow_events(&target, &sql, wanted).await;
         let rows = rows_of_events(&target, &sql).await;
         assert_eq!(rows.len(), ROWS, "{}", engine.name());
         if engine == Engine::Sqlite {
@@ -612,34 +601,22 @@ async fn postgres_and_mysql_adapters_build_arrow_from_the_cursor() {
             );
             continue;
         }
-        let batches: Vec<RecordBatch> = events
-            .into_iter()
-            .filter_map(|e| match e {
-                QueryEvent::Arrow(batch) => Some(batch),
-                QueryEvent::Rows(_) | QueryEvent::Row(_) => {
-                    panic!("{}: rows where Arrow was asked for", engine.name())
-                }
-                QueryEvent::Done(_) => None,
-            })
-            .collect();
+        let batches = only_batches(events, engine.name());
         assert_eq!(batches.len(), ROWS.div_ceil(256), "{}", engine.name());
         assert!(batches.iter().all(|b| b.num_rows() <= 256));
         // The schema the server's conversion of rows gives the same result.
-        let mut converted = ArrowEncoder::new(engine.0, columns.clone());
-        let mut first = iadb::RowBatch::new();
-        first.push(&rows[0]);
-        converted.batch(&first).expect("conversion");
         assert_eq!(
             batches[0].schema(),
-            converted.schema().expect("schema"),
+            converted_schema(engine, &columns, &rows[0]),
             "{}",
             engine.name()
         );
-        let expected: Vec<Vec<Value>> = rows
-            .into_iter()
-            .map(|row| row.into_iter().map(as_arrow_reads_it).collect())
-            .collect();
-        assert_eq!(arrow_rows(&batches), expected, "{}", engine.name());
+        assert_eq!(
+            arrow_rows(&batches),
+            as_arrow_reads_them(rows),
+            "{}",
+            engine.name()
+        );
     }
 }
 
@@ -651,10 +628,7 @@ async fn postgres_and_mysql_adapters_build_arrow_from_the_cursor() {
 /// chunks (2,048 rows each).
 #[tokio::test]
 async fn duckdb_gives_its_own_arrow_arrays() {
-    use iadb::{
-        QueryEvent, QueryStream,
-        arrow::{ArrowEncoder, ArrowWanted},
-    };
+    use iadb::arrow::ArrowWanted;
     let Some(target) = iadb_tests::Target::direct(Engine::Duckdb).await else {
         return;
     };
@@ -697,25 +671,8 @@ async fn duckdb_gives_its_own_arrow_arrays() {
             },
         ),
     ] {
-        let QueryStream { columns, events } = target
-            .db
-            .query_arrow(sql, &[], wanted)
-            .await
-            .expect("query_arrow");
-        let events: Vec<QueryEvent> = events
-            .map(|e| e.expect("an event"))
-            .collect::<Vec<_>>()
-            .await;
-        let batches: Vec<RecordBatch> = events
-            .into_iter()
-            .filter_map(|e| match e {
-                QueryEvent::Arrow(batch) => Some(batch),
-                QueryEvent::Rows(_) | QueryEvent::Row(_) => {
-                    panic!("rows where Arrow was asked for: {sql}")
-                }
-                QueryEvent::Done(_) => None,
-            })
-            .collect();
+        let (columns, events) = arrow_events(&target, sql, wanted).await;
+        let batches = only_batches(events, sql);
         // Each of DuckDB's chunks is cut on its own: 2,048 rows make
         // batches of 1,000, 1,000 and 48.
         assert!(batches.len() >= ROWS.div_ceil(wanted.batch_rows), "{sql}");
@@ -742,17 +699,9 @@ async fn duckdb_gives_its_own_arrow_arrays() {
         }
         let rows = rows_of_events(&target, sql).await;
         assert_eq!(rows.len(), ROWS);
-        let mut converted = ArrowEncoder::new(Engine::Duckdb.0, columns.clone());
-        let mut first = iadb::RowBatch::new();
-        first.push(&rows[0]);
-        converted.batch(&first).expect("conversion");
-        let schema = converted.schema().expect("schema");
+        let schema = converted_schema(Engine::Duckdb, &columns, &rows[0]);
         assert!(batches.iter().all(|b| b.schema() == schema), "{sql}");
-        let expected: Vec<Vec<Value>> = rows
-            .into_iter()
-            .map(|row| row.into_iter().map(as_arrow_reads_it).collect())
-            .collect();
-        assert_eq!(arrow_rows(&batches), expected, "{sql}");
+        assert_eq!(arrow_rows(&batches), as_arrow_reads_them(rows), "{sql}");
     }
 }
 
@@ -904,6 +853,59 @@ async fn sessions_build_arrow_from_the_cursor() {
         assert!(read.rows.is_empty(), "{}", engine.name());
         assert_eq!(arrow_rows(&read.batches), expected, "{}", engine.name());
     }
+}
+
+/// The columns and every event of `sql` through the target's
+/// `query_arrow`.
+async fn arrow_events(
+    target: &iadb_tests::Target,
+    sql: &str,
+    wanted: iadb::arrow::ArrowWanted,
+) -> (std::sync::Arc<[iadb::Column]>, Vec<iadb::QueryEvent>) {
+    let iadb::QueryStream { columns, events } = target
+        .db
+        .query_arrow(sql, &[], wanted)
+        .await
+        .expect("query_arrow");
+    let events = events.map(|e| e.expect("an event")).collect().await;
+    (columns, events)
+}
+
+/// The record batches among `events`; rows among them fail the test
+/// (`what` says which result).
+fn only_batches(events: Vec<iadb::QueryEvent>, what: &str) -> Vec<RecordBatch> {
+    use iadb::QueryEvent;
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            QueryEvent::Arrow(batch) => Some(batch),
+            QueryEvent::Rows(_) | QueryEvent::Row(_) => {
+                panic!("{what}: rows where Arrow was asked for")
+            }
+            QueryEvent::Done(_) => None,
+        })
+        .collect()
+}
+
+/// The schema the server's conversion of rows gives a result of `engine`
+/// with `columns` whose first row is `first`.
+fn converted_schema(
+    engine: Engine,
+    columns: &std::sync::Arc<[iadb::Column]>,
+    first: &[Value],
+) -> iadb::arrow::SchemaRef {
+    let mut converted = iadb::arrow::ArrowEncoder::new(engine.0, columns.clone());
+    let mut batch = iadb::RowBatch::new();
+    batch.push(first);
+    converted.batch(&batch).expect("conversion");
+    converted.schema().expect("schema")
+}
+
+/// Rows as their Arrow arrays read back (decimals and JSON as text).
+fn as_arrow_reads_them(rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+    rows.into_iter()
+        .map(|row| row.into_iter().map(as_arrow_reads_it).collect())
+        .collect()
 }
 
 /// Every row of `sql` through the target's row path.
