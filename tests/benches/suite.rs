@@ -250,6 +250,95 @@ fn thousands(v: f64) -> String {
     out
 }
 
+/// Row `i` of the ExecuteMany workload, as the direct loops bind it.
+fn insert_row(i: usize) -> Row4 {
+    let epoch = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
+        .expect("a timestamp");
+    (
+        i as i64 + 1,
+        format!("{:0>32}", i + 1),
+        i as f64 * 0.25,
+        epoch + chrono::Duration::seconds(i as i64),
+    )
+}
+
+/// The ExecuteMany workload's parameter sets, as iadb sends them.
+fn insert_sets() -> Vec<Vec<Value>> {
+    (0..INSERT_ROWS)
+        .map(|i| {
+            let (id, label, score, at) = insert_row(i);
+            vec![
+                Value::Int(id),
+                Value::Text(label),
+                Value::Float(score),
+                Value::DateTime(at),
+            ]
+        })
+        .collect()
+}
+
+/// Prints the 1-client point selects' p50 and p99 through iadb and
+/// through `driver`, and gives their line.
+fn point_select_line(
+    name: &'static str,
+    driver: &str,
+    mut through: Vec<Duration>,
+    mut direct: Vec<Duration>,
+) -> Line {
+    through.sort();
+    direct.sort();
+    let us = |d: Duration| d.as_micros();
+    let (p50, p99, d50, d99) = (
+        percentile(&through, 0.5),
+        percentile(&through, 0.99),
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.99),
+    );
+    println!(
+        "{name}: point select  iadb p50 {} µs p99 {} µs  {driver} p50 {} µs p99 {} µs",
+        us(p50),
+        us(p99),
+        us(d50),
+        us(d99)
+    );
+    let over = us(p50) as i128 - us(d50) as i128;
+    Line {
+        workload: "point select, 1 client (p50 / p99)".into(),
+        engine: name,
+        iadb: format!("{} / {} µs", us(p50), us(p99)),
+        direct: format!("{} / {} µs", us(d50), us(d99)),
+        ratio: format!("p50 +{over} µs"),
+        target: "p50 ≤ direct + 100 µs".into(),
+        met: met(over <= 100),
+    }
+}
+
+/// Prints the best ExecuteMany pass against the best pass of `driver`'s
+/// prepared INSERT in one transaction, and gives their line.
+fn execute_many_line(
+    name: &'static str,
+    driver: &str,
+    through: Duration,
+    direct: Duration,
+) -> Line {
+    let (a, b) = (
+        rate(INSERT_ROWS as f64, through),
+        rate(INSERT_ROWS as f64, direct),
+    );
+    println!(
+        "{name}: insert {INSERT_ROWS} rows  iadb ExecuteMany {a:.0} rows/s  {driver} prepared INSERT in one transaction {b:.0} rows/s  ratio {:.2}",
+        a / b
+    );
+    ratio_line(
+        format!("ExecuteMany 100k rows (rows/s, best of {PASSES})"),
+        name,
+        a,
+        b,
+        thousands(b),
+        0.9,
+    )
+}
+
 /// Streams `sql` through the server; returns the wall time and prints the
 /// CPU time each side used, to show which side limits.
 async fn stream_iadb(db: &RemoteDatabase, sql: &str, server: &TestServer) -> Duration {
@@ -511,32 +600,7 @@ async fn engine<DB: sqlx::Database>(
             direct.push(started.elapsed());
             assert!(row.is_some(), "id {id} is in the table");
         }
-        through.sort();
-        direct.sort();
-        let us = |d: Duration| d.as_micros();
-        let (p50, p99, d50, d99) = (
-            percentile(&through, 0.5),
-            percentile(&through, 0.99),
-            percentile(&direct, 0.5),
-            percentile(&direct, 0.99),
-        );
-        println!(
-            "{name}: point select  iadb p50 {} µs p99 {} µs  sqlx p50 {} µs p99 {} µs",
-            us(p50),
-            us(p99),
-            us(d50),
-            us(d99)
-        );
-        let over = us(p50) as i128 - us(d50) as i128;
-        lines.push(Line {
-            workload: "point select, 1 client (p50 / p99)".into(),
-            engine: name,
-            iadb: format!("{} / {} µs", us(p50), us(p99)),
-            direct: format!("{} / {} µs", us(d50), us(d99)),
-            ratio: format!("p50 +{over} µs"),
-            target: "p50 ≤ direct + 100 µs".into(),
-            met: met(over <= 100),
-        });
+        lines.push(point_select_line(name, "sqlx", through, direct));
     }
 
     // Point select, 32 clients (PostgreSQL and SQLite): through iadb both
@@ -606,16 +670,6 @@ async fn engine<DB: sqlx::Database>(
     let insert_table = format!("bench_insert_{}", std::process::id());
     let insert = format!("INSERT INTO {insert_table} (id, label, score, at) VALUES (?, ?, ?, ?)");
     let insert_direct = kind.direct_sql(&insert);
-    let epoch = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
-        .expect("a timestamp");
-    let row = |i: usize| -> Row4 {
-        (
-            i as i64 + 1,
-            format!("{:0>32}", i + 1),
-            i as f64 * 0.25,
-            epoch + chrono::Duration::seconds(i as i64),
-        )
-    };
     let fresh = async || {
         for sql in [
             format!("DROP TABLE IF EXISTS {insert_table}"),
@@ -624,17 +678,7 @@ async fn engine<DB: sqlx::Database>(
             sqlx::query(&sql).execute(&pool).await.expect("setup");
         }
     };
-    let sets: Vec<Vec<Value>> = (0..INSERT_ROWS)
-        .map(|i| {
-            let (id, label, score, at) = row(i);
-            vec![
-                Value::Int(id),
-                Value::Text(label),
-                Value::Float(score),
-                Value::DateTime(at),
-            ]
-        })
-        .collect();
+    let sets = insert_sets();
     let (mut through, mut direct) = (Duration::MAX, Duration::MAX);
     for _ in 0..PASSES {
         fresh().await;
@@ -646,7 +690,7 @@ async fn engine<DB: sqlx::Database>(
             "every row inserted"
         );
         fresh().await;
-        let rows: Vec<Row4> = (0..INSERT_ROWS).map(row).collect();
+        let rows: Vec<Row4> = (0..INSERT_ROWS).map(insert_row).collect();
         let started = Instant::now();
         let mut tx = pool.begin().await.expect("begin");
         for (id, label, score, at) in rows {
@@ -666,22 +710,7 @@ async fn engine<DB: sqlx::Database>(
         .execute(&pool)
         .await
         .expect("drop");
-    let (a, b) = (
-        rate(INSERT_ROWS as f64, through),
-        rate(INSERT_ROWS as f64, direct),
-    );
-    println!(
-        "{name}: insert {INSERT_ROWS} rows  iadb ExecuteMany {a:.0} rows/s  sqlx prepared INSERT in one transaction {b:.0} rows/s  ratio {:.2}",
-        a / b
-    );
-    lines.push(ratio_line(
-        format!("ExecuteMany 100k rows (rows/s, best of {PASSES})"),
-        name,
-        a,
-        b,
-        thousands(b),
-        0.9,
-    ));
+    lines.push(execute_many_line(name, "sqlx", through, direct));
 }
 
 /// One pass of pgbench's TPC-B-like script through iadb: transactions/s.

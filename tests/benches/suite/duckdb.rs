@@ -187,32 +187,7 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
             direct_times.push(took);
             row.expect("direct point select");
         }
-        through.sort();
-        direct_times.sort();
-        let us = |d: Duration| d.as_micros();
-        let (p50, p99, d50, d99) = (
-            percentile(&through, 0.5),
-            percentile(&through, 0.99),
-            percentile(&direct_times, 0.5),
-            percentile(&direct_times, 0.99),
-        );
-        println!(
-            "{name}: point select  iadb p50 {} µs p99 {} µs  duckdb p50 {} µs p99 {} µs",
-            us(p50),
-            us(p99),
-            us(d50),
-            us(d99)
-        );
-        let over = us(p50) as i128 - us(d50) as i128;
-        lines.push(Line {
-            workload: "point select, 1 client (p50 / p99)".into(),
-            engine: name,
-            iadb: format!("{} / {} µs", us(p50), us(p99)),
-            direct: format!("{} / {} µs", us(d50), us(d99)),
-            ratio: format!("p50 +{over} µs"),
-            target: "p50 ≤ direct + 100 µs".into(),
-            met: met(over <= 100),
-        });
+        lines.push(point_select_line(name, "duckdb", through, direct_times));
     }
     let drop = format!("DROP TABLE {table}");
     db.execute(&drop, &[]).await.expect("drop");
@@ -223,19 +198,7 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
     }
     let insert_table = format!("bench_insert_{}", std::process::id());
     let insert = format!("INSERT INTO {insert_table} (id, label, score, ts) VALUES (?, ?, ?, ?)");
-    let epoch = NaiveDateTime::parse_from_str("2024-01-01 00:00:00", "%Y-%m-%d %H:%M:%S")
-        .expect("a timestamp");
-    let at = |i: usize| epoch + chrono::Duration::seconds(i as i64);
-    let sets: Vec<Vec<Value>> = (0..INSERT_ROWS)
-        .map(|i| {
-            vec![
-                Value::Int(i as i64 + 1),
-                Value::Text(format!("{:0>32}", i + 1)),
-                Value::Float(i as f64 * 0.25),
-                Value::DateTime(at(i)),
-            ]
-        })
-        .collect();
+    let sets = insert_sets();
     let fresh = [
         format!("DROP TABLE IF EXISTS {insert_table}"),
         create(&insert_table),
@@ -259,14 +222,13 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
             }
             let rows: Vec<(i64, String, f64, DuckValue)> = (0..INSERT_ROWS)
                 .map(|i| {
+                    let (id, label, score, at) = insert_row(i);
+                    let at = at.and_utc().timestamp_micros();
                     (
-                        i as i64 + 1,
-                        format!("{:0>32}", i + 1),
-                        i as f64 * 0.25,
-                        DuckValue::Timestamp(
-                            TimeUnit::Microsecond,
-                            at(i).and_utc().timestamp_micros(),
-                        ),
+                        id,
+                        label,
+                        score,
+                        DuckValue::Timestamp(TimeUnit::Microsecond, at),
                     )
                 })
                 .collect();
@@ -287,20 +249,5 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
     let drop = format!("DROP TABLE {insert_table}");
     db.execute(&drop, &[]).await.expect("drop");
     tokio::task::block_in_place(|| direct.execute_batch(&drop)).expect("drop");
-    let (a, b) = (
-        rate(INSERT_ROWS as f64, through),
-        rate(INSERT_ROWS as f64, direct_best),
-    );
-    println!(
-        "{name}: insert {INSERT_ROWS} rows  iadb ExecuteMany {a:.0} rows/s  duckdb prepared INSERT in one transaction {b:.0} rows/s  ratio {:.2}",
-        a / b
-    );
-    lines.push(ratio_line(
-        format!("ExecuteMany 100k rows (rows/s, best of {PASSES})"),
-        name,
-        a,
-        b,
-        thousands(b),
-        0.9,
-    ));
+    lines.push(execute_many_line(name, "duckdb", through, direct_best));
 }
