@@ -31,6 +31,11 @@ pub const DECLARED_TYPE_KEY: &str = "iadb.declared_type";
 /// Field metadata of a JSON column: Arrow's canonical JSON extension.
 const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
 const JSON_EXTENSION: &str = "arrow.json";
+/// Field metadata of a `Utf8` column whose values are exact decimals (their
+/// digits): the key, and its value. A client that wants the decimals back
+/// as numbers (Python's `Decimal`) reads it; a plain `Utf8` column is text.
+pub const VALUE_KIND_KEY: &str = "iadb.value_kind";
+const DECIMAL_KIND: &str = "decimal";
 
 /// The time zone of `TIMESTAMPTZ`-like columns: instants in UTC.
 pub const UTC: &str = "UTC";
@@ -54,8 +59,11 @@ pub enum Kind {
     UInt,
     /// `Float64`.
     Float,
-    /// `Utf8`: text, and decimals as their exact digits.
+    /// `Utf8`: text.
     Text,
+    /// `Utf8`: exact decimals as their digits, marked in the field's
+    /// metadata ([`VALUE_KIND_KEY`]).
+    Decimal,
     /// `Utf8` with the `arrow.json` extension.
     Json,
     /// `Binary`.
@@ -78,7 +86,7 @@ impl Kind {
             Kind::Int => DataType::Int64,
             Kind::UInt => DataType::UInt64,
             Kind::Float => DataType::Float64,
-            Kind::Text | Kind::Json => DataType::Utf8,
+            Kind::Text | Kind::Decimal | Kind::Json => DataType::Utf8,
             Kind::Bytes => DataType::Binary,
             Kind::Date => DataType::Date32,
             Kind::Time => DataType::Time64(TimeUnit::Nanosecond),
@@ -113,8 +121,9 @@ pub fn declared_arrow_type(engine: DatabaseType, declared: &str) -> Option<Kind>
             "BOOL" => Some(Kind::Bool),
             "INT2" | "INT4" | "INT8" | "OID" => Some(Kind::Int),
             "FLOAT4" | "FLOAT8" => Some(Kind::Float),
-            "NUMERIC" | "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML"
-            | "UNKNOWN" | "UUID" | "INTERVAL" | "\"CHAR\"" => Some(Kind::Text),
+            "NUMERIC" => Some(Kind::Decimal),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN"
+            | "UUID" | "INTERVAL" | "\"CHAR\"" => Some(Kind::Text),
             "JSON" | "JSONB" => Some(Kind::Json),
             "BYTEA" => Some(Kind::Bytes),
             "DATE" => Some(Kind::Date),
@@ -131,8 +140,9 @@ pub fn declared_arrow_type(engine: DatabaseType, declared: &str) -> Option<Kind>
             }
             "BIGINT UNSIGNED" | "BIT" => Some(Kind::UInt),
             "FLOAT" | "DOUBLE" => Some(Kind::Float),
-            "DECIMAL" | "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT"
-            | "ENUM" | "SET" => Some(Kind::Text),
+            "DECIMAL" => Some(Kind::Decimal),
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+            | "SET" => Some(Kind::Text),
             "JSON" => Some(Kind::Json),
             "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB"
             | "GEOMETRY" => Some(Kind::Bytes),
@@ -147,9 +157,8 @@ pub fn declared_arrow_type(engine: DatabaseType, declared: &str) -> Option<Kind>
             "TINYINT" | "SMALLINT" | "INTEGER" | "BIGINT" | "UTINYINT" | "USMALLINT"
             | "UINTEGER" => Some(Kind::Int),
             "FLOAT" | "DOUBLE" => Some(Kind::Float),
-            "VARCHAR" | "DECIMAL" | "UBIGINT" | "HUGEINT" | "UHUGEINT" | "UUID" | "INTERVAL" => {
-                Some(Kind::Text)
-            }
+            "DECIMAL" | "UBIGINT" | "HUGEINT" | "UHUGEINT" => Some(Kind::Decimal),
+            "VARCHAR" | "UUID" | "INTERVAL" => Some(Kind::Text),
             "JSON" => Some(Kind::Json),
             "BLOB" => Some(Kind::Bytes),
             "DATE" => Some(Kind::Date),
@@ -170,7 +179,8 @@ pub fn value_arrow_type(value: &Value) -> Option<Kind> {
         Value::Bool(_) => Kind::Bool,
         Value::Int(_) => Kind::Int,
         Value::Float(_) => Kind::Float,
-        Value::Text(_) | Value::Decimal(_) => Kind::Text,
+        Value::Text(_) => Kind::Text,
+        Value::Decimal(_) => Kind::Decimal,
         Value::Json(_) => Kind::Json,
         Value::Bytes(_) => Kind::Bytes,
         Value::Date(_) => Kind::Date,
@@ -265,8 +275,14 @@ fn schema_of(columns: &[Column], kinds: &[Kind]) -> Schema {
             if !c.declared_type.is_empty() {
                 metadata.insert(DECLARED_TYPE_KEY.to_owned(), c.declared_type.clone());
             }
-            if *kind == Kind::Json {
-                metadata.insert(EXTENSION_NAME_KEY.to_owned(), JSON_EXTENSION.to_owned());
+            match kind {
+                Kind::Json => {
+                    metadata.insert(EXTENSION_NAME_KEY.to_owned(), JSON_EXTENSION.to_owned());
+                }
+                Kind::Decimal => {
+                    metadata.insert(VALUE_KIND_KEY.to_owned(), DECIMAL_KIND.to_owned());
+                }
+                _ => {}
             }
             Field::new(c.name.clone(), kind.data_type(), true).with_metadata(metadata)
         })
@@ -280,12 +296,22 @@ enum Builder {
     Int(Int64Builder),
     UInt(UInt64Builder),
     Float(Float64Builder),
-    Text(StringBuilder),
+    /// `Utf8` of one kind of value: text, decimal digits or JSON (the
+    /// field's metadata says which, so a kind never goes into another's).
+    Text(StringBuilder, TextKind),
     Bytes(BinaryBuilder),
     Date(Date32Builder),
     Time(Time64NanosecondBuilder),
     DateTime(TimestampMicrosecondBuilder),
     TimestampTz(TimestampMicrosecondBuilder),
+}
+
+/// The kind of value a `Utf8` builder takes.
+#[derive(Clone, Copy)]
+enum TextKind {
+    Text,
+    Decimal,
+    Json,
 }
 
 /// Why a value does not go into its column.
@@ -303,7 +329,9 @@ impl Builder {
             Kind::Int => Builder::Int(Int64Builder::with_capacity(rows)),
             Kind::UInt => Builder::UInt(UInt64Builder::with_capacity(rows)),
             Kind::Float => Builder::Float(Float64Builder::with_capacity(rows)),
-            Kind::Text | Kind::Json => Builder::Text(StringBuilder::with_capacity(rows, rows * 8)),
+            Kind::Text => Builder::text(rows, TextKind::Text),
+            Kind::Decimal => Builder::text(rows, TextKind::Decimal),
+            Kind::Json => Builder::text(rows, TextKind::Json),
             Kind::Bytes => Builder::Bytes(BinaryBuilder::with_capacity(rows, rows * 8)),
             Kind::Date => Builder::Date(Date32Builder::with_capacity(rows)),
             Kind::Time => Builder::Time(Time64NanosecondBuilder::with_capacity(rows)),
@@ -314,13 +342,17 @@ impl Builder {
         }
     }
 
+    fn text(rows: usize, kind: TextKind) -> Self {
+        Builder::Text(StringBuilder::with_capacity(rows, rows * 8), kind)
+    }
+
     fn append_null(&mut self) {
         match self {
             Builder::Bool(b) => b.append_null(),
             Builder::Int(b) => b.append_null(),
             Builder::UInt(b) => b.append_null(),
             Builder::Float(b) => b.append_null(),
-            Builder::Text(b) => b.append_null(),
+            Builder::Text(b, _) => b.append_null(),
             Builder::Bytes(b) => b.append_null(),
             Builder::Date(b) => b.append_null(),
             Builder::Time(b) => b.append_null(),
@@ -335,7 +367,7 @@ impl Builder {
             (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
             (b @ Builder::UInt(_), Cell::Int(v)) => return b.append_ref(&Value::Int(v)),
             (Builder::Float(b), Cell::Float(v)) => b.append_value(v),
-            (Builder::Text(b), Cell::Text(v)) => b.append_value(v),
+            (Builder::Text(b, TextKind::Text), Cell::Text(v)) => b.append_value(v),
             (b, Cell::Value(v)) => return b.append_ref(&v),
             _ => return Err(Misfit::Kind),
         }
@@ -357,9 +389,9 @@ impl Builder {
                     .map_err(|_| Misfit::Range("a decimal that is no 64-bit unsigned integer"))?,
             ),
             (Builder::Float(b), Value::Float(v)) => b.append_value(*v),
-            (Builder::Text(b), Value::Text(v) | Value::Decimal(v) | Value::Json(v)) => {
-                b.append_value(v)
-            }
+            (Builder::Text(b, TextKind::Text), Value::Text(v))
+            | (Builder::Text(b, TextKind::Decimal), Value::Decimal(v))
+            | (Builder::Text(b, TextKind::Json), Value::Json(v)) => b.append_value(v),
             (Builder::Bytes(b), Value::Bytes(v)) => b.append_value(v),
             (Builder::Date(b), Value::Date(d)) => b.append_value(date32(*d)),
             (Builder::Time(b), Value::Time(t)) => b.append_value(time64(*t)),
@@ -378,7 +410,7 @@ impl Builder {
             Builder::Int(b) => Arc::new(b.finish()),
             Builder::UInt(b) => Arc::new(b.finish()),
             Builder::Float(b) => Arc::new(b.finish()),
-            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Text(b, _) => Arc::new(b.finish()),
             Builder::Bytes(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Time(b) => Arc::new(b.finish()),
@@ -965,6 +997,74 @@ mod tests {
             round_trip(DatabaseType::Postgresql, cols, rows, 2).expect("converted");
         assert_eq!(built.schema(), schema);
         assert_eq!(built, converted[0]);
+    }
+
+    #[test]
+    fn text_decimal_and_json_columns_are_marked_and_keep_to_their_kind() {
+        let cols = columns(&[("s", "TEXT"), ("d", "NUMERIC"), ("j", "JSONB")]);
+        let mut rows = ArrowRows::new(DatabaseType::Postgresql, cols.clone(), 4).expect("declared");
+        let schema = rows.schema();
+        let kind = |i: usize| {
+            let f = schema.field(i);
+            (
+                f.data_type().clone(),
+                f.metadata().get(VALUE_KIND_KEY).cloned(),
+                f.metadata().get(EXTENSION_NAME_KEY).cloned(),
+            )
+        };
+        assert_eq!(kind(0), (DataType::Utf8, None, None));
+        assert_eq!(kind(1), (DataType::Utf8, Some("decimal".into()), None));
+        assert_eq!(kind(2), (DataType::Utf8, None, Some("arrow.json".into())));
+        write_row(
+            &mut rows,
+            &[
+                Value::Text("a".into()),
+                Value::Decimal("1.50".into()),
+                Value::Json("[1]".into()),
+            ],
+        )
+        .expect("each kind in its column");
+        // Each kind in another's column is refused, naming that column.
+        for (row, column) in [
+            (
+                [Value::Decimal("2".into()), Value::Null, Value::Null],
+                "`s` (#1)",
+            ),
+            (
+                [Value::Null, Value::Text("2".into()), Value::Null],
+                "`d` (#2)",
+            ),
+            (
+                [Value::Null, Value::Null, Value::Text("[]".into())],
+                "`j` (#3)",
+            ),
+            (
+                [Value::Json("{}".into()), Value::Null, Value::Null],
+                "`s` (#1)",
+            ),
+        ] {
+            let err = write_row(&mut rows, &row).expect_err("another kind");
+            assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+            assert!(err.message().contains(column), "{err}");
+        }
+        assert_eq!(rows.take().expect("a batch").num_rows(), 1);
+        // From the values: a decimal first makes a decimal column.
+        let expr = columns(&[("e", "")]);
+        let (schema, _) = round_trip(
+            DatabaseType::Sqlite,
+            expr,
+            vec![vec![Value::Decimal("0.1".into())]],
+            2,
+        )
+        .expect("converted");
+        assert_eq!(
+            schema
+                .field(0)
+                .metadata()
+                .get(VALUE_KIND_KEY)
+                .map(String::as_str),
+            Some("decimal")
+        );
     }
 
     #[test]
