@@ -12,7 +12,8 @@ DataFrames (pandas):
   ADBC      ``adbc_driver_postgresql.dbapi`` → ``fetch_arrow_table().to_pandas()``
 Arrow tables (no pandas): iadb ``fetch_arrow``, ADBC ``fetch_arrow_table``;
 polars: iadb ``fetch_polars``, connectorx ``return_type="polars"``.
-Rows (lists of tuples): iadb ``dbapi`` ``cursor.fetchall()`` and
+Rows (lists of tuples): iadb ``dbapi`` ``cursor.fetchall()`` (rows, and
+``arrow=True``: Arrow record batches turned into tuples) and
 ``SyncDatabase.fetch_all`` (dicts, the original API), psycopg 3
 ``cursor.fetchall()``.
 
@@ -129,6 +130,7 @@ def main() -> None:
         sdb = iadb.SyncDatabase(address, max_message_bytes=256 * 1024 * 1024)
         sdb.connect()
         iconn = iadb.dbapi.connect(address, autocommit=True)
+        aiconn = iadb.dbapi.connect(address, autocommit=True, arrow=True)
         pconn = psycopg.connect(args.pg_url, autocommit=True)
         aconn = adbc.connect(args.pg_url)
 
@@ -148,15 +150,17 @@ def main() -> None:
             cur.close()
             return rows
 
+        def iadb_rows_via_arrow():
+            cur = aiconn.cursor()
+            cur.execute(QUERY)
+            rows = cur.fetchall()
+            cur.close()
+            return rows
+
         def iadb_fetch_all():
             r = sdb.fetch_all(QUERY)
             assert r.success, r.error_message
             return r.data
-
-        def iadb_arrow_rows():
-            # Not an API: what rows built from the Arrow result would cost.
-            table = sdb.fetch_arrow(QUERY)
-            return list(zip(*[col.to_pylist() for col in table.columns]))
 
         def psycopg_rows():
             with pconn.cursor() as cur:
@@ -190,8 +194,8 @@ def main() -> None:
             ("arrow", "iadb fetch_arrow", iadb_arrow),
             ("arrow", "ADBC fetch_arrow_table", adbc_arrow),
             ("rows", "iadb dbapi cursor.fetchall() (tuples)", iadb_rows),
+            ("rows", "iadb dbapi arrow=True fetchall() (tuples)", iadb_rows_via_arrow),
             ("rows", "iadb fetch_all (QueryResult of dicts)", iadb_fetch_all),
-            ("rows", "iadb fetch_arrow + to_pylist (tuples)", iadb_arrow_rows),
             ("rows", "psycopg 3 cursor.fetchall() (tuples)", psycopg_rows),
         ]
         if pl is not None:
@@ -241,9 +245,12 @@ def main() -> None:
             print("  fetch_df vs %s" % ratio("iadb fetch_df (Arrow)", other))
         print("  fetch_arrow vs %s" % ratio("iadb fetch_arrow", "ADBC fetch_arrow_table"))
         print("  rows vs %s" % ratio("iadb dbapi cursor.fetchall() (tuples)", "psycopg 3 cursor.fetchall() (tuples)"))
+        print("  rows (arrow=True) vs %s" % ratio("iadb dbapi arrow=True fetchall() (tuples)",
+                                                  "psycopg 3 cursor.fetchall() (tuples)"))
 
         if args.profile:
-            for name, fn in (("iadb fetch_df", iadb_df), ("iadb dbapi fetchall", iadb_rows)):
+            for name, fn in (("iadb fetch_df", iadb_df), ("iadb dbapi fetchall", iadb_rows),
+                             ("iadb dbapi arrow=True fetchall", iadb_rows_via_arrow)):
                 print("\ncProfile of one %s:" % name)
                 prof = cProfile.Profile()
                 prof.enable()
@@ -253,6 +260,7 @@ def main() -> None:
 
         sdb.disconnect()
         iconn.close()
+        aiconn.close()
         pconn.close()
         aconn.close()
     finally:

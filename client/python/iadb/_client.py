@@ -303,16 +303,26 @@ class Database(c.ClientSettings):
                                     allow_missing, allow_out_of_order)
         return c.migrate_result(await self._unary("Migrate", request))
 
-    def iterate(self, sql: str, params: Params = None) -> RowStream:
+    def iterate(self, sql: str, params: Params = None, *, arrow: bool = False) -> RowStream:
         """Streams the rows of a query (``async for row in db.iterate(...)``).
 
         Parameters are checked at once; the call starts with the first row
         asked for. Use ``async with db.iterate(...) as rows:`` to cancel the
         query when leaving early.
+
+        ``arrow=True`` asks for the rows as Arrow record batches, which
+        pyarrow turns into the same Python values column by column (much
+        faster for many rows; needs pyarrow). Then a value that does not fit
+        its column's Arrow type is an error (FAILED_PRECONDITION) where
+        rows would carry it: see docs/arrow.md.
         """
-        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
+        reader = _arrow.rows_reader(arrow)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms,
+                                      _arrow.rows_format(arrow))
         self._stub_or_raise()
-        return RowStream(self, request, self.timeout)
+        stream = RowStream(self, request, self.timeout)
+        stream._reader.arrow = reader
+        return stream
 
     # --- Arrow results (optional: pyarrow, pandas, polars) -----------------
 

@@ -373,10 +373,13 @@ class FrameReader:
 
     Rows are decoded one at a time, when asked for, so that a consumer never
     holds more than the current batch (at most 1024 rows or 1 MiB).
+
+    With ``arrow`` set (an ``_arrow.ArrowRows``), the result was asked for
+    as Arrow: each record batch becomes the batch's rows as it arrives.
     """
 
     __slots__ = ("columns", "row_count", "rows_affected", "server_time_ms", "_batch", "_next", "done",
-                 "_received", "types", "as_tuples")
+                 "_received", "types", "as_tuples", "arrow")
 
     def __init__(self) -> None:
         self.columns: Optional[List[str]] = None
@@ -384,6 +387,7 @@ class FrameReader:
         self.types: Optional[List[str]] = None
         # Rows as tuples in column order (DB-API) instead of dicts.
         self.as_tuples = False
+        self.arrow = None
         self.row_count = 0
         self.rows_affected = 0
         self.server_time_ms = 0.0
@@ -404,12 +408,27 @@ class FrameReader:
         elif which == "batch":
             if self.columns is None:
                 raise broken("it did not start with a header")
+            if self.arrow is not None:
+                raise broken("it sent rows (RowBatch) for an Arrow result; a server that predates "
+                             "Arrow results ignores result_format: upgrade iadb-server")
             self._batch = frame.batch.rows
             self._next = 0
             self._received += len(frame.batch.rows)
+        elif which == "arrow":
+            if self.columns is None:
+                raise broken("it did not start with a header")
+            if self.arrow is None:
+                raise broken("it sent Arrow data for a result asked for as rows")
+            rows = self.arrow.feed(frame.arrow)
+            if rows:
+                self._batch = rows
+                self._next = 0
+                self._received += len(rows)
         elif which == "summary":
             if self.columns is None:
                 raise broken("it did not start with a header")
+            if self.arrow is not None and self.columns and not self.arrow.ended:
+                raise broken("its Arrow data ended without the end marker")
             if frame.summary.row_count != self._received:
                 raise broken("its summary counts %d rows but %d arrived"
                              % (frame.summary.row_count, self._received))
@@ -442,6 +461,8 @@ class FrameReader:
             return None
         self._next = i + 1
         row = batch[i]
+        if self.arrow is not None:
+            return row if self.as_tuples else dict(zip(self.columns, row))
         if self.as_tuples:
             return tuple(decode_value(v) for v in row.values)
         return {name: decode_value(v) for name, v in zip(self.columns, row.values)}

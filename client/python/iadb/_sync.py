@@ -266,10 +266,15 @@ class SyncDatabase(c.ClientSettings):
         """``CREATE TABLE IF NOT EXISTS table_name (schema)``; True when it succeeded."""
         return self.execute_query(c.create_table_sql(table_name, schema)).success
 
-    def iterate(self, sql: str, params: Params = None) -> SyncRowStream:
-        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms)
+    def iterate(self, sql: str, params: Params = None, *, arrow: bool = False) -> SyncRowStream:
+        """See ``Database.iterate``."""
+        reader = _arrow.rows_reader(arrow)
+        request = c.fetch_all_request(self.database, sql, params, self.read_only, self.max_staleness_ms,
+                                      _arrow.rows_format(arrow))
         self._stub_or_raise()
-        return SyncRowStream(self, request, self.timeout)
+        stream = SyncRowStream(self, request, self.timeout)
+        stream._reader.arrow = reader
+        return stream
 
     # --- Arrow results (optional: pyarrow, pandas, polars) -----------------
 

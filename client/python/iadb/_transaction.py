@@ -304,12 +304,16 @@ class Transaction(_TxState):
             resp = await self._exchange(request, "executed")
         return c.execute_result(resp.executed)
 
-    def iterate(self, sql: str, params: Params = None) -> TxRowStream:
+    def iterate(self, sql: str, params: Params = None, *, arrow: bool = False) -> TxRowStream:
         """Streams the rows of a query (``async for row in tx.iterate(...)``);
         parameters are checked at once, the fetch is sent at the first row
-        asked for."""
+        asked for. ``arrow``: see ``Database.iterate``."""
         self._check_open()
-        return TxRowStream(self, pb.TransactionRequest(fetch=c.statement(sql, params)))
+        reader = _arrow.rows_reader(arrow)
+        stream = TxRowStream(self, pb.TransactionRequest(
+            fetch=c.statement(sql, params, _arrow.rows_format(arrow))))
+        stream._reader.arrow = reader
+        return stream
 
     async def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
         """Every row, as dicts keyed by column name."""
@@ -624,9 +628,14 @@ class SyncTransaction(_TxState):
             resp = self._exchange(request, "executed")
         return c.execute_result(resp.executed)
 
-    def iterate(self, sql: str, params: Params = None) -> SyncTxRowStream:
+    def iterate(self, sql: str, params: Params = None, *, arrow: bool = False) -> SyncTxRowStream:
+        """See ``Transaction.iterate``."""
         self._check_open()
-        return SyncTxRowStream(self, pb.TransactionRequest(fetch=c.statement(sql, params)))
+        reader = _arrow.rows_reader(arrow)
+        stream = SyncTxRowStream(self, pb.TransactionRequest(
+            fetch=c.statement(sql, params, _arrow.rows_format(arrow))))
+        stream._reader.arrow = reader
+        return stream
 
     def fetch_all(self, sql: str, params: Params = None) -> List[Dict[str, Any]]:
         with self.iterate(sql, params) as stream:
