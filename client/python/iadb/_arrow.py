@@ -159,7 +159,6 @@ class ArrowCollector:
         return df
 
 
-
 # --- rows from Arrow (the DB-API's ``arrow=True``) ---------------------------
 
 # The IPC stream's end marker: a continuation word and a zero length (the
@@ -167,11 +166,16 @@ class ArrowCollector:
 _END_MARKERS = (b"\xff\xff\xff\xff\x00\x00\x00\x00", b"\x00\x00\x00\x00")
 _INT64_MAX = 2**63 - 1
 
+# Whether numpy imports (found out by the first ArrowRows, not when iadb is
+# imported): pyarrow no longer needs it, and without it every column goes
+# through to_pylist.
+_NUMPY: Optional[bool] = None
+
 
 def _numbers(pa, col):
     # int64 and float64 without NULLs: numpy's tolist builds the Python
     # ints and floats in C.
-    if col.null_count == 0:
+    if _NUMPY and col.null_count == 0:
         return col.to_numpy().tolist()
     return col.to_pylist()
 
@@ -209,7 +213,7 @@ _MIN_DAYS, _MAX_DAYS = -719162, 2932896
 
 
 def _naive_datetimes(pa, col):
-    if _in_python_range(pa, col.cast(pa.int64()), _MIN_MICROS, _MAX_MICROS):
+    if _NUMPY and _in_python_range(pa, col.cast(pa.int64()), _MIN_MICROS, _MAX_MICROS):
         # NULL (NaT) becomes None.
         return col.to_numpy(zero_copy_only=False).tolist()
     return col.to_pylist()
@@ -224,7 +228,7 @@ def _utc_datetimes(pa, col):
 
 
 def _dates(pa, col):
-    if _in_python_range(pa, col.cast(pa.int32()), _MIN_DAYS, _MAX_DAYS):
+    if _NUMPY and _in_python_range(pa, col.cast(pa.int32()), _MIN_DAYS, _MAX_DAYS):
         return col.to_numpy(zero_copy_only=False).tolist()
     return col.to_pylist()
 
@@ -283,7 +287,15 @@ class ArrowRows:
     __slots__ = ("_pa", "schema", "_convert", "ended")
 
     def __init__(self) -> None:
-        self._pa = pyarrow("the DB-API's arrow=True")
+        global _NUMPY
+        self._pa = pyarrow("arrow=True (rows through Arrow)")
+        if _NUMPY is None:
+            try:
+                import numpy  # noqa: F401
+
+                _NUMPY = True
+            except ImportError:  # pragma: no cover - numpy comes with pandas and most pyarrow installs
+                _NUMPY = False
         self.schema = None
         self._convert: List[Any] = []
         self.ended = False
