@@ -467,6 +467,24 @@ class FrameReader:
             return tuple(decode_value(v) for v in row.values)
         return {name: decode_value(v) for name, v in zip(self.columns, row.values)}
 
+    def rest_of_batch(self) -> List[Any]:
+        """The current batch's rows not yet taken (``[]`` when it is used
+        up): what ``next_row`` would give one at a time."""
+        batch = self._batch
+        if batch is None:
+            return []
+        i = self._next
+        self._batch = None
+        if i >= len(batch):
+            return []
+        if self.arrow is not None:
+            rows = batch[i:] if i else batch
+            return rows if self.as_tuples else [dict(zip(self.columns, row)) for row in rows]
+        if self.as_tuples:
+            return [tuple(decode_value(v) for v in row.values) for row in batch[i:]]
+        names = self.columns
+        return [{name: decode_value(v) for name, v in zip(names, row.values)} for row in batch[i:]]
+
     def result(self, data: List[Dict[str, Any]], elapsed_ms: float) -> QueryResult:
         if self.columns:
             return QueryResult(success=True, data=data, row_count=len(data),

@@ -115,6 +115,19 @@ class SyncRowStream:
             if self._finished or not self._read():
                 raise StopIteration
 
+    def next_rows(self) -> List[Any]:
+        """The next rows, as ``next()`` would give them one at a time: the
+        rest of the current batch, reading frames as needed; ``[]`` at the
+        end. Raises as ``next()`` does."""
+        while True:
+            rows = self._reader.rest_of_batch()
+            if rows:
+                return rows
+            if self._error is not None:
+                raise self._error
+            if self._finished or not self._read():
+                return []
+
     def start(self) -> List[str]:
         """Starts the call and waits for the header; returns the column names."""
         while self._reader.columns is None and not self._finished and self._read():

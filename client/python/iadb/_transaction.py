@@ -502,6 +502,21 @@ class SyncTxRowStream:
                 raise StopIteration
             self._read()
 
+    def next_rows(self) -> List[Any]:
+        """See ``SyncRowStream.next_rows``."""
+        if self._discarded:
+            raise RuntimeError("these rows were discarded: the transaction's next request was "
+                               "sent before they were read")
+        if not self._started:
+            self._start()
+        while True:
+            rows = self._reader.rest_of_batch()
+            if rows:
+                return rows
+            if self._finished:
+                return []
+            self._read()
+
     def start(self) -> List[str]:
         if not self._started:
             self._start()

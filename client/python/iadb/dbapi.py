@@ -620,6 +620,27 @@ class Cursor:
                     self.connection._tx_failed()
                 raise
 
+    def _next_rows(self) -> List[tuple]:
+        """The next rows (a batch's rest, or the buffer); ``[]`` at the end.
+        What ``_next`` does, a batch at a time."""
+        if self._buffer is not None:
+            rows, self._buffer = self._buffer, []
+            return rows
+        stream = self._stream
+        if stream is None:
+            raise ProgrammingError("no result set: execute a statement that returns rows first")
+        with _translate:
+            try:
+                rows = stream.next_rows()
+            except _IadbError:
+                if getattr(self, "_in_tx", False):
+                    self.connection._tx_failed()
+                raise
+        if not rows:
+            self._buffer = []
+            self._finish(stream)
+        return rows
+
     def _check_rows(self) -> None:
         self._check()
         if self._stream is None and self._buffer is None:
@@ -642,12 +663,12 @@ class Cursor:
 
     def fetchall(self) -> List[tuple]:
         self._check_rows()
-        rows = []
+        rows: List[tuple] = []
         while True:
-            row = self._next()
-            if row is None:
+            chunk = self._next_rows()
+            if not chunk:
                 return rows
-            rows.append(row)
+            rows.extend(chunk)
 
     def __iter__(self) -> Iterator[tuple]:
         return self

@@ -105,19 +105,23 @@ def test_sqlite_rows_through_arrow_equal_the_row_format(server, table, numpy, mo
     assert typed(arrow_rows) == typed(rows)
 
 
-def test_the_cursor_streams_arrow_batches(server):
-    conn = dbapi.connect(server.address, autocommit=True, arrow=True)
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "rows"])
+def test_the_cursor_streams_a_batch_at_a_time(server, arrow):
+    want = [(x, "row %d" % x, x * 0.5, None if x % 7 == 0 else x % 3) for x in range(1, 5001)]
+    conn = dbapi.connect(server.address, autocommit=True, arrow=arrow)
     cur = conn.cursor()
     cur.execute(MANY)
     reader = cur._stream._reader
-    assert reader.arrow is not None
-    first = cur.fetchmany(10)
-    assert first == [(x, "row %d" % x, x * 0.5, None if x % 7 == 0 else x % 3) for x in range(1, 11)]
-    # One record batch is in memory, not the result.
+    assert (reader.arrow is not None) == arrow
+    assert cur.fetchmany(10) == want[:10]
+    # One batch is in memory, not the result.
     assert reader._received <= 1024
-    rest = list(cur)
-    assert len(rest) == 4990 and rest[-1] == (5000, "row 5000", 2500.0, 5000 % 3)
-    assert cur.rowcount == 5000
+    assert cur.fetchone() == want[10]
+    # fetchall takes the rest of the batch, then whole batches.
+    assert cur.fetchall() == want[11:]
+    assert cur.rowcount == 5000 and cur.fetchall() == [] and cur.fetchone() is None
+    cur.execute(MANY)
+    assert [next(cur) for _ in range(3)] == want[:3] and list(cur) == want[3:]
     # An empty result keeps its columns.
     cur.execute("SELECT 1 AS one WHERE 0")
     assert [d[0] for d in cur.description] == ["one"] and cur.fetchall() == []
