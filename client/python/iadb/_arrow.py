@@ -213,7 +213,7 @@ _MIN_DAYS, _MAX_DAYS = -719162, 2932896
 
 
 def _naive_datetimes(pa, col):
-    if _NUMPY and _in_python_range(pa, col.cast(pa.int64()), _MIN_MICROS, _MAX_MICROS):
+    if _NUMPY and _in_python_range(pa, col.view(pa.int64()), _MIN_MICROS, _MAX_MICROS):
         # NULL (NaT) becomes None.
         return col.to_numpy(zero_copy_only=False).tolist()
     return col.to_pylist()
@@ -228,7 +228,7 @@ def _utc_datetimes(pa, col):
 
 
 def _dates(pa, col):
-    if _NUMPY and _in_python_range(pa, col.cast(pa.int32()), _MIN_DAYS, _MAX_DAYS):
+    if _NUMPY and _in_python_range(pa, col.view(pa.int32()), _MIN_DAYS, _MAX_DAYS):
         return col.to_numpy(zero_copy_only=False).tolist()
     return col.to_pylist()
 
