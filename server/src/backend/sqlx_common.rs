@@ -9,7 +9,7 @@ use super::{
     session::{RowSink, Session, TxOptions},
 };
 use futures::{StreamExt, future::BoxFuture, stream::BoxStream};
-use iadb::{Error, ErrorKind, ExecuteOutcome, RowBatch, Value, ValueWriter};
+use iadb::{Error, ErrorKind, ExecuteOutcome, RowBatch, Value};
 use sqlx::TransactionManager as _;
 use sqlx::error::{DatabaseError, ErrorKind as SqlxKind};
 use std::sync::{
@@ -36,6 +36,9 @@ pub(crate) mod prelude {
         error::DatabaseError,
         pool::{PoolConnection, PoolOptions},
     };
+    // Not every engine uses every item: a build with one engine alone
+    // (`--features postgres`) would warn about the others'.
+    #[allow(unused_imports)]
     pub(crate) use std::{
         sync::{
             Arc,
@@ -531,7 +534,7 @@ pub(crate) async fn query_into<E: SqlxEngine>(
 /// batch's row.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) type DecodeRow<DB> =
-    fn(&<DB as sqlx::Database>::Row, u64, &mut dyn ValueWriter) -> Result<(), Error>;
+    fn(&<DB as sqlx::Database>::Row, u64, &mut dyn iadb::ValueWriter) -> Result<(), Error>;
 
 /// The steps of a statement prepared on `conn` (its `columns` known from
 /// the prepare, its arguments bound as `args`): the columns, its rows,
@@ -617,7 +620,7 @@ impl StepRows {
         &mut self,
         row: &R,
         number: u64,
-        decode: fn(&R, u64, &mut dyn ValueWriter) -> Result<(), Error>,
+        decode: fn(&R, u64, &mut dyn iadb::ValueWriter) -> Result<(), Error>,
     ) -> Result<(), Error> {
         match self {
             StepRows::Rows(batch) => {
