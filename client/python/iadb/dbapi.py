@@ -28,12 +28,13 @@ one's rows are all read, those remaining rows are read into memory first
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import re
 import threading
 import weakref
 import time as _time
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 
@@ -464,7 +465,8 @@ class Cursor:
         self.rowcount = -1
         self.lastrowid: Optional[int] = None
         self._stream = None
-        self._buffer: Optional[List[tuple]] = None
+        # The rows left, once they are read into memory (or `[]` at the end).
+        self._buffer: Optional[Deque[tuple]] = None
         self._in_tx = False
         self._closed = False
 
@@ -594,7 +596,7 @@ class Cursor:
             except _IadbError:
                 self.connection._tx_failed()
                 raise
-        self._buffer = rows
+        self._buffer = collections.deque(rows)
         self._finish(stream)
 
     def _finish(self, stream) -> None:
@@ -604,7 +606,7 @@ class Cursor:
 
     def _next(self) -> Optional[tuple]:
         if self._buffer is not None:
-            return self._buffer.pop(0) if self._buffer else None
+            return self._buffer.popleft() if self._buffer else None
         stream = self._stream
         if stream is None:
             raise ProgrammingError("no result set: execute a statement that returns rows first")
@@ -612,7 +614,7 @@ class Cursor:
             try:
                 return next(stream)
             except StopIteration:
-                self._buffer = []
+                self._buffer = collections.deque()
                 self._finish(stream)
                 return None
             except _IadbError:
@@ -624,7 +626,7 @@ class Cursor:
         """The next rows (a batch's rest, or the buffer); ``[]`` at the end.
         What ``_next`` does, a batch at a time."""
         if self._buffer is not None:
-            rows, self._buffer = self._buffer, []
+            rows, self._buffer = list(self._buffer), collections.deque()
             return rows
         stream = self._stream
         if stream is None:
@@ -637,7 +639,7 @@ class Cursor:
                     self.connection._tx_failed()
                 raise
         if not rows:
-            self._buffer = []
+            self._buffer = collections.deque()
             self._finish(stream)
         return rows
 

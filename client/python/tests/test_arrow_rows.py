@@ -333,3 +333,21 @@ def test_a_special_value_through_arrow_raises_and_the_connection_goes_on(pg_serv
     cur.execute("SELECT 1::int8 AS one")
     assert cur.fetchall() == [(1,)]
     conn.close()
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow", "rows"])
+def test_rows_read_into_memory_for_another_cursor_come_in_order(server, arrow):
+    # In a transaction, a second cursor's statement makes the first's
+    # unread rows be read into memory first; they then come from there.
+    want = [(x, "row %d" % x, x * 0.5, None if x % 7 == 0 else x % 3) for x in range(1, 5001)]
+    conn = dbapi.connect(server.address, arrow=arrow)
+    first, second = conn.cursor(), conn.cursor()
+    first.execute(MANY)
+    assert first.fetchmany(5) == want[:5]
+    second.execute("SELECT 7 AS seven")
+    assert second.fetchall() == [(7,)]
+    assert first.fetchone() == want[5]
+    assert first.fetchmany(3) == want[6:9]
+    assert first.fetchall() == want[9:] and first.fetchone() is None and first.rowcount == 5000
+    conn.rollback()
+    conn.close()
