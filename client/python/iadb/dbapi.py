@@ -465,7 +465,7 @@ class Cursor:
         self.rowcount = -1
         self.lastrowid: Optional[int] = None
         self._stream = None
-        # The rows left, once they are read into memory (or `[]` at the end).
+        # The rows left, once they are read into memory (empty at the end).
         self._buffer: Optional[Deque[tuple]] = None
         self._in_tx = False
         self._closed = False
