@@ -143,19 +143,18 @@ def main() -> None:
         def iadb_polars():
             return sdb.fetch_polars(QUERY)
 
-        def iadb_rows():
-            cur = iconn.cursor()
+        def dbapi_rows(conn):
+            cur = conn.cursor()
             cur.execute(QUERY)
             rows = cur.fetchall()
             cur.close()
             return rows
 
+        def iadb_rows():
+            return dbapi_rows(iconn)
+
         def iadb_rows_via_arrow():
-            cur = aiconn.cursor()
-            cur.execute(QUERY)
-            rows = cur.fetchall()
-            cur.close()
-            return rows
+            return dbapi_rows(aiconn)
 
         def iadb_fetch_all():
             r = sdb.fetch_all(QUERY)

@@ -488,12 +488,15 @@ class SyncTxRowStream:
             self._finished = True
             tx._stream = None
 
-    def __next__(self) -> Dict[str, Any]:
+    def _begin_reading(self) -> None:
         if self._discarded:
             raise RuntimeError("these rows were discarded: the transaction's next request was "
                                "sent before they were read")
         if not self._started:
             self._start()
+
+    def __next__(self) -> Dict[str, Any]:
+        self._begin_reading()
         while True:
             row = self._reader.next_row()
             if row is not None:
@@ -504,11 +507,7 @@ class SyncTxRowStream:
 
     def next_rows(self) -> List[Any]:
         """See ``SyncRowStream.next_rows``."""
-        if self._discarded:
-            raise RuntimeError("these rows were discarded: the transaction's next request was "
-                               "sent before they were read")
-        if not self._started:
-            self._start()
+        self._begin_reading()
         while True:
             rows = self._reader.rest_of_batch()
             if rows:

@@ -171,6 +171,18 @@ def engine_server(request):
     s.close()
 
 
+@pytest.fixture(scope="module")
+def pg_server():
+    """A server whose default database is `$IADB_TEST_POSTGRES_URL` (one
+    per test module); skipped without it, failed in CI."""
+    url = os.environ.get("IADB_TEST_POSTGRES_URL")
+    if not url:
+        skip_or_fail("postgresql server", "IADB_TEST_POSTGRES_URL is not set")
+    s = Server(database_url=url)
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def fake_address():
     """`IADB_FAKE_ADDR`: the fake server that misbehaves on purpose

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import os
 import sys
 import uuid
 
@@ -22,7 +21,7 @@ import pytest
 
 import iadb
 
-from conftest import Server, in_ci, skip_or_fail
+from conftest import in_ci, skip_or_fail
 
 try:
     import pandas as pd
@@ -255,16 +254,6 @@ async def test_missing_pandas_or_polars_names_them(monkeypatch):
 
 
 # --- PostgreSQL ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    url = os.environ.get("IADB_TEST_POSTGRES_URL")
-    if not url:
-        skip_or_fail("postgresql server", "IADB_TEST_POSTGRES_URL is not set")
-    s = Server(database_url=url)
-    yield s
-    s.close()
 
 
 @pytest.fixture

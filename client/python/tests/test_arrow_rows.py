@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
-import os
 import sys
 import uuid
 
@@ -28,7 +27,7 @@ import iadb.dbapi as dbapi
 from iadb import _common as c
 from iadb._proto import database_pb2 as pb
 
-from conftest import Server, in_ci, skip_or_fail
+from conftest import in_ci
 
 try:
     import pyarrow as pa
@@ -303,16 +302,6 @@ def test_engines_rows_through_arrow_equal_the_row_format(engine_server, engine_t
     assert want[0][rows[0].index(D("12345678901234567890.1234"))] == D("12345678901234567890.1234")
     if pg:  # MariaDB's JSON is a LONGTEXT: text in both
         assert {"a": [1, 2.5, None]} in want[0] and "PT1S" in want[0]
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    url = os.environ.get("IADB_TEST_POSTGRES_URL")
-    if not url:
-        skip_or_fail("postgresql server", "IADB_TEST_POSTGRES_URL is not set")
-    s = Server(database_url=url)
-    yield s
-    s.close()
 
 
 def test_a_special_value_through_arrow_raises_and_the_connection_goes_on(pg_server):
