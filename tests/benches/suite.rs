@@ -313,6 +313,39 @@ fn point_select_line(
     }
 }
 
+/// `POINT_SELECTS` point selects by random id, each through iadb and then
+/// through the driver (`direct` runs one for an id and gives its time,
+/// having checked the row), interleaved; gives their line.
+async fn point_selects<F, Fut>(
+    db: &RemoteDatabase,
+    point: &str,
+    name: &'static str,
+    driver: &str,
+    mut direct: F,
+) -> Line
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    let mut ids = Ids(1);
+    let (mut through, mut direct_times) = (
+        Vec::with_capacity(POINT_SELECTS),
+        Vec::with_capacity(POINT_SELECTS),
+    );
+    for _ in 0..POINT_SELECTS {
+        let id = ids.between(1, STREAM_ROWS as i64);
+        let started = Instant::now();
+        let row = db
+            .fetch_one(point, &[Value::Int(id)])
+            .await
+            .expect("point select");
+        through.push(started.elapsed());
+        assert!(row.is_some(), "id {id} is in the table");
+        direct_times.push(direct(id).await);
+    }
+    point_select_line(name, driver, through, direct_times)
+}
+
 /// Prints the best ExecuteMany pass against the best pass of `driver`'s
 /// prepared INSERT in one transaction, and gives their line.
 fn execute_many_line(
@@ -576,31 +609,21 @@ async fn engine<DB: sqlx::Database>(
     let point = format!("SELECT id, label, score, at FROM {table} WHERE id = ?");
     let point_direct = kind.direct_sql(&point);
     if runs("point") {
-        let mut ids = Ids(1);
-        let (mut through, mut direct) = (
-            Vec::with_capacity(POINT_SELECTS),
-            Vec::with_capacity(POINT_SELECTS),
-        );
-        for _ in 0..POINT_SELECTS {
-            let id = ids.between(1, STREAM_ROWS as i64);
-            let started = Instant::now();
-            let row = db
-                .fetch_one(&point, &[Value::Int(id)])
-                .await
-                .expect("point select");
-            through.push(started.elapsed());
-            assert!(row.is_some(), "id {id} is in the table");
+        let (pool, point_direct) = (&pool, point_direct.as_str());
+        let line = point_selects(&db, &point, name, "sqlx", |id| async move {
             let started = Instant::now();
             // Decoded, as iadb decodes every value it sends.
-            let row: Option<Row4> = sqlx::query_as(&point_direct)
+            let row: Option<Row4> = sqlx::query_as(point_direct)
                 .bind(id)
-                .fetch_optional(&pool)
+                .fetch_optional(pool)
                 .await
                 .expect("direct point select");
-            direct.push(started.elapsed());
+            let took = started.elapsed();
             assert!(row.is_some(), "id {id} is in the table");
-        }
-        lines.push(point_select_line(name, "sqlx", through, direct));
+            took
+        })
+        .await;
+        lines.push(line);
     }
 
     // Point select, 32 clients (PostgreSQL and SQLite): through iadb both

@@ -88,7 +88,7 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
     let name = "DuckDB";
     let server = TestServer::start(&["--database-url", &format!("duckdb:///./{SERVED_FILE}")]);
     let db = Arc::new(server.client("").await);
-    let direct = duckdb::Connection::open(server.dir.path().join(DIRECT_FILE)).expect("DuckDB");
+    let mut direct = duckdb::Connection::open(server.dir.path().join(DIRECT_FILE)).expect("DuckDB");
     let version: String = direct
         .query_row("SELECT version()", [], |r| r.get(0))
         .expect("version");
@@ -161,33 +161,24 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
 
     if runs("point") {
         let point = format!("SELECT id, label, score, ts FROM {table} WHERE id = ?");
-        let mut ids = Ids(1);
-        let (mut through, mut direct_times) = (
-            Vec::with_capacity(POINT_SELECTS),
-            Vec::with_capacity(POINT_SELECTS),
-        );
-        for _ in 0..POINT_SELECTS {
-            let id = ids.between(1, STREAM_ROWS as i64);
-            let started = Instant::now();
-            let row = db
-                .fetch_one(&point, &[Value::Int(id)])
-                .await
-                .expect("point select");
-            through.push(started.elapsed());
-            assert!(row.is_some(), "id {id} is in the table");
+        // A unique borrow: the connection is Send but not Sync, and the
+        // borrow lives across the loop's awaits.
+        let (direct, statement) = (&mut direct, point.as_str());
+        let line = point_selects(&db, &point, name, "duckdb", move |id| {
             let (row, took) = tokio::task::block_in_place(|| {
                 let started = Instant::now();
                 // Decoded, as iadb decodes every value it sends; the
                 // statement cached, as the server's prepared one is.
                 let row = direct
-                    .prepare_cached(&point)
+                    .prepare_cached(statement)
                     .and_then(|mut stmt| stmt.query_row([id], row4));
                 (row, started.elapsed())
             });
-            direct_times.push(took);
             row.expect("direct point select");
-        }
-        lines.push(point_select_line(name, "duckdb", through, direct_times));
+            std::future::ready(took)
+        })
+        .await;
+        lines.push(line);
     }
     let drop = format!("DROP TABLE {table}");
     db.execute(&drop, &[]).await.expect("drop");
