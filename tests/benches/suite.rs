@@ -372,6 +372,45 @@ fn execute_many_line(
     )
 }
 
+/// Prints the best stream passes (iadb as rows and as Arrow, against
+/// `driver`'s rows) and gives their two lines.
+fn stream_lines(
+    name: &'static str,
+    driver: &str,
+    through: Duration,
+    arrow: Duration,
+    direct: Duration,
+) -> [Line; 2] {
+    let [a, arrow, b] = [through, arrow, direct].map(|d| rate(STREAM_ROWS as f64, d));
+    println!(
+        "{name}: stream {STREAM_ROWS} rows  iadb {a:.0} rows/s  {driver} {b:.0} rows/s  ratio {:.2}",
+        a / b
+    );
+    println!(
+        "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  {driver} {b:.0} rows/s  \
+         ratio {:.2}",
+        arrow / b
+    );
+    [
+        ratio_line(
+            format!("stream 1M rows (rows/s, best of {PASSES})"),
+            name,
+            a,
+            b,
+            thousands(b),
+            0.8,
+        ),
+        ratio_line(
+            format!("stream 1M rows, Arrow (rows/s, best of {PASSES})"),
+            name,
+            arrow,
+            b,
+            thousands(b),
+            0.9,
+        ),
+    ]
+}
+
 /// Streams `sql` through the server; returns the wall time and prints the
 /// CPU time each side used, to show which side limits.
 async fn stream_iadb(db: &RemoteDatabase, sql: &str, server: &TestServer) -> Duration {
@@ -573,35 +612,12 @@ async fn engine<DB: sqlx::Database>(
             println!("    sqlx pass: {:.2} s wall", wall.as_secs_f64());
             best_direct = best_direct.min(wall);
         }
-        let (a, b) = (
-            rate(STREAM_ROWS as f64, best_iadb),
-            rate(STREAM_ROWS as f64, best_direct),
-        );
-        println!(
-            "{name}: stream {STREAM_ROWS} rows  iadb {a:.0} rows/s  sqlx {b:.0} rows/s  ratio {:.2}",
-            a / b
-        );
-        lines.push(ratio_line(
-            format!("stream 1M rows (rows/s, best of {PASSES})"),
+        lines.extend(stream_lines(
             name,
-            a,
-            b,
-            thousands(b),
-            0.8,
-        ));
-        let arrow = rate(STREAM_ROWS as f64, best_arrow);
-        println!(
-            "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  sqlx {b:.0} rows/s  \
-         ratio {:.2}",
-            arrow / b
-        );
-        lines.push(ratio_line(
-            format!("stream 1M rows, Arrow (rows/s, best of {PASSES})"),
-            name,
-            arrow,
-            b,
-            thousands(b),
-            0.9,
+            "sqlx",
+            best_iadb,
+            best_arrow,
+            best_direct,
         ));
     }
 

@@ -118,34 +118,19 @@ pub(super) async fn engine(lines: &mut Vec<Line>) {
                 stream_direct_arrow(&direct, &sql)
             }));
         }
-        let [a, arrow, b, b_arrow] = [best_iadb, best_arrow, best_direct, best_direct_arrow]
-            .map(|d| rate(STREAM_ROWS as f64, d));
+        lines.extend(stream_lines(
+            name,
+            "duckdb",
+            best_iadb,
+            best_arrow,
+            best_direct,
+        ));
+        let [arrow, b_arrow] = [best_arrow, best_direct_arrow].map(|d| rate(STREAM_ROWS as f64, d));
         println!(
-            "{name}: stream {STREAM_ROWS} rows  iadb {a:.0} rows/s  duckdb {b:.0} rows/s  ratio {:.2}",
-            a / b
-        );
-        println!(
-            "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  duckdb rows {b:.0} rows/s \
-             (ratio {:.2})  duckdb query_arrow {b_arrow:.0} rows/s (ratio {:.2})",
-            arrow / b,
+            "{name}: stream {STREAM_ROWS} rows as Arrow  iadb {arrow:.0} rows/s  duckdb query_arrow \
+             {b_arrow:.0} rows/s  ratio {:.2}",
             arrow / b_arrow
         );
-        lines.push(ratio_line(
-            format!("stream 1M rows (rows/s, best of {PASSES})"),
-            name,
-            a,
-            b,
-            thousands(b),
-            0.8,
-        ));
-        lines.push(ratio_line(
-            format!("stream 1M rows, Arrow (rows/s, best of {PASSES})"),
-            name,
-            arrow,
-            b,
-            thousands(b),
-            0.9,
-        ));
         lines.push(Line {
             workload: format!(
                 "stream 1M rows, Arrow vs the driver's query_arrow (rows/s, best of {PASSES})"
