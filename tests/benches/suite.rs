@@ -346,6 +346,18 @@ where
     point_select_line(name, driver, through, direct_times)
 }
 
+/// One ExecuteMany of the `INSERT_ROWS` sets through iadb: its time.
+async fn execute_many_pass(db: &RemoteDatabase, insert: &str, sets: &[Vec<Value>]) -> Duration {
+    let started = Instant::now();
+    let outcome = db.execute_many(insert, sets).await.expect("execute_many");
+    let took = started.elapsed();
+    assert_eq!(
+        outcome.rows_affected, INSERT_ROWS as u64,
+        "every row inserted"
+    );
+    took
+}
+
 /// Prints the best ExecuteMany pass against the best pass of `driver`'s
 /// prepared INSERT in one transaction, and gives their line.
 fn execute_many_line(
@@ -721,13 +733,7 @@ async fn engine<DB: sqlx::Database>(
     let (mut through, mut direct) = (Duration::MAX, Duration::MAX);
     for _ in 0..PASSES {
         fresh().await;
-        let started = Instant::now();
-        let outcome = db.execute_many(&insert, &sets).await.expect("execute_many");
-        through = through.min(started.elapsed());
-        assert_eq!(
-            outcome.rows_affected, INSERT_ROWS as u64,
-            "every row inserted"
-        );
+        through = through.min(execute_many_pass(&db, &insert, &sets).await);
         fresh().await;
         let rows: Vec<Row4> = (0..INSERT_ROWS).map(insert_row).collect();
         let started = Instant::now();
