@@ -1169,6 +1169,7 @@ impl Database for DatabaseService {
                 let driven = AssertUnwindSafe(transaction::drive(
                     &service,
                     identity.as_ref(),
+                    &label,
                     inbound,
                     &tx,
                     deadline,

@@ -13,6 +13,7 @@
 use crate::{
     auth::{Identity, Scope},
     backend::session::{Isolation, Session, TxOptions},
+    layer::CallLabel,
     service::{DatabaseService, FrameSink, Place, audit, check_statement, wants_arrow},
 };
 use futures::StreamExt;
@@ -209,6 +210,15 @@ async fn send(out: &Outbound, response: Resp) -> Result<(), Error> {
     .map_err(|_| Error::new(ErrorKind::Cancelled, "client left the stream"))
 }
 
+/// Tells the call layer that the transaction on `database` ended as its
+/// client asked (committed, or rolled back by request): the call's status
+/// is OK even when the client drops the stream after the last answer and
+/// before the trailers.
+fn ended_well(label: &CallLabel, database: &str) {
+    label.set(database);
+    label.ended(&Ok(()));
+}
+
 fn fetched(frame: Frame) -> proto::TransactionResponse {
     proto::TransactionResponse {
         response: Some(Resp::Fetched(proto::FetchAllResponse {
@@ -231,6 +241,7 @@ pub(crate) struct Ended {
 pub(crate) async fn drive(
     service: &DatabaseService,
     identity: Option<&Identity>,
+    label: &CallLabel,
     inbound: Inbound,
     out: &Outbound,
     deadline: Option<Duration>,
@@ -363,6 +374,7 @@ pub(crate) async fn drive(
     let run = run(
         service,
         identity,
+        label,
         session.as_mut(),
         engine,
         &name,
@@ -405,6 +417,7 @@ pub(crate) async fn drive(
 async fn run(
     service: &DatabaseService,
     identity: Option<&Identity>,
+    label: &CallLabel,
     session: &mut dyn Session,
     engine: DatabaseType,
     database: &str,
@@ -543,7 +556,10 @@ async fn run(
                     .await
                     .map_err(|e| ("error", e.in_context("the commit failed")))?;
                 // Committed: a client that left before reading this still
-                // has its transaction.
+                // has its transaction. The call is counted as ended well
+                // before the answer goes: a client may drop the stream as
+                // soon as it reads it, before this task returns.
+                ended_well(label, database);
                 let _ = send(
                     out,
                     Resp::Ended(proto::TransactionEnded {
@@ -556,6 +572,7 @@ async fn run(
             }
             Req::Rollback(proto::RollbackTransaction {}) => {
                 session.rollback().await.map_err(|e| ("error", e))?;
+                ended_well(label, database);
                 let _ = send(
                     out,
                     Resp::Ended(proto::TransactionEnded {
