@@ -301,6 +301,12 @@ impl CallLabel {
         let _ = self.0.ended.set(ended);
     }
 
+    /// The status the call's work ended with, once it is known.
+    #[cfg(test)]
+    pub(crate) fn outcome(&self) -> Option<tonic::Code> {
+        self.0.ended.get().map(|(code, _)| *code)
+    }
+
     fn get(&self) -> &str {
         self.0
             .database

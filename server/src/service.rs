@@ -830,7 +830,7 @@ impl Database for DatabaseService {
         // cost ~7% of the server's CPU on a large stream. Its outcome is
         // logged inside the span by `finish`.
         tokio::spawn(async move {
-            let result = pump(stream, &tx, limits, deadline, &call, arrow).await;
+            let result = pump(stream, &tx, limits, deadline, &call, &label, arrow).await;
             // The engine's cursor and connection are gone now; so is the
             // call's turn.
             drop(turn);
@@ -1311,6 +1311,10 @@ pub(crate) struct FrameSink<'a, M> {
     /// With RESULT_FORMAT_ARROW: the engine, until the columns come, then
     /// the encoder of the result's IPC stream.
     arrow: Arrow,
+    /// The label of the call whose whole answer this is (FetchAll): told
+    /// the call ended well before the summary goes, so that a client that
+    /// leaves as soon as it reads the summary is not counted as CANCELLED.
+    label: Option<&'a CallLabel>,
 }
 
 /// Whether a [`FrameSink`] sends Arrow, and its encoder once the columns
@@ -1355,7 +1359,14 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             batch: RowBatch::new(),
             row_count: 0,
             arrow: Arrow::Off,
+            label: None,
         }
+    }
+
+    /// Ends the call of `label` well as the summary goes ([`Self::finish`]).
+    pub(crate) fn with_label(mut self, label: &'a CallLabel) -> Self {
+        self.label = Some(label);
+        self
     }
 
     /// Sends the result as Arrow (RESULT_FORMAT_ARROW) when `arrow` is
@@ -1438,6 +1449,9 @@ impl<'a, M: Send + 'static> FrameSink<'a, M> {
             rows_affected,
             execution_time_ms: ms_since(started),
         };
+        if let Some(label) = self.label {
+            label.ended(&Ok(()));
+        }
         self.send(Frame::Summary(summary)).await
     }
 }
@@ -1597,7 +1611,8 @@ impl DatabaseService {
             let result = with_timeout(limit, async {
                 let mut sink =
                     FrameSink::new(&tx, fetch_frame, limits, &call.metrics, &call.database)
-                        .with_arrow(arrow);
+                        .with_arrow(arrow)
+                        .with_label(&label);
                 let outcome =
                     read_only_query_on(members, primary, &sql, &params, &mut sink).await?;
                 sink.finish(outcome.rows_affected, call.started).await
@@ -1794,12 +1809,14 @@ async fn pump(
     limits: Limits,
     deadline: Option<(tokio::time::Instant, Duration)>,
     call: &Call,
+    label: &CallLabel,
     arrow: Option<iadb::DatabaseType>,
 ) -> Result<(), Error> {
     let QueryStream { columns, events } = stream;
     let mut events = caught_events(events);
-    let mut sink =
-        FrameSink::new(tx, fetch_frame, limits, &call.metrics, &call.database).with_arrow(arrow);
+    let mut sink = FrameSink::new(tx, fetch_frame, limits, &call.metrics, &call.database)
+        .with_arrow(arrow)
+        .with_label(label);
     sink.columns(columns).await?;
     let mut rows_affected = 0u64;
     loop {
@@ -1868,7 +1885,16 @@ mod tests {
             columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
             events: panicking_events(3),
         };
-        let result = pump(stream, &tx, Limits::default(), None, &test_call(), None).await;
+        let result = pump(
+            stream,
+            &tx,
+            Limits::default(),
+            None,
+            &test_call(),
+            &CallLabel::default(),
+            None,
+        )
+        .await;
         let error = result.expect_err("the panic is an error");
         assert_eq!(error.kind(), ErrorKind::Internal);
         assert!(!error.message().contains("infinity"), "{}", error.message());
@@ -1896,7 +1922,16 @@ mod tests {
             events: panicking_events(3),
         };
         let arrow = Some(iadb::DatabaseType::Sqlite);
-        let result = pump(stream, &tx, Limits::default(), None, &test_call(), arrow).await;
+        let result = pump(
+            stream,
+            &tx,
+            Limits::default(),
+            None,
+            &test_call(),
+            &CallLabel::default(),
+            arrow,
+        )
+        .await;
         let error = result.expect_err("the panic is an error");
         assert_eq!(error.kind(), ErrorKind::Internal);
         drop(tx);
@@ -1931,7 +1966,16 @@ mod tests {
             columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
             events: futures::stream::iter(events).boxed(),
         };
-        let result = pump(stream, &tx, limits, None, &test_call(), None).await;
+        let result = pump(
+            stream,
+            &tx,
+            limits,
+            None,
+            &test_call(),
+            &CallLabel::default(),
+            None,
+        )
+        .await;
         drop(tx);
         let (mut batches, mut summary) = (Vec::new(), false);
         while let Some(frame) = rx.recv().await {
@@ -1942,6 +1986,54 @@ mod tests {
             }
         }
         (result, batches, summary)
+    }
+
+    /// FetchAll's call is counted as ended well before its summary goes:
+    /// a client that leaves as soon as it has read the summary is counted
+    /// by what the server did (OK), not as CANCELLED, whichever side is
+    /// faster.
+    #[tokio::test]
+    async fn a_fetch_ends_well_before_its_summary_is_sent() {
+        // Room for the header and the one batch, not the summary: the
+        // pump waits there until the client reads.
+        let (tx, mut rx) = mpsc::channel(2);
+        let stream = QueryStream {
+            columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
+            events: futures::stream::iter(vec![
+                Ok(QueryEvent::Rows(RowBatch::from(ints(0, 3)))),
+                Ok(QueryEvent::Done(ExecuteOutcome::default())),
+            ])
+            .boxed(),
+        };
+        let (call, label) = (test_call(), CallLabel::default());
+        let mut pumping = Box::pin(pump(
+            stream,
+            &tx,
+            Limits::default(),
+            None,
+            &call,
+            &label,
+            None,
+        ));
+        assert!(
+            futures::poll!(&mut pumping).is_pending(),
+            "waits to send the summary"
+        );
+        assert_eq!(label.outcome(), Some(tonic::Code::Ok));
+        let mut frames = Vec::new();
+        let result = loop {
+            tokio::select! {
+                result = &mut pumping => break result,
+                Some(frame) = rx.recv() => frames.push(frame.expect("frame").frame),
+            }
+        };
+        result.expect("the result ended");
+        drop(pumping);
+        drop(tx);
+        while let Some(frame) = rx.recv().await {
+            frames.push(frame.expect("frame").frame);
+        }
+        assert!(matches!(frames.last(), Some(Some(Frame::Summary(s))) if s.row_count == 3));
     }
 
     fn ints(from: i64, to: i64) -> Vec<Vec<Value>> {
