@@ -276,6 +276,7 @@ impl Target {
         let config = ConnectionConfig::from_url(&url).expect("engine URL parses");
         let db = backend_for(&config, PoolSettings::default()).expect("adapter");
         db.connect().await.expect("connect adapter");
+        sweep_leftover_tables(db.as_ref(), engine).await;
         Some(Self {
             db,
             engine,
@@ -298,6 +299,7 @@ impl Target {
         };
         let server = TestServer::start(&["--database-url", &url]);
         let db: Arc<dyn DatabaseInterface> = Arc::new(server.client("").await);
+        sweep_leftover_tables(db.as_ref(), engine).await;
         Some(Self {
             db,
             engine,
@@ -313,7 +315,8 @@ impl Target {
         self.engine.dialect()
     }
 
-    /// A table name unique to this test run.
+    /// A table name unique to this test run: `t_{base}_{pid}_{n}` (the
+    /// process id lets a later run drop it: [`sweep_leftover_tables`]).
     pub fn table(&self, base: &str) -> String {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -322,5 +325,78 @@ impl Target {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         )
+    }
+}
+
+/// The process that made a table named by [`Target::table`]
+/// (`t_{base}_{pid}_{n}`); `None` for any other name.
+fn table_maker(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("t_")?;
+    let mut parts = rest.rsplitn(3, '_');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    let base = parts.next()?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (numeric(n) && !base.is_empty()).then_some(())?;
+    pid.parse().ok().filter(|_| numeric(pid))
+}
+
+/// Drops what earlier test runs left in a shared test database
+/// (PostgreSQL's and MySQL's `iadb_test`, which every run uses): the
+/// tables [`Target::table`] named for a process that has exited. Once per
+/// test process, before its first test there; a table of a process that
+/// still runs (a concurrent run) is left alone. Best effort: a failure
+/// here leaves the tables and fails no test.
+async fn sweep_leftover_tables(db: &dyn DatabaseInterface, engine: Engine) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SWEPT_POSTGRES: AtomicBool = AtomicBool::new(false);
+    static SWEPT_MYSQL: AtomicBool = AtomicBool::new(false);
+    let (swept, list) = match engine {
+        Engine::Postgres => (
+            &SWEPT_POSTGRES,
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() \
+             AND tablename LIKE 't\\_%'",
+        ),
+        Engine::Mysql => (
+            &SWEPT_MYSQL,
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name LIKE 't\\\\_%'",
+        ),
+        _ => return,
+    };
+    if swept.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(rows) = db.fetch_all(list, &[]).await else {
+        return;
+    };
+    for row in rows {
+        let Some(iadb::Value::Text(name)) = row.get_index(0) else {
+            continue;
+        };
+        let Some(pid) = table_maker(name) else {
+            continue;
+        };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let drop = format!("DROP TABLE IF EXISTS {}", db.quote_identifier(name));
+        let _ = db.execute(&drop, &[]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_maker;
+
+    #[test]
+    fn a_table_names_the_process_that_made_it() {
+        assert_eq!(table_maker("t_rt_4242_7"), Some(4242));
+        assert_eq!(table_maker("t_pg_types_11_0"), Some(11));
+        assert_eq!(table_maker("t_users"), None);
+        assert_eq!(table_maker("t_x_12"), None);
+        assert_eq!(table_maker("t__12_3"), None);
+        assert_eq!(table_maker("users_12_3"), None);
+        assert_eq!(table_maker("t_a_1x_3"), None);
     }
 }
