@@ -922,3 +922,315 @@ async fn rows_of_events(target: &iadb_tests::Target, sql: &str) -> Vec<Vec<Value
     }
     rows
 }
+
+/// PostgreSQL's adapter alone, on a pool of one connection (so that
+/// every call reuses the connection the last one left), and its URL.
+async fn postgres_on_one_connection(what: &str) -> Option<std::sync::Arc<dyn DatabaseInterface>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match Engine::Postgres.url(&dir) {
+        Ok(url) => url,
+        Err(why) => {
+            iadb_tests::harness::skip(what, &why);
+            return None;
+        }
+    };
+    let config = iadb::ConnectionConfig::from_url(&url).expect("URL");
+    let settings = iadb_server::backend::PoolSettings {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let db = iadb_server::backend::backend_for(&config, settings).expect("adapter");
+    db.connect().await.expect("connect");
+    Some(db)
+}
+
+/// The record batches of `sql` through `query_arrow`, until its end or
+/// its first error (the batches before it, and the error).
+async fn arrow_batches(
+    db: &dyn DatabaseInterface,
+    sql: &str,
+    params: &[Value],
+    wanted: iadb::arrow::ArrowWanted,
+) -> (Vec<RecordBatch>, Option<iadb::Error>) {
+    let mut events = match db.query_arrow(sql, params, wanted).await {
+        Ok(stream) => stream.events,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let mut batches = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(iadb::QueryEvent::Arrow(batch)) => batches.push(batch),
+            Ok(iadb::QueryEvent::Done(_)) => {}
+            Ok(_) => panic!("{sql}: rows where Arrow was asked for"),
+            Err(e) => return (batches, Some(e)),
+        }
+    }
+    (batches, None)
+}
+
+/// Whether `db` reads an Arrow fetch (without parameters, or with
+/// `params`) through PostgreSQL's COPY: PostgreSQL's `current_query()` is
+/// then the COPY that holds it (the word spelt in two halves here, since
+/// the word itself would keep the statement off COPY).
+async fn arrow_comes_through_copy(db: &dyn DatabaseInterface, params: &[Value]) -> bool {
+    let sql = match params {
+        [] => "SELECT starts_with(current_query(), 'CO' || 'PY (') AS copied",
+        _ => "SELECT starts_with(current_query(), 'CO' || 'PY (') AS copied WHERE ? = 1",
+    };
+    let (batches, error) = arrow_batches(db, sql, params, thousand_rows()).await;
+    assert!(error.is_none(), "{error:?}");
+    let column = batches[0].column(0);
+    column
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool")
+        .value(0)
+}
+
+/// Batches of at most 1,000 rows and 1 MiB.
+fn thousand_rows() -> iadb::arrow::ArrowWanted {
+    iadb::arrow::ArrowWanted {
+        batch_rows: 1000,
+        batch_bytes: 1 << 20,
+    }
+}
+
+/// A pooled PostgreSQL Arrow fetch without parameters is read through
+/// binary COPY (docs/arrow.md): the same record batches — schema with its
+/// metadata, values, NULLs, NaN and infinities, batch bounds — as the same
+/// query read the usual way (given a parameter, which keeps it off COPY),
+/// over every type the COPY path reads.
+#[tokio::test]
+async fn postgres_arrow_through_copy_gives_the_usual_batches() {
+    let what = "PostgreSQL Arrow through COPY";
+    let Some(db) = postgres_on_one_connection(what).await else {
+        return;
+    };
+    let db = db.as_ref();
+    assert!(arrow_comes_through_copy(db, &[]).await, "COPY's path");
+    assert!(
+        !arrow_comes_through_copy(db, &[Value::Int(1)]).await,
+        "the usual path"
+    );
+    let t = unique_table("copy");
+    db.execute(
+        &format!(
+            "CREATE TABLE {t} (n bigint, i int4, s int2, f float8, r float4, b bool, \
+             tx text, vc varchar(10), bp char(3), nm name, by bytea, u uuid, j json, jb jsonb, \
+             d date, tm time, ts timestamp, tz timestamptz)"
+        ),
+        &[],
+    )
+    .await
+    .expect("create");
+    let null_every =
+        |k: u32, expr: &str| format!("CASE WHEN g % {k} = 0 THEN NULL ELSE {expr} END");
+    let insert = format!(
+        "INSERT INTO {t} SELECT g, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} \
+         FROM generate_series(1, 3000) g",
+        null_every(5, "-g * 1000"),
+        null_every(6, "(g % 30000)::int2"),
+        null_every(
+            7,
+            "CASE g % 11 WHEN 1 THEN 'NaN'::float8 WHEN 2 THEN '-Infinity'::float8 ELSE g / 3.0 END"
+        ),
+        null_every(8, "(g / 7.0)::float4"),
+        null_every(9, "g % 2 = 0"),
+        null_every(10, "'€ ' || g || repeat('x', g % 40)"),
+        null_every(11, "left('v' || g, 10)"),
+        null_every(12, "'ab'"),
+        null_every(13, "('n' || g)::name"),
+        null_every(14, "decode(lpad(to_hex(g), 8, '0'), 'hex')"),
+        null_every(15, "md5(g::text)::uuid"),
+        null_every(16, "(' {\"a\": [' || g || ', 2]} ')::json"),
+        null_every(17, "('{\"b\": ' || g || ', \"c\": null}')::jsonb"),
+        null_every(18, "date '0001-01-01' + g * 200"),
+        null_every(
+            19,
+            "time '00:00' + g * interval '28.8 seconds' + interval '0.000001 second'"
+        ),
+        null_every(
+            20,
+            "timestamp '1900-01-01 00:00:00.5' + g * interval '37 days 1 hour'"
+        ),
+        null_every(
+            21,
+            "timestamptz '1999-12-31 23:59:59.999999+00' + g * interval '1 minute'"
+        ),
+    );
+    db.execute(&insert, &[]).await.expect("insert");
+    for wanted in [
+        thousand_rows(),
+        // Batches cut by their size before their row count.
+        iadb::arrow::ArrowWanted {
+            batch_rows: 4096,
+            batch_bytes: 20_000,
+        },
+    ] {
+        let (copied, error) =
+            arrow_batches(db, &format!("SELECT * FROM {t} ORDER BY n"), &[], wanted).await;
+        assert!(error.is_none(), "{error:?}");
+        let (usual, error) = arrow_batches(
+            db,
+            &format!("SELECT * FROM {t} WHERE n > ? ORDER BY n"),
+            &[Value::Int(0)],
+            wanted,
+        )
+        .await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(copied.len() > 1, "several batches");
+        assert_eq!(
+            copied.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            3000
+        );
+        assert_eq!(copied, usual);
+    }
+    db.execute(&format!("DROP TABLE {t}"), &[])
+        .await
+        .expect("drop");
+}
+
+/// The COPY path reads the statement's columns from a describe made
+/// inside its transaction, never from the statement cache alone: a column
+/// whose type another connection changed after the statement was cached
+/// comes in its new type, with its new values (read as the old type, the
+/// bytes of a double would be taken for an integer's).
+#[tokio::test]
+async fn postgres_arrow_through_copy_follows_a_changed_column() {
+    let what = "PostgreSQL Arrow through COPY after ALTER";
+    let Some(db) = postgres_on_one_connection(what).await else {
+        return;
+    };
+    let Some(other) = iadb_tests::Target::direct(Engine::Postgres).await else {
+        return;
+    };
+    let t = unique_table("copy_alter");
+    db.execute(&format!("CREATE TABLE {t} (n bigint)"), &[])
+        .await
+        .expect("create");
+    db.execute(&format!("INSERT INTO {t} VALUES (1), (2), (3)"), &[])
+        .await
+        .expect("insert");
+    let sql = format!("SELECT n FROM {t} ORDER BY n");
+    let wanted = thousand_rows();
+    let (before, error) = arrow_batches(db.as_ref(), &sql, &[], wanted).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(before[0].schema().field(0).data_type(), &DataType::Int64);
+    other
+        .db
+        .execute(
+            &format!("ALTER TABLE {t} ALTER COLUMN n TYPE float8 USING n + 0.5"),
+            &[],
+        )
+        .await
+        .expect("alter");
+    // Twice: once after the cache was found stale, once from the cache
+    // made again.
+    for _ in 0..2 {
+        let (after, error) = arrow_batches(db.as_ref(), &sql, &[], wanted).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(after[0].schema().field(0).data_type(), &DataType::Float64);
+        assert_eq!(
+            arrow_rows(&after),
+            vec![
+                vec![Value::Float(1.5)],
+                vec![Value::Float(2.5)],
+                vec![Value::Float(3.5)]
+            ]
+        );
+    }
+    db.execute(&format!("DROP TABLE {t}"), &[])
+        .await
+        .expect("drop");
+}
+
+/// Errors on the COPY path: one mid-stream (division by zero at row
+/// 3,000) ends the whole batches before it with the usual path's error; one
+/// before the first row (a table its owner may not read) is the usual
+/// path's PERMISSION_DENIED; a stream dropped mid-way; a statement that
+/// tries to end the COPY early runs the usual way and does nothing else.
+/// After each, the pool's one connection serves the next call: a
+/// connection whose COPY failed is closed, not reused half-read.
+#[tokio::test]
+async fn postgres_arrow_through_copy_fails_cleanly_and_the_pool_goes_on() {
+    let what = "PostgreSQL Arrow through COPY, errors";
+    let Some(db) = postgres_on_one_connection(what).await else {
+        return;
+    };
+    let db = db.as_ref();
+    let wanted = thousand_rows();
+    async fn still_serves(db: &dyn DatabaseInterface) {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            db.fetch_one("SELECT 41 + 1 AS n", &[]),
+        )
+        .await
+        .expect("answers in time")
+        .expect("a row");
+        assert_eq!(
+            answer.and_then(|r| r.get("n").cloned()),
+            Some(Value::Int(42))
+        );
+    }
+
+    let divide = "SELECT CASE WHEN i = 3000 THEN 1 / (i - i) ELSE i END AS n \
+                  FROM generate_series(1, 5000) i";
+    let (batches, error) = arrow_batches(db, divide, &[], wanted).await;
+    let error = error.expect("division by zero");
+    let (_, usual) = arrow_batches(
+        db,
+        &format!("{divide} WHERE ? = 1"),
+        &[Value::Int(1)],
+        wanted,
+    )
+    .await;
+    assert_eq!(Some(error.kind()), usual.map(|e| e.kind()));
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 2999, "the rows before the error");
+    still_serves(db).await;
+
+    let t = unique_table("copy_denied");
+    db.execute(&format!("CREATE TABLE {t} (n int8)"), &[])
+        .await
+        .expect("create");
+    db.execute(&format!("REVOKE SELECT ON {t} FROM CURRENT_USER"), &[])
+        .await
+        .expect("revoke");
+    let (batches, error) = arrow_batches(db, &format!("SELECT n FROM {t}"), &[], wanted).await;
+    assert!(batches.is_empty());
+    assert_eq!(error.map(|e| e.kind()), Some(ErrorKind::PermissionDenied));
+    still_serves(db).await;
+
+    let mut events = db
+        .query_arrow(
+            "SELECT i AS n FROM generate_series(1, 1000000) i",
+            &[],
+            wanted,
+        )
+        .await
+        .expect("a stream")
+        .events;
+    assert!(matches!(
+        events.next().await,
+        Some(Ok(iadb::QueryEvent::Arrow(_)))
+    ));
+    drop(events);
+    still_serves(db).await;
+
+    let (_, error) = arrow_batches(
+        db,
+        &format!("SELECT 1 AS a) TO STDOUT (FORMAT binary); DROP TABLE {t}; COPY (SELECT 1"),
+        &[],
+        wanted,
+    )
+    .await;
+    assert!(error.is_some(), "a syntax error");
+    assert!(
+        db.table_exists(&t).await.expect("lookup"),
+        "nothing else ran"
+    );
+    still_serves(db).await;
+    db.execute(&format!("DROP TABLE {t}"), &[])
+        .await
+        .expect("drop");
+}

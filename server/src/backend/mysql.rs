@@ -554,7 +554,7 @@ fn steps(conn: &mut sqlx::MySqlConnection, statement: MySqlStatement) -> Steps<'
                 .map(|c| Column::new(c.name(), declared_type(c)))
                 .collect()
         };
-        Ok(prepared_steps::<MySqlEngine, _>(
+        Ok(prepared_steps::<MySqlEngine, _, _>(
             conn,
             columns,
             sql,

@@ -29,6 +29,8 @@ use sqlx::{
 };
 use std::{borrow::Cow, str::FromStr};
 
+mod copy;
+
 /// The PostgreSQL adapter: the generic sqlx adapter on [`PostgresEngine`].
 pub type PostgresBackend = SqlxBackend<PostgresEngine>;
 
@@ -507,10 +509,102 @@ impl sqlx::Encode<'_, Postgres> for TextAs {
     }
 }
 
+/// How a result column's values are read, decided once per result from
+/// the column's type ([`ColumnReader::of`]) rather than for every value:
+/// the common types straight from their binary form, as [`decode_value`]
+/// reads them; any other type, and any value that is not the expected
+/// binary form, through [`write_value`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ColumnReader {
+    Text,
+    Int8,
+    Int4,
+    Int2,
+    Float8,
+    Float4,
+    Bool,
+    Other,
+}
+
+impl ColumnReader {
+    /// The reader of a column whose type is named `type_name` (sqlx's
+    /// name, as the prepare gives it).
+    fn of(type_name: &str) -> Self {
+        match type_name {
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN" => {
+                ColumnReader::Text
+            }
+            "INT8" => ColumnReader::Int8,
+            "INT4" => ColumnReader::Int4,
+            "INT2" => ColumnReader::Int2,
+            "FLOAT8" => ColumnReader::Float8,
+            "FLOAT4" => ColumnReader::Float4,
+            "BOOL" => ColumnReader::Bool,
+            _ => ColumnReader::Other,
+        }
+    }
+
+    /// The readers of a result's columns.
+    fn of_columns(columns: &[Column]) -> Arc<[ColumnReader]> {
+        columns
+            .iter()
+            .map(|c| ColumnReader::of(&c.declared_type))
+            .collect()
+    }
+
+    /// Writes a non-NULL binary value of this reader's type; `false` when
+    /// it is not one (the caller reads it through [`write_value`]).
+    fn write(self, bytes: &[u8], out: &mut dyn ValueWriter) -> bool {
+        match (self, bytes) {
+            (ColumnReader::Text, _) => match std::str::from_utf8(bytes) {
+                Ok(text) => out.text(text),
+                Err(_) => return false,
+            },
+            (ColumnReader::Int8, &[a, b, c, d, e, f, g, h]) => {
+                out.int(i64::from_be_bytes([a, b, c, d, e, f, g, h]));
+            }
+            (ColumnReader::Int4, &[a, b, c, d]) => {
+                out.int(i64::from(i32::from_be_bytes([a, b, c, d])));
+            }
+            (ColumnReader::Int2, &[a, b]) => out.int(i64::from(i16::from_be_bytes([a, b]))),
+            (ColumnReader::Float8, &[a, b, c, d, e, f, g, h]) => {
+                out.double(f64::from_be_bytes([a, b, c, d, e, f, g, h]));
+            }
+            (ColumnReader::Float4, &[a, b, c, d]) => {
+                out.value(&Value::Float(f64::from(f32::from_be_bytes([a, b, c, d]))));
+            }
+            (ColumnReader::Bool, &[b]) => out.value(&Value::Bool(b != 0)),
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// Every value of `row`, the `number`th of its result (from 1), written
-/// into a batch's row; an error names the row and the column.
-fn decode_row(row: &PgRow, number: u64, out: &mut dyn ValueWriter) -> Result<()> {
+/// into a batch's row, each column by its reader (`readers`, one per
+/// column); an error names the row and the column.
+fn decode_row(
+    row: &PgRow,
+    number: u64,
+    readers: &[ColumnReader],
+    out: &mut dyn ValueWriter,
+) -> Result<()> {
+    use sqlx::postgres::PgValueFormat;
     for i in 0..row.len() {
+        let reader = readers.get(i).copied().unwrap_or(ColumnReader::Other);
+        if reader != ColumnReader::Other {
+            let raw = row.try_get_raw(i).map_err(pg_error)?;
+            if raw.is_null() {
+                out.null();
+                continue;
+            }
+            if raw.format() == PgValueFormat::Binary
+                && let Ok(bytes) = raw.as_bytes()
+                && reader.write(bytes, out)
+            {
+                continue;
+            }
+        }
         write_value(row, i, out).map_err(|e| e.in_context(format_args!("row {number}")))?;
     }
     Ok(())
@@ -621,15 +715,9 @@ fn decode_value(row: &PgRow, i: usize) -> Result<Value> {
         }
         // Read from their binary form here: sqlx's chrono decoding panics
         // on `infinity` and turns `24:00:00` into midnight.
-        "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ" | "TIMETZ" => decode_temporal(&raw, name)
-            .map_err(|why| {
-                Error::invalid_argument(format!(
-                    "column `{}` ({}): {why}; cast it in the query (e.g. `{}::text`)",
-                    column(),
-                    name.to_lowercase(),
-                    column()
-                ))
-            })?,
+        "DATE" | "TIME" | "TIMESTAMP" | "TIMESTAMPTZ" | "TIMETZ" => {
+            decode_temporal(&raw, name).map_err(|why| temporal_error(column(), name, &why))?
+        }
         "UUID" => Value::Text(
             row.try_get_unchecked::<Uuid, _>(i)
                 .map_err(get)?
@@ -678,6 +766,20 @@ fn decode_temporal(
             .map(|t| Value::Text(t.to_owned()))
             .map_err(|e| e.to_string());
     }
+    temporal_from_binary(bytes, name)
+}
+
+/// The error of a DATE, TIME or TIMESTAMP value iadb cannot carry
+/// ([`decode_temporal`]'s `why`), naming its column and type.
+fn temporal_error(column: &str, type_name: &str, why: &str) -> Error {
+    Error::invalid_argument(format!(
+        "column `{column}` ({}): {why}; cast it in the query (e.g. `{column}::text`)",
+        type_name.to_lowercase(),
+    ))
+}
+
+/// [`decode_temporal`] of a value's binary form (`name` is its type).
+fn temporal_from_binary(bytes: &[u8], name: &str) -> std::result::Result<Value, String> {
     let wrong_size = || format!("unexpected {}-byte binary {name} value", bytes.len());
     let int64 = |at: usize| -> std::result::Result<i64, String> {
         bytes
@@ -1071,6 +1173,9 @@ pub struct PgStatement {
     types: Vec<PgTypeInfo>,
     params: Vec<Value>,
     arrow: Option<iadb::arrow::ArrowWanted>,
+    /// Run alone on a lent connection ([`SqlxEngine::alone`]): its Arrow
+    /// result may be read through COPY ([`copy`]).
+    alone: bool,
 }
 
 /// Prepares `statement` on `conn` (its columns come from the prepare,
@@ -1084,18 +1189,44 @@ fn steps(conn: &mut sqlx::PgConnection, statement: PgStatement) -> Steps<'_> {
         types,
         params,
         arrow,
+        alone,
     } = statement;
     Box::pin(async_stream::try_stream! {
         let mut retried = false;
         loop {
             let in_transaction = sqlx::Connection::is_in_transaction(&*conn);
             let (columns, args) = prepare(conn, &text, &types, &params).await?;
-            let mut steps = prepared_steps::<PostgresEngine, _>(
+            // Arrow through COPY: a query alone on its connection, without
+            // parameters, over columns of the common types.
+            if let Some(wanted) = arrow
+                && alone
+                && !in_transaction
+                && !retried
+                && params.is_empty()
+                && let Some(query) = copy::copyable(&text)
+                && let Some(readers) = copy::readers(&columns)
+            {
+                if !copy::begin(conn, query, &columns).await? {
+                    // The columns changed since the statement was cached:
+                    // prepared again, and read the usual way.
+                    retried = true;
+                    continue;
+                }
+                let mut steps = copy::steps(&mut *conn, query, columns, readers, wanted);
+                while let Some(step) = steps.next().await {
+                    yield step?;
+                }
+                break;
+            }
+            let readers = ColumnReader::of_columns(&columns);
+            let mut steps = prepared_steps::<PostgresEngine, _, _>(
                 &mut *conn,
                 columns,
                 text.clone(),
                 args,
-                decode_row,
+                move |row: &PgRow, number, out: &mut dyn ValueWriter| {
+                    decode_row(row, number, &readers, out)
+                },
                 |outcome, done| outcome.rows_affected += done.rows_affected(),
                 arrow,
             );
@@ -1197,12 +1328,20 @@ impl SqlxEngine for PostgresEngine {
             types,
             params: params.to_vec(),
             arrow: None,
+            alone: false,
         })
     }
 
     fn with_arrow(statement: PgStatement, wanted: iadb::arrow::ArrowWanted) -> PgStatement {
         PgStatement {
             arrow: Some(wanted),
+            ..statement
+        }
+    }
+
+    fn alone(statement: PgStatement) -> PgStatement {
+        PgStatement {
+            alone: true,
             ..statement
         }
     }
@@ -1416,6 +1555,68 @@ mod tests {
         // Cut short, or a count past the bytes: not a vector, never a panic.
         assert_eq!(vector_elements(&bytes[..bytes.len() - 1]), None);
         assert_eq!(vector_elements(&[0, 0, 0, 1]), None);
+    }
+
+    /// The readers of the common types give the values `decode_value`
+    /// gives; a value not in its type's binary form (a wrong length,
+    /// text that is not UTF-8) is left to `write_value`, never guessed.
+    #[test]
+    fn column_readers_read_binary_values_and_leave_the_rest() {
+        fn read(reader: ColumnReader, bytes: &[u8]) -> Option<Vec<Value>> {
+            let mut batch = iadb::RowBatch::new();
+            let mut row = batch.row();
+            let written = reader.write(bytes, &mut row);
+            row.end();
+            written.then(|| batch.into_rows().next().expect("a row").expect("decodes"))
+        }
+        use ColumnReader::*;
+        assert_eq!(ColumnReader::of("VARCHAR"), Text);
+        assert_eq!(ColumnReader::of("INT8"), Int8);
+        assert_eq!(ColumnReader::of("NUMERIC"), Other);
+        assert_eq!(ColumnReader::of("\"CHAR\""), Other);
+        assert_eq!(
+            read(Text, "é".as_bytes()),
+            Some(vec![Value::Text("é".into())])
+        );
+        assert_eq!(read(Text, &[0xff]), None);
+        assert_eq!(
+            read(Int8, &(-5i64).to_be_bytes()),
+            Some(vec![Value::Int(-5)])
+        );
+        assert_eq!(
+            read(Int4, &i32::MIN.to_be_bytes()),
+            Some(vec![Value::Int(i64::from(i32::MIN))])
+        );
+        assert_eq!(
+            read(Int2, &(-2i16).to_be_bytes()),
+            Some(vec![Value::Int(-2)])
+        );
+        assert_eq!(
+            read(Float8, &1.5f64.to_be_bytes()),
+            Some(vec![Value::Float(1.5)])
+        );
+        assert_eq!(
+            read(Float4, &0.25f32.to_be_bytes()),
+            Some(vec![Value::Float(0.25)])
+        );
+        assert_eq!(read(Bool, &[1]), Some(vec![Value::Bool(true)]));
+        assert_eq!(read(Bool, &[0]), Some(vec![Value::Bool(false)]));
+        for (reader, bytes) in [
+            (Int8, &[0u8; 4][..]),
+            (Int4, &[0; 8][..]),
+            (Int2, &[0; 1][..]),
+            (Float8, &[0; 4][..]),
+            (Float4, &[][..]),
+            (Bool, &[0, 1][..]),
+            (Other, &[0; 8][..]),
+        ] {
+            assert_eq!(
+                read(reader, bytes),
+                None,
+                "{reader:?} of {} bytes",
+                bytes.len()
+            );
+        }
     }
 
     #[test]

@@ -204,7 +204,7 @@ impl<E: SqlxEngine> DatabaseInterface for SqlxBackend<E> {
         params: &[Value],
         wanted: ArrowWanted,
     ) -> Result<QueryStream, Error> {
-        let statement = E::with_arrow(E::statement(sql, params)?, wanted);
+        let statement = E::alone(E::with_arrow(E::statement(sql, params)?, wanted));
         self.query_statement(statement).await
     }
 

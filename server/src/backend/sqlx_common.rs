@@ -300,6 +300,15 @@ pub trait SqlxEngine:
         statement
     }
 
+    /// `statement`, to run alone on a connection lent for its call: one
+    /// that is closed, not reused, when the call fails after its columns
+    /// ([`SqlxBackend::query_statement`](super::sqlx_adapter)), which lets
+    /// an engine read it in ways that leave the connection unusable after
+    /// an error (PostgreSQL's COPY). By default nothing changes.
+    fn alone(statement: Self::Statement) -> Self::Statement {
+        statement
+    }
+
     /// Runs `statement` on `conn`: its columns, its rows, then its outcome
     /// ([`Step`]).
     fn steps(
@@ -530,32 +539,30 @@ pub(crate) async fn query_into<E: SqlxEngine>(
     )))
 }
 
-/// Decodes a row, given its number in the result (from 1), into a
-/// batch's row.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) type DecodeRow<DB> =
-    fn(&<DB as sqlx::Database>::Row, u64, &mut dyn iadb::ValueWriter) -> Result<(), Error>;
-
 /// The steps of a statement prepared on `conn` (its `columns` known from
 /// the prepare, its arguments bound as `args`): the columns, its rows,
-/// each decoded by `decode`, then the outcome, to which `count` adds what
+/// each decoded by `decode` (given the row and its number in the result,
+/// from 1), then the outcome, to which `count` adds what
 /// each statement of it changed. `E` maps the driver's errors. With
 /// `arrow`, and columns whose declared types decide their Arrow types, the
 /// rows come as record batches built as they are read
 /// ([`iadb::arrow::ArrowRows`]), not as rows.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) fn prepared_steps<'c, E, A>(
+pub(crate) fn prepared_steps<'c, E, A, D>(
     conn: &'c mut <E::DB as sqlx::Database>::Connection,
     columns: Arc<[iadb::Column]>,
     sql: String,
     args: A,
-    decode: DecodeRow<E::DB>,
+    decode: D,
     count: fn(&mut ExecuteOutcome, &<E::DB as sqlx::Database>::QueryResult),
     arrow: Option<iadb::arrow::ArrowWanted>,
 ) -> Steps<'c>
 where
     E: SqlxEngine,
     A: for<'q> sqlx::IntoArguments<'q, E::DB> + Send + 'c,
+    D: Fn(&<E::DB as sqlx::Database>::Row, u64, &mut dyn iadb::ValueWriter) -> Result<(), Error>
+        + Send
+        + 'c,
     for<'e> &'e mut <E::DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = E::DB>,
 {
     let mut out = match arrow.and_then(|wanted| {
@@ -580,7 +587,7 @@ where
                     Ok(sqlx::Either::Left(done)) => count(&mut outcome, &done),
                     Ok(sqlx::Either::Right(row)) => {
                         row_number += 1;
-                        if let Err(e) = out.push(&row, row_number, decode) {
+                        if let Err(e) = out.push(&row, row_number, &decode) {
                             failed = Some(e);
                             break;
                         }
@@ -620,7 +627,7 @@ impl StepRows {
         &mut self,
         row: &R,
         number: u64,
-        decode: fn(&R, u64, &mut dyn iadb::ValueWriter) -> Result<(), Error>,
+        decode: &impl Fn(&R, u64, &mut dyn iadb::ValueWriter) -> Result<(), Error>,
     ) -> Result<(), Error> {
         match self {
             StepRows::Rows(batch) => {
