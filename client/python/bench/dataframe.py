@@ -10,7 +10,8 @@ DataFrames (pandas):
   psycopg 3 ``pd.DataFrame(cur.fetchall(), columns=...)``
   connectorx ``cx.read_sql(url, query)``
   ADBC      ``adbc_driver_postgresql.dbapi`` → ``fetch_arrow_table().to_pandas()``
-Arrow tables (no pandas): iadb ``fetch_arrow``, ADBC ``fetch_arrow_table``;
+Arrow tables (no pandas): iadb ``fetch_arrow`` (and with a parameter, which
+keeps the server off PostgreSQL's binary COPY), ADBC ``fetch_arrow_table``;
 polars: iadb ``fetch_polars``, connectorx ``return_type="polars"``.
 Rows (lists of tuples): iadb ``dbapi`` ``cursor.fetchall()`` (rows, and
 ``arrow=True``: Arrow record batches turned into tuples) and
@@ -140,6 +141,11 @@ def main() -> None:
         def iadb_arrow():
             return sdb.fetch_arrow(QUERY)
 
+        def iadb_arrow_with_parameter():
+            # A parameter keeps PostgreSQL's Arrow off binary COPY (docs/arrow.md):
+            # the same rows through the extended protocol, for comparison.
+            return sdb.fetch_arrow(QUERY + " WHERE id > ?", [0])
+
         def iadb_polars():
             return sdb.fetch_polars(QUERY)
 
@@ -191,6 +197,7 @@ def main() -> None:
             ("df", "connectorx read_sql", cx_df),
             ("df", "ADBC fetch_arrow_table().to_pandas()", adbc_df),
             ("arrow", "iadb fetch_arrow", iadb_arrow),
+            ("arrow", "iadb fetch_arrow with a parameter (no COPY)", iadb_arrow_with_parameter),
             ("arrow", "ADBC fetch_arrow_table", adbc_arrow),
             ("rows", "iadb dbapi cursor.fetchall() (tuples)", iadb_rows),
             ("rows", "iadb dbapi arrow=True fetchall() (tuples)", iadb_rows_via_arrow),
@@ -198,7 +205,7 @@ def main() -> None:
             ("rows", "psycopg 3 cursor.fetchall() (tuples)", psycopg_rows),
         ]
         if pl is not None:
-            cases[6:6] = [("polars", "iadb fetch_polars", iadb_polars),
+            cases[7:7] = [("polars", "iadb fetch_polars", iadb_polars),
                           ("polars", "connectorx read_sql(polars)", cx_polars)]
 
         # Warm up (connections made, caches filled) and check the results.
@@ -243,6 +250,8 @@ def main() -> None:
         for other in ("psycopg 3 + pandas.DataFrame", "connectorx read_sql", "ADBC fetch_arrow_table().to_pandas()"):
             print("  fetch_df vs %s" % ratio("iadb fetch_df (Arrow)", other))
         print("  fetch_arrow vs %s" % ratio("iadb fetch_arrow", "ADBC fetch_arrow_table"))
+        print("  fetch_arrow through COPY vs %s" % ratio("iadb fetch_arrow",
+                                                         "iadb fetch_arrow with a parameter (no COPY)"))
         print("  rows vs %s" % ratio("iadb dbapi cursor.fetchall() (tuples)", "psycopg 3 cursor.fetchall() (tuples)"))
         print("  rows (arrow=True) vs %s" % ratio("iadb dbapi arrow=True fetchall() (tuples)",
                                                   "psycopg 3 cursor.fetchall() (tuples)"))
