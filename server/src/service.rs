@@ -1875,6 +1875,17 @@ mod tests {
         rows.chain(boom).boxed()
     }
 
+    /// Pumps `stream` into `tx` as a FetchAll without a deadline does.
+    async fn pump_all(
+        stream: QueryStream,
+        tx: &mpsc::Sender<Result<proto::FetchAllResponse, Status>>,
+        limits: Limits,
+        arrow: Option<iadb::DatabaseType>,
+    ) -> Result<(), Error> {
+        let (call, label) = (test_call(), CallLabel::default());
+        pump(stream, tx, limits, None, &call, &label, arrow).await
+    }
+
     /// Case 2: a panic while a result streams ends the stream with
     /// INTERNAL after the rows already read, and no summary: never a short
     /// result that looks complete.
@@ -1885,16 +1896,7 @@ mod tests {
             columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
             events: panicking_events(3),
         };
-        let result = pump(
-            stream,
-            &tx,
-            Limits::default(),
-            None,
-            &test_call(),
-            &CallLabel::default(),
-            None,
-        )
-        .await;
+        let result = pump_all(stream, &tx, Limits::default(), None).await;
         let error = result.expect_err("the panic is an error");
         assert_eq!(error.kind(), ErrorKind::Internal);
         assert!(!error.message().contains("infinity"), "{}", error.message());
@@ -1922,16 +1924,7 @@ mod tests {
             events: panicking_events(3),
         };
         let arrow = Some(iadb::DatabaseType::Sqlite);
-        let result = pump(
-            stream,
-            &tx,
-            Limits::default(),
-            None,
-            &test_call(),
-            &CallLabel::default(),
-            arrow,
-        )
-        .await;
+        let result = pump_all(stream, &tx, Limits::default(), arrow).await;
         let error = result.expect_err("the panic is an error");
         assert_eq!(error.kind(), ErrorKind::Internal);
         drop(tx);
@@ -1966,16 +1959,7 @@ mod tests {
             columns: Arc::from(vec![iadb::Column::new("n", "INTEGER")]),
             events: futures::stream::iter(events).boxed(),
         };
-        let result = pump(
-            stream,
-            &tx,
-            limits,
-            None,
-            &test_call(),
-            &CallLabel::default(),
-            None,
-        )
-        .await;
+        let result = pump_all(stream, &tx, limits, None).await;
         drop(tx);
         let (mut batches, mut summary) = (Vec::new(), false);
         while let Some(frame) = rx.recv().await {

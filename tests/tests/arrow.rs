@@ -923,6 +923,13 @@ async fn rows_of_events(target: &iadb_tests::Target, sql: &str) -> Vec<Vec<Value
     rows
 }
 
+/// Runs `sql` on `db` (a statement the test needs to succeed).
+async fn run(db: &dyn DatabaseInterface, sql: &str) {
+    if let Err(e) = db.execute(sql, &[]).await {
+        panic!("{sql}: {e}");
+    }
+}
+
 /// PostgreSQL's adapter alone, on a pool of one connection (so that
 /// every call reuses the connection the last one left), and its URL.
 async fn postgres_on_one_connection(what: &str) -> Option<std::sync::Arc<dyn DatabaseInterface>> {
@@ -1013,16 +1020,15 @@ async fn postgres_arrow_through_copy_gives_the_usual_batches() {
         "the usual path"
     );
     let t = unique_table("copy");
-    db.execute(
+    run(
+        db,
         &format!(
             "CREATE TABLE {t} (n bigint, i int4, s int2, f float8, r float4, b bool, \
              tx text, vc varchar(10), bp char(3), nm name, by bytea, u uuid, j json, jb jsonb, \
              d date, tm time, ts timestamp, tz timestamptz)"
         ),
-        &[],
     )
-    .await
-    .expect("create");
+    .await;
     let null_every =
         |k: u32, expr: &str| format!("CASE WHEN g % {k} = 0 THEN NULL ELSE {expr} END");
     let insert = format!(
@@ -1058,7 +1064,7 @@ async fn postgres_arrow_through_copy_gives_the_usual_batches() {
             "timestamptz '1999-12-31 23:59:59.999999+00' + g * interval '1 minute'"
         ),
     );
-    db.execute(&insert, &[]).await.expect("insert");
+    run(db, &insert).await;
     for wanted in [
         thousand_rows(),
         // Batches cut by their size before their row count.
@@ -1085,9 +1091,7 @@ async fn postgres_arrow_through_copy_gives_the_usual_batches() {
         );
         assert_eq!(copied, usual);
     }
-    db.execute(&format!("DROP TABLE {t}"), &[])
-        .await
-        .expect("drop");
+    run(db, &format!("DROP TABLE {t}")).await;
 }
 
 /// The COPY path reads the statement's columns from a describe made
@@ -1104,30 +1108,24 @@ async fn postgres_arrow_through_copy_follows_a_changed_column() {
     let Some(other) = iadb_tests::Target::direct(Engine::Postgres).await else {
         return;
     };
+    let db = db.as_ref();
     let t = unique_table("copy_alter");
-    db.execute(&format!("CREATE TABLE {t} (n bigint)"), &[])
-        .await
-        .expect("create");
-    db.execute(&format!("INSERT INTO {t} VALUES (1), (2), (3)"), &[])
-        .await
-        .expect("insert");
+    run(db, &format!("CREATE TABLE {t} (n bigint)")).await;
+    run(db, &format!("INSERT INTO {t} VALUES (1), (2), (3)")).await;
     let sql = format!("SELECT n FROM {t} ORDER BY n");
     let wanted = thousand_rows();
-    let (before, error) = arrow_batches(db.as_ref(), &sql, &[], wanted).await;
+    let (before, error) = arrow_batches(db, &sql, &[], wanted).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(before[0].schema().field(0).data_type(), &DataType::Int64);
-    other
-        .db
-        .execute(
-            &format!("ALTER TABLE {t} ALTER COLUMN n TYPE float8 USING n + 0.5"),
-            &[],
-        )
-        .await
-        .expect("alter");
+    run(
+        other.db.as_ref(),
+        &format!("ALTER TABLE {t} ALTER COLUMN n TYPE float8 USING n + 0.5"),
+    )
+    .await;
     // Twice: once after the cache was found stale, once from the cache
     // made again.
     for _ in 0..2 {
-        let (after, error) = arrow_batches(db.as_ref(), &sql, &[], wanted).await;
+        let (after, error) = arrow_batches(db, &sql, &[], wanted).await;
         assert!(error.is_none(), "{error:?}");
         assert_eq!(after[0].schema().field(0).data_type(), &DataType::Float64);
         assert_eq!(
@@ -1139,9 +1137,7 @@ async fn postgres_arrow_through_copy_follows_a_changed_column() {
             ]
         );
     }
-    db.execute(&format!("DROP TABLE {t}"), &[])
-        .await
-        .expect("drop");
+    run(db, &format!("DROP TABLE {t}")).await;
 }
 
 /// Errors on the COPY path: one mid-stream (division by zero at row
@@ -1190,12 +1186,8 @@ async fn postgres_arrow_through_copy_fails_cleanly_and_the_pool_goes_on() {
     still_serves(db).await;
 
     let t = unique_table("copy_denied");
-    db.execute(&format!("CREATE TABLE {t} (n int8)"), &[])
-        .await
-        .expect("create");
-    db.execute(&format!("REVOKE SELECT ON {t} FROM CURRENT_USER"), &[])
-        .await
-        .expect("revoke");
+    run(db, &format!("CREATE TABLE {t} (n int8)")).await;
+    run(db, &format!("REVOKE SELECT ON {t} FROM CURRENT_USER")).await;
     let (batches, error) = arrow_batches(db, &format!("SELECT n FROM {t}"), &[], wanted).await;
     assert!(batches.is_empty());
     assert_eq!(error.map(|e| e.kind()), Some(ErrorKind::PermissionDenied));
@@ -1230,7 +1222,5 @@ async fn postgres_arrow_through_copy_fails_cleanly_and_the_pool_goes_on() {
         "nothing else ran"
     );
     still_serves(db).await;
-    db.execute(&format!("DROP TABLE {t}"), &[])
-        .await
-        .expect("drop");
+    run(db, &format!("DROP TABLE {t}")).await;
 }
