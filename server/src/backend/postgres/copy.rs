@@ -150,9 +150,12 @@ fn json(column: &str, text: &[u8]) -> Result<Value> {
     Ok(Value::Json(raw.get().to_owned()))
 }
 
-/// The readers of `columns`, when every one has one and the declared
-/// types decide the Arrow types.
+/// The readers of `columns`, when there are some and every one has one
+/// (their declared types then decide the Arrow types).
 pub(super) fn readers(columns: &[Column]) -> Option<Vec<CopyReader>> {
+    if columns.is_empty() {
+        return None;
+    }
     columns
         .iter()
         .map(|c| CopyReader::of(&c.declared_type))
