@@ -611,27 +611,19 @@ fn decode_row(
 }
 
 /// Writes column `i` of `row` into a batch's row as [`decode_value`] reads
-/// it; text is copied from the row straight into the batch, without a
-/// `String` in between.
+/// it: the values [`ColumnReader`] does not read (or could not, and
+/// `decode_value` then reports why).
 fn write_value(row: &PgRow, i: usize, out: &mut dyn ValueWriter) -> Result<()> {
     let raw = row.try_get_raw(i).map_err(pg_error)?;
     if raw.is_null() {
         out.null();
         return Ok(());
     }
-    // The common types first, read as `decode_value` reads them; anything
+    // Dates and timestamps read from their binary form here; anything
     // else, and any error, through `decode_value` itself.
     let type_info = raw.type_info();
     let name = type_info.name();
     match name {
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "XML" | "UNKNOWN" => {
-            out.text(row.try_get_unchecked::<&str, _>(i).map_err(pg_error)?);
-        }
-        "INT8" => out.int(row.try_get_unchecked(i).map_err(pg_error)?),
-        "INT4" => out.int(i64::from(
-            row.try_get_unchecked::<i32, _>(i).map_err(pg_error)?,
-        )),
-        "FLOAT8" => out.double(row.try_get_unchecked(i).map_err(pg_error)?),
         "DATE" | "TIMESTAMP" | "TIMESTAMPTZ" => match decode_temporal(&raw, name) {
             Ok(value) => out.value(&value),
             Err(_) => out.value(&decode_value(row, i)?),

@@ -97,39 +97,33 @@ impl CopyReader {
         })
     }
 
-    /// Writes one non-NULL value of column `column`.
-    fn write(self, column: &str, bytes: &[u8], out: &mut dyn ValueWriter) -> Result<()> {
-        let not_its_form = |type_name: &str| {
+    /// Writes one non-NULL value of `column`.
+    fn write(self, column: &Column, bytes: &[u8], out: &mut dyn ValueWriter) -> Result<()> {
+        let not_its_form = || {
             Error::internal(format!(
-                "column `{column}`: a {}-byte value is not a binary {type_name}",
-                bytes.len()
+                "column `{}`: a {}-byte value is not a binary {}",
+                column.name,
+                bytes.len(),
+                column.declared_type.to_lowercase()
             ))
         };
+        let column = column.name.as_str();
         match self {
             CopyReader::Common(reader) => {
                 if !reader.write(bytes, out) {
-                    return Err(not_its_form(match reader {
-                        ColumnReader::Text => "text",
-                        ColumnReader::Int8 => "int8",
-                        ColumnReader::Int4 => "int4",
-                        ColumnReader::Int2 => "int2",
-                        ColumnReader::Float8 => "float8",
-                        ColumnReader::Float4 => "float4",
-                        ColumnReader::Bool => "bool",
-                        ColumnReader::Other => "value",
-                    }));
+                    return Err(not_its_form());
                 }
             }
             CopyReader::Bytes => out.value(&Value::Bytes(bytes.to_vec())),
             CopyReader::Uuid => {
-                let uuid = Uuid::from_slice(bytes).map_err(|_| not_its_form("uuid"))?;
+                let uuid = Uuid::from_slice(bytes).map_err(|_| not_its_form())?;
                 out.text(uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
             }
             CopyReader::Json => out.value(&json(column, bytes)?),
             CopyReader::Jsonb => match bytes.split_first() {
                 // The binary form's version, then the text.
                 Some((1, text)) => out.value(&json(column, text)?),
-                _ => return Err(not_its_form("jsonb")),
+                _ => return Err(not_its_form()),
             },
             CopyReader::Temporal(type_name) => {
                 let value = temporal_from_binary(bytes, type_name)
@@ -419,14 +413,13 @@ impl Tuples {
         let number = self.count;
         let mut out = rows.row();
         let mut at = 2;
-        for (i, reader) in self.readers.iter().enumerate() {
+        for (reader, column) in self.readers.iter().zip(self.columns.iter()) {
             let len = be_i32(&buf[at..]);
             at += 4;
             let Ok(len) = usize::try_from(len) else {
                 out.null();
                 continue;
             };
-            let column = self.columns.get(i).map_or("", |c| c.name.as_str());
             reader
                 .write(column, &buf[at..at + len], &mut out)
                 .map_err(|e| e.in_context(format_args!("row {number}")))?;
